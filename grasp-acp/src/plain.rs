@@ -1,0 +1,464 @@
+//! The plain, insecure ACP: UDP link-local multicast and TCP unicast.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use grasp_engine::transport::{
+    AcpError, AcpTransport, Channel, Datagram, Inbound, InboundStream, Interface, Security,
+    StatsCounters, TransportStats,
+};
+use grasp_engine::wire::{Limits, Locator, ALL_GRASP_NEIGHBORS, GRASP_DEF_MAX_SIZE, GRASP_LISTEN_PORT};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::interfaces::{host_interfaces, preferred_address, select};
+use crate::stream::StreamChannel;
+use crate::{inbound_stream, Error};
+
+/// Configuration of the plain ACP.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Interfaces to use by name; `None` uses every interface that is up,
+    /// multicast-capable, not loopback, and has a link-local address.
+    pub interfaces: Option<Vec<String>>,
+    /// Port for unicast (TCP listener) and as the source port of our
+    /// multicasts; 0 picks a free one. Discovery responses arrive here.
+    pub port: u16,
+    /// UDP port multicasts are sent to and received on. Always
+    /// [`GRASP_LISTEN_PORT`] (7017) except in special labs.
+    pub multicast_port: u16,
+    /// Receive our own multicasts (for several instances on one host).
+    pub listen_self: bool,
+    /// Largest message sent or accepted.
+    pub max_message_size: usize,
+    /// Timeout for outgoing TCP connections.
+    pub connect_timeout: Duration,
+    /// Most inbound TCP connections open at once; more are closed at once
+    /// and counted.
+    pub max_inbound_connections: usize,
+    /// Inbound items (datagrams and new channels) queued for the engine;
+    /// beyond that they are dropped and counted.
+    pub inbound_queue: usize,
+    /// Override the node address (otherwise ULA, else global, else
+    /// link-local).
+    pub node_address: Option<Ipv6Addr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interfaces: None,
+            port: 0,
+            multicast_port: GRASP_LISTEN_PORT,
+            listen_self: false,
+            max_message_size: GRASP_DEF_MAX_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            max_inbound_connections: 1024,
+            inbound_queue: 1024,
+            node_address: None,
+        }
+    }
+}
+
+impl Config {
+    /// Uses exactly these interfaces.
+    pub fn interfaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.interfaces = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets `listen_self`.
+    pub fn listen_self(mut self, on: bool) -> Self {
+        self.listen_self = on;
+        self
+    }
+
+    /// Sets the unicast port (0 = any free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets the maximum message size.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Sets the inbound connection limit.
+    pub fn max_inbound_connections(mut self, n: usize) -> Self {
+        self.max_inbound_connections = n;
+        self
+    }
+}
+
+/// The plain ACP transport. Create it with [`bind`].
+#[derive(Debug)]
+pub struct Transport {
+    interfaces: Vec<Interface>,
+    locator: Locator,
+    multicast_port: u16,
+    send: Arc<UdpSocket>,
+    limits: Limits,
+    connect_timeout: Duration,
+    stats: Arc<StatsCounters>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds the plain ACP: joins `ff02::13` on each interface, listens for TCP,
+/// and starts the receive tasks. Must be called inside a tokio runtime.
+pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Error> {
+    let all = host_interfaces()?;
+    let interfaces = select(&all, config.interfaces.as_deref())?;
+    let node_addr = config
+        .node_address
+        .or_else(|| preferred_address(&all, &interfaces))
+        .ok_or(Error::NoInterfaces)?;
+
+    let (listener, send, port) = bind_unicast_pair(&config)?;
+    let mc = bind_multicast_receiver(&config, &interfaces)?;
+
+    let stats = Arc::new(StatsCounters::default());
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+        ..Limits::default()
+    };
+    let (tx, rx) = mpsc::channel(config.inbound_queue.max(1));
+    let own: Vec<SocketAddrV6> = interfaces
+        .iter()
+        .map(|i| SocketAddrV6::new(i.link_local, port, 0, i.index))
+        .collect();
+    let mc_task = tokio::spawn(multicast_receive_loop(
+        mc,
+        interfaces.iter().map(|i| i.index).collect(),
+        own,
+        config.listen_self,
+        config.max_message_size,
+        tx.clone(),
+        stats.clone(),
+    ));
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        Arc::new(Semaphore::new(config.max_inbound_connections)),
+        limits,
+        tx,
+        stats.clone(),
+    ));
+    info!(
+        node = %node_addr,
+        port,
+        interfaces = ?interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        listen_self = config.listen_self,
+        "plain ACP bound (no security)"
+    );
+    let transport = Transport {
+        interfaces,
+        locator: Locator::tcp6(node_addr, port),
+        multicast_port: config.multicast_port,
+        send: Arc::new(send),
+        limits,
+        connect_timeout: config.connect_timeout,
+        stats,
+        tasks: vec![mc_task, accept_task],
+    };
+    Ok((Arc::new(transport), inbound_stream(rx)))
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A TCP listener and a UDP sending socket on the same port number: discovery
+/// responders connect by TCP to the UDP source port of our multicasts
+/// (RFC 8990 §2.5.4.3, and what graspy does).
+fn bind_unicast_pair(config: &Config) -> Result<(TcpListener, UdpSocket, u16), Error> {
+    let mut last = None;
+    for _ in 0..10 {
+        let tcp = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
+            .map_err(io_err("creating the TCP listening socket"))?;
+        tcp.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
+        tcp.set_reuse_address(true).map_err(io_err("setting SO_REUSEADDR"))?;
+        tcp.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
+        let addr = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, config.port, 0, 0);
+        if let Err(e) = tcp.bind(&SockAddr::from(addr)) {
+            last = Some(io_err(format!("binding TCP port {}", config.port))(e));
+            if config.port != 0 {
+                break;
+            }
+            continue;
+        }
+        tcp.listen(1024).map_err(io_err("listening on the TCP socket"))?;
+        let port = tcp
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or_else(|| Error::Io {
+                context: "reading the TCP listener's port".into(),
+                source: io::Error::other("no socket address"),
+            })?;
+        let udp = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(io_err("creating the UDP sending socket"))?;
+        udp.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
+        udp.set_multicast_hops_v6(1).map_err(io_err("setting IPV6_MULTICAST_HOPS"))?;
+        udp.set_multicast_loop_v6(config.listen_self)
+            .map_err(io_err("setting IPV6_MULTICAST_LOOP"))?;
+        udp.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
+        match udp.bind(&SockAddr::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))) {
+            Ok(()) => {
+                let listener = TcpListener::from_std(tcp.into())
+                    .map_err(io_err("registering the TCP listener"))?;
+                let udp = UdpSocket::from_std(udp.into())
+                    .map_err(io_err("registering the UDP socket"))?;
+                return Ok((listener, udp, port));
+            }
+            Err(e) => {
+                debug!(port, error = %e, "UDP port taken, trying another");
+                last = Some(io_err(format!("binding UDP port {port}"))(e));
+                if config.port != 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(Error::NoInterfaces))
+}
+
+/// The shared multicast receiver: `[::]:7017` with SO_REUSEADDR and
+/// SO_REUSEPORT so that every GRASP instance on the host receives every
+/// multicast (RFC 8990 §2.3), joined to ff02::13 on each interface by index.
+fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<UdpSocket, Error> {
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(io_err("creating the multicast socket"))?;
+    s.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
+    s.set_reuse_address(true).map_err(io_err("setting SO_REUSEADDR"))?;
+    s.set_reuse_port(true).map_err(io_err("setting SO_REUSEPORT"))?;
+    s.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
+    s.bind(&SockAddr::from(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        config.multicast_port,
+        0,
+        0,
+    )))
+    .map_err(io_err(format!("binding UDP port {}", config.multicast_port)))?;
+    for i in interfaces {
+        s.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index)
+            .map_err(io_err(format!("joining ff02::13 on {} (index {})", i.name, i.index)))?;
+    }
+    UdpSocket::from_std(s.into()).map_err(io_err("registering the multicast socket"))
+}
+
+async fn multicast_receive_loop(
+    sock: UdpSocket,
+    ifindexes: Vec<u32>,
+    own: Vec<SocketAddrV6>,
+    listen_self: bool,
+    max: usize,
+    tx: mpsc::Sender<Inbound>,
+    stats: Arc<StatsCounters>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "multicast receive error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let SocketAddr::V6(src) = src else { continue };
+        // Link-local sources carry the arrival interface as their scope id.
+        let ifindex = src.scope_id();
+        if !ifindexes.contains(&ifindex) {
+            debug!(%src, "multicast from an interface GRASP does not use, or a non-link-local source; dropped");
+            StatsCounters::bump(&stats.multicast_dropped_other);
+            continue;
+        }
+        if !listen_self && own.contains(&src) {
+            continue;
+        }
+        if n > max {
+            debug!(%src, len = n, max, "oversize multicast dropped");
+            StatsCounters::bump(&stats.multicast_dropped_oversize);
+            continue;
+        }
+        let d = Datagram {
+            ifindex,
+            src,
+            msg: Bytes::copy_from_slice(&buf[..n]),
+        };
+        match tx.try_send(Inbound::Datagram(d)) {
+            Ok(()) => StatsCounters::bump(&stats.multicast_received),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                StatsCounters::bump(&stats.multicast_dropped_queue_full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    limits: Limits,
+    tx: mpsc::Sender<Inbound>,
+    stats: Arc<StatsCounters>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(r) => r,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "inbound connection limit reached; closing");
+            StatsCounters::bump(&stats.channels_refused);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let io = StreamChannel::new(stream, limits)
+            .with_stats(stats.clone())
+            .with_permit(permit);
+        let ch = Channel {
+            peer,
+            local,
+            io: Box::pin(io),
+        };
+        match tx.try_send(Inbound::Channel(ch)) {
+            Ok(()) => StatsCounters::bump(&stats.channels_accepted),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                StatsCounters::bump(&stats.channels_refused)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+impl Transport {
+    /// The interfaces in use.
+    pub fn interface_list(&self) -> &[Interface] {
+        &self.interfaces
+    }
+
+    /// The port used for unicast and as multicast source port.
+    pub fn port(&self) -> u16 {
+        match self.locator {
+            Locator::Ipv6 { port, .. } => port,
+            _ => 0,
+        }
+    }
+
+    async fn do_send_multicast(&self, ifindex: u32, msg: Bytes) -> Result<(), AcpError> {
+        if !self.interfaces.iter().any(|i| i.index == ifindex) {
+            return Err(AcpError::NoInterface(ifindex));
+        }
+        if msg.len() > self.limits.max_message_size {
+            return Err(AcpError::TooLarge {
+                len: msg.len(),
+                max: self.limits.max_message_size,
+            });
+        }
+        // The scope id picks the outgoing interface for link-local multicast.
+        let dst = SocketAddrV6::new(ALL_GRASP_NEIGHBORS, self.multicast_port, 0, ifindex);
+        self.send
+            .send_to(&msg, dst)
+            .await
+            .map_err(|e| AcpError::io(format!("sending multicast on interface {ifindex}"), e))?;
+        StatsCounters::bump(&self.stats.multicast_sent);
+        Ok(())
+    }
+
+    async fn do_connect(&self, peer: SocketAddr) -> Result<Channel, AcpError> {
+        let res = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer)).await;
+        let stream = match res {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                StatsCounters::bump(&self.stats.connect_failures);
+                return Err(if e.kind() == io::ErrorKind::ConnectionRefused {
+                    AcpError::Refused(peer)
+                } else {
+                    AcpError::io(format!("connecting to {peer}"), e)
+                });
+            }
+            Err(_) => {
+                StatsCounters::bump(&self.stats.connect_failures);
+                return Err(AcpError::ConnectTimeout {
+                    peer,
+                    after: self.connect_timeout,
+                });
+            }
+        };
+        stream
+            .set_nodelay(true)
+            .map_err(|e| AcpError::io("setting TCP_NODELAY", e))?;
+        let local = stream
+            .local_addr()
+            .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
+        StatsCounters::bump(&self.stats.channels_opened);
+        Ok(Channel {
+            peer,
+            local,
+            io: Box::pin(StreamChannel::new(stream, self.limits).with_stats(self.stats.clone())),
+        })
+    }
+}
+
+impl AcpTransport for Transport {
+    fn security(&self) -> Security {
+        Security::None
+    }
+
+    fn interfaces(&self) -> Vec<Interface> {
+        self.interfaces.clone()
+    }
+
+    fn node_locator(&self) -> Locator {
+        self.locator.clone()
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.limits.max_message_size
+    }
+
+    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
+        self.do_send_multicast(ifindex, msg).boxed()
+    }
+
+    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+        self.do_connect(peer).boxed()
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats.snapshot()
+    }
+}

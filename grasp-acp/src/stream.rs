@@ -1,0 +1,242 @@
+//! Whole GRASP messages over a byte stream (TCP here; TLS in `grasp-tls`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Sink, Stream};
+use grasp_engine::transport::{AcpError, StatsCounters};
+use grasp_engine::wire::{DecodeError, Limits, StreamDecoder};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::io::poll_read_buf;
+
+/// Bytes read from the socket at a time, at most.
+const READ_CHUNK: usize = 4096;
+
+/// A message channel over any byte stream: received bytes are split into
+/// whole messages with [`StreamDecoder`]; each sent message is written on its
+/// own, never coalesced with the next one (graspy reads one message per
+/// `recv`, so two messages in one segment would confuse it).
+///
+/// Implements the engine's `MessageIo` (a `Stream` of received messages and a
+/// `Sink` of messages to send). Reading stops with an error, and the
+/// malformed-stream counter goes up, when the peer sends something that is not
+/// a message or is larger than the limit.
+pub struct StreamChannel<S> {
+    io: S,
+    decoder: StreamDecoder,
+    rbuf: BytesMut,
+    /// The message being written, and how much of it is written.
+    wbuf: Option<Bytes>,
+    read_done: bool,
+    max: usize,
+    stats: Option<Arc<StatsCounters>>,
+    /// Held while the channel lives, to bound concurrent inbound channels.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<S> std::fmt::Debug for StreamChannel<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamChannel")
+            .field("buffered", &self.rbuf.len())
+            .field("writing", &self.wbuf.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> StreamChannel<S> {
+    /// Wraps `io`, enforcing `limits` on what is received and the same
+    /// maximum size on what is sent.
+    pub fn new(io: S, limits: Limits) -> Self {
+        StreamChannel {
+            io,
+            decoder: StreamDecoder::new(limits),
+            rbuf: BytesMut::new(),
+            wbuf: None,
+            read_done: false,
+            max: limits.max_message_size,
+            stats: None,
+            _permit: None,
+        }
+    }
+
+    /// Counts malformed streams in `stats`.
+    pub fn with_stats(mut self, stats: Arc<StatsCounters>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Keeps `permit` until the channel is dropped.
+    pub fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self._permit = Some(permit);
+        self
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    fn malformed(&mut self, e: DecodeError) -> AcpError {
+        self.read_done = true;
+        if let Some(s) = &self.stats {
+            StatsCounters::bump(&s.malformed_streams);
+        }
+        match e {
+            DecodeError::TooLarge { len, max } => AcpError::TooLarge { len, max },
+            e => AcpError::Malformed(e),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
+    type Item = Result<Bytes, AcpError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.read_done {
+                return Poll::Ready(None);
+            }
+            match this.decoder.decode(&mut this.rbuf) {
+                Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
+            }
+            // Never buffer more than one maximum-size message plus a chunk.
+            let want = READ_CHUNK.min(this.max + 1);
+            this.rbuf.reserve(want);
+            match ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf)) {
+                Ok(0) => {
+                    this.read_done = true;
+                    return Poll::Ready(match this.decoder.decode_eof(&this.rbuf) {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(this.malformed(e))),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.read_done = true;
+                    return Poll::Ready(Some(Err(AcpError::io("reading from the peer", e))));
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> StreamChannel<S> {
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        while let Some(buf) = &mut self.wbuf {
+            if buf.is_empty() {
+                self.wbuf = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))
+                .map_err(|e| AcpError::io("writing to the peer", e))?;
+            if n == 0 {
+                return Poll::Ready(Err(AcpError::Closed));
+            }
+            buf.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Sink<Bytes> for StreamChannel<S> {
+    type Error = AcpError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        // The previous message goes out completely before the next is taken.
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(&mut self.io)
+            .poll_flush(cx)
+            .map_err(|e| AcpError::io("flushing to the peer", e))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, msg: Bytes) -> Result<(), AcpError> {
+        if msg.len() > self.max {
+            return Err(AcpError::TooLarge {
+                len: msg.len(),
+                max: self.max,
+            });
+        }
+        debug_assert!(self.wbuf.is_none(), "poll_ready not called");
+        self.wbuf = Some(msg);
+        Ok(())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(&mut self.io)
+            .poll_flush(cx)
+            .map_err(|e| AcpError::io("flushing to the peer", e))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(&mut self.io)
+            .poll_shutdown(cx)
+            .map_err(|e| AcpError::io("closing the connection", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn messages_both_ways_over_a_duplex() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut a = StreamChannel::new(a, Limits::default());
+        let mut b = StreamChannel::new(b, Limits::default());
+        let m1 = Bytes::from_static(&[0x83, 0x07, 0x01, 0x19, 0x07, 0xd0]);
+        let m2 = Bytes::from_static(&[0x81, 0x00]);
+        a.send(m1.clone()).await.unwrap();
+        a.send(m2.clone()).await.unwrap();
+        assert_eq!(b.next().await.unwrap().unwrap(), m1);
+        assert_eq!(b.next().await.unwrap().unwrap(), m2);
+        b.send(m2.clone()).await.unwrap();
+        assert_eq!(a.next().await.unwrap().unwrap(), m2);
+        a.close().await.unwrap();
+        assert!(b.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn oversize_and_garbage_are_errors() {
+        let limits = Limits {
+            max_message_size: 16,
+            ..Limits::default()
+        };
+        let (mut raw, b) = tokio::io::duplex(256);
+        let stats = Arc::new(StatsCounters::default());
+        let mut b = StreamChannel::new(b, limits).with_stats(stats.clone());
+        raw.write_all(&[0x58, 0x40]).await.unwrap(); // bytes(64)
+        raw.write_all(&[0u8; 64]).await.unwrap();
+        assert!(matches!(b.next().await, Some(Err(AcpError::TooLarge { .. }))));
+        assert!(b.next().await.is_none());
+        assert_eq!(stats.snapshot().malformed_streams, 1);
+
+        let (mut raw, b) = tokio::io::duplex(256);
+        let mut b = StreamChannel::new(b, limits);
+        raw.write_all(&[0xff]).await.unwrap();
+        assert!(matches!(b.next().await, Some(Err(AcpError::Malformed(_)))));
+
+        // A truncated message at EOF is reported, not silently dropped.
+        let (mut raw, b) = tokio::io::duplex(256);
+        let mut b = StreamChannel::new(b, limits);
+        raw.write_all(&[0x83, 0x07]).await.unwrap();
+        drop(raw);
+        assert!(matches!(b.next().await, Some(Err(AcpError::Malformed(_)))));
+
+        let (a, _b) = tokio::io::duplex(256);
+        let mut a = StreamChannel::new(a, limits);
+        assert!(matches!(
+            a.send(Bytes::from(vec![0u8; 17])).await,
+            Err(AcpError::TooLarge { len: 17, max: 16 })
+        ));
+    }
+}
