@@ -1,1 +1,7 @@
-//! placeholder
+//! Shared helpers of the workspace's integration tests.
+//!
+//! * [`netns`]: Linux network-namespace labs (veth pairs, ULA addresses) and
+//!   running async code inside a namespace.
+#![warn(missing_docs)]
+
+pub mod netns;
