@@ -442,13 +442,8 @@ impl MemTransport {
             },
         ));
         let cap = tn.channel_capacity.min(me.channel_capacity);
-        let (mine, theirs) = MemChannel::pair(
-            cap,
-            delay,
-            me.max_message_size,
-            tn.max_message_size,
-            permit,
-        );
+        let (mine, theirs) =
+            MemChannel::pair(cap, delay, me.max_message_size, tn.max_message_size, permit);
         // Scope id of our link-local address as seen from the target: its
         // interface on the same link.
         let remote_view = match local {
@@ -581,7 +576,10 @@ impl MemChannel {
             queue: VecDeque::new(),
             _permit: Some(permit.clone()),
         };
-        (mk(atx, arx, max_a.min(max_b)), mk(btx, brx, max_a.min(max_b)))
+        (
+            mk(atx, arx, max_a.min(max_b)),
+            mk(btx, brx, max_a.min(max_b)),
+        )
     }
 }
 
@@ -687,7 +685,13 @@ mod tests {
     async fn listen_self_and_loss() {
         async fn run(seed: u64) -> (u64, u64) {
             let f = Fabric::new(seed);
-            let l = f.link("l", LinkConfig { loss: 0.5, delay: Duration::ZERO });
+            let l = f.link(
+                "l",
+                LinkConfig {
+                    loss: 0.5,
+                    delay: Duration::ZERO,
+                },
+            );
             let (a, _a_in) = f.node("A").attach(&l).listen_self(true).bind();
             let (b, _b_in) = f.node("B").attach(&l).inbound_queue(1000).bind();
             for _ in 0..400 {
@@ -696,8 +700,14 @@ mod tests {
             (a.stats().multicast_received, b.stats().multicast_received)
         }
         let (to_self, to_b) = run(42).await;
-        assert!((120..280).contains(&to_b), "about half of 400 expected, got {to_b}");
-        assert!((120..280).contains(&to_self), "listen_self delivers to the sender: {to_self}");
+        assert!(
+            (120..280).contains(&to_b),
+            "about half of 400 expected, got {to_b}"
+        );
+        assert!(
+            (120..280).contains(&to_self),
+            "listen_self delivers to the sender: {to_self}"
+        );
         // Same seed, same losses; another seed, other losses.
         assert_eq!(run(42).await, (to_self, to_b));
         assert_ne!(run(43).await, (to_self, to_b));
@@ -706,7 +716,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn delay_applies_to_multicast_and_unicast() {
         let f = Fabric::new(1);
-        let l = f.link("l", LinkConfig { loss: 0.0, delay: Duration::from_millis(10) });
+        let l = f.link(
+            "l",
+            LinkConfig {
+                loss: 0.0,
+                delay: Duration::from_millis(10),
+            },
+        );
         let (a, _a_in) = f.node("A").attach(&l).bind();
         let (b, mut b_in) = f.node("B").attach(&l).bind();
         let t0 = Instant::now();
@@ -714,13 +730,18 @@ mod tests {
         next_datagram(&mut b_in).await;
         assert_eq!(t0.elapsed(), Duration::from_millis(10));
         let mut ch = a.connect(b.node_locator_addr()).await.unwrap();
-        let Some(Inbound::Channel(mut theirs)) = b_in.next().await else { panic!() };
+        let Some(Inbound::Channel(mut theirs)) = b_in.next().await else {
+            panic!()
+        };
         let t1 = Instant::now();
         ch.io.send(m(&[0x81, 0x00])).await.unwrap();
         ch.io.send(m(&[0x83, 0x07, 0x01, 0x02])).await.unwrap();
         assert_eq!(theirs.io.next().await.unwrap().unwrap(), m(&[0x81, 0x00]));
         assert_eq!(t1.elapsed(), Duration::from_millis(10));
-        assert_eq!(theirs.io.next().await.unwrap().unwrap(), m(&[0x83, 0x07, 0x01, 0x02]));
+        assert_eq!(
+            theirs.io.next().await.unwrap().unwrap(),
+            m(&[0x83, 0x07, 0x01, 0x02])
+        );
     }
 
     #[tokio::test]
@@ -733,8 +754,13 @@ mod tests {
         let (c, mut c_in) = f.node("C").attach(&l2).bind();
         // Routed to C's node address across B.
         let mut ch = a.connect(c.node_locator_addr()).await.unwrap();
-        let Some(Inbound::Channel(mut theirs)) = c_in.next().await else { panic!() };
-        assert_eq!(theirs.peer.ip(), "fd00:fab::1".parse::<std::net::IpAddr>().unwrap());
+        let Some(Inbound::Channel(mut theirs)) = c_in.next().await else {
+            panic!()
+        };
+        assert_eq!(
+            theirs.peer.ip(),
+            "fd00:fab::1".parse::<std::net::IpAddr>().unwrap()
+        );
         ch.io.send(m(&[0x81, 0x00])).await.unwrap();
         assert_eq!(theirs.io.next().await.unwrap().unwrap(), m(&[0x81, 0x00]));
         theirs.io.send(m(&[0x81, 0x00])).await.unwrap();
@@ -746,21 +772,42 @@ mod tests {
         let b_ll = b.interfaces()[0].link_local;
         let peer = SocketAddr::V6(SocketAddrV6::new(b_ll, 7017, 0, 1));
         let _ch = a.connect(peer).await.unwrap();
-        let Some(Inbound::Channel(theirs)) = b_in.next().await else { panic!() };
-        let SocketAddr::V6(p) = theirs.peer else { panic!() };
+        let Some(Inbound::Channel(theirs)) = b_in.next().await else {
+            panic!()
+        };
+        let SocketAddr::V6(p) = theirs.peer else {
+            panic!()
+        };
         assert_eq!(p.scope_id(), 1, "B sees A on its interface to l1");
         // C's link-local is not on A's link.
         let c_ll = c.interfaces()[0].link_local;
         let bad = SocketAddr::V6(SocketAddrV6::new(c_ll, 7017, 0, 1));
-        assert!(matches!(a.connect(bad).await, Err(AcpError::Unreachable(_))));
+        assert!(matches!(
+            a.connect(bad).await,
+            Err(AcpError::Unreachable(_))
+        ));
         // Wrong port: refused. Unknown address: unreachable.
         let wrong = SocketAddr::V6(SocketAddrV6::new("fd00:fab::3".parse().unwrap(), 1, 0, 0));
         assert!(matches!(a.connect(wrong).await, Err(AcpError::Refused(_))));
-        let nobody = SocketAddr::V6(SocketAddrV6::new("fd00:fab::99".parse().unwrap(), 7017, 0, 0));
-        assert!(matches!(a.connect(nobody).await, Err(AcpError::Unreachable(_))));
+        let nobody = SocketAddr::V6(SocketAddrV6::new(
+            "fd00:fab::99".parse().unwrap(),
+            7017,
+            0,
+            0,
+        ));
+        assert!(matches!(
+            a.connect(nobody).await,
+            Err(AcpError::Unreachable(_))
+        ));
         // A down link carries nothing.
-        l1.set(LinkConfig { loss: 1.0, delay: Duration::ZERO });
-        assert!(matches!(a.connect(peer).await, Err(AcpError::Unreachable(_))));
+        l1.set(LinkConfig {
+            loss: 1.0,
+            delay: Duration::ZERO,
+        });
+        assert!(matches!(
+            a.connect(peer).await,
+            Err(AcpError::Unreachable(_))
+        ));
     }
 
     #[tokio::test]
@@ -783,9 +830,14 @@ mod tests {
         assert_eq!(b.stats().multicast_dropped_queue_full, 1);
         next_datagram(&mut b_in).await;
         let ch = a.connect(b.node_locator_addr()).await.unwrap();
-        assert!(matches!(a.connect(b.node_locator_addr()).await, Err(AcpError::Refused(_))));
+        assert!(matches!(
+            a.connect(b.node_locator_addr()).await,
+            Err(AcpError::Refused(_))
+        ));
         assert_eq!(b.stats().channels_refused, 1);
-        let Some(Inbound::Channel(theirs)) = b_in.next().await else { panic!() };
+        let Some(Inbound::Channel(theirs)) = b_in.next().await else {
+            panic!()
+        };
         drop(ch);
         drop(theirs);
         // The permit is back once both ends are gone.
@@ -797,7 +849,9 @@ mod tests {
     impl MemTransport {
         fn node_locator_addr(&self) -> SocketAddr {
             match self.node_locator() {
-                Locator::Ipv6 { addr, port, .. } => SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0)),
+                Locator::Ipv6 { addr, port, .. } => {
+                    SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0))
+                }
                 _ => unreachable!(),
             }
         }

@@ -174,23 +174,45 @@ mod tests {
         let chosen = select(&all, None).unwrap();
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].link_local, "fe80::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(preferred_address(&all, &chosen), Some("fd00:1::2".parse().unwrap()));
+        assert_eq!(
+            preferred_address(&all, &chosen),
+            Some("fd00:1::2".parse().unwrap())
+        );
         let all2 = vec![iface(2, "eth0", &["fe80::1", "2001:db8::5"])];
         let c2 = select(&all2, None).unwrap();
-        assert_eq!(preferred_address(&all2, &c2), Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(
+            preferred_address(&all2, &c2),
+            Some("2001:db8::5".parse().unwrap())
+        );
         let all3 = vec![iface(2, "eth0", &["fe80::1"])];
         let c3 = select(&all3, None).unwrap();
-        assert_eq!(preferred_address(&all3, &c3), Some("fe80::1".parse().unwrap()));
+        assert_eq!(
+            preferred_address(&all3, &c3),
+            Some("fe80::1".parse().unwrap())
+        );
     }
 
     #[test]
     fn explicit_selection_errors() {
         let mut down = iface(3, "eth1", &["fe80::3"]);
         down.up = false;
-        let all = vec![iface(2, "eth0", &["fe80::1"]), down, iface(4, "eth2", &["fd00::4"])];
-        assert!(matches!(select(&all, Some(&["nope".into()])), Err(Error::NoSuchInterface(_))));
-        assert!(matches!(select(&all, Some(&["eth1".into()])), Err(Error::UnusableInterface { .. })));
-        assert!(matches!(select(&all, Some(&["eth2".into()])), Err(Error::UnusableInterface { .. })));
+        let all = vec![
+            iface(2, "eth0", &["fe80::1"]),
+            down,
+            iface(4, "eth2", &["fd00::4"]),
+        ];
+        assert!(matches!(
+            select(&all, Some(&["nope".into()])),
+            Err(Error::NoSuchInterface(_))
+        ));
+        assert!(matches!(
+            select(&all, Some(&["eth1".into()])),
+            Err(Error::UnusableInterface { .. })
+        ));
+        assert!(matches!(
+            select(&all, Some(&["eth2".into()])),
+            Err(Error::UnusableInterface { .. })
+        ));
         assert_eq!(select(&all, Some(&["eth0".into()])).unwrap()[0].index, 2);
         assert!(matches!(select(&[], None), Err(Error::NoInterfaces)));
     }

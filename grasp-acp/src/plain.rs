@@ -12,7 +12,9 @@ use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, Datagram, Inbound, InboundStream, Interface, Security,
     StatsCounters, TransportStats,
 };
-use grasp_engine::wire::{Limits, Locator, ALL_GRASP_NEIGHBORS, GRASP_DEF_MAX_SIZE, GRASP_LISTEN_PORT};
+use grasp_engine::wire::{
+    Limits, Locator, ALL_GRASP_NEIGHBORS, GRASP_DEF_MAX_SIZE, GRASP_LISTEN_PORT,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
@@ -200,9 +202,12 @@ fn bind_unicast_pair(config: &Config) -> Result<(TcpListener, UdpSocket, u16), E
     for _ in 0..10 {
         let tcp = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
             .map_err(io_err("creating the TCP listening socket"))?;
-        tcp.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
-        tcp.set_reuse_address(true).map_err(io_err("setting SO_REUSEADDR"))?;
-        tcp.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
+        tcp.set_only_v6(true)
+            .map_err(io_err("setting IPV6_V6ONLY"))?;
+        tcp.set_reuse_address(true)
+            .map_err(io_err("setting SO_REUSEADDR"))?;
+        tcp.set_nonblocking(true)
+            .map_err(io_err("setting O_NONBLOCK"))?;
         let addr = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, config.port, 0, 0);
         if let Err(e) = tcp.bind(&SockAddr::from(addr)) {
             last = Some(io_err(format!("binding TCP port {}", config.port))(e));
@@ -211,7 +216,8 @@ fn bind_unicast_pair(config: &Config) -> Result<(TcpListener, UdpSocket, u16), E
             }
             continue;
         }
-        tcp.listen(1024).map_err(io_err("listening on the TCP socket"))?;
+        tcp.listen(1024)
+            .map_err(io_err("listening on the TCP socket"))?;
         let port = tcp
             .local_addr()
             .ok()
@@ -223,12 +229,20 @@ fn bind_unicast_pair(config: &Config) -> Result<(TcpListener, UdpSocket, u16), E
             })?;
         let udp = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
             .map_err(io_err("creating the UDP sending socket"))?;
-        udp.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
-        udp.set_multicast_hops_v6(1).map_err(io_err("setting IPV6_MULTICAST_HOPS"))?;
+        udp.set_only_v6(true)
+            .map_err(io_err("setting IPV6_V6ONLY"))?;
+        udp.set_multicast_hops_v6(1)
+            .map_err(io_err("setting IPV6_MULTICAST_HOPS"))?;
         udp.set_multicast_loop_v6(config.listen_self)
             .map_err(io_err("setting IPV6_MULTICAST_LOOP"))?;
-        udp.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
-        match udp.bind(&SockAddr::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))) {
+        udp.set_nonblocking(true)
+            .map_err(io_err("setting O_NONBLOCK"))?;
+        match udp.bind(&SockAddr::from(SocketAddrV6::new(
+            Ipv6Addr::UNSPECIFIED,
+            port,
+            0,
+            0,
+        ))) {
             Ok(()) => {
                 let listener = TcpListener::from_std(tcp.into())
                     .map_err(io_err("registering the TCP listener"))?;
@@ -255,19 +269,28 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         .map_err(io_err("creating the multicast socket"))?;
     s.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
-    s.set_reuse_address(true).map_err(io_err("setting SO_REUSEADDR"))?;
-    s.set_reuse_port(true).map_err(io_err("setting SO_REUSEPORT"))?;
-    s.set_nonblocking(true).map_err(io_err("setting O_NONBLOCK"))?;
+    s.set_reuse_address(true)
+        .map_err(io_err("setting SO_REUSEADDR"))?;
+    s.set_reuse_port(true)
+        .map_err(io_err("setting SO_REUSEPORT"))?;
+    s.set_nonblocking(true)
+        .map_err(io_err("setting O_NONBLOCK"))?;
     s.bind(&SockAddr::from(SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
         config.multicast_port,
         0,
         0,
     )))
-    .map_err(io_err(format!("binding UDP port {}", config.multicast_port)))?;
+    .map_err(io_err(format!(
+        "binding UDP port {}",
+        config.multicast_port
+    )))?;
     for i in interfaces {
         s.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index)
-            .map_err(io_err(format!("joining ff02::13 on {} (index {})", i.name, i.index)))?;
+            .map_err(io_err(format!(
+                "joining ff02::13 on {} (index {})",
+                i.name, i.index
+            )))?;
     }
     UdpSocket::from_std(s.into()).map_err(io_err("registering the multicast socket"))
 }
@@ -356,9 +379,7 @@ async fn accept_loop(
         };
         match tx.try_send(Inbound::Channel(ch)) {
             Ok(()) => StatsCounters::bump(&stats.channels_accepted),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                StatsCounters::bump(&stats.channels_refused)
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => StatsCounters::bump(&stats.channels_refused),
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }

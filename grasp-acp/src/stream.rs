@@ -216,7 +216,10 @@ mod tests {
         let mut b = StreamChannel::new(b, limits).with_stats(stats.clone());
         raw.write_all(&[0x58, 0x40]).await.unwrap(); // bytes(64)
         raw.write_all(&[0u8; 64]).await.unwrap();
-        assert!(matches!(b.next().await, Some(Err(AcpError::TooLarge { .. }))));
+        assert!(matches!(
+            b.next().await,
+            Some(Err(AcpError::TooLarge { .. }))
+        ));
         assert!(b.next().await.is_none());
         assert_eq!(stats.snapshot().malformed_streams, 1);
 

@@ -47,7 +47,9 @@ fn bench_one(c: &mut Criterion, name: &str, raw: Bytes) {
     let msg = Message::decode(&raw).unwrap();
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decode", |b| b.iter(|| Message::decode(black_box(&raw)).unwrap()));
+    g.bench_function("decode", |b| {
+        b.iter(|| Message::decode(black_box(&raw)).unwrap())
+    });
     let mut buf = Vec::with_capacity(256);
     g.bench_function("encode", |b| {
         b.iter(|| {
@@ -68,7 +70,10 @@ fn codec(c: &mut Criterion) {
     bench_one(c, "M_RESPONSE", pick(&all, "sync", 2));
     bench_one(c, "M_FLOOD", pick(&all, "flood", 9));
 
-    let msgs: Vec<Message> = all.iter().map(|(_, _, b)| Message::decode(b).unwrap()).collect();
+    let msgs: Vec<Message> = all
+        .iter()
+        .map(|(_, _, b)| Message::decode(b).unwrap())
+        .collect();
     let mut g = c.benchmark_group("all_vectors");
     g.throughput(Throughput::Elements(all.len() as u64));
     g.bench_function("decode", |b| {

@@ -108,7 +108,9 @@ pub enum AcpError {
         source: io::Error,
     },
     /// Connecting did not finish in time.
-    #[error("connecting to {peer} timed out after {after:?}; check that the peer is up and reachable")]
+    #[error(
+        "connecting to {peer} timed out after {after:?}; check that the peer is up and reachable"
+    )]
     ConnectTimeout {
         /// The peer.
         peer: SocketAddr,

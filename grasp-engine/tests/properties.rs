@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::{Bytes, BytesMut};
 use grasp_engine::wire::{
-    Discovery, End, EndOption, Flood, Invalid, Limits, Locator, Message, Objective,
-    ObjectiveFlags, Protocol, Response, ResponseTarget, SessionId, SessionObjective,
-    StreamDecoder, TaggedObjective, UnknownMessage, Value, Wait,
+    Discovery, End, EndOption, Flood, Invalid, Limits, Locator, Message, Objective, ObjectiveFlags,
+    Protocol, Response, ResponseTarget, SessionId, SessionObjective, StreamDecoder,
+    TaggedObjective, UnknownMessage, Value, Wait,
 };
 use proptest::prelude::*;
 
@@ -20,7 +20,9 @@ fn cbor_tree() -> impl Strategy<Value = ciborium::Value> {
         ".{0,12}".prop_map(C::Text),
         any::<bool>().prop_map(C::Bool),
         Just(C::Null),
-        any::<f64>().prop_filter("NaN compares unequal", |f| !f.is_nan()).prop_map(C::Float),
+        any::<f64>()
+            .prop_filter("NaN compares unequal", |f| !f.is_nan())
+            .prop_map(C::Float),
     ];
     leaf.prop_recursive(4, 24, 5, |inner| {
         prop_oneof![
@@ -36,7 +38,11 @@ fn value() -> impl Strategy<Value = Value> {
         cbor_tree().prop_map(|c| Value::from_ciborium(&c).unwrap()),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| {
             // Raw CBOR wrapped in tag 24, as graspy does for bytes values.
-            Value::embed(Value::from_serialize(&serde_bytes_like(b)).unwrap().as_cbor())
+            Value::embed(
+                Value::from_serialize(&serde_bytes_like(b))
+                    .unwrap()
+                    .as_cbor(),
+            )
         }),
     ]
 }
@@ -100,7 +106,8 @@ fn locator() -> impl Strategy<Value = Locator> {
 /// Extensions: unknown options (arrays starting with a code >= 107).
 fn extensions() -> impl Strategy<Value = Vec<Value>> {
     proptest::collection::vec(
-        (107u64..=255, any::<u32>()).prop_map(|(code, x)| Value::from_serialize(&(code, x)).unwrap()),
+        (107u64..=255, any::<u32>())
+            .prop_map(|(code, x)| Value::from_serialize(&(code, x)).unwrap()),
         0..2,
     )
 }
@@ -122,9 +129,16 @@ fn session_objective() -> impl Strategy<Value = SessionObjective> {
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         Just(Message::Noop),
-        (sid(), addr(), objective(), extensions()).prop_map(|(session_id, initiator, objective, extensions)| {
-            Message::Discovery(Discovery { session_id, initiator, objective, extensions })
-        }),
+        (sid(), addr(), objective(), extensions()).prop_map(
+            |(session_id, initiator, objective, extensions)| {
+                Message::Discovery(Discovery {
+                    session_id,
+                    initiator,
+                    objective,
+                    extensions,
+                })
+            }
+        ),
         (
             sid(),
             addr(),
@@ -136,9 +150,18 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::option::of(objective()),
             extensions()
         )
-            .prop_map(|(session_id, initiator, ttl_ms, target, objective, extensions)| {
-                Message::Response(Response { session_id, initiator, ttl_ms, target, objective, extensions })
-            }),
+            .prop_map(
+                |(session_id, initiator, ttl_ms, target, objective, extensions)| {
+                    Message::Response(Response {
+                        session_id,
+                        initiator,
+                        ttl_ms,
+                        target,
+                        objective,
+                        extensions,
+                    })
+                }
+            ),
         session_objective().prop_map(Message::ReqNeg),
         session_objective().prop_map(Message::ReqSyn),
         session_objective().prop_map(Message::Negotiate),
@@ -148,14 +171,25 @@ fn message() -> impl Strategy<Value = Message> {
             prop_oneof![
                 Just(EndOption::Accept),
                 proptest::option::of(".{0,20}").prop_map(|reason| EndOption::Decline { reason }),
-                (107u64..=255).prop_map(|c| EndOption::Unknown(Value::from_serialize(&[c]).unwrap())),
+                (107u64..=255)
+                    .prop_map(|c| EndOption::Unknown(Value::from_serialize(&[c]).unwrap())),
             ],
             extensions()
         )
-            .prop_map(|(session_id, option, extensions)| Message::End(End { session_id, option, extensions })),
-        (sid(), any::<u32>(), extensions()).prop_map(|(session_id, waiting_time_ms, extensions)| {
-            Message::Wait(Wait { session_id, waiting_time_ms, extensions })
-        }),
+            .prop_map(|(session_id, option, extensions)| Message::End(End {
+                session_id,
+                option,
+                extensions
+            })),
+        (sid(), any::<u32>(), extensions()).prop_map(
+            |(session_id, waiting_time_ms, extensions)| {
+                Message::Wait(Wait {
+                    session_id,
+                    waiting_time_ms,
+                    extensions,
+                })
+            }
+        ),
         (
             sid(),
             addr(),
@@ -168,20 +202,40 @@ fn message() -> impl Strategy<Value = Message> {
             extensions()
         )
             .prop_map(|(session_id, initiator, ttl_ms, tagged, extensions)| {
-                Message::Flood(Flood { session_id, initiator, ttl_ms, tagged, extensions })
+                Message::Flood(Flood {
+                    session_id,
+                    initiator,
+                    ttl_ms,
+                    tagged,
+                    extensions,
+                })
             }),
-        (sid(), proptest::option::of(value()), proptest::collection::vec(value(), 0..2)).prop_map(
-            |(session_id, content, extensions)| {
+        (
+            sid(),
+            proptest::option::of(value()),
+            proptest::collection::vec(value(), 0..2)
+        )
+            .prop_map(|(session_id, content, extensions)| {
                 // A trailing element only exists after a content element.
-                let extensions = if content.is_some() { extensions } else { vec![] };
-                Message::Invalid(Invalid { session_id, content, extensions })
-            }
-        ),
+                let extensions = if content.is_some() {
+                    extensions
+                } else {
+                    vec![]
+                };
+                Message::Invalid(Invalid {
+                    session_id,
+                    content,
+                    extensions,
+                })
+            }),
         (
             prop_oneof![10u8..=98, 100u8..=255],
             proptest::collection::vec(value(), 0..4)
         )
-            .prop_map(|(msg_type, elements)| Message::Unknown(UnknownMessage { msg_type, elements })),
+            .prop_map(|(msg_type, elements)| Message::Unknown(UnknownMessage {
+                msg_type,
+                elements
+            })),
     ]
 }
 

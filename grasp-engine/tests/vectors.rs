@@ -8,9 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use grasp_engine::wire::{
-    EndOption, Locator, Message, Objective, ResponseTarget, Value,
-};
+use grasp_engine::wire::{EndOption, Locator, Message, Objective, ResponseTarget, Value};
 use serde_json::Value as Json;
 
 fn vector_dir() -> PathBuf {
@@ -33,7 +31,11 @@ fn plaintext_files() -> Vec<PathBuf> {
 fn check_objective(o: &Objective, j: &Json, ctx: &str) {
     assert_eq!(o.name, j["name"].as_str().unwrap(), "{ctx} name");
     assert_eq!(o.flags.bits(), j["flags"].as_u64().unwrap(), "{ctx} flags");
-    assert_eq!(u64::from(o.loop_count), j["loop_count"].as_u64().unwrap(), "{ctx} loop");
+    assert_eq!(
+        u64::from(o.loop_count),
+        j["loop_count"].as_u64().unwrap(),
+        "{ctx} loop"
+    );
     match (&o.value, j.get("value_diag")) {
         (Some(v), Some(d)) => assert_eq!(v.to_string(), d.as_str().unwrap(), "{ctx} value"),
         (None, None) => {}
@@ -51,13 +53,25 @@ fn check_locator(l: &Locator, j: &Json, ctx: &str) {
         panic!("{ctx}: graspy only sends IPv6 locators, got {l:?}")
     };
     assert_eq!(j["option"], 103, "{ctx}");
-    assert_eq!(addr.to_string(), j["locator"].as_str().unwrap(), "{ctx} addr");
-    assert_eq!(u64::from(protocol.0), j["protocol"].as_u64().unwrap(), "{ctx} proto");
+    assert_eq!(
+        addr.to_string(),
+        j["locator"].as_str().unwrap(),
+        "{ctx} addr"
+    );
+    assert_eq!(
+        u64::from(protocol.0),
+        j["protocol"].as_u64().unwrap(),
+        "{ctx} proto"
+    );
     assert_eq!(u64::from(*port), j["port"].as_u64().unwrap(), "{ctx} port");
 }
 
 fn check_initiator(a: &IpAddr, j: &Json, ctx: &str) {
-    assert_eq!(a.to_string(), j["initiator"].as_str().unwrap(), "{ctx} initiator");
+    assert_eq!(
+        a.to_string(),
+        j["initiator"].as_str().unwrap(),
+        "{ctx} initiator"
+    );
 }
 
 fn check_structure(m: &Message, g: &Json, ctx: &str) {
@@ -66,7 +80,11 @@ fn check_structure(m: &Message, g: &Json, ctx: &str) {
         g["type"].as_u64().unwrap(),
         "{ctx} type"
     );
-    assert_eq!(m.msg_type().to_string(), g["name"].as_str().unwrap(), "{ctx}");
+    assert_eq!(
+        m.msg_type().to_string(),
+        g["name"].as_str().unwrap(),
+        "{ctx}"
+    );
     if let Some(sid) = g.get("session_id") {
         assert_eq!(
             u64::from(m.session_id().unwrap().0),
@@ -83,7 +101,11 @@ fn check_structure(m: &Message, g: &Json, ctx: &str) {
         }
         Message::Response(r) => {
             check_initiator(&r.initiator, g, ctx);
-            assert_eq!(u64::from(r.ttl_ms), g["ttl_ms"].as_u64().unwrap(), "{ctx} ttl");
+            assert_eq!(
+                u64::from(r.ttl_ms),
+                g["ttl_ms"].as_u64().unwrap(),
+                "{ctx} ttl"
+            );
             let opts = g["options"].as_array().unwrap();
             match &r.target {
                 ResponseTarget::Locators(locs) => {
@@ -129,7 +151,11 @@ fn check_structure(m: &Message, g: &Json, ctx: &str) {
         ),
         Message::Flood(f) => {
             check_initiator(&f.initiator, g, ctx);
-            assert_eq!(u64::from(f.ttl_ms), g["ttl_ms"].as_u64().unwrap(), "{ctx} ttl");
+            assert_eq!(
+                u64::from(f.ttl_ms),
+                g["ttl_ms"].as_u64().unwrap(),
+                "{ctx} ttl"
+            );
             let tagged = g["tagged_objectives"].as_array().unwrap();
             assert_eq!(f.tagged.len(), tagged.len(), "{ctx}");
             for (t, j) in f.tagged.iter().zip(tagged) {
@@ -168,7 +194,11 @@ fn every_plaintext_vector_round_trips() {
         let msgs = doc["messages"].as_array().unwrap();
         assert!(!msgs.is_empty());
         for m in msgs {
-            let ctx = format!("{}#{}", f.file_name().unwrap().to_str().unwrap(), m["index"]);
+            let ctx = format!(
+                "{}#{}",
+                f.file_name().unwrap().to_str().unwrap(),
+                m["index"]
+            );
             let bytes = Bytes::from(hex::decode(m["payload_hex"].as_str().unwrap()).unwrap());
             let msg = Message::decode(&bytes).unwrap_or_else(|e| panic!("{ctx}: {e}"));
             check_structure(&msg, &m["grasp"], &ctx);
@@ -190,10 +220,9 @@ fn every_plaintext_vector_round_trips() {
 
 #[test]
 fn tag24_value_is_preserved_and_unwrappable() {
-    let doc: Json = serde_json::from_str(
-        &fs::read_to_string(vector_dir().join("neg_dry_tag24.json")).unwrap(),
-    )
-    .unwrap();
+    let doc: Json =
+        serde_json::from_str(&fs::read_to_string(vector_dir().join("neg_dry_tag24.json")).unwrap())
+            .unwrap();
     let req = doc["messages"]
         .as_array()
         .unwrap()
@@ -206,7 +235,10 @@ fn tag24_value_is_preserved_and_unwrappable() {
     };
     let v = r.objective.value.unwrap();
     let inner = v.embedded().expect("tag 24");
-    let (cur, amount): (String, u32) = Value::from_cbor(inner.to_vec()).unwrap().deserialize().unwrap();
+    let (cur, amount): (String, u32) = Value::from_cbor(inner.to_vec())
+        .unwrap()
+        .deserialize()
+        .unwrap();
     assert_eq!((cur.as_str(), amount), ("NZD", 100));
     assert_eq!(Value::embed(inner), v);
 }

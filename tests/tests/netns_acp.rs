@@ -36,7 +36,8 @@ fn two_node_lab() -> (Lab, Netns, Netns) {
 }
 
 fn objective() -> Objective {
-    Objective::new("EX.sync", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH).with_value(Value::null())
+    Objective::new("EX.sync", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH)
+        .with_value(Value::null())
 }
 
 fn discovery(sid: u32) -> Bytes {
@@ -50,18 +51,22 @@ fn discovery(sid: u32) -> Bytes {
 }
 
 async fn next_datagram(inb: &mut InboundStream) -> Datagram {
-    loop {
-        match timeout(T, inb.next()).await.expect("timed out waiting for a multicast") {
-            Some(Inbound::Datagram(d)) => return d,
-            Some(Inbound::Channel(c)) => panic!("unexpected channel from {}", c.peer),
-            None => panic!("inbound stream ended"),
-        }
+    match timeout(T, inb.next())
+        .await
+        .expect("timed out waiting for a multicast")
+    {
+        Some(Inbound::Datagram(d)) => d,
+        Some(Inbound::Channel(c)) => panic!("unexpected channel from {}", c.peer),
+        None => panic!("inbound stream ended"),
     }
 }
 
 async fn next_channel(inb: &mut InboundStream) -> Channel {
     loop {
-        match timeout(T, inb.next()).await.expect("timed out waiting for a channel") {
+        match timeout(T, inb.next())
+            .await
+            .expect("timed out waiting for a channel")
+        {
             Some(Inbound::Channel(c)) => return c,
             Some(Inbound::Datagram(_)) => continue, // retransmitted discoveries
             None => panic!("inbound stream ended"),
@@ -96,7 +101,9 @@ fn multicast_and_unicast_round_trips_between_namespaces() {
     // B: answers the discovery at the multicast's source port, then serves
     // one synchronization with two extra messages back to back.
     let b = spawn_in(&ns_b, move || async move {
-        let (acp, mut inb) = plain::bind(Config::default().interfaces(["ba0"])).await.unwrap();
+        let (acp, mut inb) = plain::bind(Config::default().interfaces(["ba0"]))
+            .await
+            .unwrap();
         assert_eq!(acp.node_locator(), Locator::tcp6(B_ULA, acp.port()));
         let ifindex = acp.interfaces()[0].index;
         ready_tx.send(()).unwrap();
@@ -109,7 +116,10 @@ fn multicast_and_unicast_round_trips_between_namespaces() {
         };
         // The response goes by TCP to the UDP source port, on this link.
         let to = SocketAddr::V6(SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex));
-        let mut ch = acp.connect(to).await.expect("connect to the discovery source port");
+        let mut ch = acp
+            .connect(to)
+            .await
+            .expect("connect to the discovery source port");
         let resp = Message::Response(Response {
             session_id: disc.session_id,
             initiator: disc.initiator,
@@ -123,7 +133,9 @@ fn multicast_and_unicast_round_trips_between_namespaces() {
 
         let mut ch = next_channel(&mut inb).await;
         assert_eq!(ch.peer.ip(), std::net::IpAddr::V6(A_ULA));
-        let Message::ReqSyn(req) = recv(&mut ch).await else { panic!("not M_REQ_SYN") };
+        let Message::ReqSyn(req) = recv(&mut ch).await else {
+            panic!("not M_REQ_SYN")
+        };
         // Two messages sent back to back arrive as two messages.
         assert_eq!(recv(&mut ch).await, Message::Noop);
         assert_eq!(recv(&mut ch).await, Message::Noop);
@@ -143,22 +155,35 @@ fn multicast_and_unicast_round_trips_between_namespaces() {
     // A: discovers (retrying a few times in case B is slow to start), then
     // synchronizes with the locator it got back.
     let a = spawn_in(&ns_a, move || async move {
-        let (acp, mut inb) = plain::bind(Config::default().interfaces(["ab0"])).await.unwrap();
+        let (acp, mut inb) = plain::bind(Config::default().interfaces(["ab0"]))
+            .await
+            .unwrap();
         ready_rx.await.unwrap();
         let ifindex = acp.interfaces()[0].index;
         let mut ch = None;
         for attempt in 0..10u32 {
-            acp.send_multicast(ifindex, discovery(1000 + attempt)).await.unwrap();
-            if let Ok(Some(Inbound::Channel(c))) = timeout(Duration::from_millis(300), inb.next()).await {
+            acp.send_multicast(ifindex, discovery(1000 + attempt))
+                .await
+                .unwrap();
+            if let Ok(Some(Inbound::Channel(c))) =
+                timeout(Duration::from_millis(300), inb.next()).await
+            {
                 ch = Some(c);
                 break;
             }
         }
         let mut ch = ch.expect("a discovery response within 10 tries");
-        let Message::Response(resp) = recv(&mut ch).await else { panic!("not M_RESPONSE") };
+        let Message::Response(resp) = recv(&mut ch).await else {
+            panic!("not M_RESPONSE")
+        };
         assert_eq!(resp.initiator, std::net::IpAddr::V6(A_ULA));
-        let ResponseTarget::Locators(locs) = resp.target else { panic!("divert") };
-        assert!(timeout(T, ch.io.next()).await.unwrap().is_none(), "responder closes");
+        let ResponseTarget::Locators(locs) = resp.target else {
+            panic!("divert")
+        };
+        assert!(
+            timeout(T, ch.io.next()).await.unwrap().is_none(),
+            "responder closes"
+        );
 
         let peer = locator_addr(&locs[0]);
         assert_eq!(peer.ip(), std::net::IpAddr::V6(B_ULA));
@@ -168,7 +193,9 @@ fn multicast_and_unicast_round_trips_between_namespaces() {
         s.io.feed(Message::Noop.encode()).await.unwrap();
         s.io.feed(Message::Noop.encode()).await.unwrap();
         s.io.flush().await.unwrap();
-        let Message::Synch(synch) = recv(&mut s).await else { panic!("not M_SYNCH") };
+        let Message::Synch(synch) = recv(&mut s).await else {
+            panic!("not M_SYNCH")
+        };
         assert_eq!(synch.session_id, SessionId(7));
         let v: (String, u32) = synch.objective.value.unwrap().deserialize().unwrap();
         assert_eq!(v, ("via-namespace".to_string(), 1));
@@ -194,14 +221,21 @@ fn every_instance_on_a_host_receives_every_multicast() {
     // Two instances in B, both on ba0: both get A's multicast; an oversize
     // one is dropped and counted by both.
     let b = spawn_in(&ns_b, move || async move {
-        let (b1, mut in1) = plain::bind(Config::default().interfaces(["ba0"])).await.unwrap();
-        let (b2, mut in2) = plain::bind(Config::default().interfaces(["ba0"])).await.unwrap();
+        let (b1, mut in1) = plain::bind(Config::default().interfaces(["ba0"]))
+            .await
+            .unwrap();
+        let (b2, mut in2) = plain::bind(Config::default().interfaces(["ba0"]))
+            .await
+            .unwrap();
         assert_ne!(b1.port(), b2.port());
         ready_tx.send(()).unwrap();
         for inb in [&mut in1, &mut in2] {
             let d = next_datagram(inb).await;
             assert_eq!(*d.src.ip(), A_LL);
-            assert!(matches!(Message::decode(&d.msg).unwrap(), Message::Discovery(_)));
+            assert!(matches!(
+                Message::decode(&d.msg).unwrap(),
+                Message::Discovery(_)
+            ));
         }
         // The oversize one never shows up; the next small one does.
         for inb in [&mut in1, &mut in2] {
@@ -217,9 +251,13 @@ fn every_instance_on_a_host_receives_every_multicast() {
     // In A: `quiet` (no listen_self) and `selfish` (listen_self).
     let a = spawn_in(&ns_a, move || async move {
         let (quiet, mut quiet_in) =
-            plain::bind(Config::default().interfaces(["ab0"]).max_message_size(4096)).await.unwrap();
+            plain::bind(Config::default().interfaces(["ab0"]).max_message_size(4096))
+                .await
+                .unwrap();
         let (selfish, mut selfish_in) =
-            plain::bind(Config::default().interfaces(["ab0"]).listen_self(true)).await.unwrap();
+            plain::bind(Config::default().interfaces(["ab0"]).listen_self(true))
+                .await
+                .unwrap();
         ready_rx.await.unwrap();
         let ifindex = quiet.interfaces()[0].index;
         quiet.send_multicast(ifindex, discovery(1)).await.unwrap();
@@ -231,7 +269,10 @@ fn every_instance_on_a_host_receives_every_multicast() {
         .encode();
         assert!(big.len() > 2048);
         quiet.send_multicast(ifindex, big).await.unwrap();
-        quiet.send_multicast(ifindex, Message::Noop.encode()).await.unwrap();
+        quiet
+            .send_multicast(ifindex, Message::Noop.encode())
+            .await
+            .unwrap();
         // listen_self: the selfish instance hears itself.
         selfish.send_multicast(ifindex, discovery(3)).await.unwrap();
         let d = next_datagram(&mut selfish_in).await;
@@ -250,7 +291,10 @@ fn every_instance_on_a_host_receives_every_multicast() {
                 }
             }
         }
-        assert_eq!(from_self, 0, "own multicasts must not come back without listen_self");
+        assert_eq!(
+            from_self, 0,
+            "own multicasts must not come back without listen_self"
+        );
         assert_eq!(from_other, 1, "the other local instance's multicast");
     });
     a.join().expect("node A panicked").expect("node A setup");

@@ -290,7 +290,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips one item and returns the byte range it occupied.
-    pub(crate) fn item_span(&mut self, depth: usize) -> Result<std::ops::Range<usize>, DecodeError> {
+    pub(crate) fn item_span(
+        &mut self,
+        depth: usize,
+    ) -> Result<std::ops::Range<usize>, DecodeError> {
         let start = self.pos;
         self.skip(depth)?;
         Ok(start..self.pos)
@@ -519,12 +522,12 @@ mod tests {
     #[test]
     fn rejects_ill_formed() {
         for bad in [
-            &[0x1c][..],             // reserved info
-            &[0x1f],                 // indefinite uint
-            &[0xf8, 0x10],           // two-byte simple < 32
-            &[0xff],                 // lone break
+            &[0x1c][..],               // reserved info
+            &[0x1f],                   // indefinite uint
+            &[0xf8, 0x10],             // two-byte simple < 32
+            &[0xff],                   // lone break
             &[0x5f, 0x61, 0x61, 0xff], // text chunk in byte string
-            &[0x62, 0xff, 0xfe],     // bad UTF-8
+            &[0x62, 0xff, 0xfe],       // bad UTF-8
         ] {
             assert!(skip_all(bad).is_err(), "{bad:02x?}");
         }
@@ -538,7 +541,10 @@ mod tests {
         let mut ok = vec![0x81; 8];
         ok.push(0);
         assert!(skip_all(&ok).is_ok());
-        let tags = [0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0x00];
+        let tags = [
+            0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18, 0xd8, 0x18,
+            0xd8, 0x18, 0xd8, 0x18, 0x00,
+        ];
         assert!(matches!(skip_all(&tags), Err(DecodeError::TooDeep { .. })));
     }
 

@@ -296,7 +296,9 @@ impl Message {
                 write_addr(out, &m.initiator);
                 write_uint(out, u64::from(m.ttl_ms));
                 match &m.target {
-                    ResponseTarget::Locators(locs) => locs.iter().for_each(|l| write_locator(out, l)),
+                    ResponseTarget::Locators(locs) => {
+                        locs.iter().for_each(|l| write_locator(out, l))
+                    }
                     ResponseTarget::Divert(locs) => {
                         write_array(out, 1 + locs.len());
                         write_uint(out, u64::from(u8::from(OptionType::Divert)));
@@ -608,9 +610,10 @@ impl Parser<'_> {
                     match self.r.head()? {
                         Head::Text(Some(n)) => {
                             let chunk = self.r.take(n)?;
-                            s.push_str(std::str::from_utf8(chunk).map_err(|_| {
-                                DecodeError::InvalidUtf8 { offset: at }
-                            })?);
+                            s.push_str(
+                                std::str::from_utf8(chunk)
+                                    .map_err(|_| DecodeError::InvalidUtf8 { offset: at })?,
+                            );
                         }
                         _ => return Ok(s),
                     }
@@ -765,7 +768,9 @@ impl Parser<'_> {
                 let uri = self.text("O_URI_LOCATOR URI")?;
                 // graspy builds `[106, uri]` inside O_DIVERT: tolerate the
                 // missing protocol and port as null.
-                let protocol = self.nullable_u16(seq, "O_URI_LOCATOR protocol")?.map(Protocol);
+                let protocol = self
+                    .nullable_u16(seq, "O_URI_LOCATOR protocol")?
+                    .map(Protocol);
                 let port = self.nullable_u16(seq, "O_URI_LOCATOR port")?;
                 Locator::Uri {
                     uri,
@@ -832,8 +837,12 @@ impl Parser<'_> {
                 })
             }
             MessageType::Response => self.response(&mut seq, e)?,
-            MessageType::ReqNeg => Message::ReqNeg(self.session_objective(&mut seq, "M_REQ_NEG", e)?),
-            MessageType::ReqSyn => Message::ReqSyn(self.session_objective(&mut seq, "M_REQ_SYN", e)?),
+            MessageType::ReqNeg => {
+                Message::ReqNeg(self.session_objective(&mut seq, "M_REQ_NEG", e)?)
+            }
+            MessageType::ReqSyn => {
+                Message::ReqSyn(self.session_objective(&mut seq, "M_REQ_SYN", e)?)
+            }
             MessageType::Negotiate => {
                 Message::Negotiate(self.session_objective(&mut seq, "M_NEGOTIATE", e)?)
             }
@@ -1073,16 +1082,29 @@ mod tests {
 
     #[test]
     fn typed_errors() {
-        let cases: &[(&str, fn(&DecodeError) -> bool)] = &[
+        type Check = fn(&DecodeError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, DecodeError::Truncated { .. })),
             ("00", |e| matches!(e, DecodeError::UnexpectedType { .. })),
             ("8101", |e| matches!(e, DecodeError::Missing { .. })),
-            ("8319010000", |e| matches!(e, DecodeError::OutOfRange { .. })),
-            ("83041b0000000100000000", |e| matches!(e, DecodeError::OutOfRange { .. })),
-            ("8303018361610019010000", |e| matches!(e, DecodeError::OutOfRange { .. })),
-            ("840101430102038361610000", |e| matches!(e, DecodeError::BadAddress { .. })),
-            ("83060105", |e| matches!(e, DecodeError::UnexpectedType { .. })),
-            ("840201440102030400", |e| matches!(e, DecodeError::Missing { .. })),
+            ("8319010000", |e| {
+                matches!(e, DecodeError::OutOfRange { .. })
+            }),
+            ("83041b0000000100000000", |e| {
+                matches!(e, DecodeError::OutOfRange { .. })
+            }),
+            ("8303018361610019010000", |e| {
+                matches!(e, DecodeError::OutOfRange { .. })
+            }),
+            ("840101430102038361610000", |e| {
+                matches!(e, DecodeError::BadAddress { .. })
+            }),
+            ("83060105", |e| {
+                matches!(e, DecodeError::UnexpectedType { .. })
+            }),
+            ("840201440102030400", |e| {
+                matches!(e, DecodeError::Missing { .. })
+            }),
             ("8100ff", |e| matches!(e, DecodeError::TrailingBytes { .. })),
         ];
         for (h, ok) in cases {
@@ -1100,7 +1122,13 @@ mod tests {
         assert_eq!(m.session_id(), Some(SessionId(7)));
         // M_END with an unknown option [200, 1]
         let m = rt("8306078218c801");
-        assert!(matches!(m, Message::End(End { option: EndOption::Unknown(_), .. })));
+        assert!(matches!(
+            m,
+            Message::End(End {
+                option: EndOption::Unknown(_),
+                ..
+            })
+        ));
         // M_RESPONSE with a trailing unknown option [107, h'00'] is kept.
         let m = rt("86020744010203041903e88418684400000000061901bb82186b4100");
         let Message::Response(r) = m else { panic!() };
@@ -1110,8 +1138,14 @@ mod tests {
     #[test]
     fn noop_variants() {
         assert_eq!(rt("8100"), Message::Noop);
-        assert_eq!(Message::decode_slice(&[0x82, 0x00, 0x05]).unwrap(), Message::Noop);
-        assert_eq!(Message::decode_slice(&[0x9f, 0x00, 0xff]).unwrap(), Message::Noop);
+        assert_eq!(
+            Message::decode_slice(&[0x82, 0x00, 0x05]).unwrap(),
+            Message::Noop
+        );
+        assert_eq!(
+            Message::decode_slice(&[0x9f, 0x00, 0xff]).unwrap(),
+            Message::Noop
+        );
     }
 
     #[test]

@@ -187,7 +187,10 @@ mod tests {
     fn embed_round_trip() {
         let inner = [0x82, 0x63, b'N', b'Z', b'D', 0x18, 0x64];
         let v = Value::embed(&inner);
-        assert_eq!(v.as_cbor(), hex::decode("d81847826 34e5a441864".replace(' ', "")).unwrap());
+        assert_eq!(
+            v.as_cbor(),
+            hex::decode("d81847826 34e5a441864".replace(' ', "")).unwrap()
+        );
         assert_eq!(v.embedded(), Some(&inner[..]));
         assert_eq!(v.to_string(), "24(h'82634e5a441864')");
         assert_eq!(Value::from(5u8).embedded(), None);
