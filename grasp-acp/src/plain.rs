@@ -322,7 +322,13 @@ async fn multicast_receive_loop(
             StatsCounters::bump(&stats.multicast_dropped_other);
             continue;
         }
-        if !listen_self && own.contains(&src) {
+        // Our own multicasts (if the kernel loops them back anyway): same
+        // link-local address, port and interface. Flow info is not compared.
+        if !listen_self
+            && own
+                .iter()
+                .any(|o| o.ip() == src.ip() && o.port() == src.port() && o.scope_id() == ifindex)
+        {
             continue;
         }
         if n > max {
