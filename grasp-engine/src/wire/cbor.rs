@@ -201,6 +201,30 @@ impl<'a> Reader<'a> {
     /// the nesting level of the item being skipped (the outermost item is 1).
     pub(crate) fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
         let start = self.pos;
+        // Fast path for the items objective values are mostly made of: small
+        // integers, simple values and short strings, whose head is one byte.
+        if let Some(&ib) = self.buf.get(start) {
+            match ib {
+                // uint 0..23, nint -1..-24, simple values 0..23 (false, true,
+                // null, undefined among them): nothing follows the head.
+                0x00..=0x17 | 0x20..=0x37 | 0xe0..=0xf7 => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                // Byte and text strings shorter than 24 bytes.
+                0x40..=0x57 | 0x60..=0x77 => {
+                    let end = start + 1 + usize::from(ib & 0x1f);
+                    if let Some(s) = self.buf.get(start + 1..end) {
+                        if ib >= 0x60 {
+                            check_utf8(s, start)?;
+                        }
+                        self.pos = end;
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
         let head = self.head()?;
         self.skip_after_head(start, head, depth)
     }
