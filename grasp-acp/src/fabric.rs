@@ -594,8 +594,9 @@ impl Stream for MemChannel {
         loop {
             if let Some((sleep, _)) = &mut this.held {
                 ready!(sleep.as_mut().poll(cx));
-                let (_, m) = this.held.take().expect("held");
-                return Poll::Ready(Some(Ok(m)));
+                if let Some((_, m)) = this.held.take() {
+                    return Poll::Ready(Some(Ok(m)));
+                }
             }
             match ready!(this.rx.poll_recv(cx)) {
                 None => return Poll::Ready(None),
