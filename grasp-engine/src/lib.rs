@@ -12,8 +12,12 @@
 //!   multicast and TCP, and an in-memory link fabric), `grasp-quads` and
 //!   `grasp-tls` implement it.
 //!
-//! The protocol engine and the RFC 8991 API are being built on these two
-//! pieces (see the project's issue list); they are not in this crate yet.
+//! * [`proto`]: the protocol engine, deterministic and sans-IO (time and
+//!   randomness injected): discovery with caching, divert and relaying,
+//!   synchronization, flooding, negotiation, sessions, bounds and rate limits.
+//! * [`api`]: the RFC 8991 ASA API as async Rust, running the engine on tokio
+//!   through a thin driver.
+//! * [`error`]: RFC 8991 error codes.
 //!
 //! ## Example
 //!
@@ -43,5 +47,12 @@
 //! None: the engine has no backend features; backends are separate crates.
 #![warn(missing_docs)]
 
+pub mod api;
+mod driver;
+pub mod error;
+pub mod proto;
 pub mod transport;
 pub mod wire;
+
+pub use api::{Asa, Grasp, Negotiation, NegotiationListener, Session};
+pub use error::{ApiError, ErrorCode};

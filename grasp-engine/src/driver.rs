@@ -1,0 +1,335 @@
+//! The thin async driver: runs an [`Engine`] on tokio over an
+//! [`AcpTransport`].
+//!
+//! One task owns the engine. It `select!`s over inbound traffic, messages
+//! from channel tasks, API requests and the engine's next timeout, feeds each
+//! to the engine, then carries out the engine's transmits and events. Each
+//! unicast channel has its own small task that moves messages between the
+//! socket and the engine, so a slow or silent peer only ever holds up its own
+//! channel; every queue between them is bounded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, trace, warn};
+
+use crate::error::ApiError;
+use crate::proto::{
+    AsaHandle, ChannelId, Command, CommandId, Engine, Event, Reply, SessionHandle, Transmit,
+};
+use crate::transport::{AcpTransport, Inbound, InboundStream, MessageIo};
+use crate::wire::Objective;
+
+/// Messages queued towards one channel.
+const CHANNEL_QUEUE: usize = 16;
+/// Messages from all channels towards the engine.
+const EVENT_QUEUE: usize = 1024;
+/// How long a lingering close waits for the peer to close first.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A request from the API.
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) reply: Option<oneshot::Sender<Result<Reply, ApiError>>>,
+    /// For `ListenNegotiate`: where to deliver incoming requests.
+    pub(crate) listener: Option<mpsc::Sender<Incoming>>,
+}
+
+/// An incoming negotiation request, for a listener.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) session: SessionHandle,
+    pub(crate) objective: Objective,
+    pub(crate) peer: SocketAddr,
+}
+
+enum ChanOut {
+    Msg(Bytes),
+    Close { linger: bool },
+}
+
+enum ChanEvent {
+    Msg(ChannelId, Bytes),
+    Closed(ChannelId),
+    ConnectFailed(ChannelId, String),
+}
+
+pub(crate) struct Driver {
+    engine: Engine,
+    transport: Arc<dyn AcpTransport>,
+    inbound: InboundStream,
+    requests: mpsc::Receiver<Request>,
+    replies: HashMap<CommandId, oneshot::Sender<Result<Reply, ApiError>>>,
+    listeners: HashMap<(AsaHandle, String), mpsc::Sender<Incoming>>,
+    pending_listen: HashMap<CommandId, (AsaHandle, String, mpsc::Sender<Incoming>)>,
+    chans: HashMap<ChannelId, mpsc::Sender<ChanOut>>,
+    ev_tx: mpsc::Sender<ChanEvent>,
+    ev_rx: mpsc::Receiver<ChanEvent>,
+    next_cmd: u64,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Driver {
+    pub(crate) fn new(
+        engine: Engine,
+        transport: Arc<dyn AcpTransport>,
+        inbound: InboundStream,
+        requests: mpsc::Receiver<Request>,
+    ) -> Self {
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        Driver {
+            engine,
+            transport,
+            inbound,
+            requests,
+            replies: HashMap::new(),
+            listeners: HashMap::new(),
+            pending_listen: HashMap::new(),
+            chans: HashMap::new(),
+            ev_tx,
+            ev_rx,
+            next_cmd: 1,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut inbound_open = true;
+        loop {
+            let deadline = self.engine.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                item = self.inbound.next(), if inbound_open => match item {
+                    Some(Inbound::Datagram(d)) => self.engine.handle_datagram(now(), d),
+                    Some(Inbound::Channel(ch)) => {
+                        let id = self.engine.allocate_channel();
+                        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+                        self.chans.insert(id, tx);
+                        tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
+                        self.engine.handle_inbound_channel(now(), id, ch.peer);
+                    }
+                    None => {
+                        warn!("the transport's inbound stream ended");
+                        inbound_open = false;
+                    }
+                },
+                Some(ev) = self.ev_rx.recv() => self.on_chan_event(ev),
+                req = self.requests.recv() => match req {
+                    Some(r) => self.on_request(r),
+                    None => {
+                        debug!("every API handle is gone; the engine stops");
+                        return;
+                    }
+                },
+                _ = sleep_until_opt(deadline) => self.engine.handle_timeout(now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn on_chan_event(&mut self, ev: ChanEvent) {
+        match ev {
+            ChanEvent::Msg(id, msg) => self.engine.handle_channel_message(now(), id, msg),
+            ChanEvent::Closed(id) => {
+                self.chans.remove(&id);
+                self.engine.handle_channel_closed(now(), id);
+            }
+            ChanEvent::ConnectFailed(id, why) => {
+                self.chans.remove(&id);
+                self.engine.handle_connect_failed(now(), id, why);
+            }
+        }
+    }
+
+    fn on_request(&mut self, r: Request) {
+        let cmd = CommandId(self.next_cmd);
+        self.next_cmd += 1;
+        match &r.command {
+            Command::ListenNegotiate { asa, name } => {
+                if let Some(l) = r.listener {
+                    self.pending_listen.insert(cmd, (*asa, name.clone(), l));
+                }
+            }
+            Command::StopNegotiate { asa, name } => {
+                self.listeners.remove(&(*asa, name.clone()));
+            }
+            Command::DeregisterAsa { asa } => {
+                self.listeners.retain(|(a, _), _| a != asa);
+            }
+            _ => {}
+        }
+        if let Some(reply) = r.reply {
+            self.replies.insert(cmd, reply);
+        }
+        self.engine.handle_command(now(), cmd, r.command);
+    }
+
+    /// Carries out everything the engine asked for.
+    async fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.engine.poll_transmit() {
+                progressed = true;
+                self.transmit(t).await;
+            }
+            while let Some(e) = self.engine.poll_event() {
+                progressed = true;
+                self.event(e);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t {
+            Transmit::Multicast { ifindex, msg } => {
+                if let Err(e) = self.transport.send_multicast(ifindex, msg).await {
+                    warn!(ifindex, error = %e, "multicast failed");
+                }
+            }
+            Transmit::Connect { channel, peer } => {
+                let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+                self.chans.insert(channel, tx);
+                let transport = self.transport.clone();
+                let ev = self.ev_tx.clone();
+                tokio::spawn(async move {
+                    match transport.connect(peer).await {
+                        Ok(ch) => channel_task(channel, ch.io, rx, ev).await,
+                        Err(e) => {
+                            debug!(%peer, error = %e, "connect failed");
+                            let _ = ev
+                                .send(ChanEvent::ConnectFailed(channel, e.to_string()))
+                                .await;
+                        }
+                    }
+                });
+            }
+            Transmit::Send { channel, msg } => {
+                let full = match self.chans.get(&channel) {
+                    Some(tx) => tx.try_send(ChanOut::Msg(msg)).is_err(),
+                    None => false,
+                };
+                if full {
+                    // The peer does not read: give up on this channel only.
+                    debug!(?channel, "channel queue full; closing it");
+                    self.chans.remove(&channel);
+                    self.engine.handle_channel_closed(now(), channel);
+                }
+            }
+            Transmit::Close { channel, linger } => {
+                if let Some(tx) = self.chans.remove(&channel) {
+                    let _ = tx.try_send(ChanOut::Close { linger });
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Reply { cmd, result } => {
+                if let Some((asa, name, l)) = self.pending_listen.remove(&cmd) {
+                    if result.is_ok() {
+                        self.listeners.insert((asa, name), l);
+                    }
+                }
+                if let Some(tx) = self.replies.remove(&cmd) {
+                    let _ = tx.send(result);
+                }
+            }
+            Event::NegotiationRequest {
+                asa,
+                session,
+                objective,
+                peer,
+            } => {
+                let key = (asa, objective.name.clone());
+                let delivered = match self.listeners.get(&key) {
+                    Some(l) => l
+                        .try_send(Incoming {
+                            session,
+                            objective,
+                            peer,
+                        })
+                        .is_ok(),
+                    None => false,
+                };
+                if !delivered {
+                    trace!(?session, "no room for the negotiation request; dropping it");
+                    let cmd = CommandId(self.next_cmd);
+                    self.next_cmd += 1;
+                    self.engine
+                        .handle_command(now(), cmd, Command::AbortSession { session });
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => futures::future::pending().await,
+    }
+}
+
+async fn channel_task(
+    id: ChannelId,
+    mut io: Pin<Box<dyn MessageIo>>,
+    mut out: mpsc::Receiver<ChanOut>,
+    ev: mpsc::Sender<ChanEvent>,
+) {
+    loop {
+        tokio::select! {
+            m = io.next() => match m {
+                Some(Ok(b)) => {
+                    if ev.send(ChanEvent::Msg(id, b)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(?id, error = %e, "channel error");
+                    let _ = ev.send(ChanEvent::Closed(id)).await;
+                    return;
+                }
+                None => {
+                    let _ = ev.send(ChanEvent::Closed(id)).await;
+                    return;
+                }
+            },
+            o = out.recv() => match o {
+                Some(ChanOut::Msg(b)) => {
+                    if let Err(e) = io.send(b).await {
+                        debug!(?id, error = %e, "send failed");
+                        let _ = ev.send(ChanEvent::Closed(id)).await;
+                        return;
+                    }
+                }
+                Some(ChanOut::Close { linger }) => {
+                    if linger {
+                        // Let the peer close first so TIME_WAIT stays there.
+                        let _ = tokio::time::timeout(LINGER, async {
+                            while let Some(Ok(_)) = io.next().await {}
+                        })
+                        .await;
+                    }
+                    let _ = tokio::time::timeout(LINGER, io.close()).await;
+                    return;
+                }
+                None => {
+                    let _ = tokio::time::timeout(LINGER, io.close()).await;
+                    return;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,1974 @@
+//! The deterministic protocol core: no sockets, no tokio, no clock of its
+//! own, no global randomness.
+//!
+//! The driver feeds it what happened (`handle_*`, each with the current
+//! time) and then drains what to do (`poll_transmit`), what to tell ASAs
+//! (`poll_event`) and when to call back (`poll_timeout`). Randomness (session
+//! ids, ASA handles) comes from a ChaCha RNG seeded from the configuration or
+//! the OS. The same inputs at the same times give the same outputs, so the
+//! core can be tested on virtual time.
+//!
+//! Wire behaviour follows graspy where RFC 8990 leaves room (see
+//! `../shared/spec/GRASP.md` §9.3 and §23): loop counts of negotiation
+//! objectives are decremented on receipt of M_NEGOTIATE, not on sending;
+//! rapid synchronization puts the objective into M_RESPONSE; discovery
+//! response ttl defaults to 600 s. Where graspy is wrong, this core is not:
+//! relayed discovery answers go back to the initiator at once (RFC 8990
+//! §2.5.4.4), relays are rate limited and duplicate-suppressed, the flood
+//! cache is keyed by source, and everything is bounded.
+
+mod cache;
+pub mod types;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::transport::{Datagram, Interface, Security};
+use crate::wire::{
+    Discovery, End, EndOption, Flood, Invalid, Locator, Message, Objective, ObjectiveFlags,
+    Response, ResponseTarget, SessionId, SessionObjective, TaggedObjective, Value, Wait,
+};
+use cache::{Bucket, DiscoveryCache, FloodCache, RecentSessions};
+pub use types::*;
+
+/// Largest multicast payload that keeps the IPv6 packet within 1280 bytes
+/// (RFC 8990 §2.5.3: no fragmentation).
+pub const MAX_MULTICAST_PAYLOAD: usize = 1280 - 40 - 8;
+
+/// What the engine needs to know about its transport.
+#[derive(Clone, Debug)]
+pub struct TransportInfo {
+    /// Security of the substrate.
+    pub security: Security,
+    /// Interfaces in use.
+    pub interfaces: Vec<Interface>,
+    /// The node's own locator (address and unicast port).
+    pub node_locator: Locator,
+    /// Largest message the transport carries.
+    pub max_message_size: usize,
+}
+
+#[derive(Debug)]
+struct Registered {
+    owners: Vec<AsaHandle>,
+    objective: Objective,
+    options: RegisterOptions,
+    listen_neg: bool,
+    listen_synch: bool,
+}
+
+impl Registered {
+    fn discoverable(&self) -> bool {
+        self.options.discoverable || self.listen_neg || self.listen_synch
+    }
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Api {
+        cmd: CommandId,
+        first_only: bool,
+    },
+    Synch {
+        cmd: CommandId,
+        objective: Objective,
+        deadline: Instant,
+    },
+    Neg {
+        cmd: CommandId,
+        asa: AsaHandle,
+        objective: Objective,
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Disc {
+    name: String,
+    deadline: Instant,
+    waiters: Vec<Waiter>,
+    found: Vec<AsaLocator>,
+    /// For a relayed discovery: where to send what we learn.
+    relay_to: Option<SocketAddrV6>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NegWait {
+    /// Waiting for the answer to our M_REQ_NEG.
+    First,
+    /// Waiting for the answer to our M_NEGOTIATE.
+    Step,
+}
+
+#[derive(Debug)]
+struct Neg {
+    sid: SessionId,
+    asa: AsaHandle,
+    name: String,
+    requester: bool,
+    pending: Option<(CommandId, NegWait)>,
+    /// Messages the peer sent while it was our turn (e.g. an M_END), handed
+    /// to the next call.
+    early: VecDeque<Message>,
+    peer_closed: bool,
+    clash_key: Option<(SessionId, IpAddr)>,
+}
+
+#[derive(Debug)]
+enum ChanState {
+    /// Inbound, waiting for its first message.
+    Fresh,
+    /// Our M_REQ_SYN is out; waiting for M_SYNCH.
+    Synch {
+        cmd: CommandId,
+        sid: SessionId,
+        name: String,
+    },
+    /// A negotiation session.
+    Neg(Neg),
+}
+
+#[derive(Debug)]
+struct Chan {
+    peer: SocketAddr,
+    deadline: Option<Instant>,
+    state: ChanState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Disc(SessionId, IpAddr),
+    Chan(ChannelId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum BucketKind {
+    Relay,
+    FloodRelay,
+    Response,
+}
+
+/// The GRASP protocol engine (sans-IO).
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    rng: StdRng,
+    security: Security,
+    interfaces: Vec<Interface>,
+    node_addr: IpAddr,
+    node_port: u16,
+    relay: bool,
+    asas: HashMap<AsaHandle, String>,
+    objectives: HashMap<String, Registered>,
+    disc_cache: DiscoveryCache,
+    flood_cache: FloodCache,
+    discoveries: HashMap<(SessionId, IpAddr), Disc>,
+    recent: RecentSessions,
+    own_sids: HashSet<SessionId>,
+    neg_clash: HashSet<(SessionId, IpAddr)>,
+    channels: HashMap<ChannelId, Chan>,
+    timers: BTreeSet<(Instant, Timer)>,
+    buckets: HashMap<(u32, BucketKind), Bucket>,
+    next_channel: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: EngineStats,
+}
+
+fn err(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+    ApiError::new(code, detail)
+}
+
+impl Engine {
+    /// A new engine over a transport described by `info`.
+    pub fn new(config: Config, info: TransportInfo) -> Self {
+        let rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        let (node_addr, node_port) = match &info.node_locator {
+            Locator::Ipv6 { addr, port, .. } => (IpAddr::V6(*addr), *port),
+            Locator::Ipv4 { addr, port, .. } => (IpAddr::V4(*addr), *port),
+            _ => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        };
+        let relay = !config.dull && config.relay.unwrap_or(info.interfaces.len() > 1);
+        let mut limits = config.limits;
+        limits.max_message_size = limits.max_message_size.min(info.max_message_size);
+        Engine {
+            disc_cache: DiscoveryCache::new(
+                config.discovery_cache_objectives,
+                config.discovery_cache_locators,
+            ),
+            flood_cache: FloodCache::new(config.flood_cache_entries),
+            recent: RecentSessions::new(config.max_recent_sessions),
+            config: Config { limits, ..config },
+            rng,
+            security: info.security,
+            interfaces: info.interfaces,
+            node_addr,
+            node_port,
+            relay,
+            asas: HashMap::new(),
+            objectives: HashMap::new(),
+            discoveries: HashMap::new(),
+            own_sids: HashSet::new(),
+            neg_clash: HashSet::new(),
+            channels: HashMap::new(),
+            timers: BTreeSet::new(),
+            buckets: HashMap::new(),
+            next_channel: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Whether this instance relays between interfaces.
+    pub fn is_relay(&self) -> bool {
+        self.relay
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Unicast channels the engine is tracking (sessions in progress).
+    pub fn open_channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing to tell an ASA.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn reply(&mut self, cmd: CommandId, result: Result<Reply, ApiError>) {
+        self.events.push_back(Event::Reply { cmd, result });
+    }
+
+    fn new_channel(&mut self) -> ChannelId {
+        let id = ChannelId(self.next_channel);
+        self.next_channel += 1;
+        id
+    }
+
+    /// A fresh session id, not in use with our address (RFC 8990 §2.7).
+    fn new_sid(&mut self, now: Instant) -> SessionId {
+        for _ in 0..16 {
+            let sid = SessionId(self.rng.random());
+            let key = (sid, self.node_addr);
+            if !self.discoveries.contains_key(&key)
+                && !self.recent.contains(&key, now)
+                && !self.own_sids.contains(&sid)
+            {
+                return sid;
+            }
+        }
+        // 16 clashes in a row among 2^32 values cannot happen with a working
+        // RNG and bounded tables; take the last draw anyway.
+        SessionId(self.rng.random())
+    }
+
+    fn set_deadline(&mut self, id: ChannelId, at: Option<Instant>) {
+        if let Some(ch) = self.channels.get_mut(&id) {
+            if let Some(old) = ch.deadline.take() {
+                self.timers.remove(&(old, Timer::Chan(id)));
+            }
+            ch.deadline = at;
+            if let Some(t) = at {
+                self.timers.insert((t, Timer::Chan(id)));
+            }
+        }
+    }
+
+    fn remove_channel(&mut self, id: ChannelId) -> Option<Chan> {
+        let ch = self.channels.remove(&id)?;
+        if let Some(t) = ch.deadline {
+            self.timers.remove(&(t, Timer::Chan(id)));
+        }
+        match &ch.state {
+            ChanState::Synch { sid, .. } => {
+                self.own_sids.remove(sid);
+            }
+            ChanState::Neg(n) => {
+                if n.requester {
+                    self.own_sids.remove(&n.sid);
+                }
+                if let Some(k) = n.clash_key {
+                    self.neg_clash.remove(&k);
+                }
+            }
+            ChanState::Fresh => {}
+        }
+        Some(ch)
+    }
+
+    fn close(&mut self, id: ChannelId, linger: bool) {
+        self.remove_channel(id);
+        self.transmits.push_back(Transmit::Close {
+            channel: id,
+            linger,
+        });
+    }
+
+    fn send(&mut self, channel: ChannelId, msg: &Message) {
+        self.transmits.push_back(Transmit::Send {
+            channel,
+            msg: msg.encode(),
+        });
+    }
+
+    fn take_token(&mut self, ifindex: u32, kind: BucketKind, now: Instant) -> bool {
+        let limit = match kind {
+            BucketKind::Relay => self.config.relay_rate,
+            BucketKind::FloodRelay => self.config.flood_relay_rate,
+            BucketKind::Response => self.config.response_rate,
+        };
+        self.buckets
+            .entry((ifindex, kind))
+            .or_insert_with(|| Bucket::new(limit, now))
+            .take(now)
+    }
+
+    fn secure_ok(&self) -> bool {
+        !self.config.dull && (self.security.is_secure() || self.config.allow_insecure)
+    }
+
+    fn check_asa(&self, asa: AsaHandle) -> Result<(), ApiError> {
+        if self.asas.contains_key(&asa) {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorCode::NoAsa,
+                format!("ASA handle {} is not registered", asa.0),
+            ))
+        }
+    }
+
+    fn own_objective(&self, asa: AsaHandle, name: &str) -> Result<&Registered, ApiError> {
+        match self.objectives.get(name) {
+            Some(r) if r.owners.contains(&asa) => Ok(r),
+            Some(_) => Err(err(
+                ErrorCode::NotYourObj,
+                format!("{name:?} belongs to another ASA"),
+            )),
+            None => Err(err(
+                ErrorCode::NotYourObj,
+                format!("{name:?} is not registered"),
+            )),
+        }
+    }
+
+    fn dull_allows(&self, name: &str) -> bool {
+        self.config.dull_objectives.iter().any(|n| n == name)
+    }
+
+    fn interface(&self, ifindex: u32) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.index == ifindex)
+    }
+
+    /// The locator we advertise for a registered objective, answering on `ifindex`.
+    fn locators_for(&self, reg: &Registered, ifindex: u32) -> Vec<Locator> {
+        if !reg.options.locators.is_empty() {
+            return reg.options.locators.clone();
+        }
+        let node_is_ll = matches!(self.node_addr, IpAddr::V6(a) if is_link_local(&a));
+        if reg.options.local || self.config.dull || node_is_ll {
+            if let Some(i) = self.interface(ifindex) {
+                return vec![Locator::tcp6(i.link_local, self.node_port)];
+            }
+        }
+        match self.node_addr {
+            IpAddr::V6(a) => vec![Locator::tcp6(a, self.node_port)],
+            IpAddr::V4(a) => vec![Locator::Ipv4 {
+                addr: a,
+                protocol: crate::wire::Protocol::TCP,
+                port: self.node_port,
+            }],
+        }
+    }
+
+    // ----- network input -------------------------------------------------
+
+    /// A link-local multicast arrived.
+    pub fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        let msg = match Message::decode_with(&d.msg, &self.config.limits) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        // RFC 8990 §2.5.2 rule 6 for DULL; every GRASP multicast should come
+        // from a link-local source anyway.
+        if self.config.dull && !is_link_local(d.src.ip()) {
+            self.stats.dull_dropped += 1;
+            return;
+        }
+        let src = SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex);
+        match msg {
+            Message::Discovery(disc) => self.on_discovery(now, d.ifindex, src, disc),
+            Message::Flood(f) => self.on_flood(now, d.ifindex, f),
+            Message::Unknown(_) => self.stats.unknown_multicast += 1,
+            _ => {} // M_NOOP and unicast-only types: ignore.
+        }
+    }
+
+    fn on_discovery(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, disc: Discovery) {
+        let key = (disc.session_id, disc.initiator);
+        if self.discoveries.contains_key(&key) || self.recent.contains(&key, now) {
+            // Our own (looped back), or one we relayed already.
+            self.stats.duplicates += 1;
+            return;
+        }
+        let name = disc.objective.name.clone();
+        if self.config.dull && (disc.objective.loop_count != 1 || !self.dull_allows(&name)) {
+            self.stats.dull_dropped += 1;
+            return;
+        }
+        if let Some(reg) = self.objectives.get(&name).filter(|r| r.discoverable()) {
+            let locs = self.locators_for(reg, ifindex);
+            let rapid = (reg.options.rapid && reg.listen_synch).then(|| reg.objective.clone());
+            let ttl = reg.options.ttl_ms;
+            self.respond(
+                now,
+                ifindex,
+                src,
+                &disc,
+                ttl,
+                ResponseTarget::Locators(locs),
+                rapid,
+            );
+            return;
+        }
+        if self.config.dull {
+            return;
+        }
+        if let Some((locs, ttl)) = self.disc_cache.divert_for(&name, now, ifindex) {
+            self.respond(
+                now,
+                ifindex,
+                src,
+                &disc,
+                ttl,
+                ResponseTarget::Divert(locs),
+                None,
+            );
+            return;
+        }
+        if self.disc_cache.has(&name) {
+            // Known only on the link the discovery came from: the responder
+            // there answers itself.
+            return;
+        }
+        if self.relay {
+            self.relay_discovery(now, ifindex, src, disc);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        now: Instant,
+        ifindex: u32,
+        to: SocketAddrV6,
+        disc: &Discovery,
+        ttl_ms: u32,
+        target: ResponseTarget,
+        objective: Option<Objective>,
+    ) {
+        if !self.take_token(ifindex, BucketKind::Response, now) {
+            self.stats.response_rate_limited += 1;
+            return;
+        }
+        let msg = Message::Response(Response {
+            session_id: disc.session_id,
+            initiator: disc.initiator,
+            ttl_ms,
+            target,
+            objective,
+            extensions: Vec::new(),
+        });
+        self.send_oneshot(to, &msg);
+        self.stats.responses_sent += 1;
+    }
+
+    /// Connect, send one message, close (the responder closes first).
+    fn send_oneshot(&mut self, to: SocketAddrV6, msg: &Message) {
+        let channel = self.new_channel();
+        self.transmits.push_back(Transmit::Connect {
+            channel,
+            peer: SocketAddr::V6(to),
+        });
+        self.send(channel, msg);
+        self.transmits.push_back(Transmit::Close {
+            channel,
+            linger: false,
+        });
+    }
+
+    fn relay_discovery(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, disc: Discovery) {
+        //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.4.4
+        //# it MUST decrement the loop count ... and MUST NOT relay the
+        //# M_DISCOVERY if the result is zero
+        let lc = disc.objective.loop_count;
+        if lc <= 1 {
+            return;
+        }
+        if self.discoveries.len() >= self.config.max_discoveries {
+            self.stats.bounded_refusals += 1;
+            return;
+        }
+        if !self.take_token(ifindex, BucketKind::Relay, now) {
+            self.stats.relay_rate_limited += 1;
+            return;
+        }
+        let key = (disc.session_id, disc.initiator);
+        let mut fwd = disc.clone();
+        fwd.objective.loop_count = lc - 1;
+        let bytes = Message::Discovery(fwd).encode();
+        let others: Vec<u32> = self
+            .interfaces
+            .iter()
+            .map(|i| i.index)
+            .filter(|&i| i != ifindex)
+            .collect();
+        for i in others {
+            self.transmits.push_back(Transmit::Multicast {
+                ifindex: i,
+                msg: bytes.clone(),
+            });
+        }
+        let deadline = now + Duration::from_millis(100 * u64::from(lc - 1));
+        self.discoveries.insert(
+            key,
+            Disc {
+                name: disc.objective.name,
+                deadline,
+                waiters: Vec::new(),
+                found: Vec::new(),
+                relay_to: Some(src),
+            },
+        );
+        self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
+        self.stats.discoveries_relayed += 1;
+    }
+
+    fn on_flood(&mut self, now: Instant, ifindex: u32, f: Flood) {
+        let key = (f.session_id, f.initiator);
+        if self.recent.contains(&key, now) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let first_lc = f.tagged[0].objective.loop_count;
+        if self.config.dull
+            && (first_lc != 1 || !f.tagged.iter().all(|t| self.dull_allows(&t.objective.name)))
+        {
+            self.stats.dull_dropped += 1;
+            return;
+        }
+        //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.6.2
+        //# a flood with a link-local source address and a loop count other
+        //# than 1 is invalid and MUST be discarded
+        let ll_tag = f.tagged.iter().any(|t| {
+            matches!(&t.locator, Some(Locator::Ipv6 { addr, .. }) if is_link_local(addr))
+                && t.objective.loop_count != 1
+        });
+        if ll_tag || matches!(f.initiator, IpAddr::V6(a) if is_link_local(&a) && first_lc != 1) {
+            self.stats.malformed += 1;
+            return;
+        }
+        self.recent.insert(key, now + self.config.flood_memory, now);
+        let expires = (f.ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(f.ttl_ms)));
+        for t in &f.tagged {
+            if !t.objective.flags.contains(ObjectiveFlags::SYNCH) {
+                continue;
+            }
+            self.flood_cache.insert(FloodEntry {
+                objective: t.objective.clone(),
+                locator: t.locator.clone(),
+                initiator: f.initiator,
+                expires,
+                ifindex,
+            });
+        }
+        if self.relay && first_lc > 1 {
+            if !self.take_token(ifindex, BucketKind::FloodRelay, now) {
+                self.stats.relay_rate_limited += 1;
+                return;
+            }
+            //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.6.2
+            //# decrement the loop count of the first objective
+            let mut fwd = f;
+            fwd.tagged[0].objective.loop_count = first_lc - 1;
+            let bytes = Message::Flood(fwd).encode();
+            let others: Vec<u32> = self
+                .interfaces
+                .iter()
+                .map(|i| i.index)
+                .filter(|&i| i != ifindex)
+                .collect();
+            for i in others {
+                self.transmits.push_back(Transmit::Multicast {
+                    ifindex: i,
+                    msg: bytes.clone(),
+                });
+            }
+            self.stats.floods_relayed += 1;
+        }
+    }
+
+    /// A peer opened a channel to us.
+    pub fn handle_inbound_channel(&mut self, now: Instant, channel: ChannelId, peer: SocketAddr) {
+        if self.channels.len() >= self.config.max_channels {
+            self.stats.bounded_refusals += 1;
+            self.transmits.push_back(Transmit::Close {
+                channel,
+                linger: false,
+            });
+            return;
+        }
+        self.channels.insert(
+            channel,
+            Chan {
+                peer,
+                deadline: None,
+                state: ChanState::Fresh,
+            },
+        );
+        self.set_deadline(channel, Some(now + self.config.first_message_timeout));
+    }
+
+    /// Allocates an id for an inbound channel (the driver's side of
+    /// [`handle_inbound_channel`](Self::handle_inbound_channel)).
+    pub fn allocate_channel(&mut self) -> ChannelId {
+        self.new_channel()
+    }
+
+    /// A channel we asked for could not be opened.
+    pub fn handle_connect_failed(&mut self, _now: Instant, channel: ChannelId, reason: String) {
+        let Some(ch) = self.remove_channel(channel) else {
+            return;
+        };
+        match ch.state {
+            ChanState::Synch { cmd, .. } => self.reply(
+                cmd,
+                Err(err(
+                    ErrorCode::SockErrSynRq,
+                    format!("connecting to {}: {reason}", ch.peer),
+                )),
+            ),
+            ChanState::Neg(n) => {
+                if let Some((cmd, _)) = n.pending {
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::SockErrNegRq,
+                            format!("connecting to {}: {reason}", ch.peer),
+                        )),
+                    );
+                }
+            }
+            ChanState::Fresh => {}
+        }
+    }
+
+    /// A channel ended (EOF or error).
+    pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if let ChanState::Neg(n) = &mut ch.state {
+            if n.pending.is_none() && !n.early.is_empty() {
+                // Keep what the peer said last for the ASA's next call.
+                n.peer_closed = true;
+                return;
+            }
+        }
+        let Some(ch) = self.remove_channel(channel) else {
+            return;
+        };
+        match ch.state {
+            ChanState::Synch { cmd, .. } => self.reply(
+                cmd,
+                Err(err(
+                    ErrorCode::NoListener,
+                    format!("{} closed the connection without answering", ch.peer),
+                )),
+            ),
+            ChanState::Neg(n) => {
+                if let Some((cmd, _)) = n.pending {
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::NoPeer,
+                            format!("{} closed the connection", ch.peer),
+                        )),
+                    );
+                }
+            }
+            ChanState::Fresh => {}
+        }
+    }
+
+    /// A message arrived on a channel.
+    pub fn handle_channel_message(&mut self, now: Instant, channel: ChannelId, raw: Bytes) {
+        let decoded = Message::decode_with(&raw, &self.config.limits);
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let peer = ch.peer;
+        match &mut ch.state {
+            ChanState::Fresh => match decoded {
+                Ok(msg) => self.on_first_message(now, channel, peer, msg),
+                Err(e) => {
+                    self.stats.malformed += 1;
+                    // RFC 8990 §2.8.12: M_INVALID for a malformed unicast.
+                    let info = Value::from(format!("malformed message: {e}").as_str());
+                    self.send(
+                        channel,
+                        &Message::Invalid(Invalid {
+                            session_id: SessionId(0),
+                            content: Some(info),
+                            extensions: Vec::new(),
+                        }),
+                    );
+                    self.close(channel, false);
+                }
+            },
+            ChanState::Synch { .. } => self.on_synch_reply(channel, peer, decoded),
+            ChanState::Neg(_) => self.on_neg_message(now, channel, decoded),
+        }
+    }
+
+    fn on_first_message(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        peer: SocketAddr,
+        msg: Message,
+    ) {
+        match msg {
+            Message::Noop => {} // ignored; keep waiting
+            Message::Response(r) => {
+                self.close(channel, true);
+                let learnt_on = match peer {
+                    SocketAddr::V6(p) => p.scope_id(),
+                    SocketAddr::V4(_) => 0,
+                };
+                self.on_response(now, learnt_on, r);
+            }
+            Message::ReqSyn(req) => {
+                let reply = self
+                    .objectives
+                    .get(&req.objective.name)
+                    .filter(|r| r.listen_synch)
+                    .map(|r| r.objective.clone());
+                if let Some(obj) = reply {
+                    self.send(
+                        channel,
+                        &Message::Synch(SessionObjective::new(req.session_id, obj)),
+                    );
+                }
+                // RFC 8990 §2.8.6 rule 5: nobody listening, close at once.
+                self.close(channel, false);
+            }
+            Message::ReqNeg(req) => self.on_neg_request(now, channel, peer, req),
+            Message::Invalid(_) => self.close(channel, false),
+            Message::Discovery(disc) => {
+                // Unicast discovery (§2.8.4 rule 4): answer on this channel.
+                if let Some(reg) = self
+                    .objectives
+                    .get(&disc.objective.name)
+                    .filter(|r| r.discoverable())
+                {
+                    let ifindex = match peer {
+                        SocketAddr::V6(p) => p.scope_id(),
+                        SocketAddr::V4(_) => 0,
+                    };
+                    let msg = Message::Response(Response {
+                        session_id: disc.session_id,
+                        initiator: disc.initiator,
+                        ttl_ms: reg.options.ttl_ms,
+                        target: ResponseTarget::Locators(self.locators_for(reg, ifindex)),
+                        objective: None,
+                        extensions: Vec::new(),
+                    });
+                    self.send(channel, &msg);
+                }
+                self.close(channel, false);
+            }
+            other => {
+                // Unknown or out-of-place: M_INVALID with the session id.
+                let sid = other.session_id().unwrap_or(SessionId(0));
+                let info = Value::from(format!("unexpected {}", other.msg_type()).as_str());
+                self.send(
+                    channel,
+                    &Message::Invalid(Invalid {
+                        session_id: sid,
+                        content: Some(info),
+                        extensions: Vec::new(),
+                    }),
+                );
+                self.close(channel, false);
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, learnt_on: u32, r: Response) {
+        let key = (r.session_id, r.initiator);
+        let Some(disc) = self.discoveries.get(&key) else {
+            return; // unknown or expired session: drop silently (§2.5.4.3)
+        };
+        let name = disc.name.clone();
+        let ttl = if r.ttl_ms == 0 { 600_000 } else { r.ttl_ms };
+        let expires = Some(now + Duration::from_millis(u64::from(ttl)));
+        let (locs, diverted) = match &r.target {
+            ResponseTarget::Locators(l) => (l.clone(), false),
+            ResponseTarget::Divert(l) => (l.clone(), true),
+        };
+        let objective = r.objective.clone().filter(|o| o.name == name);
+        let mut new = Vec::new();
+        for l in locs {
+            let scoped = matches!(&l, Locator::Ipv6 { addr, .. } if is_link_local(addr));
+            let loc = AsaLocator {
+                locator: l,
+                ifindex: if scoped { learnt_on } else { 0 },
+                expires,
+                diverted,
+                objective: objective.clone(),
+            };
+            self.disc_cache.insert(&name, loc.clone(), learnt_on);
+            new.push(loc);
+        }
+        let Some(disc) = self.discoveries.get_mut(&key) else {
+            return;
+        };
+        for l in &new {
+            if !disc.found.iter().any(|f| f.locator == l.locator) {
+                disc.found.push(l.clone());
+            }
+        }
+        // Relayed: pass the answer back at once (§2.5.4.4), as a divert to
+        // the globally valid locators.
+        if let Some(to) = disc.relay_to {
+            let fwd: Vec<Locator> = new
+                .iter()
+                .map(|l| l.locator.clone())
+                .filter(|l| !matches!(l, Locator::Ipv6 { addr, .. } if is_link_local(addr)))
+                .collect();
+            if !fwd.is_empty() {
+                let d = Discovery {
+                    session_id: r.session_id,
+                    initiator: r.initiator,
+                    objective: Objective::new(name.clone(), ObjectiveFlags::empty()),
+                    extensions: Vec::new(),
+                };
+                self.respond(
+                    now,
+                    to.scope_id(),
+                    to,
+                    &d,
+                    ttl,
+                    ResponseTarget::Divert(fwd),
+                    r.objective,
+                );
+            }
+        }
+        self.wake_waiters(now, key, false);
+    }
+
+    /// Hands results to waiters: all of them at the end, first-answer ones
+    /// as soon as there is something.
+    fn wake_waiters(&mut self, now: Instant, key: (SessionId, IpAddr), finished: bool) {
+        let Some(disc) = self.discoveries.get_mut(&key) else {
+            return;
+        };
+        if disc.found.is_empty() && !finished {
+            return;
+        }
+        let found = disc.found.clone();
+        let waiters: Vec<Waiter> = if finished {
+            std::mem::take(&mut disc.waiters)
+        } else {
+            let (now_ready, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut disc.waiters)
+                .into_iter()
+                .partition(|w| {
+                    !matches!(
+                        w,
+                        Waiter::Api {
+                            first_only: false,
+                            ..
+                        }
+                    )
+                });
+            disc.waiters = keep;
+            now_ready
+        };
+        for w in waiters {
+            self.resolve_waiter(now, w, &found);
+        }
+    }
+
+    fn resolve_waiter(&mut self, now: Instant, w: Waiter, found: &[AsaLocator]) {
+        match w {
+            Waiter::Api { cmd, .. } => self.reply(cmd, Ok(Reply::Locators(found.to_vec()))),
+            Waiter::Synch {
+                cmd,
+                objective,
+                deadline,
+            } => match found.first() {
+                Some(l) => self.synch_with(now, cmd, l.clone(), objective, deadline),
+                None => self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NotFloodDisc,
+                        format!(
+                            "{:?} is not in the flood cache and discovery found no peer",
+                            objective.name
+                        ),
+                    )),
+                ),
+            },
+            Waiter::Neg {
+                cmd,
+                asa,
+                objective,
+                deadline,
+            } => match found.iter().find(|l| l.socket_addr().is_some()) {
+                Some(l) => self.start_negotiation(now, cmd, asa, l.clone(), objective, deadline),
+                None => self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NoDiscReply,
+                        format!("no peer found for {:?}", objective.name),
+                    )),
+                ),
+            },
+        }
+    }
+
+    // ----- timers --------------------------------------------------------
+
+    /// Time has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, timer)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Disc(sid, init) => self.finish_discovery(now, (sid, init)),
+                Timer::Chan(id) => self.channel_timeout(now, id),
+            }
+        }
+    }
+
+    fn finish_discovery(&mut self, now: Instant, key: (SessionId, IpAddr)) {
+        self.wake_waiters(now, key, true);
+        if let Some(d) = self.discoveries.remove(&key) {
+            // Remember it a while so late copies are not relayed again.
+            let hold = (d.deadline - now).max(Duration::from_secs(10));
+            self.recent.insert(key, now + hold, now);
+        }
+    }
+
+    fn channel_timeout(&mut self, _now: Instant, id: ChannelId) {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
+        ch.deadline = None;
+        let peer = ch.peer;
+        match &ch.state {
+            ChanState::Fresh => {
+                self.stats.idle_channels_closed += 1;
+                self.close(id, false);
+            }
+            ChanState::Synch { cmd, .. } => {
+                let cmd = *cmd;
+                self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NoSynchReply,
+                        format!("{peer} did not answer in time"),
+                    )),
+                );
+                self.close(id, false);
+            }
+            ChanState::Neg(n) => {
+                if let Some((cmd, _)) = n.pending {
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::NoNegReply,
+                            format!("{peer} did not answer in time"),
+                        )),
+                    );
+                }
+                self.close(id, false);
+            }
+        }
+    }
+
+    // ----- synchronization ----------------------------------------------
+
+    fn synch_with(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        loc: AsaLocator,
+        objective: Objective,
+        deadline: Instant,
+    ) {
+        // graspy's rapid mode: the value came with the discovery response.
+        if let Some(o) = loc.objective.as_ref().filter(|o| o.name == objective.name) {
+            if o.value.is_some() {
+                let o = o.clone();
+                return self.reply(cmd, Ok(Reply::Synch(o)));
+            }
+        }
+        let Some(peer) = loc.socket_addr() else {
+            return self.reply(
+                cmd,
+                Err(err(
+                    ErrorCode::SockErrSynRq,
+                    format!("cannot connect to locator {}", loc.locator),
+                )),
+            );
+        };
+        if self.channels.len() >= self.config.max_channels {
+            self.stats.bounded_refusals += 1;
+            return self.reply(cmd, Err(err(ErrorCode::NoSocket, "too many sessions open")));
+        }
+        let channel = self.new_channel();
+        let sid = self.new_sid(now);
+        self.own_sids.insert(sid);
+        self.transmits
+            .push_back(Transmit::Connect { channel, peer });
+        let name = objective.name.clone();
+        self.send(
+            channel,
+            &Message::ReqSyn(SessionObjective::new(sid, objective)),
+        );
+        self.channels.insert(
+            channel,
+            Chan {
+                peer,
+                deadline: None,
+                state: ChanState::Synch { cmd, sid, name },
+            },
+        );
+        self.set_deadline(channel, Some(deadline.max(now)));
+    }
+
+    fn on_synch_reply(
+        &mut self,
+        channel: ChannelId,
+        peer: SocketAddr,
+        decoded: Result<Message, crate::wire::DecodeError>,
+    ) {
+        let Some(Chan {
+            state: ChanState::Synch { cmd, sid, name },
+            ..
+        }) = self.channels.get(&channel)
+        else {
+            return;
+        };
+        let (cmd, sid, name) = (*cmd, *sid, name.clone());
+        let result = match decoded {
+            Ok(Message::Synch(s)) if s.session_id == sid && s.objective.name == name => {
+                Ok(Reply::Synch(s.objective))
+            }
+            Ok(Message::Invalid(i)) => Err(err(
+                ErrorCode::NoValidSynch,
+                format!(
+                    "{peer} answered M_INVALID {}",
+                    i.content.map(|c| c.to_string()).unwrap_or_default()
+                ),
+            )),
+            Ok(other) => Err(err(
+                ErrorCode::NoValidSynch,
+                format!(
+                    "{peer} answered {} instead of M_SYNCH for this session",
+                    other.msg_type()
+                ),
+            )),
+            Err(e) => {
+                self.stats.malformed += 1;
+                Err(err(ErrorCode::CborFail, format!("{peer}: {e}")))
+            }
+        };
+        self.reply(cmd, result);
+        // Let the responder close first (TIME_WAIT on its side).
+        self.close(channel, true);
+    }
+
+    // ----- negotiation ---------------------------------------------------
+
+    fn on_neg_request(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        peer: SocketAddr,
+        req: SessionObjective,
+    ) {
+        let listener = self
+            .objectives
+            .get(&req.objective.name)
+            .filter(|r| r.listen_neg)
+            .map(|r| r.owners[0]);
+        let Some(asa) = listener else {
+            // Nobody listening: close at once (§2.8.6 rule 5).
+            return self.close(channel, false);
+        };
+        if !req.objective.flags.contains(ObjectiveFlags::NEG) {
+            let m = Message::Invalid(Invalid {
+                session_id: req.session_id,
+                content: Some(Value::from("M_REQ_NEG objective lacks F_NEG")),
+                extensions: Vec::new(),
+            });
+            self.send(channel, &m);
+            return self.close(channel, false);
+        }
+        //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.6
+        //# if the received session ID is already locally active, the request
+        //# MUST be discarded
+        let clash = (req.session_id, peer.ip());
+        if !self.neg_clash.insert(clash) {
+            self.stats.id_clashes += 1;
+            return self.close(channel, false);
+        }
+        let session = SessionHandle {
+            channel,
+            session_id: req.session_id,
+        };
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.state = ChanState::Neg(Neg {
+                sid: req.session_id,
+                asa,
+                name: req.objective.name.clone(),
+                requester: false,
+                pending: None,
+                early: VecDeque::new(),
+                peer_closed: false,
+                clash_key: Some(clash),
+            });
+        }
+        self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
+        self.events.push_back(Event::NegotiationRequest {
+            asa,
+            session,
+            objective: req.objective,
+            peer,
+        });
+    }
+
+    fn start_negotiation(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        asa: AsaHandle,
+        loc: AsaLocator,
+        objective: Objective,
+        deadline: Instant,
+    ) {
+        let Some(peer) = loc.socket_addr() else {
+            return self.reply(
+                cmd,
+                Err(err(
+                    ErrorCode::SockErrNegRq,
+                    format!("cannot connect to locator {}", loc.locator),
+                )),
+            );
+        };
+        if self.channels.len() >= self.config.max_channels {
+            self.stats.bounded_refusals += 1;
+            return self.reply(cmd, Err(err(ErrorCode::NoSocket, "too many sessions open")));
+        }
+        let channel = self.new_channel();
+        let sid = self.new_sid(now);
+        self.own_sids.insert(sid);
+        self.transmits
+            .push_back(Transmit::Connect { channel, peer });
+        let name = objective.name.clone();
+        self.send(
+            channel,
+            &Message::ReqNeg(SessionObjective::new(sid, objective)),
+        );
+        self.channels.insert(
+            channel,
+            Chan {
+                peer,
+                deadline: None,
+                state: ChanState::Neg(Neg {
+                    sid,
+                    asa,
+                    name,
+                    requester: true,
+                    pending: Some((cmd, NegWait::First)),
+                    early: VecDeque::new(),
+                    peer_closed: false,
+                    clash_key: None,
+                }),
+            },
+        );
+        self.set_deadline(channel, Some(deadline.max(now)));
+    }
+
+    fn on_neg_message(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        decoded: Result<Message, crate::wire::DecodeError>,
+    ) {
+        let msg = match decoded {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed += 1;
+                let pending = self.neg_mut(channel).and_then(|n| n.pending.take());
+                if let Some((cmd, _)) = pending {
+                    self.reply(cmd, Err(err(ErrorCode::CborFail, e.to_string())));
+                }
+                return self.close(channel, false);
+            }
+        };
+        if matches!(msg, Message::Noop) {
+            return;
+        }
+        let Some(n) = self.neg_mut(channel) else {
+            return;
+        };
+        if msg.session_id() != Some(n.sid) {
+            // Another session's message on this channel: reply M_INVALID.
+            let sid = msg.session_id().unwrap_or(SessionId(0));
+            if !matches!(msg, Message::Invalid(_)) {
+                let m = Message::Invalid(Invalid {
+                    session_id: sid,
+                    content: Some(Value::from("unknown session on this connection")),
+                    extensions: Vec::new(),
+                });
+                self.send(channel, &m);
+            }
+            return;
+        }
+        match n.pending.take() {
+            Some((cmd, wait)) => self.neg_reply(now, channel, cmd, wait, msg),
+            None => {
+                // Our turn, but the peer spoke: keep it for the next call.
+                if n.early.len() >= 4 {
+                    return self.close(channel, false);
+                }
+                n.early.push_back(msg);
+            }
+        }
+    }
+
+    fn neg_mut(&mut self, channel: ChannelId) -> Option<&mut Neg> {
+        match self.channels.get_mut(&channel) {
+            Some(Chan {
+                state: ChanState::Neg(n),
+                ..
+            }) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The peer's answer to our request or step.
+    fn neg_reply(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        cmd: CommandId,
+        wait: NegWait,
+        msg: Message,
+    ) {
+        let (sid, name) = match self.neg_mut(channel) {
+            Some(n) => (n.sid, n.name.clone()),
+            None => return,
+        };
+        match msg {
+            Message::Negotiate(mut m) => {
+                if m.objective.name != name || !m.objective.flags.contains(ObjectiveFlags::NEG) {
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::InvalidNeg,
+                            format!("M_NEGOTIATE for {:?}", m.objective.name),
+                        )),
+                    );
+                    return self.close(channel, false);
+                }
+                // graspy decrements on receipt (spec digest §9.3).
+                m.objective.loop_count = m.objective.loop_count.saturating_sub(1);
+                let session = SessionHandle {
+                    channel,
+                    session_id: sid,
+                };
+                let peer = self.channels.get(&channel).map(|c| c.peer);
+                self.reply(
+                    cmd,
+                    Ok(Reply::Negotiation(NegotiationOutcome::Step {
+                        session,
+                        objective: m.objective,
+                        peer,
+                    })),
+                );
+                self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
+            }
+            Message::Wait(w) => {
+                //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.9
+                //# the recipient ... replaces its timeout with the waiting time
+                if let Some(n) = self.neg_mut(channel) {
+                    n.pending = Some((cmd, wait));
+                }
+                let t = Duration::from_millis(u64::from(w.waiting_time_ms));
+                self.set_deadline(channel, Some(now + t));
+            }
+            Message::End(e) => {
+                let out = match e.option {
+                    EndOption::Accept => Ok(Reply::Negotiation(NegotiationOutcome::Accepted)),
+                    EndOption::Decline { reason } => {
+                        Ok(Reply::Negotiation(NegotiationOutcome::Declined { reason }))
+                    }
+                    EndOption::Unknown(v) => {
+                        Err(err(ErrorCode::InvalidEnd, format!("M_END with option {v}")))
+                    }
+                };
+                self.reply(cmd, out);
+                self.close(channel, true);
+            }
+            Message::Invalid(i) => {
+                let _ = wait;
+                self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NoValidStep,
+                        format!(
+                            "peer sent M_INVALID {}",
+                            i.content.map(|c| c.to_string()).unwrap_or_default()
+                        ),
+                    )),
+                );
+                self.close(channel, false);
+            }
+            other => {
+                self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NoValidStep,
+                        format!("unexpected {}", other.msg_type()),
+                    )),
+                );
+                let m = Message::Invalid(Invalid {
+                    session_id: sid,
+                    content: Some(Value::from(
+                        format!("unexpected {}", other.msg_type()).as_str(),
+                    )),
+                    extensions: Vec::new(),
+                });
+                self.send(channel, &m);
+                self.close(channel, false);
+            }
+        }
+    }
+
+    /// Checks that `session` is a live negotiation of `asa` whose turn it is.
+    fn our_turn(&mut self, asa: AsaHandle, session: SessionHandle) -> Result<(), ApiError> {
+        match self.neg_mut(session.channel) {
+            Some(n) if n.sid == session.session_id && n.asa == asa => {
+                if n.pending.is_some() {
+                    Err(err(
+                        ErrorCode::NoSession,
+                        "a step is already waiting for the peer",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Some(n) if n.sid == session.session_id => Err(err(
+                ErrorCode::NoSession,
+                "the session belongs to another ASA",
+            )),
+            _ => Err(err(
+                ErrorCode::NoSession,
+                "no such negotiation session (ended or timed out)",
+            )),
+        }
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// An ASA's call. The reply comes as [`Event::Reply`] with `cmd`.
+    pub fn handle_command(&mut self, now: Instant, cmd: CommandId, command: Command) {
+        if let Err(e) = self.dispatch(now, cmd, command) {
+            self.reply(cmd, Err(e));
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, cmd: CommandId, command: Command) -> Result<(), ApiError> {
+        match command {
+            Command::RegisterAsa { name } => {
+                if self.asas.values().any(|n| *n == name) {
+                    return Err(err(
+                        ErrorCode::DupAsa,
+                        format!("an ASA named {name:?} exists"),
+                    ));
+                }
+                if self.asas.len() >= self.config.max_asas {
+                    return Err(ErrorCode::AsaFull.into());
+                }
+                let handle = loop {
+                    let h = AsaHandle(self.rng.random::<u32>().max(1));
+                    if !self.asas.contains_key(&h) {
+                        break h;
+                    }
+                };
+                self.asas.insert(handle, name);
+                self.reply(cmd, Ok(Reply::Asa(handle)));
+            }
+            Command::DeregisterAsa { asa } => {
+                self.check_asa(asa)?;
+                self.asas.remove(&asa);
+                self.objectives.retain(|_, r| {
+                    r.owners.retain(|o| *o != asa);
+                    !r.owners.is_empty()
+                });
+                let sessions: Vec<ChannelId> = self
+                    .channels
+                    .iter()
+                    .filter(|(_, c)| matches!(&c.state, ChanState::Neg(n) if n.asa == asa))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in sessions {
+                    self.close(id, false);
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::RegisterObjective {
+                asa,
+                objective,
+                options,
+            } => {
+                self.check_asa(asa)?;
+                let f = objective.flags;
+                if f.contains(ObjectiveFlags::NEG) && f.contains(ObjectiveFlags::SYNCH) {
+                    return Err(ErrorCode::NotBoth.into());
+                }
+                if f.contains(ObjectiveFlags::NEG_DRY) && !f.contains(ObjectiveFlags::NEG) {
+                    return Err(ErrorCode::NotDry.into());
+                }
+                if objective.name.is_empty() {
+                    return Err(err(ErrorCode::Unspec, "objective name is empty"));
+                }
+                if self.config.dull && !self.dull_allows(&objective.name) {
+                    return Err(err(
+                        ErrorCode::NoSecurity,
+                        "not an objective this DULL instance allows",
+                    ));
+                }
+                if let Some(r) = self.objectives.get_mut(&objective.name) {
+                    if r.options.overlap && options.overlap && !r.owners.contains(&asa) {
+                        r.owners.push(asa);
+                        self.reply(cmd, Ok(Reply::Done));
+                        return Ok(());
+                    }
+                    return Err(err(
+                        ErrorCode::ObjReg,
+                        format!("{:?} is registered", objective.name),
+                    ));
+                }
+                if self.objectives.len() >= self.config.max_objectives {
+                    return Err(ErrorCode::ObjFull.into());
+                }
+                self.objectives.insert(
+                    objective.name.clone(),
+                    Registered {
+                        owners: vec![asa],
+                        objective,
+                        options,
+                        listen_neg: false,
+                        listen_synch: false,
+                    },
+                );
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::DeregisterObjective { asa, name } => {
+                self.check_asa(asa)?;
+                match self.objectives.get_mut(&name) {
+                    None => return Err(err(ErrorCode::NotObj, format!("{name:?}"))),
+                    Some(r) if !r.owners.contains(&asa) => return Err(ErrorCode::NotYourObj.into()),
+                    Some(r) => {
+                        r.owners.retain(|o| *o != asa);
+                        if r.owners.is_empty() {
+                            self.objectives.remove(&name);
+                        }
+                    }
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::Discover {
+                asa,
+                objective,
+                options,
+            } => {
+                self.check_asa(asa)?;
+                self.discover(now, cmd, objective, options, |cmd, first_only, _, _| {
+                    Waiter::Api { cmd, first_only }
+                })?;
+            }
+            Command::Synchronize {
+                asa,
+                objective,
+                peer,
+                timeout,
+            } => {
+                self.check_asa(asa)?;
+                if !objective.flags.contains(ObjectiveFlags::SYNCH) {
+                    return Err(ErrorCode::NotSynch.into());
+                }
+                if peer.is_none() {
+                    if let Some(e) = self
+                        .flood_cache
+                        .get(&objective.name, now)
+                        .into_iter()
+                        .next()
+                    {
+                        self.reply(cmd, Ok(Reply::Synch(e.objective)));
+                        return Ok(());
+                    }
+                }
+                if !self.secure_ok() {
+                    return Err(err(
+                        ErrorCode::NoSecurity,
+                        "synchronization needs a secured transport",
+                    ));
+                }
+                let deadline = now + timeout;
+                match peer {
+                    Some(p) => self.synch_with(now, cmd, p, objective, deadline),
+                    None => {
+                        let opts = DiscoverOptions {
+                            first_only: true,
+                            timeout: Some(timeout.min(Duration::from_millis(
+                                100 * u64::from(objective.loop_count.max(1)),
+                            ))),
+                            ..DiscoverOptions::default()
+                        };
+                        self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
+                            Waiter::Synch {
+                                cmd,
+                                objective,
+                                deadline,
+                            }
+                        })?;
+                    }
+                }
+            }
+            Command::ListenSynchronize { asa, objective } => {
+                self.check_asa(asa)?;
+                if !self.secure_ok() {
+                    return Err(err(
+                        ErrorCode::NoSecurity,
+                        "synchronization needs a secured transport",
+                    ));
+                }
+                self.own_objective(asa, &objective.name)?;
+                if !objective.flags.contains(ObjectiveFlags::SYNCH) {
+                    return Err(ErrorCode::NotSynch.into());
+                }
+                if let Some(r) = self.objectives.get_mut(&objective.name) {
+                    if !r.objective.flags.contains(ObjectiveFlags::SYNCH) {
+                        return Err(ErrorCode::NotSynch.into());
+                    }
+                    r.objective.value = objective.value;
+                    r.objective.loop_count = objective.loop_count;
+                    r.listen_synch = true;
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::StopSynchronize { asa, name } => {
+                self.check_asa(asa)?;
+                self.own_objective(asa, &name)?;
+                if let Some(r) = self.objectives.get_mut(&name) {
+                    r.listen_synch = false;
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::Flood {
+                asa,
+                ttl_ms,
+                tagged,
+            } => {
+                self.check_asa(asa)?;
+                self.flood(now, cmd, asa, ttl_ms, tagged)?;
+            }
+            Command::GetFlood { asa, name } => {
+                self.check_asa(asa)?;
+                let v = self.flood_cache.get(&name, now);
+                self.reply(cmd, Ok(Reply::Floods(v)));
+            }
+            Command::ExpireFlood { asa, entry } => {
+                self.check_asa(asa)?;
+                if !self.flood_cache.remove(&entry) {
+                    return Err(err(ErrorCode::NotObj, "no such flood cache entry"));
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::RequestNegotiate {
+                asa,
+                objective,
+                peer,
+                timeout,
+            } => {
+                self.check_asa(asa)?;
+                if !self.secure_ok() {
+                    return Err(err(
+                        ErrorCode::NoSecurity,
+                        "negotiation needs a secured transport",
+                    ));
+                }
+                if !objective.flags.contains(ObjectiveFlags::NEG) {
+                    return Err(ErrorCode::NotNeg.into());
+                }
+                let deadline = now + timeout;
+                match peer {
+                    Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline),
+                    None => {
+                        let opts = DiscoverOptions {
+                            first_only: true,
+                            timeout: Some(timeout.min(Duration::from_millis(
+                                100 * u64::from(objective.loop_count.max(1)),
+                            ))),
+                            ..DiscoverOptions::default()
+                        };
+                        self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
+                            Waiter::Neg {
+                                cmd,
+                                asa,
+                                objective,
+                                deadline,
+                            }
+                        })?;
+                    }
+                }
+            }
+            Command::ListenNegotiate { asa, name } => {
+                self.check_asa(asa)?;
+                if !self.secure_ok() {
+                    return Err(err(
+                        ErrorCode::NoSecurity,
+                        "negotiation needs a secured transport",
+                    ));
+                }
+                let reg = self.own_objective(asa, &name)?;
+                if !reg.objective.flags.contains(ObjectiveFlags::NEG) {
+                    return Err(ErrorCode::NotNeg.into());
+                }
+                if let Some(r) = self.objectives.get_mut(&name) {
+                    r.listen_neg = true;
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::StopNegotiate { asa, name } => {
+                self.check_asa(asa)?;
+                self.own_objective(asa, &name)?;
+                if let Some(r) = self.objectives.get_mut(&name) {
+                    r.listen_neg = false;
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::NegotiateStep {
+                asa,
+                session,
+                objective,
+                timeout,
+            } => {
+                self.check_asa(asa)?;
+                self.our_turn(asa, session)?;
+                let ch = session.channel;
+                // Something the peer already said answers this step.
+                if let Some(early) = self.neg_mut(ch).and_then(|n| n.early.pop_front()) {
+                    return {
+                        self.neg_reply(now, ch, cmd, NegWait::Step, early);
+                        Ok(())
+                    };
+                }
+                if self.neg_mut(ch).is_some_and(|n| n.peer_closed) {
+                    self.close(ch, false);
+                    return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+                }
+                //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.7
+                //# if it would reach zero, the message MUST NOT be sent
+                if objective.loop_count < 2 {
+                    self.close(ch, false);
+                    return Err(ErrorCode::LoopExhausted.into());
+                }
+                if let Some(n) = self.neg_mut(ch) {
+                    n.pending = Some((cmd, NegWait::Step));
+                }
+                self.send(
+                    ch,
+                    &Message::Negotiate(SessionObjective::new(session.session_id, objective)),
+                );
+                self.set_deadline(ch, Some(now + timeout));
+            }
+            Command::NegotiateWait { asa, session, wait } => {
+                self.check_asa(asa)?;
+                self.our_turn(asa, session)?;
+                let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+                self.send(
+                    session.channel,
+                    &Message::Wait(Wait {
+                        session_id: session.session_id,
+                        waiting_time_ms: ms,
+                        extensions: Vec::new(),
+                    }),
+                );
+                // We promised to answer within `wait`; give ourselves that long.
+                self.set_deadline(
+                    session.channel,
+                    Some(now + wait + self.config.first_message_timeout),
+                );
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::EndNegotiate {
+                asa,
+                session,
+                accept,
+                reason,
+            } => {
+                self.check_asa(asa)?;
+                self.our_turn(asa, session)?;
+                let option = if accept {
+                    EndOption::Accept
+                } else {
+                    EndOption::Decline { reason }
+                };
+                self.send(
+                    session.channel,
+                    &Message::End(End {
+                        session_id: session.session_id,
+                        option,
+                        extensions: Vec::new(),
+                    }),
+                );
+                let requester = self.neg_mut(session.channel).is_some_and(|n| n.requester);
+                self.close(session.channel, requester);
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::SendInvalid { asa, session, info } => {
+                self.check_asa(asa)?;
+                self.our_turn(asa, session)?;
+                self.send(
+                    session.channel,
+                    &Message::Invalid(Invalid {
+                        session_id: session.session_id,
+                        content: info,
+                        extensions: Vec::new(),
+                    }),
+                );
+                self.close(session.channel, false);
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::AbortSession { session } => {
+                if let Some(n) = self.neg_mut(session.channel) {
+                    if n.sid == session.session_id {
+                        self.close(session.channel, false);
+                    }
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+        }
+        Ok(())
+    }
+
+    /// Common discovery path for `discover`, `synchronize` and
+    /// `request_negotiate`: local registrations and the cache first, then the
+    /// network. `waiter` builds what to do with the results.
+    fn discover(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        mut objective: Objective,
+        opts: DiscoverOptions,
+        waiter: impl FnOnce(CommandId, bool, Objective, ()) -> Waiter,
+    ) -> Result<(), ApiError> {
+        let name = objective.name.clone();
+        if opts.flush {
+            self.disc_cache.flush(&name, now, None);
+        } else if let Some(min) = opts.min_ttl {
+            self.disc_cache.flush(&name, now, Some(min));
+        }
+        let mut found: Vec<AsaLocator> = Vec::new();
+        // ASAs of this node that offer it (ASAs in one process find each other).
+        if let Some(reg) = self.objectives.get(&name).filter(|r| r.discoverable()) {
+            let ifindex = self.interfaces.first().map_or(0, |i| i.index);
+            for l in self.locators_for(reg, ifindex) {
+                let mut al = AsaLocator::new(l);
+                al.ifindex = ifindex;
+                if reg.options.rapid && reg.listen_synch {
+                    al.objective = Some(reg.objective.clone());
+                }
+                found.push(al);
+            }
+        }
+        if !opts.flush {
+            for l in self.disc_cache.get(&name, now) {
+                if !found.iter().any(|f| f.locator == l.locator) {
+                    found.push(l);
+                }
+            }
+        }
+        let timeout = opts.timeout.unwrap_or(Duration::from_millis(
+            100 * u64::from(objective.loop_count.max(1)),
+        ));
+        let w = waiter(cmd, opts.first_only, objective.clone(), ());
+        if !found.is_empty() || timeout.is_zero() {
+            self.resolve_waiter(now, w, &found);
+            return Ok(());
+        }
+        if self.discoveries.len() >= self.config.max_discoveries {
+            self.stats.bounded_refusals += 1;
+            return Err(err(ErrorCode::Unspec, "too many discoveries in progress"));
+        }
+        if self.config.dull {
+            objective.loop_count = 1;
+        }
+        let sid = self.new_sid(now);
+        let key = (sid, self.node_addr);
+        let msg = Message::Discovery(Discovery {
+            session_id: sid,
+            initiator: self.node_addr,
+            objective,
+            extensions: Vec::new(),
+        })
+        .encode();
+        if msg.len() > MAX_MULTICAST_PAYLOAD.min(self.config.limits.max_message_size) {
+            return Err(err(
+                ErrorCode::Unspec,
+                "the discovery message would exceed 1232 bytes",
+            ));
+        }
+        for i in &self.interfaces {
+            self.transmits.push_back(Transmit::Multicast {
+                ifindex: i.index,
+                msg: msg.clone(),
+            });
+        }
+        let deadline = now + timeout;
+        self.discoveries.insert(
+            key,
+            Disc {
+                name,
+                deadline,
+                waiters: vec![w],
+                found: Vec::new(),
+                relay_to: None,
+            },
+        );
+        self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
+        Ok(())
+    }
+
+    fn flood(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        asa: AsaHandle,
+        ttl_ms: u32,
+        tagged: Vec<TaggedObjective>,
+    ) -> Result<(), ApiError> {
+        if !(self.secure_ok() || self.config.dull) {
+            return Err(err(
+                ErrorCode::NoSecurity,
+                "flooding needs a secured transport",
+            ));
+        }
+        if tagged.is_empty() {
+            return Err(err(ErrorCode::Unspec, "nothing to flood"));
+        }
+        for t in &tagged {
+            self.own_objective(asa, &t.objective.name)?;
+            if !t.objective.flags.contains(ObjectiveFlags::SYNCH) {
+                return Err(err(ErrorCode::NotSynch, format!("{:?}", t.objective.name)));
+            }
+            if let Some(Locator::Ipv6 { port: 0, .. }) = &t.locator {
+                return Err(ErrorCode::InvalidLoc.into());
+            }
+        }
+        let sid = self.new_sid(now);
+        let interfaces = self.interfaces.clone();
+        for iface in &interfaces {
+            let tagged_here: Vec<TaggedObjective> = tagged
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    if let Some(Locator::Ipv6 { addr, .. }) = &mut t.locator {
+                        //= https://www.rfc-editor.org/rfc/rfc8991#section-2.3.6.3
+                        //# `::` means this link's link-local address, loop count 1
+                        if addr.is_unspecified() {
+                            *addr = iface.link_local;
+                            t.objective.loop_count = 1;
+                        }
+                    }
+                    if self.config.dull {
+                        t.objective.loop_count = 1;
+                    }
+                    t
+                })
+                .collect();
+            let msg = Message::Flood(Flood {
+                session_id: sid,
+                initiator: self.node_addr,
+                ttl_ms,
+                tagged: tagged_here,
+                extensions: Vec::new(),
+            })
+            .encode();
+            if msg.len() > MAX_MULTICAST_PAYLOAD.min(self.config.limits.max_message_size) {
+                return Err(err(ErrorCode::Unspec, "the flood would exceed 1232 bytes"));
+            }
+            self.transmits.push_back(Transmit::Multicast {
+                ifindex: iface.index,
+                msg,
+            });
+        }
+        // Our own floods are in our cache too, for our own ASAs.
+        let expires = (ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(ttl_ms)));
+        for t in tagged {
+            self.flood_cache.insert(FloodEntry {
+                objective: t.objective,
+                locator: t.locator,
+                initiator: self.node_addr,
+                expires,
+                ifindex: 0,
+            });
+        }
+        self.recent
+            .insert((sid, self.node_addr), now + self.config.flood_memory, now);
+        self.reply(cmd, Ok(Reply::Done));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,531 @@
+//! Inputs and outputs of the sans-IO engine.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::ApiError;
+use crate::wire::{Limits, Locator, Objective, SessionId, TaggedObjective, Value};
+
+/// An ASA's handle (RFC 8991 `asa_handle`): opaque, unpredictable, local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AsaHandle(pub u32);
+
+/// The engine's name for one unicast channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u64);
+
+/// Identifies a command so its reply can be matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// A negotiation session (RFC 8991 `session_handle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionHandle {
+    /// The channel carrying the session.
+    pub channel: ChannelId,
+    /// Its GRASP session id.
+    pub session_id: SessionId,
+}
+
+/// A locator as the API hands it to ASAs (RFC 8991 `ASA_locator`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsaLocator {
+    /// Address (or name), protocol and port.
+    pub locator: Locator,
+    /// Interface it was learnt on (the scope of a link-local address); 0 if
+    /// not known or not needed.
+    pub ifindex: u32,
+    /// Expiry in the engine's clock, if any.
+    pub expires: Option<Instant>,
+    /// Learnt through an O_DIVERT.
+    pub diverted: bool,
+    /// The objective the responder sent with its answer (graspy's rapid
+    /// synchronization puts the value there).
+    pub objective: Option<Objective>,
+}
+
+impl AsaLocator {
+    /// A locator with nothing else known.
+    pub fn new(locator: Locator) -> Self {
+        AsaLocator {
+            locator,
+            ifindex: 0,
+            expires: None,
+            diverted: false,
+            objective: None,
+        }
+    }
+
+    /// The socket address to connect to, if this is an IP locator.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match &self.locator {
+            Locator::Ipv6 { addr, port, .. } => {
+                let scope = if is_link_local(addr) { self.ifindex } else { 0 };
+                Some(SocketAddr::V6(SocketAddrV6::new(*addr, *port, 0, scope)))
+            }
+            Locator::Ipv4 { addr, port, .. } => Some(SocketAddr::new(IpAddr::V4(*addr), *port)),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn is_link_local(a: &std::net::Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Options of `register_objective` (RFC 8991 §2.3.3, plus graspy's `rapid`
+/// and explicit `locators`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterOptions {
+    /// Lifetime of the discovery responses we send for it, in ms. The default
+    /// is graspy's 600 000 (RFC 8991 suggests GRASP_DEF_TIMEOUT).
+    pub ttl_ms: u32,
+    /// Answer discoveries even before a listen call.
+    pub discoverable: bool,
+    /// Let several ASAs register it.
+    pub overlap: bool,
+    /// Answer discoveries with the link-local address of the interface the
+    /// discovery came in on.
+    pub local: bool,
+    /// Put the objective (with its value) into discovery responses, graspy's
+    /// rapid synchronization.
+    pub rapid: bool,
+    /// Locators to advertise instead of the node's own.
+    pub locators: Vec<Locator>,
+}
+
+impl Default for RegisterOptions {
+    fn default() -> Self {
+        RegisterOptions {
+            ttl_ms: 600_000,
+            discoverable: false,
+            overlap: false,
+            local: false,
+            rapid: false,
+            locators: Vec::new(),
+        }
+    }
+}
+
+/// Options of `discover`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscoverOptions {
+    /// How long to collect answers. `Some(ZERO)` means the cache only;
+    /// `None` means 100 ms × the objective's loop count (RFC 8990 §2.5.4.3).
+    pub timeout: Option<Duration>,
+    /// Drop cached locators with at most this much lifetime left before
+    /// looking (`Some(ZERO)` drops expired ones only; RFC 8991 `minimum_TTL`).
+    /// `flush` drops them all.
+    pub min_ttl: Option<Duration>,
+    /// Ignore the cache entirely and ask the network.
+    pub flush: bool,
+    /// Return as soon as the first answer arrives instead of at the timeout.
+    pub first_only: bool,
+}
+
+/// An entry of the flood cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloodEntry {
+    /// The flooded objective (with its value).
+    pub objective: Objective,
+    /// Its locator tag.
+    pub locator: Option<Locator>,
+    /// Who flooded it.
+    pub initiator: IpAddr,
+    /// When it expires (`None`: never).
+    pub expires: Option<Instant>,
+    /// Interface it arrived on (0: flooded by this node).
+    pub ifindex: u32,
+}
+
+/// The result of a negotiation request or step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NegotiationOutcome {
+    /// The peer accepted (M_END O_ACCEPT); the session is over.
+    Accepted,
+    /// The peer declined (M_END O_DECLINE); the session is over.
+    Declined {
+        /// The peer's reason, if any.
+        reason: Option<String>,
+    },
+    /// The peer made a counter-offer (M_NEGOTIATE); it is our turn. The
+    /// objective's loop count has already been decremented (graspy's rule).
+    Step {
+        /// The session, for the next call.
+        session: SessionHandle,
+        /// The peer's proposal.
+        objective: Objective,
+        /// The peer's address.
+        peer: Option<SocketAddr>,
+    },
+}
+
+/// A call from an ASA into the engine (RFC 8991 functions).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// `register_asa`
+    RegisterAsa {
+        /// ASA name, unique in this engine.
+        name: String,
+    },
+    /// `deregister_asa`: also removes its objectives and listeners.
+    DeregisterAsa {
+        /// Handle.
+        asa: AsaHandle,
+    },
+    /// `register_objective`
+    RegisterObjective {
+        /// Owner.
+        asa: AsaHandle,
+        /// The objective (its value is the initial synchronization value).
+        objective: Objective,
+        /// Options.
+        options: RegisterOptions,
+    },
+    /// `deregister_objective`
+    DeregisterObjective {
+        /// Owner.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// `discover`
+    Discover {
+        /// Caller.
+        asa: AsaHandle,
+        /// Objective sought.
+        objective: Objective,
+        /// Options.
+        options: DiscoverOptions,
+    },
+    /// `synchronize`
+    Synchronize {
+        /// Caller.
+        asa: AsaHandle,
+        /// Objective to fetch.
+        objective: Objective,
+        /// Peer, or `None` for flood cache then discovery.
+        peer: Option<AsaLocator>,
+        /// Overall timeout.
+        timeout: Duration,
+    },
+    /// `listen_synchronize`, also used to update the served value.
+    ListenSynchronize {
+        /// Owner.
+        asa: AsaHandle,
+        /// Objective with the value to serve.
+        objective: Objective,
+    },
+    /// `stop_listen_synchronize`
+    StopSynchronize {
+        /// Owner.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// `flood`
+    Flood {
+        /// Caller.
+        asa: AsaHandle,
+        /// Lifetime in ms (0: indefinite).
+        ttl_ms: u32,
+        /// Objectives with their locator tags; an IPv6 `::` tag floods a
+        /// link-local announcement (loop count 1, the interface's address).
+        tagged: Vec<TaggedObjective>,
+    },
+    /// `get_flood`
+    GetFlood {
+        /// Caller.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// `expire_flood`
+    ExpireFlood {
+        /// Caller.
+        asa: AsaHandle,
+        /// The entry, as returned by `GetFlood`.
+        entry: FloodEntry,
+    },
+    /// `request_negotiate`
+    RequestNegotiate {
+        /// Caller.
+        asa: AsaHandle,
+        /// Objective with the requested value.
+        objective: Objective,
+        /// Peer, or `None` to discover one first.
+        peer: Option<AsaLocator>,
+        /// Time to wait for the peer's first answer.
+        timeout: Duration,
+    },
+    /// `listen_negotiate`: requests then arrive as
+    /// [`Event::NegotiationRequest`].
+    ListenNegotiate {
+        /// Owner.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// `stop_listen_negotiate`
+    StopNegotiate {
+        /// Owner.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// `negotiate_step`
+    NegotiateStep {
+        /// Caller.
+        asa: AsaHandle,
+        /// Session.
+        session: SessionHandle,
+        /// Our proposal (carry the loop count of the last received step).
+        objective: Objective,
+        /// Time to wait for the peer's answer.
+        timeout: Duration,
+    },
+    /// `negotiate_wait`
+    NegotiateWait {
+        /// Caller.
+        asa: AsaHandle,
+        /// Session.
+        session: SessionHandle,
+        /// Waiting time to announce.
+        wait: Duration,
+    },
+    /// `end_negotiate`
+    EndNegotiate {
+        /// Caller.
+        asa: AsaHandle,
+        /// Session.
+        session: SessionHandle,
+        /// Accept (true) or decline.
+        accept: bool,
+        /// Decline reason.
+        reason: Option<String>,
+    },
+    /// `send_invalid`
+    SendInvalid {
+        /// Caller.
+        asa: AsaHandle,
+        /// Session.
+        session: SessionHandle,
+        /// Diagnostic content.
+        info: Option<Value>,
+    },
+    /// Abandon a session without telling the peer anything but EOF (used
+    /// when an ASA's listener is gone or its queue is full).
+    AbortSession {
+        /// Session.
+        session: SessionHandle,
+    },
+}
+
+/// A successful command result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Done, nothing to return.
+    Done,
+    /// A new ASA handle.
+    Asa(AsaHandle),
+    /// Discovered locators (possibly none).
+    Locators(Vec<AsaLocator>),
+    /// The synchronized objective.
+    Synch(Objective),
+    /// Flood cache entries.
+    Floods(Vec<FloodEntry>),
+    /// A negotiation result.
+    Negotiation(NegotiationOutcome),
+}
+
+/// Something the engine tells its driver.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The reply to a command.
+    Reply {
+        /// The command.
+        cmd: CommandId,
+        /// Its result.
+        result: Result<Reply, ApiError>,
+    },
+    /// A peer asked to negotiate an objective an ASA listens for.
+    NegotiationRequest {
+        /// The listening ASA.
+        asa: AsaHandle,
+        /// The session.
+        session: SessionHandle,
+        /// The requested objective (loop count as received).
+        objective: Objective,
+        /// The peer.
+        peer: SocketAddr,
+    },
+}
+
+/// Something the driver must do on the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// Multicast `msg` on interface `ifindex`.
+    Multicast {
+        /// Interface.
+        ifindex: u32,
+        /// Encoded message.
+        msg: Bytes,
+    },
+    /// Open channel `channel` to `peer`. Sends for it may follow at once; the
+    /// driver queues them until the connection is up, and reports failure
+    /// with `Engine::handle_connect_failed`.
+    Connect {
+        /// The new channel's id.
+        channel: ChannelId,
+        /// Where to.
+        peer: SocketAddr,
+    },
+    /// Send one message on a channel.
+    Send {
+        /// Channel.
+        channel: ChannelId,
+        /// Encoded message.
+        msg: Bytes,
+    },
+    /// Finish with a channel. With `linger`, after the queued sends wait
+    /// (bounded) for the peer to close first, so that TIME_WAIT stays on the
+    /// responder's side; otherwise close at once.
+    Close {
+        /// Channel.
+        channel: ChannelId,
+        /// Let the peer close first.
+        linger: bool,
+    },
+}
+
+/// Token bucket parameters: `rate` per second, bursts up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Sustained rate per second.
+    pub rate: f64,
+    /// Burst size.
+    pub burst: f64,
+}
+
+/// Engine configuration. Every cache, queue and rate is bounded here.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Run as a DULL instance (RFC 8990 §2.5.2): link-local only, loop count
+    /// 1, no relaying, only the objectives in `dull_objectives`.
+    pub dull: bool,
+    /// Objectives a DULL instance accepts.
+    pub dull_objectives: Vec<String>,
+    /// Relay discoveries and floods between interfaces. `None`: relay when
+    /// there is more than one interface and the instance is not DULL.
+    pub relay: Option<bool>,
+    /// Allow negotiation, synchronization and flooding over a transport
+    /// without security (labs and tests only; RFC 8990 requires a secured
+    /// substrate). Default false: such calls fail with `noSecurity`.
+    pub allow_insecure: bool,
+    /// Decoding limits.
+    pub limits: Limits,
+    /// Seed for session ids and handles; `None` seeds from the OS.
+    pub seed: Option<u64>,
+    /// Most ASAs.
+    pub max_asas: usize,
+    /// Most registered objectives.
+    pub max_objectives: usize,
+    /// Objectives kept in the discovery cache (least recently used evicted).
+    pub discovery_cache_objectives: usize,
+    /// Locators kept per objective in the discovery cache.
+    pub discovery_cache_locators: usize,
+    /// Entries in the flood cache (oldest evicted).
+    pub flood_cache_entries: usize,
+    /// Discoveries in progress (own and relayed).
+    pub max_discoveries: usize,
+    /// Unicast channels open at once.
+    pub max_channels: usize,
+    /// Remembered (session id, initiator) pairs for duplicate suppression.
+    pub max_recent_sessions: usize,
+    /// How long an inbound channel may take to send its first message.
+    pub first_message_timeout: Duration,
+    /// How long a negotiation may wait for its ASA to act.
+    pub session_idle_timeout: Duration,
+    /// How long relayed floods are remembered (RFC: at least 2 × GRASP_DEF_TIMEOUT).
+    pub flood_memory: Duration,
+    /// Relayed discoveries per interface.
+    pub relay_rate: RateLimit,
+    /// Relayed floods per interface.
+    pub flood_relay_rate: RateLimit,
+    /// Discovery responses sent per interface.
+    pub response_rate: RateLimit,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dull: false,
+            dull_objectives: Vec::new(),
+            relay: None,
+            allow_insecure: false,
+            limits: Limits::default(),
+            seed: None,
+            max_asas: 100,
+            max_objectives: 1000,
+            discovery_cache_objectives: 500,
+            discovery_cache_locators: 16,
+            flood_cache_entries: 1000,
+            max_discoveries: 1000,
+            max_channels: 10_000,
+            max_recent_sessions: 8192,
+            first_message_timeout: Duration::from_secs(5),
+            session_idle_timeout: Duration::from_millis(u64::from(
+                crate::wire::GRASP_DEF_TIMEOUT_MS,
+            )),
+            flood_memory: Duration::from_secs(120),
+            relay_rate: RateLimit {
+                rate: 50.0,
+                burst: 100.0,
+            },
+            flood_relay_rate: RateLimit {
+                rate: 50.0,
+                burst: 100.0,
+            },
+            response_rate: RateLimit {
+                rate: 2000.0,
+                burst: 4000.0,
+            },
+        }
+    }
+}
+
+/// Counters the engine keeps; every drop is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Messages that failed to decode.
+    pub malformed: u64,
+    /// Multicasts of unknown type (silently dropped, RFC 8990 §2.8.2).
+    pub unknown_multicast: u64,
+    /// Multicasts dropped by DULL rules.
+    pub dull_dropped: u64,
+    /// Discoveries relayed.
+    pub discoveries_relayed: u64,
+    /// Floods relayed.
+    pub floods_relayed: u64,
+    /// Relays refused by the rate limits.
+    pub relay_rate_limited: u64,
+    /// Duplicate relayed discoveries/floods suppressed.
+    pub duplicates: u64,
+    /// Discovery responses sent.
+    pub responses_sent: u64,
+    /// Discovery responses not sent because of the rate limit.
+    pub response_rate_limited: u64,
+    /// Inbound channels closed for silence.
+    pub idle_channels_closed: u64,
+    /// Things refused because a bound was reached.
+    pub bounded_refusals: u64,
+    /// Requests whose session id clashed with an active one.
+    pub id_clashes: u64,
+}

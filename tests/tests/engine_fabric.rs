@@ -1,0 +1,552 @@
+//! The engine and the RFC 8991 API end to end over the in-memory fabric, on
+//! tokio's paused clock (deterministic and fast).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grasp_acp::fabric::{Fabric, Link, LinkConfig, MemTransport};
+use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{Asa, ErrorCode, Grasp, Negotiation};
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
+const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG
+const T: Duration = Duration::from_secs(5);
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.seed = Some(1);
+    c
+}
+
+struct Node {
+    grasp: Grasp,
+    transport: Arc<MemTransport>,
+}
+
+fn node(f: &Fabric, name: &str, links: &[&Link]) -> Node {
+    let mut b = f.node(name).simulated_security(Security::Quads);
+    for l in links {
+        b = b.attach(l);
+    }
+    let (transport, inbound) = b.bind();
+    let grasp = Grasp::start(transport.clone(), inbound, config());
+    Node { grasp, transport }
+}
+
+async fn asa(n: &Node, name: &str) -> Asa {
+    n.grasp.register_asa(name).await.unwrap()
+}
+
+fn obj(name: &str, flags: ObjectiveFlags) -> Objective {
+    Objective::new(name, flags).with_value(Value::null())
+}
+
+fn link(f: &Fabric, name: &str) -> Link {
+    f.link(
+        name,
+        LinkConfig {
+            loss: 0.0,
+            delay: Duration::from_millis(1),
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn discover_and_synchronize_between_two_nodes() {
+    let f = Fabric::new(1);
+    let l = link(&f, "l");
+    let a = node(&f, "A", &[&l]);
+    let b = node(&f, "B", &[&l]);
+    let asa_b = asa(&b, "server").await;
+    let served =
+        Objective::new("EX.sync", SYNCH).with_value(Value::from_serialize(&("v", 1)).unwrap());
+    asa_b
+        .register_objective(&served, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_b.listen_synchronize(&served).await.unwrap();
+
+    let asa_a = asa(&a, "client").await;
+    // First-answer discovery returns after one round trip, not the timeout.
+    let t0 = tokio::time::Instant::now();
+    let locs = asa_a
+        .discover(
+            &obj("EX.sync", SYNCH),
+            DiscoverOptions::first(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(locs.len(), 1);
+    assert_eq!(locs[0].locator, b.transport.node_locator());
+    // Second time from the cache, at once.
+    let t1 = tokio::time::Instant::now();
+    let again = asa_a
+        .discover(&obj("EX.sync", SYNCH), DiscoverOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(t1.elapsed(), Duration::ZERO);
+
+    // Synchronize with discovery, and with an explicit peer.
+    let got = asa_a
+        .synchronize(&obj("EX.sync", SYNCH), None, T)
+        .await
+        .unwrap();
+    let v: (String, u32) = got.value.unwrap().deserialize().unwrap();
+    assert_eq!(v, ("v".to_string(), 1));
+    let got = asa_a
+        .synchronize(&obj("EX.sync", SYNCH), Some(locs[0].clone()), T)
+        .await
+        .unwrap();
+    assert!(got.value.is_some());
+
+    // Updating the value is seen by the next synchronization.
+    let updated = served.clone().with_value(Value::from("new"));
+    asa_b.listen_synchronize(&updated).await.unwrap();
+    let got = asa_a
+        .synchronize(&obj("EX.sync", SYNCH), Some(locs[0].clone()), T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("new"));
+
+    // Stopped: the responder closes at once and we get noListener.
+    asa_b.stop_synchronize("EX.sync").await.unwrap();
+    let e = asa_a
+        .synchronize(&obj("EX.sync", SYNCH), Some(locs[0].clone()), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoListener);
+
+    // Nothing anywhere: notFloodDisc.
+    let e = asa_a
+        .synchronize(&obj("EX.none", SYNCH), None, T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFloodDisc);
+    // Not a synchronization objective.
+    let e = asa_a
+        .synchronize(&obj("EX.neg", NEG), None, T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotSynch);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rapid_synchronization_rides_on_the_response() {
+    let f = Fabric::new(2);
+    let l = link(&f, "l");
+    let a = node(&f, "A", &[&l]);
+    let b = node(&f, "B", &[&l]);
+    let asa_b = asa(&b, "server").await;
+    let served = Objective::new("EX.rapid", SYNCH).with_value(Value::from("fast"));
+    let opts = RegisterOptions {
+        rapid: true,
+        ..RegisterOptions::default()
+    };
+    asa_b.register_objective(&served, opts).await.unwrap();
+    asa_b.listen_synchronize(&served).await.unwrap();
+    let asa_a = asa(&a, "client").await;
+    let before = b.transport.stats().channels_accepted;
+    let got = asa_a
+        .synchronize(&obj("EX.rapid", SYNCH), None, T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("fast"));
+    // No M_REQ_SYN connection reached B: the value came in the M_RESPONSE.
+    assert_eq!(b.transport.stats().channels_accepted, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flood_get_expire_and_linklocal() {
+    let f = Fabric::new(3);
+    let l = link(&f, "l");
+    let a = node(&f, "A", &[&l]);
+    let b = node(&f, "B", &[&l]);
+    let asa_b = asa(&b, "flooder").await;
+    let o1 = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded-value-1"));
+    let o2 =
+        Objective::new("EX.flood2", SYNCH).with_value(Value::from_serialize(&[1, 2, 3]).unwrap());
+    for o in [&o1, &o2] {
+        asa_b
+            .register_objective(o, RegisterOptions::default())
+            .await
+            .unwrap();
+    }
+    asa_b
+        .flood(
+            10_000,
+            vec![
+                TaggedObjective {
+                    objective: o1.clone(),
+                    locator: Some(b.transport.node_locator()),
+                },
+                TaggedObjective {
+                    objective: o2.clone(),
+                    locator: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let asa_a = asa(&a, "reader").await;
+    let got = asa_a.get_flood("EX.flood").await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].objective.value.as_ref().unwrap().as_str(),
+        Some("flooded-value-1")
+    );
+    assert_eq!(got[0].locator, Some(b.transport.node_locator()));
+    // synchronize(peer = None) answers from the flood cache.
+    let s = asa_a
+        .synchronize(&obj("EX.flood2", SYNCH), None, T)
+        .await
+        .unwrap();
+    assert_eq!(s.value.unwrap().to_string(), "[1, 2, 3]");
+    // The flooder sees its own flood too.
+    assert_eq!(asa_b.get_flood("EX.flood").await.unwrap().len(), 1);
+    // expire_flood removes it; ttl expiry removes the other.
+    asa_a.expire_flood(&got[0]).await.unwrap();
+    assert!(asa_a.get_flood("EX.flood").await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(asa_a.get_flood("EX.flood2").await.unwrap().is_empty());
+
+    // `::` means this link's link-local address, with loop count 1.
+    let ll = Objective::new("EX.llflood", SYNCH).with_value(Value::from("here"));
+    asa_b
+        .register_objective(&ll, RegisterOptions::default())
+        .await
+        .unwrap();
+    let tag = Locator::tcp6(std::net::Ipv6Addr::UNSPECIFIED, 7017);
+    asa_b
+        .flood(
+            0,
+            vec![TaggedObjective {
+                objective: ll,
+                locator: Some(tag),
+            }],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let got = asa_a.get_flood("EX.llflood").await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].objective.loop_count, 1);
+    let b_ll = b.transport.interfaces()[0].link_local;
+    assert_eq!(got[0].locator, Some(Locator::tcp6(b_ll, 7017)));
+    assert_eq!(got[0].expires, None, "ttl 0 never expires");
+    // Only registered objectives can be flooded.
+    let stranger = Objective::new("EX.other", SYNCH);
+    let e = asa_a
+        .flood(
+            1000,
+            vec![TaggedObjective {
+                objective: stranger,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotYourObj);
+}
+
+async fn negotiation_pair(
+    seed: u64,
+) -> (
+    Fabric,
+    Node,
+    Node,
+    Asa,
+    Asa,
+    grasp_engine::NegotiationListener,
+) {
+    let f = Fabric::new(seed);
+    let l = link(&f, "l");
+    let a = node(&f, "A", &[&l]);
+    let b = node(&f, "B", &[&l]);
+    let asa_b = asa(&b, "seller").await;
+    asa_b
+        .register_objective(&obj("EX.neg", NEG), RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = asa_b.listen_negotiate("EX.neg").await.unwrap();
+    let asa_a = asa(&a, "buyer").await;
+    (f, a, b, asa_a, asa_b, listener)
+}
+
+fn offer(amount: u32, loop_count: u8) -> Objective {
+    Objective::new("EX.neg", NEG)
+        .with_loop_count(loop_count)
+        .with_value(Value::from_serialize(&("NZD", amount)).unwrap())
+}
+
+fn amount(o: &Objective) -> u32 {
+    let (_, a): (String, u32) = o.value.as_ref().unwrap().deserialize().unwrap();
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn negotiation_steps_wait_and_accept_with_graspy_loop_counts() {
+    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(4).await;
+    // B: wait, counter 100, then accept whatever comes next.
+    let server = tokio::spawn(async move {
+        let (session, req) = listener.next().await.unwrap();
+        assert_eq!(amount(&req), 150);
+        assert_eq!(req.loop_count, 6, "the request is not decremented");
+        session.wait(Duration::from_millis(2000)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let Negotiation::Step { session, objective } =
+            session.step(&offer(100, req.loop_count), T).await.unwrap()
+        else {
+            panic!("expected a counter-offer")
+        };
+        assert_eq!(amount(&objective), 130);
+        assert_eq!(objective.loop_count, 4, "sent as 5, decremented on receipt");
+        session.accept().await.unwrap();
+    });
+    let Negotiation::Step { session, objective } = asa_a
+        .request_negotiate(&offer(150, 6), None, T)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a counter-offer")
+    };
+    assert_eq!(amount(&objective), 100);
+    assert_eq!(objective.loop_count, 5, "sent as 6, decremented on receipt");
+    assert!(session.peer().is_some());
+    let out = session
+        .step(&offer(130, objective.loop_count), T)
+        .await
+        .unwrap();
+    assert!(matches!(out, Negotiation::Accepted));
+    server.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn negotiation_decline_with_reason_both_ways() {
+    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(5).await;
+    let server = tokio::spawn(async move {
+        let (session, _) = listener.next().await.unwrap();
+        session.decline(Some("Insufficient funds")).await.unwrap();
+        // Second session: counter-offer; the requester declines.
+        let (session, req) = listener.next().await.unwrap();
+        let out = session.step(&offer(100, req.loop_count), T).await.unwrap();
+        match out {
+            Negotiation::Declined { reason } => {
+                assert_eq!(reason.as_deref(), Some("Offer too low"))
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    match asa_a
+        .request_negotiate(&offer(300, 6), None, T)
+        .await
+        .unwrap()
+    {
+        Negotiation::Declined { reason } => {
+            assert_eq!(reason.as_deref(), Some("Insufficient funds"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let Negotiation::Step { session, .. } = asa_a
+        .request_negotiate(&offer(150, 6), None, T)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    session.decline(Some("Offer too low")).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn negotiation_loop_exhaustion_timeout_and_vanishing_peer() {
+    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(6).await;
+    let server = tokio::spawn(async move {
+        // 1: keep countering until the loop count runs out.
+        let (mut session, req) = listener.next().await.unwrap();
+        let mut lc = req.loop_count;
+        let server_end = loop {
+            match session.step(&offer(100, lc), T).await {
+                Ok(Negotiation::Step {
+                    session: s,
+                    objective,
+                }) => {
+                    lc = objective.loop_count;
+                    session = s;
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e.code,
+            }
+        };
+        // 2: never answer (the requester times out).
+        let (silent, _) = listener.next().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(silent);
+        // 3: vanish mid-session.
+        let (gone, _) = listener.next().await.unwrap();
+        drop(gone);
+        server_end
+    });
+    // 1: loop count 3 allows few steps; whoever runs out gets
+    // loopExhausted, the other side sees the session close (noPeer).
+    let mut out = asa_a
+        .request_negotiate(&offer(150, 3), None, T)
+        .await
+        .unwrap();
+    let mut steps = 0;
+    let client_end = loop {
+        let Negotiation::Step { session, objective } = out else {
+            panic!("{out:?}")
+        };
+        steps += 1;
+        match session.step(&offer(150, objective.loop_count), T).await {
+            Ok(next) => out = next,
+            Err(e) => break e.code,
+        }
+    };
+    assert!(steps <= 3, "loop count 3 bounds the exchange");
+    // 2: timeout.
+    let e = asa_a
+        .request_negotiate(&offer(150, 6), None, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoNegReply);
+    // 3: the peer vanishes.
+    let e = asa_a
+        .request_negotiate(&offer(150, 6), None, T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoPeer);
+    let server_end = server.await.unwrap();
+    let mut ends = [client_end, server_end];
+    ends.sort_by_key(|c| c.code());
+    assert_eq!(ends, [ErrorCode::LoopExhausted, ErrorCode::NoPeer]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn insecure_transport_refuses_negotiation_but_not_discovery() {
+    let f = Fabric::new(7);
+    let l = link(&f, "l");
+    let (t, inbound) = f.node("A").attach(&l).bind();
+    let g = Grasp::start(t, inbound, config());
+    let asa = g.register_asa("x").await.unwrap();
+    let e = asa
+        .request_negotiate(&offer(1, 6), None, T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoSecurity);
+    let found = asa
+        .discover(
+            &obj("EX.any", SYNCH),
+            DiscoverOptions::first(Duration::from_millis(50)),
+        )
+        .await;
+    assert_eq!(found.unwrap(), vec![]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_node_line_relays_discovery_on_first_try_and_floods_once() {
+    let f = Fabric::new(8);
+    let l1 = link(&f, "l1");
+    let l2 = link(&f, "l2");
+    let a = node(&f, "A", &[&l1]);
+    let r = node(&f, "R", &[&l1, &l2]);
+    let c = node(&f, "C", &[&l2]);
+    let asa_c = asa(&c, "far").await;
+    let served = Objective::new("EX.relay", SYNCH).with_value(Value::from("via-relay"));
+    asa_c
+        .register_objective(&served, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_c.listen_synchronize(&served).await.unwrap();
+    let asa_a = asa(&a, "near").await;
+    // First call finds it, through the relay (graspy returns [] here).
+    let locs = asa_a
+        .discover(
+            &obj("EX.relay", SYNCH),
+            DiscoverOptions::first(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(locs.len(), 1);
+    assert_eq!(locs[0].locator, c.transport.node_locator());
+    assert!(locs[0].diverted);
+    let got = asa_a
+        .synchronize(&obj("EX.relay", SYNCH), Some(locs[0].clone()), T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("via-relay"));
+    // A flood from C reaches A once, with the loop count decremented by R.
+    let fl = Objective::new("EX.rflood", SYNCH)
+        .with_value(Value::from("from-C"))
+        .with_loop_count(3);
+    asa_c
+        .register_objective(&fl, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_c
+        .flood(
+            10_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = asa_a.get_flood("EX.rflood").await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].objective.loop_count, 2);
+    assert_eq!(
+        a.transport.stats().multicast_received,
+        1,
+        "exactly one flood copy reached A"
+    );
+    let asa_r = asa(&r, "relay").await;
+    assert_eq!(asa_r.get_flood("EX.rflood").await.unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hundred_concurrent_synchronizations() {
+    let f = Fabric::new(9);
+    let l = link(&f, "l");
+    let a = node(&f, "A", &[&l]);
+    let b = node(&f, "B", &[&l]);
+    let asa_b = asa(&b, "server").await;
+    let served = Objective::new("EX.many", SYNCH).with_value(Value::from(42u32));
+    asa_b
+        .register_objective(&served, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_b.listen_synchronize(&served).await.unwrap();
+    let asa_a = asa(&a, "client").await;
+    let locs = asa_a
+        .discover(
+            &obj("EX.many", SYNCH),
+            DiscoverOptions::first(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let asa_a = asa_a.clone();
+        let peer = locs[0].clone();
+        tasks.push(tokio::spawn(async move {
+            asa_a
+                .synchronize(&obj("EX.many", SYNCH), Some(peer), T)
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().value.unwrap().as_u64(), Some(42));
+    }
+}
