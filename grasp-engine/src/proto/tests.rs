@@ -1,1 +1,347 @@
+//! The core alone, on virtual time: engines wired to each other by a tiny
+//! in-test network that delivers every transmit at once.
 
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::transport::{Datagram, Interface, Security};
+use crate::wire::{Locator, Objective, ObjectiveFlags, Value};
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
+
+struct Net {
+    now: Instant,
+    engines: Vec<Engine>,
+    /// (engine, channel) -> (engine, channel) of the other end.
+    links: HashMap<(usize, ChannelId), (usize, ChannelId)>,
+    replies: HashMap<(usize, CommandId), Result<Reply, ApiError>>,
+    next_cmd: u64,
+    /// Multicasts seen, for assertions.
+    multicasts: usize,
+}
+
+fn ll(n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, n as u16)
+}
+
+fn ula(n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, n as u16)
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        let engines = (1..=n)
+            .map(|i| {
+                let config = Config {
+                    seed: Some(i as u64),
+                    ..Config::default()
+                };
+                Engine::new(
+                    config,
+                    TransportInfo {
+                        security: Security::Quads,
+                        interfaces: vec![Interface {
+                            index: 1,
+                            name: "eth0".into(),
+                            link_local: ll(i),
+                        }],
+                        node_locator: Locator::tcp6(ula(i), 7017),
+                        max_message_size: 2048,
+                    },
+                )
+            })
+            .collect();
+        Net {
+            now: Instant::now(),
+            engines,
+            links: HashMap::new(),
+            replies: HashMap::new(),
+            next_cmd: 1,
+            multicasts: 0,
+        }
+    }
+
+    fn command(&mut self, e: usize, c: Command) -> CommandId {
+        let id = CommandId(self.next_cmd);
+        self.next_cmd += 1;
+        self.engines[e].handle_command(self.now, id, c);
+        self.run();
+        id
+    }
+
+    fn reply(&mut self, e: usize, id: CommandId) -> Option<Result<Reply, ApiError>> {
+        self.replies.remove(&(e, id))
+    }
+
+    /// Delivers everything until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            for e in 0..self.engines.len() {
+                while let Some(t) = self.engines[e].poll_transmit() {
+                    moved = true;
+                    self.deliver(e, t);
+                }
+                while let Some(ev) = self.engines[e].poll_event() {
+                    moved = true;
+                    if let Event::Reply { cmd, result } = ev {
+                        self.replies.insert((e, cmd), result);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, t: Transmit) {
+        let now = self.now;
+        match t {
+            Transmit::Multicast { ifindex, msg } => {
+                assert_eq!(ifindex, 1);
+                self.multicasts += 1;
+                for to in 0..self.engines.len() {
+                    if to != from {
+                        self.engines[to].handle_datagram(
+                            now,
+                            Datagram {
+                                ifindex: 1,
+                                src: SocketAddrV6::new(ll(from + 1), 7017, 0, 1),
+                                msg: msg.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Transmit::Connect { channel, peer } => {
+                let to = match peer.ip() {
+                    std::net::IpAddr::V6(a) => {
+                        (1..=self.engines.len())
+                            .find(|&n| a == ula(n) || a == ll(n))
+                            .expect("known peer")
+                            - 1
+                    }
+                    _ => unreachable!(),
+                };
+                let theirs = self.engines[to].allocate_channel();
+                self.links.insert((from, channel), (to, theirs));
+                self.links.insert((to, theirs), (from, channel));
+                let src = SocketAddr::V6(SocketAddrV6::new(ll(from + 1), 40000, 0, 1));
+                self.engines[to].handle_inbound_channel(now, theirs, src);
+            }
+            Transmit::Send { channel, msg } => {
+                if let Some(&(to, ch)) = self.links.get(&(from, channel)) {
+                    self.engines[to].handle_channel_message(now, ch, msg);
+                }
+            }
+            Transmit::Close { channel, .. } => {
+                if let Some((to, ch)) = self.links.remove(&(from, channel)) {
+                    self.links.remove(&(to, ch));
+                    self.engines[to].handle_channel_closed(now, ch);
+                }
+            }
+        }
+    }
+
+    /// Advances virtual time to the next timer of any engine (at most `max`).
+    fn advance(&mut self, max: Duration) {
+        let limit = self.now + max;
+        let next = self
+            .engines
+            .iter()
+            .filter_map(|e| e.poll_timeout())
+            .min()
+            .map_or(limit, |t| t.min(limit));
+        self.now = next.max(self.now);
+        for e in &mut self.engines {
+            e.handle_timeout(next);
+        }
+        self.run();
+    }
+}
+
+fn asa(net: &mut Net, e: usize, name: &str) -> AsaHandle {
+    let id = net.command(e, Command::RegisterAsa { name: name.into() });
+    match net.reply(e, id) {
+        Some(Ok(Reply::Asa(h))) => h,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn discovery_and_synchronization_on_virtual_time() {
+    let mut net = Net::new(2);
+    let b = asa(&mut net, 1, "server");
+    let served = Objective::new("EX.sync", SYNCH).with_value(Value::from("v"));
+    let id = net.command(
+        1,
+        Command::RegisterObjective {
+            asa: b,
+            objective: served.clone(),
+            options: RegisterOptions::default(),
+        },
+    );
+    assert_eq!(net.reply(1, id), Some(Ok(Reply::Done)));
+    let id = net.command(
+        1,
+        Command::ListenSynchronize {
+            asa: b,
+            objective: served,
+        },
+    );
+    assert_eq!(net.reply(1, id), Some(Ok(Reply::Done)));
+
+    let a = asa(&mut net, 0, "client");
+    let probe = Objective::new("EX.sync", SYNCH).with_value(Value::null());
+    // Collect-all discovery: nothing comes back before the timeout...
+    let id = net.command(
+        0,
+        Command::Discover {
+            asa: a,
+            objective: probe.clone(),
+            options: DiscoverOptions::default(),
+        },
+    );
+    assert!(net.reply(0, id).is_none(), "waits for the whole timeout");
+    // ...which is 100 ms x loop count 6.
+    let t0 = net.now;
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.now - t0, Duration::from_millis(600));
+    let Some(Ok(Reply::Locators(locs))) = net.reply(0, id) else {
+        panic!()
+    };
+    assert_eq!(locs.len(), 1);
+    assert_eq!(locs[0].locator, Locator::tcp6(ula(2), 7017));
+    // Synchronize from the cache: no multicast.
+    let before = net.multicasts;
+    let id = net.command(
+        0,
+        Command::Synchronize {
+            asa: a,
+            objective: probe,
+            peer: None,
+            timeout: Duration::from_secs(1),
+        },
+    );
+    let Some(Ok(Reply::Synch(o))) = net.reply(0, id) else {
+        panic!()
+    };
+    assert_eq!(o.value.unwrap().as_str(), Some("v"));
+    assert_eq!(net.multicasts, before);
+    assert_eq!(net.engines[0].open_channels(), 0);
+    assert_eq!(net.engines[1].open_channels(), 0);
+}
+
+#[test]
+fn silent_inbound_channel_times_out_without_holding_anything() {
+    let mut net = Net::new(1);
+    let e = &mut net.engines[0];
+    let ch = e.allocate_channel();
+    let peer = SocketAddr::V6(SocketAddrV6::new(ll(9), 1234, 0, 1));
+    let now = net.now;
+    e.handle_inbound_channel(now, ch, peer);
+    assert_eq!(e.open_channels(), 1);
+    assert_eq!(e.poll_timeout(), Some(now + Duration::from_secs(5)));
+    e.handle_timeout(now + Duration::from_secs(5));
+    assert_eq!(e.open_channels(), 0);
+    assert_eq!(e.stats().idle_channels_closed, 1);
+    assert_eq!(
+        e.poll_transmit(),
+        Some(Transmit::Close {
+            channel: ch,
+            linger: false
+        })
+    );
+}
+
+#[test]
+fn garbage_on_a_channel_gets_m_invalid_and_a_close() {
+    let mut net = Net::new(1);
+    let e = &mut net.engines[0];
+    let ch = e.allocate_channel();
+    let now = net.now;
+    e.handle_inbound_channel(now, ch, SocketAddr::V6(SocketAddrV6::new(ll(9), 1, 0, 1)));
+    e.handle_channel_message(now, ch, bytes::Bytes::from_static(&[0xff, 0x00]));
+    let Some(Transmit::Send { msg, .. }) = e.poll_transmit() else {
+        panic!()
+    };
+    assert!(matches!(Message::decode(&msg), Ok(Message::Invalid(_))));
+    assert!(matches!(e.poll_transmit(), Some(Transmit::Close { .. })));
+    assert_eq!(e.stats().malformed, 1);
+    // An unknown multicast type is counted and dropped.
+    e.handle_datagram(
+        now,
+        Datagram {
+            ifindex: 1,
+            src: SocketAddrV6::new(ll(9), 1, 0, 1),
+            msg: bytes::Bytes::from_static(&[0x82, 0x18, 0x2a, 0x01]),
+        },
+    );
+    assert_eq!(e.stats().unknown_multicast, 1);
+    assert_eq!(e.poll_transmit(), None);
+}
+
+#[test]
+fn registration_rules() {
+    let mut net = Net::new(1);
+    let a = asa(&mut net, 0, "a");
+    let id = net.command(0, Command::RegisterAsa { name: "a".into() });
+    assert_eq!(
+        net.reply(0, id).unwrap().unwrap_err().code,
+        ErrorCode::DupAsa
+    );
+    let both = Objective::new("X", ObjectiveFlags::from_bits(7));
+    let id = net.command(
+        0,
+        Command::RegisterObjective {
+            asa: a,
+            objective: both,
+            options: RegisterOptions::default(),
+        },
+    );
+    assert_eq!(
+        net.reply(0, id).unwrap().unwrap_err().code,
+        ErrorCode::NotBoth
+    );
+    let dry = Objective::new("X", ObjectiveFlags::from_bits(8));
+    let id = net.command(
+        0,
+        Command::RegisterObjective {
+            asa: a,
+            objective: dry,
+            options: RegisterOptions::default(),
+        },
+    );
+    assert_eq!(
+        net.reply(0, id).unwrap().unwrap_err().code,
+        ErrorCode::NotDry
+    );
+    let ok = Objective::new("X", SYNCH);
+    for expect in [None, Some(ErrorCode::ObjReg)] {
+        let id = net.command(
+            0,
+            Command::RegisterObjective {
+                asa: a,
+                objective: ok.clone(),
+                options: RegisterOptions::default(),
+            },
+        );
+        assert_eq!(net.reply(0, id).unwrap().err().map(|e| e.code), expect);
+    }
+    let id = net.command(0, Command::DeregisterAsa { asa: a });
+    assert_eq!(net.reply(0, id), Some(Ok(Reply::Done)));
+    let id = net.command(
+        0,
+        Command::GetFlood {
+            asa: a,
+            name: "X".into(),
+        },
+    );
+    assert_eq!(
+        net.reply(0, id).unwrap().unwrap_err().code,
+        ErrorCode::NoAsa
+    );
+}
