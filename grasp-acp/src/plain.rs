@@ -358,6 +358,11 @@ async fn accept_loop(
     tx: mpsc::Sender<Inbound>,
     stats: Arc<StatsCounters>,
 ) {
+    // Our end of every accepted channel: the listener's address (a
+    // getsockname per connection would cost a syscall for nothing).
+    let local = listener
+        .local_addr()
+        .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(r) => r,
@@ -374,7 +379,6 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
         let io = StreamChannel::new(stream, limits)
             .with_stats(stats.clone())
             .with_permit(permit);

@@ -322,7 +322,8 @@ async fn channel_task(
                         })
                         .await;
                     }
-                    let _ = tokio::time::timeout(LINGER, io.close()).await;
+                    // Every send was flushed as it went: dropping the
+                    // channel closes it without a separate shutdown call.
                     return;
                 }
                 None => {

@@ -10,8 +10,14 @@
 //! the ratio of the two (the rate must stay flat), or `negotiate` rates with
 //! `--negotiate` (request answered by an immediate accept).
 //!
-//! The plain-ACP (veth) variant and the bare tokio baseline come with the
-//! namespace benchmark script (not yet written: see the issue notes).
+//! `serve` / `client`: the same over real sockets, with `--mode grasp`
+//! (the engine on the plain ACP, one TCP connection per synchronization as
+//! RFC 8990 asks) or `--mode bare` (a bare tokio loop doing the same socket
+//! work: connect, 22-byte request, 22-byte reply, server closes first). The
+//! server prints its CPU time per 1000 requests; the client prints rates.
+//! `tools/bench/veth.sh` runs both in two network namespaces side by side.
+//!
+//! `memory`: RSS of an idle node, and per open negotiation session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,8 +38,70 @@ struct Args {
     mode: Mode,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    /// The GRASP engine over the plain ACP.
+    Grasp,
+    /// A bare tokio TCP loop with no protocol logic.
+    Bare,
+}
+
 #[derive(Subcommand, Debug)]
 enum Mode {
+    /// Serve synchronizations (or bare requests) for `--seconds`, then print
+    /// the count and CPU time.
+    Serve {
+        /// grasp or bare.
+        #[arg(long, value_enum)]
+        mode: Kind,
+        /// Interface (grasp mode).
+        #[arg(long, default_value = "ba0")]
+        iface: String,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 7018)]
+        port: u16,
+        /// How long to serve.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Tokio worker threads (0: current-thread runtime, the engine's
+        /// natural shape: it is one task).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Request synchronizations (or bare requests) for `--seconds`.
+    Client {
+        /// grasp or bare.
+        #[arg(long, value_enum)]
+        mode: Kind,
+        /// Interface (grasp mode).
+        #[arg(long, default_value = "ab0")]
+        iface: String,
+        /// The server's address.
+        #[arg(long)]
+        peer: std::net::Ipv6Addr,
+        /// The server's port.
+        #[arg(long, default_value_t = 7018)]
+        port: u16,
+        /// Run time.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent requesters.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Tokio worker threads (0: current-thread runtime, the engine's
+        /// natural shape: it is one task).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Also time `discover` with return-on-first-answer this many times.
+        #[arg(long, default_value_t = 0)]
+        discoveries: usize,
+    },
+    /// Memory: idle node RSS and RSS per open negotiation session (fabric).
+    Memory {
+        /// Sessions to hold open.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
     /// Two nodes on the in-memory fabric, one core.
     Fabric {
         /// Run time.
@@ -68,7 +136,362 @@ fn main() -> Result<()> {
                 negotiate,
             ))
         }
+        Mode::Serve {
+            mode,
+            iface,
+            port,
+            seconds,
+            workers,
+        } => runtime(workers)?.block_on(serve(mode, iface, port, Duration::from_secs(seconds))),
+        Mode::Client {
+            mode,
+            iface,
+            peer,
+            port,
+            seconds,
+            concurrency,
+            workers,
+            discoveries,
+        } => runtime(workers)?.block_on(client(
+            mode,
+            iface,
+            std::net::SocketAddr::from((peer, port)),
+            Duration::from_secs(seconds),
+            concurrency.max(1),
+            discoveries,
+        )),
+        Mode::Memory { sessions } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(memory(sessions)),
     }
+}
+
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
+    Ok(if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    })
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| {
+                Duration::from_secs(tv.tv_sec() as u64) + Duration::from_micros(tv.tv_usec() as u64)
+            };
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The objective every mode synchronizes: `{"a": 1}`, as in the graspy anchors.
+fn bench_objective(flags: u64) -> Result<Objective> {
+    let v: std::collections::BTreeMap<&str, u32> = [("a", 1)].into_iter().collect();
+    Ok(Objective::new("EX.bench", ObjectiveFlags::from_bits(flags))
+        .with_value(Value::from_serialize(&v)?))
+}
+
+fn bench_config() -> Config {
+    let mut c = Config::default();
+    // The plain ACP has no security; this is a lab.
+    c.allow_insecure = true;
+    c.max_channels = 100_000;
+    c
+}
+
+const BARE_REQ: [u8; 22] = [0xa5; 22];
+
+async fn serve(mode: Kind, iface: String, port: u16, run: Duration) -> Result<()> {
+    let cpu0 = cpu_time();
+    let served = Arc::new(AtomicU64::new(0));
+    // Holds the engine's handles for the run: it stops when they are gone.
+    let mut keep = None;
+    match mode {
+        Kind::Bare => {
+            let l = tokio::net::TcpListener::bind(("::", port)).await?;
+            let served = served.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut s, _)) = l.accept().await {
+                    let served = served.clone();
+                    tokio::spawn(async move {
+                        let _ = s.set_nodelay(true);
+                        let mut buf = [0u8; 64];
+                        let mut got = 0;
+                        while got < BARE_REQ.len() {
+                            match s.read(&mut buf[got..]).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got += n,
+                            }
+                        }
+                        if s.write_all(&BARE_REQ).await.is_ok() {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Dropping the stream closes it: the server closes
+                        // first, as a GRASP responder does.
+                    });
+                }
+            });
+            println!("bare server on port {port}, idle RSS {} KiB", rss_kib());
+        }
+        Kind::Grasp => {
+            let (t, inbound) = grasp_acp::plain::bind(
+                grasp_acp::plain::Config::default()
+                    .interfaces([iface.as_str()])
+                    .port(port),
+            )
+            .await?;
+            let g = Grasp::start(t.clone(), inbound, bench_config());
+            let asa = g.register_asa("bench-server").await?;
+            let o = bench_objective(5)?;
+            asa.register_objective(&o, RegisterOptions::default())
+                .await?;
+            asa.listen_synchronize(&o).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            println!("grasp server on port {port}, idle RSS {} KiB", rss_kib());
+            let t2 = t.clone();
+            let served = served.clone();
+            // The engine answers without the ASA; count accepted channels.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    served.store(t2.stats().channels_accepted, Ordering::Relaxed);
+                }
+            });
+            keep = Some((g, asa));
+        }
+    }
+    tokio::time::sleep(run).await;
+    drop(keep);
+    let cpu = cpu_time() - cpu0;
+    let n = served.load(Ordering::Relaxed);
+    println!(
+        "{mode:?} server served {n}, cpu {:.3} s = {:.1} ms per 1000, RSS {} KiB",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
+        rss_kib()
+    );
+    Ok(())
+}
+
+async fn bare_request(peer: std::net::SocketAddr) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(peer).await?;
+    s.set_nodelay(true)?;
+    s.write_all(&BARE_REQ).await?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    // Read the reply, then to EOF: the server closes first (no TIME_WAIT here).
+    loop {
+        match s.read(&mut buf[got.min(63)..]).await? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got < BARE_REQ.len() {
+        bail!("short reply");
+    }
+    Ok(())
+}
+
+async fn client(
+    mode: Kind,
+    iface: String,
+    peer: std::net::SocketAddr,
+    run: Duration,
+    concurrency: usize,
+    discoveries: usize,
+) -> Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let mut grasp_asa = None;
+    if mode == Kind::Grasp {
+        let (t, inbound) = grasp_acp::plain::bind(
+            grasp_acp::plain::Config::default().interfaces([iface.as_str()]),
+        )
+        .await?;
+        let g = Grasp::start(t, inbound, bench_config());
+        let asa = g.register_asa("bench-client").await?;
+        if discoveries > 0 {
+            let o = bench_objective(5)?;
+            let mut times = Vec::with_capacity(discoveries);
+            for _ in 0..discoveries {
+                let opts = grasp_engine::proto::DiscoverOptions {
+                    flush: true,
+                    ..grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(1))
+                };
+                let t0 = Instant::now();
+                let found = asa.discover(&o, opts).await?;
+                times.push(t0.elapsed());
+                if found.is_empty() {
+                    bail!("discovery found nothing");
+                }
+            }
+            times.sort();
+            println!(
+                "discover (first answer, cache flushed) x{discoveries}: median {:?}, p99 {:?}, max {:?}",
+                times[times.len() / 2],
+                times[times.len() * 99 / 100],
+                times[times.len() - 1]
+            );
+        }
+        grasp_asa = Some(asa);
+    }
+    let o = bench_objective(5)?;
+    let std::net::IpAddr::V6(addr) = peer.ip() else {
+        bail!("IPv6 peer expected")
+    };
+    let locator = AsaLocator::new(grasp_engine::wire::Locator::tcp6(addr, peer.port()));
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let deadline = start + run;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (done, errors, lat) = (done.clone(), errors.clone(), lat.clone());
+        let asa = grasp_asa.clone();
+        let (o, locator) = (o.clone(), locator.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::with_capacity(1 << 16);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let ok = match &asa {
+                    Some(asa) => asa
+                        .synchronize(&o, Some(locator.clone()), Duration::from_secs(5))
+                        .await
+                        .is_ok(),
+                    None => bare_request(peer).await.is_ok(),
+                };
+                if ok {
+                    mine.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Ok(mut l) = lat.lock() {
+                l.extend(mine);
+            }
+        }));
+    }
+    let tenth = run / 10;
+    let mut samples = vec![0u64];
+    for i in 1..=10 {
+        tokio::time::sleep_until((start + tenth * i).into()).await;
+        samples.push(done.load(Ordering::Relaxed));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let total = done.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_time() - cpu0;
+    let first = (samples[1] - samples[0]) as f64 / tenth.as_secs_f64();
+    let last = (samples[10] - samples[9]) as f64 / tenth.as_secs_f64();
+    let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort_unstable();
+    let pct = |p: usize| {
+        l.get(l.len().saturating_sub(1) * p / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{mode:?} client, {concurrency} requester(s): {total} in {secs:.2} s = {:.0}/s; first 10% {first:.0}/s, last 10% {last:.0}/s, last/first {:.3}; p50 {} us, p99 {} us; client cpu {:.1} ms per 1000; errors {}",
+        total as f64 / secs,
+        last / first.max(1.0),
+        pct(50),
+        pct(99),
+        cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// RSS of two idle engines, then with `n` negotiation sessions held open on
+/// both sides (fabric, one process).
+async fn memory(n: usize) -> Result<()> {
+    let before = rss_kib();
+    let f = Fabric::new(1);
+    let l = f.link("l", LinkConfig::default());
+    let node = |name: &str| {
+        f.node(name)
+            .attach(&l)
+            .simulated_security(Security::Quads)
+            .max_inbound_connections(n + 10)
+            .bind()
+    };
+    let (ta, ia) = node("A");
+    let (tb, ib) = node("B");
+    let mut cfg = Config::default();
+    cfg.max_channels = n + 100;
+    let a = Grasp::start(ta, ia, cfg.clone());
+    let b = Grasp::start(tb.clone(), ib, cfg);
+    let server = b.register_asa("server").await?;
+    let client = a.register_asa("client").await?;
+    let o = bench_objective(3)?;
+    server
+        .register_objective(&o, RegisterOptions::default())
+        .await?;
+    let listener = server.listen_negotiate("EX.bench").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let idle = rss_kib();
+    println!("process before engines: {before} KiB; two idle engines on the fabric: {idle} KiB");
+    // The server answers each request with a counter-offer; both sides keep
+    // their sessions open.
+    let o2 = o.clone();
+    let held_server = tokio::spawn(async move {
+        let mut held = Vec::with_capacity(n);
+        while let Some((session, req)) = listener.next().await {
+            let counter = o2.clone().with_loop_count(req.loop_count);
+            // The client never answers; park the pending step.
+            held.push(tokio::spawn(async move {
+                session.step(&counter, Duration::from_secs(600)).await
+            }));
+        }
+        held
+    });
+    let peer = AsaLocator::new(tb.node_locator());
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        match client
+            .request_negotiate(&o, Some(peer.clone()), Duration::from_secs(600))
+            .await?
+        {
+            Negotiation::Step { session, .. } => held.push(session),
+            other => bail!("expected a counter-offer, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let loaded = rss_kib();
+    println!(
+        "{n} open negotiation sessions, both ends in this process: {loaded} KiB, {:.2} KiB per session (both ends together)",
+        loaded.saturating_sub(idle) as f64 / n as f64
+    );
+    drop(held);
+    held_server.abort();
+    Ok(())
 }
 
 async fn fabric(run: Duration, concurrency: usize, negotiate: bool) -> Result<()> {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Synchronizations per second over a veth pair between two network
+# namespaces: the GRASP engine on the plain ACP side by side with a bare tokio
+# loop doing the same socket work, plus first-answer discovery latency and
+# idle RSS. Root only. Creates namespaces gb<pid>a / gb<pid>b with the
+# vectors' addresses and deletes them on exit. Traffic stays inside them.
+#
+#   sudo tools/bench/veth.sh [SECONDS] [CONCURRENCY...]
+#   e.g. tools/bench/veth.sh 10 1 4     (default)
+#        tools/bench/veth.sh 60 1       (the 60 s flatness run)
+#   WORKERS=2 tools/bench/veth.sh       (tokio multi-thread runtime, 2 workers,
+#                                        both sides; default 0 = current-thread)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}; shift || true
+concs=("${@:-1 4}")
+workers=${WORKERS:-0}
+[ "$(id -u)" = 0 ] || { echo "veth.sh: needs root (network namespaces)"; exit 1; }
+command -v ip >/dev/null || { echo "veth.sh: needs iproute2"; exit 1; }
+
+cargo build --release -q -p grasp-tools --bin grasp-bench
+bin=target/release/grasp-bench
+a=gb$$a; b=gb$$b
+cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; }
+trap cleanup EXIT
+ip netns add "$a"; ip netns add "$b"
+ip -n "$a" link set lo up; ip -n "$b" link set lo up
+ip -n "$a" link add ab0 type veth peer name ba0 netns "$b"
+for x in "$a ab0 fe80::1:1 fd00:1::1" "$b ba0 fe80::1:2 fd00:1::2"; do
+  set -- $x
+  ip -n "$1" link set "$2" addrgenmode none
+  ip -n "$1" link set "$2" up
+  ip -n "$1" addr add "$3/64" dev "$2" nodad
+  ip -n "$1" addr add "$4/64" dev "$2" nodad
+done
+
+tw() { ip netns exec "$a" ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l; }
+
+run() { # mode conc port extra...
+  local mode=$1 conc=$2 port=$3; shift 3
+  ip netns exec "$b" "$bin" serve --mode "$mode" --port "$port" --seconds $((secs + 3)) --workers "$workers" > /tmp/gb$$.srv 2>&1 &
+  local spid=$!
+  sleep 1
+  ip netns exec "$a" "$bin" client --mode "$mode" --peer fd00:1::2 --port "$port" \
+      --seconds "$secs" --concurrency "$conc" --workers "$workers" "$@"
+  wait "$spid"
+  cat /tmp/gb$$.srv
+  echo "  requester TIME_WAIT sockets: $(tw)"
+}
+
+port=7100
+for c in ${concs[@]}; do
+  echo "== $c requester(s), ${secs} s each =="
+  run bare "$c" $((port++))
+  run grasp "$c" $((port++))
+done
+echo "== discovery, return on first answer =="
+ip netns exec "$b" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp/gb$$.srv 2>&1 &
+spid=$!
+sleep 1
+ip netns exec "$a" "$bin" client --mode grasp --peer fd00:1::2 --port $((port)) --seconds 1 --discoveries 1000
+wait "$spid"; cat /tmp/gb$$.srv
+rm -f /tmp/gb$$.srv
