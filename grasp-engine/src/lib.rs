@@ -19,7 +19,72 @@
 //!   through a thin driver.
 //! * [`error`]: RFC 8991 error codes.
 //!
-//! ## Example
+//! ## Example: a small ASA
+//!
+//! Two nodes on the in-memory fabric (any backend works the same way). One
+//! ASA serves a synchronization objective and answers negotiations; another
+//! discovers it, synchronizes, and negotiates.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use grasp_acp::fabric::{Fabric, LinkConfig};
+//! use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
+//! use grasp_engine::transport::Security;
+//! use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+//! use grasp_engine::{Grasp, Negotiation};
+//!
+//! let fabric = Fabric::new(1);
+//! let link = fabric.link("link1", LinkConfig::default());
+//! // The fabric encrypts nothing; it claims QUADS so that negotiation and
+//! // synchronization, which RFC 8990 reserves for a secured substrate, run.
+//! let (tb, ib) = fabric.node("B").attach(&link).simulated_security(Security::Quads).bind();
+//! let (ta, ia) = fabric.node("A").attach(&link).simulated_security(Security::Quads).bind();
+//! let b = Grasp::start(tb, ib, Config::default());
+//! let a = Grasp::start(ta, ia, Config::default());
+//!
+//! // B: a synchronization objective and a negotiation objective.
+//! let server = b.register_asa("example-server").await?;
+//! let temp = Objective::new("EX.temp", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH)
+//!     .with_value(Value::from(21u32));
+//! server.register_objective(&temp, RegisterOptions::default()).await?;
+//! server.listen_synchronize(&temp).await?;
+//! let price = Objective::new("EX.price", ObjectiveFlags::DISC | ObjectiveFlags::NEG);
+//! server.register_objective(&price, RegisterOptions::default()).await?;
+//! let listener = server.listen_negotiate("EX.price").await?;
+//! tokio::spawn(async move {
+//!     while let Some((session, offer)) = listener.next().await {
+//!         // Accept anything of at least 100, otherwise counter with 100.
+//!         if offer.value.as_ref().and_then(|v| v.as_u64()).unwrap_or(0) >= 100 {
+//!             let _ = session.accept().await;
+//!         } else {
+//!             let counter = offer.clone().with_value(Value::from(100u32));
+//!             let _ = session.step(&counter, Duration::from_secs(5)).await;
+//!         }
+//!     }
+//! });
+//!
+//! // A: discover, synchronize, negotiate.
+//! let client = a.register_asa("example-client").await?;
+//! let probe = Objective::new("EX.temp", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH);
+//! let found = client.discover(&probe, DiscoverOptions::first(Duration::from_secs(1))).await?;
+//! assert_eq!(found.len(), 1);
+//! let got = client.synchronize(&probe, None, Duration::from_secs(5)).await?;
+//! assert_eq!(got.value.unwrap().as_u64(), Some(21));
+//!
+//! let bid = price.clone().with_value(Value::from(80u32));
+//! match client.request_negotiate(&bid, None, Duration::from_secs(5)).await? {
+//!     Negotiation::Step { session, objective } => {
+//!         assert_eq!(objective.value.unwrap().as_u64(), Some(100));
+//!         session.accept().await?;
+//!     }
+//!     other => panic!("expected a counter-offer, got {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Example: the wire codec
 //!
 //! ```
 //! use grasp_engine::wire::{Discovery, Message, Objective, ObjectiveFlags, SessionId, Value};

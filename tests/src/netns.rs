@@ -134,9 +134,11 @@ impl Lab {
         ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname, "nodad"])
     }
 
-    /// Adds a route in `ns`.
-    pub fn route(&self, ns: &Netns, prefix: &str, via: &str) -> Result<(), String> {
-        ip(&["-n", &ns.name, "-6", "route", "add", prefix, "via", via])
+    /// Adds an IPv6 route in `ns` via a (link-local) next hop on `dev`.
+    pub fn route(&self, ns: &Netns, prefix: &str, via: &str, dev: &str) -> Result<(), String> {
+        ip(&[
+            "-n", &ns.name, "-6", "route", "add", prefix, "via", via, "dev", dev,
+        ])
     }
 
     /// Turns on IPv6 forwarding in `ns` (for relay nodes).

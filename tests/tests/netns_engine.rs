@@ -1,0 +1,272 @@
+//! The engine and API over the plain ACP between network namespaces (root
+//! only; loudly skipped otherwise): two nodes on one veth link, and a line of
+//! three where the middle node relays.
+//!
+//! Addresses follow the graspy vectors: A ab0 fe80::1:1 fd00:1::1; B/R
+//! ba0 fe80::1:2 fd00:1::2 and bc0 fe80::2:1 fd00:2::1; C cb0 fe80::2:2
+//! fd00:2::2.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use grasp_acp::plain;
+use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::AcpTransport;
+use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{Grasp, Negotiation};
+use grasp_tests::netns::{spawn_in, Lab};
+use tokio::sync::oneshot;
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
+const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+const T: Duration = Duration::from_secs(5);
+
+fn a6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.allow_insecure = true; // the plain ACP has no security: a lab
+    c
+}
+
+async fn start(iface: &str) -> Grasp {
+    let (t, inbound) = plain::bind(plain::Config::default().interfaces([iface]))
+        .await
+        .expect("bind the plain ACP");
+    Grasp::start(t, inbound, config())
+}
+
+#[test]
+fn engine_two_nodes_over_the_plain_acp() {
+    if Lab::skip_loudly("engine_two_nodes_over_the_plain_acp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let na = lab.netns().unwrap();
+    let nb = lab.netns().unwrap();
+    lab.veth(
+        &na,
+        "ab0",
+        a6("fe80::1:1"),
+        Some(a6("fd00:1::1")),
+        &nb,
+        "ba0",
+        a6("fe80::1:2"),
+        Some(a6("fd00:1::2")),
+    )
+    .unwrap();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+
+    let b = spawn_in(&nb, move || async move {
+        let g = start("ba0").await;
+        let asa = g.register_asa("B").await.unwrap();
+        let sync = Objective::new("EX.sync", SYNCH)
+            .with_value(Value::from_serialize(&("ver", 1)).unwrap());
+        asa.register_objective(&sync, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&sync).await.unwrap();
+        let neg = Objective::new("EX.neg", NEG);
+        asa.register_objective(&neg, RegisterOptions::default())
+            .await
+            .unwrap();
+        let listener = asa.listen_negotiate("EX.neg").await.unwrap();
+        let fl = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded"));
+        asa.register_objective(&fl, RegisterOptions::default())
+            .await
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        // Negotiation: counter 100, then accept.
+        let (session, req) = listener.next().await.unwrap();
+        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
+        let counter = req.clone().with_value(Value::from(100u32));
+        match session.step(&counter, T).await.unwrap() {
+            Negotiation::Step { session, objective } => {
+                assert_eq!(objective.value.unwrap().as_u64(), Some(120));
+                session.accept().await.unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        asa.flood(
+            10_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+        done_rx.await.unwrap();
+    });
+
+    let a = spawn_in(&na, move || async move {
+        let g = start("ab0").await;
+        let asa = g.register_asa("A").await.unwrap();
+        ready_rx.await.unwrap();
+        let probe = Objective::new("EX.sync", SYNCH);
+        let t0 = tokio::time::Instant::now();
+        let found = asa
+            .discover(&probe, DiscoverOptions::first(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let took = t0.elapsed();
+        assert_eq!(found.len(), 1, "one responder");
+        assert!(
+            took < Duration::from_millis(500),
+            "first answer, not the timeout: {took:?}"
+        );
+        let got = asa.synchronize(&probe, None, T).await.unwrap();
+        let v: (String, u32) = got.value.unwrap().deserialize().unwrap();
+        assert_eq!(v, ("ver".into(), 1));
+        let bid = Objective::new("EX.neg", NEG).with_value(Value::from(150u32));
+        match asa.request_negotiate(&bid, None, T).await.unwrap() {
+            Negotiation::Step { session, objective } => {
+                assert_eq!(objective.value.clone().unwrap().as_u64(), Some(100));
+                assert_eq!(objective.loop_count, 5);
+                let next = objective.with_value(Value::from(120u32));
+                assert!(matches!(
+                    session.step(&next, T).await.unwrap(),
+                    Negotiation::Accepted
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The flood arrives.
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            got = asa.get_flood("EX.flood").await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].initiator, std::net::IpAddr::V6(a6("fd00:1::2")));
+        done_tx.send(()).unwrap();
+    });
+    a.join().expect("A panicked").unwrap();
+    b.join().expect("B panicked").unwrap();
+}
+
+#[test]
+fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
+    if Lab::skip_loudly("engine_three_node_line_with_a_relay_over_the_plain_acp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let na = lab.netns().unwrap();
+    let nr = lab.netns().unwrap();
+    let nc = lab.netns().unwrap();
+    lab.veth(
+        &na,
+        "ab0",
+        a6("fe80::1:1"),
+        Some(a6("fd00:1::1")),
+        &nr,
+        "ba0",
+        a6("fe80::1:2"),
+        Some(a6("fd00:1::2")),
+    )
+    .unwrap();
+    lab.veth(
+        &nr,
+        "bc0",
+        a6("fe80::2:1"),
+        Some(a6("fd00:2::1")),
+        &nc,
+        "cb0",
+        a6("fe80::2:2"),
+        Some(a6("fd00:2::2")),
+    )
+    .unwrap();
+    lab.forwarding(&nr).unwrap();
+    lab.route(&na, "fd00:2::/64", "fe80::1:2", "ab0").unwrap();
+    lab.route(&nc, "fd00:1::/64", "fe80::2:1", "cb0").unwrap();
+
+    let (r_ready_tx, r_ready_rx) = oneshot::channel::<()>();
+    let (c_ready_tx, c_ready_rx) = oneshot::channel::<()>();
+    let (done_r_tx, done_r_rx) = oneshot::channel::<()>();
+    let (done_c_tx, done_c_rx) = oneshot::channel::<()>();
+    let (flood_tx, flood_rx) = oneshot::channel::<()>();
+
+    let r = spawn_in(&nr, move || async move {
+        let (t, inbound) = plain::bind(plain::Config::default().interfaces(["ba0", "bc0"]))
+            .await
+            .unwrap();
+        assert_eq!(t.interfaces().len(), 2);
+        let _g = Grasp::start(t, inbound, config());
+        r_ready_tx.send(()).unwrap();
+        done_r_rx.await.unwrap();
+    });
+    let c = spawn_in(&nc, move || async move {
+        let g = start("cb0").await;
+        let asa = g.register_asa("C").await.unwrap();
+        let o = Objective::new("EX.relay", SYNCH).with_value(Value::from("via-relay"));
+        asa.register_objective(&o, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&o).await.unwrap();
+        let fl = Objective::new("EX.rflood", SYNCH)
+            .with_value(Value::from("from-C"))
+            .with_loop_count(3);
+        asa.register_objective(&fl, RegisterOptions::default())
+            .await
+            .unwrap();
+        c_ready_tx.send(()).unwrap();
+        flood_rx.await.unwrap();
+        asa.flood(
+            10_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+        done_c_rx.await.unwrap();
+    });
+    let a = spawn_in(&na, move || async move {
+        let g = start("ab0").await;
+        let asa = g.register_asa("A").await.unwrap();
+        r_ready_rx.await.unwrap();
+        c_ready_rx.await.unwrap();
+        let probe = Objective::new("EX.relay", SYNCH);
+        // The first discovery succeeds through the relay.
+        let found = asa
+            .discover(&probe, DiscoverOptions::first(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "relayed answer on the first try");
+        assert!(found[0].diverted);
+        assert_eq!(
+            found[0].socket_addr().unwrap().ip(),
+            std::net::IpAddr::V6(a6("fd00:2::2"))
+        );
+        let got = asa
+            .synchronize(&probe, Some(found[0].clone()), T)
+            .await
+            .unwrap();
+        assert_eq!(got.value.unwrap().as_str(), Some("via-relay"));
+        // A flood from C reaches A through R, loop count 3 -> 2.
+        flood_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = asa.get_flood("EX.rflood").await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].objective.loop_count, 2);
+        assert_eq!(got[0].initiator, std::net::IpAddr::V6(a6("fd00:2::2")));
+        done_r_tx.send(()).unwrap();
+        done_c_tx.send(()).unwrap();
+    });
+    a.join().expect("A panicked").unwrap();
+    c.join().expect("C panicked").unwrap();
+    r.join().expect("R panicked").unwrap();
+}
