@@ -181,6 +181,15 @@ pub struct Engine {
     stats: EngineStats,
 }
 
+/// graspy sends every objective with its value slot, `null` when there is
+/// no value (and RFC 8990 §2.10.3 requires `null` in M_REQ_NEG): do the same.
+fn with_value_slot(mut o: Objective) -> Objective {
+    if o.value.is_none() {
+        o.value = Some(Value::null());
+    }
+    o
+}
+
 fn err(code: ErrorCode, detail: impl Into<String>) -> ApiError {
     ApiError::new(code, detail)
 }
@@ -1067,7 +1076,7 @@ impl Engine {
         let name = objective.name.clone();
         self.send(
             channel,
-            &Message::ReqSyn(SessionObjective::new(sid, objective)),
+            &Message::ReqSyn(SessionObjective::new(sid, with_value_slot(objective))),
         );
         self.channels.insert(
             channel,
@@ -1212,7 +1221,7 @@ impl Engine {
         let name = objective.name.clone();
         self.send(
             channel,
-            &Message::ReqNeg(SessionObjective::new(sid, objective)),
+            &Message::ReqNeg(SessionObjective::new(sid, with_value_slot(objective))),
         );
         self.channels.insert(
             channel,
@@ -1858,7 +1867,7 @@ impl Engine {
         let msg = Message::Discovery(Discovery {
             session_id: sid,
             initiator: self.node_addr,
-            objective,
+            objective: with_value_slot(objective),
             extensions: Vec::new(),
         })
         .encode();
@@ -1922,6 +1931,7 @@ impl Engine {
                 .iter()
                 .map(|t| {
                     let mut t = t.clone();
+                    t.objective = with_value_slot(t.objective);
                     if let Some(Locator::Ipv6 { addr, .. }) = &mut t.locator {
                         //= https://www.rfc-editor.org/rfc/rfc8991#section-2.3.6.3
                         //# `::` means this link's link-local address, loop count 1
