@@ -109,18 +109,26 @@ struct Player {
 
 impl Player {
     fn new(we: &str, port: u16) -> Self {
-        let (ula, ll) = node_addrs(we);
+        let (_, ll) = node_addrs(we);
+        Self::with_interfaces(we, port, &[(1, ll)])
+    }
+
+    fn with_interfaces(we: &str, port: u16, ifaces: &[(u32, Ipv6Addr)]) -> Self {
+        let (ula, _) = node_addrs(we);
         let mut config = Config::default();
         config.seed = Some(8990);
         let mut e = Engine::new(
             config,
             TransportInfo {
                 security: Security::Quads,
-                interfaces: vec![Interface {
-                    index: 1,
-                    name: "eth0".into(),
-                    link_local: ll,
-                }],
+                interfaces: ifaces
+                    .iter()
+                    .map(|&(index, link_local)| Interface {
+                        index,
+                        name: format!("eth{index}"),
+                        link_local,
+                    })
+                    .collect(),
                 node_locator: Locator::tcp6(ula, port),
                 max_message_size: 2048,
             },
@@ -546,3 +554,147 @@ scenario!(
 scenario!(neg_invalid_as_responder, "neg_invalid.json", "gB", 2);
 scenario!(neg_dry_tag24_as_responder, "neg_dry_tag24.json", "gB", 2);
 scenario!(neg_dry_tag24_as_requester, "neg_dry_tag24.json", "gA", 2);
+
+/// gB relaying in the three-node captures: what graspy does, and where the
+/// engine does better (the relayed answer goes back on the first try).
+#[test]
+fn relay_discovery_as_the_relay() {
+    let vs = load("relay_discovery_sync.json");
+    let ll1: Ipv6Addr = "fe80::1:2".parse().unwrap();
+    let ll2: Ipv6Addr = "fe80::2:1".parse().unwrap();
+    let mut p = Player::with_interfaces("gB", 39166, &[(1, ll1), (2, ll2)]);
+    let link = |v: &V| {
+        if v.src.segments()[3] == 2 || v.dst.segments()[3] == 2 {
+            2
+        } else {
+            1
+        }
+    };
+    let feed_on = |p: &mut Player, v: &V, ifindex: u32| {
+        p.e.handle_datagram(
+            p.now,
+            Datagram {
+                ifindex,
+                src: SocketAddrV6::new(v.src, v.src_port, 0, ifindex),
+                msg: v.msg.encode(),
+            },
+        );
+        p.drain();
+    };
+    // #4: A's discovery on link 1 is relayed on link 2, same session and
+    // initiator, loop count 6 -> 5: byte-identical to graspy's #5.
+    feed_on(&mut p, &vs[4], 1);
+    match p.out.pop_front() {
+        Some(Transmit::Multicast { ifindex: 2, msg }) => assert_eq!(msg, vs[5].msg.encode()),
+        other => panic!("expected the relayed discovery on link 2, got {other:?}"),
+    }
+    assert!(p.out.is_empty(), "nothing else: not relayed back on link 1");
+    // The same discovery again (a loop) is not relayed twice.
+    feed_on(&mut p, &vs[4], 2);
+    assert!(p.out.is_empty());
+    // #6: C answers the relay by TCP.
+    let ch = p.e.allocate_channel();
+    p.e.handle_inbound_channel(
+        p.now,
+        ch,
+        SocketAddr::V6(SocketAddrV6::new(vs[6].src, vs[6].src_port, 0, 2)),
+    );
+    p.e.handle_channel_message(p.now, ch, vs[6].msg.encode());
+    p.drain();
+    // graspy sends nothing to A here; the engine answers A at once, at the
+    // source port of A's multicast, with a divert to C.
+    let mut sent = None;
+    while let Some(t) = p.out.pop_front() {
+        match t {
+            Transmit::Connect { peer, .. } => {
+                assert_eq!(
+                    peer,
+                    SocketAddr::V6(SocketAddrV6::new(vs[4].src, vs[4].src_port, 0, 1))
+                )
+            }
+            Transmit::Send { msg, .. } => sent = Some(Message::decode(&msg).unwrap()),
+            _ => {}
+        }
+    }
+    let Some(Message::Response(r)) = sent else {
+        panic!("no relayed answer")
+    };
+    let Message::Discovery(d) = &vs[4].msg else {
+        panic!()
+    };
+    assert_eq!((r.session_id, r.initiator), (d.session_id, d.initiator));
+    let c_loc = Locator::tcp6("fd00:2::2".parse().unwrap(), 41649);
+    assert_eq!(r.target, ResponseTarget::Divert(vec![c_loc.clone()]));
+    assert_eq!(r.ttl_ms, 600_000);
+    // #7 -> #8 and #10 -> #11: later discoveries are answered from the cache
+    // with the same divert layout as graspy's (ttl = remaining lifetime).
+    for (q, a) in [(7, 8), (10, 11)] {
+        p.now += Duration::from_millis(1800);
+        feed_on(&mut p, &vs[q], link(&vs[q]));
+        let mut got = None;
+        while let Some(t) = p.out.pop_front() {
+            match t {
+                Transmit::Connect { peer, .. } => assert_eq!(
+                    peer,
+                    SocketAddr::V6(SocketAddrV6::new(vs[q].src, vs[q].src_port, 0, 1)),
+                    "the answer goes to the multicast's source port"
+                ),
+                Transmit::Send { msg, .. } => got = Some(Message::decode(&msg).unwrap()),
+                Transmit::Multicast { .. } => panic!("a cached objective is not relayed"),
+                _ => {}
+            }
+        }
+        let Some(Message::Response(mut ours)) = got else {
+            panic!("no answer to #{q}")
+        };
+        let Message::Response(theirs) = &vs[a].msg else {
+            panic!()
+        };
+        assert!(
+            ours.ttl_ms < 600_000 && ours.ttl_ms > 590_000,
+            "{}",
+            ours.ttl_ms
+        );
+        ours.ttl_ms = theirs.ttl_ms;
+        assert_eq!(Message::Response(ours).encode(), vs[a].msg.encode(), "#{a}");
+    }
+}
+
+#[test]
+fn relay_flood_as_the_relay() {
+    let vs = load("relay_flood.json");
+    let ll1: Ipv6Addr = "fe80::1:2".parse().unwrap();
+    let ll2: Ipv6Addr = "fe80::2:1".parse().unwrap();
+    let mut p = Player::with_interfaces("gB", 7017, &[(1, ll1), (2, ll2)]);
+    for (q, a) in [(4, 5), (6, 7)] {
+        p.e.handle_datagram(
+            p.now,
+            Datagram {
+                ifindex: 2,
+                src: SocketAddrV6::new(vs[q].src, vs[q].src_port, 0, 2),
+                msg: vs[q].msg.encode(),
+            },
+        );
+        p.drain();
+        // Relayed on link 1 only, byte-identical to graspy's (loop 3 -> 2).
+        match p.out.pop_front() {
+            Some(Transmit::Multicast { ifindex: 1, msg }) => assert_eq!(msg, vs[a].msg.encode()),
+            other => panic!("expected the relayed flood on link 1, got {other:?}"),
+        }
+        assert!(p.out.is_empty());
+        // A copy coming back is a duplicate: neither cached again nor relayed.
+        p.e.handle_datagram(
+            p.now,
+            Datagram {
+                ifindex: 1,
+                src: SocketAddrV6::new(ll1, 7017, 0, 1),
+                msg: vs[a].msg.encode(),
+            },
+        );
+        p.drain();
+        assert!(p.out.is_empty());
+        p.now += Duration::from_secs(1);
+    }
+    assert_eq!(p.e.stats().floods_relayed, 2);
+    assert_eq!(p.e.stats().duplicates, 2);
+}
