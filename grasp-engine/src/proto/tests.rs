@@ -345,3 +345,247 @@ fn registration_rules() {
         ErrorCode::NoAsa
     );
 }
+
+fn dull_engine() -> Engine {
+    let config = Config {
+        seed: Some(3),
+        dull: true,
+        dull_objectives: vec!["AN_Proxy".into()],
+        ..Config::default()
+    };
+    Engine::new(
+        config,
+        TransportInfo {
+            security: Security::None,
+            interfaces: vec![
+                Interface {
+                    index: 1,
+                    name: "eth0".into(),
+                    link_local: ll(1),
+                },
+                Interface {
+                    index: 2,
+                    name: "eth1".into(),
+                    link_local: ll(2),
+                },
+            ],
+            node_locator: Locator::tcp6(ula(1), 7017),
+            max_message_size: 2048,
+        },
+    )
+}
+
+fn disc_bytes(name: &str, loop_count: u8) -> bytes::Bytes {
+    Message::Discovery(crate::wire::Discovery {
+        session_id: SessionId(77),
+        initiator: std::net::IpAddr::V6(ll(9)),
+        objective: Objective::new(name, ObjectiveFlags::from_bits(5)).with_loop_count(loop_count),
+        extensions: Vec::new(),
+    })
+    .encode()
+}
+
+#[test]
+fn dull_instance_rules() {
+    let mut e = dull_engine();
+    let now = Instant::now();
+    assert!(!e.is_relay(), "DULL never relays, even with two interfaces");
+    e.handle_command(
+        now,
+        CommandId(1),
+        Command::RegisterAsa {
+            name: "proxy".into(),
+        },
+    );
+    let Some(Event::Reply {
+        result: Ok(Reply::Asa(asa)),
+        ..
+    }) = e.poll_event()
+    else {
+        panic!()
+    };
+    // Only allow-listed objectives can be registered.
+    e.handle_command(
+        now,
+        CommandId(2),
+        Command::RegisterObjective {
+            asa,
+            objective: Objective::new("EX.other", SYNCH),
+            options: RegisterOptions::default(),
+        },
+    );
+    let Some(Event::Reply {
+        result: Err(err), ..
+    }) = e.poll_event()
+    else {
+        panic!()
+    };
+    assert_eq!(err.code, ErrorCode::NoSecurity);
+    let opts = RegisterOptions {
+        discoverable: true,
+        ..RegisterOptions::default()
+    };
+    e.handle_command(
+        now,
+        CommandId(3),
+        Command::RegisterObjective {
+            asa,
+            objective: Objective::new("AN_Proxy", SYNCH),
+            options: opts,
+        },
+    );
+    assert!(matches!(
+        e.poll_event(),
+        Some(Event::Reply { result: Ok(_), .. })
+    ));
+    let from = |src: Ipv6Addr, msg| Datagram {
+        ifindex: 2,
+        src: SocketAddrV6::new(src, 5000, 0, 2),
+        msg,
+    };
+    // Loop count other than 1: dropped.
+    e.handle_datagram(now, from(ll(9), disc_bytes("AN_Proxy", 6)));
+    assert_eq!(e.poll_transmit(), None);
+    // A source that is not link-local: dropped.
+    e.handle_datagram(now, from(ula(9), disc_bytes("AN_Proxy", 1)));
+    assert_eq!(e.poll_transmit(), None);
+    // Not on the allow-list: dropped.
+    e.handle_datagram(now, from(ll(9), disc_bytes("EX.other", 1)));
+    assert_eq!(e.poll_transmit(), None);
+    assert_eq!(e.stats().dull_dropped, 3);
+    // A proper one: answered with the link-local address of the interface it
+    // came in on, never a divert, to the source port.
+    e.handle_datagram(now, from(ll(9), disc_bytes("AN_Proxy", 1)));
+    let Some(Transmit::Connect { peer, .. }) = e.poll_transmit() else {
+        panic!()
+    };
+    assert_eq!(peer, SocketAddr::V6(SocketAddrV6::new(ll(9), 5000, 0, 2)));
+    let Some(Transmit::Send { msg, .. }) = e.poll_transmit() else {
+        panic!()
+    };
+    let Message::Response(r) = Message::decode(&msg).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        r.target,
+        crate::wire::ResponseTarget::Locators(vec![Locator::tcp6(ll(2), 7017)])
+    );
+    // Negotiation and synchronization need security DULL does not have.
+    e.handle_command(
+        now,
+        CommandId(4),
+        Command::Synchronize {
+            asa,
+            objective: Objective::new("AN_Proxy", SYNCH),
+            peer: None,
+            timeout: Duration::from_secs(1),
+        },
+    );
+    let Some(Event::Reply {
+        result: Err(err), ..
+    }) = e.poll_event()
+    else {
+        panic!()
+    };
+    assert_eq!(err.code, ErrorCode::NoSecurity);
+    // Flooding is allowed, with loop count 1 on every interface.
+    while e.poll_transmit().is_some() {}
+    let obj = Objective::new("AN_Proxy", SYNCH).with_value(Value::from("here"));
+    e.handle_command(
+        now,
+        CommandId(5),
+        Command::Flood {
+            asa,
+            ttl_ms: 1000,
+            tagged: vec![crate::wire::TaggedObjective {
+                objective: obj,
+                locator: None,
+            }],
+        },
+    );
+    let mut floods = 0;
+    while let Some(t) = e.poll_transmit() {
+        let Transmit::Multicast { msg, .. } = t else {
+            panic!()
+        };
+        let Message::Flood(f) = Message::decode(&msg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(f.tagged[0].objective.loop_count, 1);
+        floods += 1;
+    }
+    assert_eq!(floods, 2);
+}
+
+#[test]
+fn relay_rate_limit_and_duplicate_suppression() {
+    let config = Config {
+        seed: Some(4),
+        relay_rate: RateLimit {
+            rate: 1.0,
+            burst: 2.0,
+        },
+        ..Config::default()
+    };
+    let mut e = Engine::new(
+        config,
+        TransportInfo {
+            security: Security::Quads,
+            interfaces: vec![
+                Interface {
+                    index: 1,
+                    name: "a".into(),
+                    link_local: ll(1),
+                },
+                Interface {
+                    index: 2,
+                    name: "b".into(),
+                    link_local: ll(2),
+                },
+            ],
+            node_locator: Locator::tcp6(ula(1), 7017),
+            max_message_size: 2048,
+        },
+    );
+    assert!(e.is_relay());
+    let now = Instant::now();
+    let disc = |sid: u32, lc: u8| Datagram {
+        ifindex: 1,
+        src: SocketAddrV6::new(ll(9), 5000, 0, 1),
+        msg: Message::Discovery(crate::wire::Discovery {
+            session_id: SessionId(sid),
+            initiator: std::net::IpAddr::V6(ula(9)),
+            objective: Objective::new("EX.far", SYNCH).with_loop_count(lc),
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    let relayed = |e: &mut Engine| {
+        let mut n = 0;
+        while let Some(t) = e.poll_transmit() {
+            if let Transmit::Multicast { ifindex, msg } = t {
+                assert_eq!(ifindex, 2, "relayed on the other interface only");
+                let Message::Discovery(d) = Message::decode(&msg).unwrap() else {
+                    panic!()
+                };
+                assert_eq!(d.objective.loop_count, 5);
+                n += 1;
+            }
+        }
+        n
+    };
+    e.handle_datagram(now, disc(1, 6));
+    assert_eq!(relayed(&mut e), 1);
+    e.handle_datagram(now, disc(1, 6)); // the same session again: a loop
+    assert_eq!(relayed(&mut e), 0);
+    e.handle_datagram(now, disc(2, 6));
+    assert_eq!(relayed(&mut e), 1);
+    e.handle_datagram(now, disc(3, 6)); // burst of 2 used up
+    assert_eq!(relayed(&mut e), 0);
+    assert_eq!(e.stats().relay_rate_limited, 1);
+    e.handle_datagram(now + Duration::from_secs(1), disc(4, 6)); // refilled
+    assert_eq!(relayed(&mut e), 1);
+    e.handle_datagram(now + Duration::from_secs(3), disc(5, 1)); // loop count 1: not relayed
+    assert_eq!(relayed(&mut e), 0);
+    assert_eq!(e.stats().duplicates, 1);
+}
