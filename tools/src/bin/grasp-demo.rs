@@ -1,50 +1,60 @@
-//! A discovery and a synchronization between two nodes of the in-memory
-//! fabric, with every message printed as it crosses the link.
+//! GRASP on the in-memory fabric, through the engine and the RFC 8991 API,
+//! with every message printed as it crosses a link.
 //!
-//! Node B offers the synchronization objective `EX.demo`. Node A multicasts
-//! an M_DISCOVERY; B answers by TCP-style channel to the discovery's source
-//! port with an M_RESPONSE carrying its locator; A opens a channel to that
-//! locator and sends an M_REQ_SYN; B answers with an M_SYNCH carrying the
-//! value. The protocol steps are written out here by hand over the wire codec
-//! and the transport trait; the GRASP engine (next issue) will do them.
+//! Three nodes in a line, A - R - C; R relays. C serves `EX.demo` for
+//! synchronization and `EX.price` for negotiation, and floods `EX.news`.
+//! A discovers `EX.demo` through the relay on its first try, synchronizes it,
+//! negotiates a price with C, and reads the flood.
 //!
 //! `cargo run -p grasp-tools --bin grasp-demo -- --help`
 
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Sink, Stream, StreamExt};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::transport::{AcpTransport, Channel, Inbound, InboundStream};
-use grasp_engine::wire::{
-    Discovery, Locator, Message, Objective, ObjectiveFlags, Response, ResponseTarget, SessionId,
-    SessionObjective, Value, GRASP_DEF_LOOPCT,
+use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::{
+    AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
+    TransportStats,
 };
-use tokio::time::timeout;
+use grasp_engine::wire::{Locator, Message, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{Grasp, Negotiation};
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "GRASP discovery and synchronization over the in-memory fabric, message by message"
+    about = "GRASP discovery through a relay, synchronization, negotiation and flooding over the in-memory fabric, message by message"
 )]
 struct Args {
     /// One-way link delay in milliseconds.
     #[arg(long, default_value_t = 1)]
     delay_ms: u64,
-    /// Objective name.
-    #[arg(long, default_value = "EX.demo")]
-    objective: String,
-    /// Value B serves (sent as a CBOR text string).
-    #[arg(long, default_value = "hello from B")]
-    value: String,
-    /// Seed of the fabric (and of the session ids).
-    #[arg(long, default_value_t = 8990)]
-    seed: u64,
+    /// Price C asks (A offers 80, then meets C halfway).
+    #[arg(long, default_value_t = 100)]
+    price: u32,
+    /// Do not print the messages.
+    #[arg(long)]
+    quiet: bool,
 }
 
-fn show(from: &str, to: &str, raw: &Bytes) {
+/// Prints what a node sends: a transport wrapper, the engine does not know.
+struct Tap {
+    name: &'static str,
+    inner: Arc<dyn AcpTransport>,
+    quiet: bool,
+}
+
+fn show(quiet: bool, from: &str, to: &str, raw: &Bytes) {
+    if quiet {
+        return;
+    }
     let text = match Message::decode(raw) {
         Ok(m) => format!(
             "{:<11} {}",
@@ -55,72 +65,106 @@ fn show(from: &str, to: &str, raw: &Bytes) {
         ),
         Err(e) => format!("undecodable: {e}"),
     };
-    println!("{from:>2} -> {to:<26} {text}");
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    println!("{:>32}{} bytes: {hex}", "", raw.len());
+    println!("  {from:>2} -> {to:<24} {text}");
 }
 
-async fn recv(ch: &mut Channel) -> Result<Bytes> {
-    timeout(Duration::from_secs(2), ch.io.next())
-        .await
-        .context("timed out waiting for a message")?
-        .context("the peer closed the channel")?
-        .context("channel error")
+struct TapIo {
+    name: &'static str,
+    peer: String,
+    quiet: bool,
+    inner: Pin<Box<dyn MessageIo>>,
 }
 
-/// B: answer discoveries for the objective, then serve one M_REQ_SYN.
-async fn responder(
-    acp: std::sync::Arc<grasp_acp::fabric::MemTransport>,
-    mut inbound: InboundStream,
-    name: String,
-    value: Value,
-) -> Result<()> {
-    loop {
-        match inbound.next().await {
-            Some(Inbound::Datagram(d)) => {
-                let Ok(Message::Discovery(disc)) = Message::decode(&d.msg) else {
-                    continue;
-                };
-                if disc.objective.name != name {
-                    continue;
-                }
-                // RFC 8990 §2.5.4.3: answer at the UDP source port of the multicast.
-                let to = SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex);
-                let mut ch = acp.connect(SocketAddr::V6(to)).await?;
-                let resp = Message::Response(Response {
-                    session_id: disc.session_id,
-                    initiator: disc.initiator,
-                    ttl_ms: 60_000,
-                    target: ResponseTarget::Locators(vec![acp.node_locator()]),
-                    objective: None,
-                    extensions: vec![],
-                })
-                .encode();
-                show("B", &format!("[{}]:{}", to.ip(), to.port()), &resp);
-                ch.io.send(resp).await?;
-                ch.io.close().await?;
-            }
-            Some(Inbound::Channel(mut ch)) => {
-                let raw = recv(&mut ch).await?;
-                let Message::ReqSyn(req) = Message::decode(&raw)? else {
-                    bail!("B expected M_REQ_SYN");
-                };
-                let reply = Message::Synch(SessionObjective::new(
-                    req.session_id,
-                    Objective {
-                        value: Some(value.clone()),
-                        ..req.objective
-                    },
-                ))
-                .encode();
-                show("B", &ch.peer.to_string(), &reply);
-                ch.io.send(reply).await?;
-                ch.io.close().await?;
-                return Ok(());
-            }
-            None => bail!("B's inbound stream ended"),
+impl Stream for TapIo {
+    type Item = Result<Bytes, AcpError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Sink<Bytes> for TapIo {
+    type Error = AcpError;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_ready(cx)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), AcpError> {
+        show(self.quiet, self.name, &self.peer, &item);
+        self.inner.as_mut().start_send(item)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_close(cx)
+    }
+}
+
+impl Tap {
+    fn wrap(&self, ch: Channel) -> Channel {
+        Channel {
+            peer: ch.peer,
+            local: ch.local,
+            io: Box::pin(TapIo {
+                name: self.name,
+                peer: ch.peer.to_string(),
+                quiet: self.quiet,
+                inner: ch.io,
+            }),
         }
     }
+}
+
+impl AcpTransport for Tap {
+    fn security(&self) -> Security {
+        self.inner.security()
+    }
+    fn interfaces(&self) -> Vec<Interface> {
+        self.inner.interfaces()
+    }
+    fn node_locator(&self) -> Locator {
+        self.inner.node_locator()
+    }
+    fn max_message_size(&self) -> usize {
+        self.inner.max_message_size()
+    }
+    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
+        let link = self
+            .inner
+            .interfaces()
+            .into_iter()
+            .find(|i| i.index == ifindex)
+            .map_or_else(|| format!("if {ifindex}"), |i| i.name);
+        show(
+            self.quiet,
+            self.name,
+            &format!("[ff02::13]:7017 {link}"),
+            &msg,
+        );
+        self.inner.send_multicast(ifindex, msg)
+    }
+    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+        async move { self.inner.connect(peer).await.map(|c| self.wrap(c)) }.boxed()
+    }
+    fn stats(&self) -> TransportStats {
+        self.inner.stats()
+    }
+}
+
+fn tap(
+    name: &'static str,
+    inner: Arc<dyn AcpTransport>,
+    inbound: InboundStream,
+    quiet: bool,
+) -> (Arc<dyn AcpTransport>, InboundStream) {
+    let t = Arc::new(Tap { name, inner, quiet });
+    let t2 = t.clone();
+    let inbound = inbound
+        .map(move |i| match i {
+            Inbound::Channel(c) => Inbound::Channel(t2.wrap(c)),
+            d => d,
+        })
+        .boxed();
+    (t, inbound)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -129,98 +173,147 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let fabric = Fabric::new(args.seed);
-    let link = fabric.link(
-        "link1",
-        LinkConfig {
-            loss: 0.0,
-            delay: Duration::from_millis(args.delay_ms),
-        },
-    );
-    let (a, mut a_in) = fabric.node("A").attach(&link).port(49152).bind();
-    let (b, b_in) = fabric.node("B").attach(&link).port(7017).bind();
-    println!(
-        "fabric: A {} and B {} on link1 ({} ms one way)",
-        a.node_locator(),
-        b.node_locator(),
-        args.delay_ms
-    );
-    println!("B serves {:?} = {:?}\n", args.objective, args.value);
-
-    let served = Value::from(args.value.as_str());
-    let b_task = tokio::spawn(responder(b.clone(), b_in, args.objective.clone(), served));
-
-    // A: discovery.
-    let mut sid = args.seed as u32;
-    let mut next_sid = || {
-        sid = sid.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        SessionId(sid)
+    let fabric = Fabric::new(8990);
+    let cfg = LinkConfig {
+        loss: 0.0,
+        delay: Duration::from_millis(args.delay_ms),
     };
-    let obj = Objective::new(
-        &args.objective,
-        ObjectiveFlags::DISC | ObjectiveFlags::SYNCH,
-    )
-    .with_loop_count(GRASP_DEF_LOOPCT)
-    .with_value(Value::null());
-    let initiator = match a.node_locator() {
-        Locator::Ipv6 { addr, .. } => addr,
-        _ => unreachable!("the fabric gives IPv6 locators"),
-    };
-    let disc = Message::Discovery(Discovery {
-        session_id: next_sid(),
-        initiator: initiator.into(),
-        objective: obj.clone(),
-        extensions: vec![],
-    })
-    .encode();
-    let ifindex = a.interfaces()[0].index;
-    show("A", "[ff02::13]:7017 (link1)", &disc);
-    let started = tokio::time::Instant::now();
-    a.send_multicast(ifindex, disc).await?;
-
-    let mut ch = loop {
-        match timeout(Duration::from_secs(2), a_in.next()).await {
-            Ok(Some(Inbound::Channel(ch))) => break ch,
-            Ok(Some(Inbound::Datagram(_))) => continue,
-            _ => bail!("no discovery response"),
+    let l1 = fabric.link("link1", cfg);
+    let l2 = fabric.link("link2", cfg);
+    // The fabric encrypts nothing; it claims QUADS so that the calls RFC 8990
+    // reserves for a secured substrate run.
+    let node = |name: &'static str, links: &[&grasp_acp::fabric::Link]| {
+        let mut b = fabric.node(name).simulated_security(Security::Quads);
+        for l in links {
+            b = b.attach(l);
         }
+        let (t, i) = b.bind();
+        let (t, i) = tap(name, t, i, args.quiet);
+        (Grasp::start(t.clone(), i, Config::default()), t)
     };
-    let Message::Response(resp) = Message::decode(&recv(&mut ch).await?)? else {
-        bail!("A expected M_RESPONSE");
-    };
-    let ResponseTarget::Locators(locs) = resp.target else {
-        bail!("unexpected O_DIVERT");
-    };
-    let Some(Locator::Ipv6 { addr, port, .. }) = locs.first().cloned() else {
-        bail!("no IPv6 locator in the response");
-    };
+    let (a, ta) = node("A", &[&l1]);
+    let (_r, tr) = node("R", &[&l1, &l2]);
+    let (c, tc) = node("C", &[&l2]);
     println!(
-        "   A discovered {} at [{addr}]:{port} in {:?}",
-        args.objective,
-        started.elapsed()
+        "A {} --link1-- R {} --link2-- C {}",
+        ta.node_locator(),
+        tr.node_locator(),
+        tc.node_locator()
     );
 
-    // A: synchronization.
-    let mut s = a
-        .connect(SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0)))
+    // C: the services.
+    let server = c.register_asa("C-services").await?;
+    let demo = Objective::new("EX.demo", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH)
+        .with_value(Value::from("hello from C"));
+    server
+        .register_objective(&demo, RegisterOptions::default())
         .await?;
-    let req = Message::ReqSyn(SessionObjective::new(next_sid(), obj)).encode();
-    show("A", &format!("[{addr}]:{port}"), &req);
-    s.io.send(req).await?;
-    let Message::Synch(synch) = Message::decode(&recv(&mut s).await?)? else {
-        bail!("A expected M_SYNCH");
+    server.listen_synchronize(&demo).await?;
+    let price = Objective::new("EX.price", ObjectiveFlags::DISC | ObjectiveFlags::NEG);
+    server
+        .register_objective(&price, RegisterOptions::default())
+        .await?;
+    let listener = server.listen_negotiate("EX.price").await?;
+    let ask = args.price;
+    tokio::spawn(async move {
+        while let Some((session, offer)) = listener.next().await {
+            let bid = offer.value.as_ref().and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+            let _ = if bid >= ask {
+                session.accept().await
+            } else {
+                let counter = offer.clone().with_value(Value::from(ask));
+                session
+                    .step(&counter, Duration::from_secs(5))
+                    .await
+                    .map(|_| ())
+            };
+        }
+    });
+
+    // A: discovery through the relay, on the first try.
+    let client = a.register_asa("A-client").await?;
+    println!("\nA discovers EX.demo (first answer):");
+    let t0 = tokio::time::Instant::now();
+    let probe = Objective::new("EX.demo", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH);
+    let found = client
+        .discover(&probe, DiscoverOptions::first(Duration::from_secs(1)))
+        .await?;
+    let Some(first) = found.first() else {
+        bail!("nothing found")
     };
-    let value = synch.objective.value.context("M_SYNCH without a value")?;
     println!(
-        "   A synchronized {} = {value} ({:?} from the discovery)",
-        args.objective,
-        started.elapsed()
+        "  => {} ({}) after {:?}",
+        first.locator,
+        if first.diverted {
+            "diverted by R"
+        } else {
+            "direct"
+        },
+        t0.elapsed()
     );
-    b_task.await??;
+
+    println!("\nA synchronizes EX.demo:");
+    let got = client
+        .synchronize(&probe, Some(first.clone()), Duration::from_secs(5))
+        .await?;
     println!(
-        "\ntransport counters: A {:?}\n                    B {:?}",
-        a.stats(),
-        b.stats()
+        "  => {}",
+        got.value.map(|v| v.to_string()).unwrap_or_default()
+    );
+
+    println!("\nA negotiates EX.price, offering 80:");
+    let offer = price.clone().with_value(Value::from(80u32));
+    match client
+        .request_negotiate(&offer, None, Duration::from_secs(5))
+        .await?
+    {
+        Negotiation::Step { session, objective } => {
+            let theirs = objective
+                .value
+                .as_ref()
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            println!(
+                "  => C asks {theirs} (loop count now {}); A accepts",
+                objective.loop_count
+            );
+            session.accept().await?;
+        }
+        Negotiation::Accepted => println!("  => accepted at once"),
+        Negotiation::Declined { reason } => println!("  => declined: {reason:?}"),
+    }
+
+    println!("\nC floods EX.news (loop count 3; R relays it):");
+    let news = Objective::new("EX.news", ObjectiveFlags::DISC | ObjectiveFlags::SYNCH)
+        .with_value(Value::from("GRASP in Rust"))
+        .with_loop_count(3);
+    server
+        .register_objective(&news, RegisterOptions::default())
+        .await?;
+    server
+        .flood(
+            60_000,
+            vec![TaggedObjective {
+                objective: news,
+                locator: None,
+            }],
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(20 + 4 * args.delay_ms)).await;
+    for e in client.get_flood("EX.news").await? {
+        println!(
+            "  => A has {} = {} from {} (loop count {})",
+            e.objective.name,
+            e.objective.value.map(|v| v.to_string()).unwrap_or_default(),
+            e.initiator,
+            e.objective.loop_count
+        );
+    }
+    println!(
+        "\ntransport counters:\n  A {:?}\n  R {:?}\n  C {:?}",
+        ta.stats(),
+        tr.stats(),
+        tc.stats()
     );
     Ok(())
 }
