@@ -48,11 +48,26 @@ run() { # mode conc port extra...
   echo "  requester TIME_WAIT sockets: $(tw)"
 }
 
+runneg() { # steps conc port
+  local steps=$1 conc=$2 port=$3
+  ip netns exec "$b" "$bin" serve --mode grasp --port "$port" --seconds $((secs + 3)) \
+      --workers "$workers" --negotiate "$steps" > /tmp/gb$$.srv 2>&1 &
+  local spid=$!
+  sleep 1
+  echo -n "negotiation, server counter-offers $steps time(s): "
+  ip netns exec "$a" "$bin" client --mode grasp --peer fd00:1::2 --port "$port" \
+      --seconds "$secs" --concurrency "$conc" --workers "$workers" --negotiate
+  wait "$spid"
+  cat /tmp/gb$$.srv
+}
+
 port=7100
 for c in ${concs[@]}; do
   echo "== $c requester(s), ${secs} s each =="
   run bare "$c" $((port++))
   run grasp "$c" $((port++))
+  runneg 0 "$c" $((port++))
+  runneg 1 "$c" $((port++))
 done
 echo "== discovery, return on first answer =="
 ip netns exec "$b" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp/gb$$.srv 2>&1 &

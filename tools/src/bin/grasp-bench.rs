@@ -63,6 +63,10 @@ enum Mode {
         /// How long to serve.
         #[arg(long, default_value_t = 15)]
         seconds: u64,
+        /// Serve negotiations instead (grasp mode): counter-offer until the
+        /// requester has made `steps` steps, then accept (0: accept at once).
+        #[arg(long)]
+        negotiate: Option<u32>,
         /// Tokio worker threads (0: current-thread runtime, the engine's
         /// natural shape: it is one task).
         #[arg(long, default_value_t = 0)]
@@ -95,6 +99,11 @@ enum Mode {
         /// Also time `discover` with return-on-first-answer this many times.
         #[arg(long, default_value_t = 0)]
         discoveries: usize,
+        /// Negotiate instead of synchronizing (grasp mode): accept every
+        /// counter-offer; the session has 1 + 2 × counter-offers messages
+        /// from us and the server's.
+        #[arg(long)]
+        negotiate: bool,
     },
     /// Memory: idle node RSS and RSS per open negotiation session (fabric).
     Memory {
@@ -141,8 +150,15 @@ fn main() -> Result<()> {
             iface,
             port,
             seconds,
+            negotiate,
             workers,
-        } => runtime(workers)?.block_on(serve(mode, iface, port, Duration::from_secs(seconds))),
+        } => runtime(workers)?.block_on(serve(
+            mode,
+            iface,
+            port,
+            Duration::from_secs(seconds),
+            negotiate,
+        )),
         Mode::Client {
             mode,
             iface,
@@ -152,6 +168,7 @@ fn main() -> Result<()> {
             concurrency,
             workers,
             discoveries,
+            negotiate,
         } => runtime(workers)?.block_on(client(
             mode,
             iface,
@@ -159,6 +176,7 @@ fn main() -> Result<()> {
             Duration::from_secs(seconds),
             concurrency.max(1),
             discoveries,
+            negotiate,
         )),
         Mode::Memory { sessions } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -223,7 +241,13 @@ fn bench_config() -> Config {
 
 const BARE_REQ: [u8; 22] = [0xa5; 22];
 
-async fn serve(mode: Kind, iface: String, port: u16, run: Duration) -> Result<()> {
+async fn serve(
+    mode: Kind,
+    iface: String,
+    port: u16,
+    run: Duration,
+    negotiate: Option<u32>,
+) -> Result<()> {
     let cpu0 = cpu_time();
     let served = Arc::new(AtomicU64::new(0));
     // Holds the engine's handles for the run: it stops when they are gone.
@@ -265,10 +289,42 @@ async fn serve(mode: Kind, iface: String, port: u16, run: Duration) -> Result<()
             .await?;
             let g = Grasp::start(t.clone(), inbound, bench_config());
             let asa = g.register_asa("bench-server").await?;
-            let o = bench_objective(5)?;
-            asa.register_objective(&o, RegisterOptions::default())
-                .await?;
-            asa.listen_synchronize(&o).await?;
+            if let Some(steps) = negotiate {
+                let o = bench_objective(3)?;
+                asa.register_objective(&o, RegisterOptions::default())
+                    .await?;
+                let listener = asa.listen_negotiate("EX.bench").await?;
+                for _ in 0..64 {
+                    let listener = listener.clone();
+                    tokio::spawn(async move {
+                        while let Some((mut session, mut req)) = listener.next().await {
+                            let mut left = steps;
+                            loop {
+                                if left == 0 {
+                                    let _ = session.accept().await;
+                                    break;
+                                }
+                                left -= 1;
+                                match session.step(&req, Duration::from_secs(5)).await {
+                                    Ok(Negotiation::Step {
+                                        session: s,
+                                        objective,
+                                    }) => {
+                                        session = s;
+                                        req = objective;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                    });
+                }
+            } else {
+                let o = bench_objective(5)?;
+                asa.register_objective(&o, RegisterOptions::default())
+                    .await?;
+                asa.listen_synchronize(&o).await?;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
             println!("grasp server on port {port}, idle RSS {} KiB", rss_kib());
             let t2 = t.clone();
@@ -294,6 +350,21 @@ async fn serve(mode: Kind, iface: String, port: u16, run: Duration) -> Result<()
         rss_kib()
     );
     Ok(())
+}
+
+/// One negotiation: request, then accept whatever the server counters with
+/// after answering each counter-offer with a step of our own until the
+/// server accepts.
+async fn negotiate_once(asa: &grasp_engine::Asa, o: &Objective, peer: &AsaLocator) -> bool {
+    let t = Duration::from_secs(5);
+    let mut out = asa.request_negotiate(o, Some(peer.clone()), t).await;
+    loop {
+        match out {
+            Ok(Negotiation::Accepted) => return true,
+            Ok(Negotiation::Step { session, objective }) => out = session.step(&objective, t).await,
+            _ => return false,
+        }
+    }
 }
 
 async fn bare_request(peer: std::net::SocketAddr) -> Result<()> {
@@ -323,6 +394,7 @@ async fn client(
     run: Duration,
     concurrency: usize,
     discoveries: usize,
+    negotiate: bool,
 ) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -360,7 +432,7 @@ async fn client(
         }
         grasp_asa = Some(asa);
     }
-    let o = bench_objective(5)?;
+    let o = bench_objective(if negotiate { 3 } else { 5 })?;
     let std::net::IpAddr::V6(addr) = peer.ip() else {
         bail!("IPv6 peer expected")
     };
@@ -378,6 +450,7 @@ async fn client(
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let ok = match &asa {
+                    Some(asa) if negotiate => negotiate_once(asa, &o, &locator).await,
                     Some(asa) => asa
                         .synchronize(&o, Some(locator.clone()), Duration::from_secs(5))
                         .await
