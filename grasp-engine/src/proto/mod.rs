@@ -1040,6 +1040,34 @@ impl Engine {
 
     // ----- synchronization ----------------------------------------------
 
+    /// Starts a unicast session of ours to `loc`: a new channel and session
+    /// id, and the connect. On failure replies to `cmd` (with `code` when the
+    /// locator cannot be connected to) and returns `None`.
+    fn open_session(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        loc: &AsaLocator,
+        code: ErrorCode,
+    ) -> Option<(ChannelId, SessionId, SocketAddr)> {
+        let Some(peer) = loc.socket_addr() else {
+            let detail = format!("cannot connect to locator {}", loc.locator);
+            self.reply(cmd, Err(err(code, detail)));
+            return None;
+        };
+        if self.channels.len() >= self.config.max_channels {
+            self.stats.bounded_refusals += 1;
+            self.reply(cmd, Err(err(ErrorCode::NoSocket, "too many sessions open")));
+            return None;
+        }
+        let channel = self.new_channel();
+        let sid = self.new_sid(now);
+        self.own_sids.insert(sid);
+        self.transmits
+            .push_back(Transmit::Connect { channel, peer });
+        Some((channel, sid, peer))
+    }
+
     fn synch_with(
         &mut self,
         now: Instant,
@@ -1055,24 +1083,10 @@ impl Engine {
                 return self.reply(cmd, Ok(Reply::Synch(o)));
             }
         }
-        let Some(peer) = loc.socket_addr() else {
-            return self.reply(
-                cmd,
-                Err(err(
-                    ErrorCode::SockErrSynRq,
-                    format!("cannot connect to locator {}", loc.locator),
-                )),
-            );
+        let Some((channel, sid, peer)) = self.open_session(now, cmd, &loc, ErrorCode::SockErrSynRq)
+        else {
+            return;
         };
-        if self.channels.len() >= self.config.max_channels {
-            self.stats.bounded_refusals += 1;
-            return self.reply(cmd, Err(err(ErrorCode::NoSocket, "too many sessions open")));
-        }
-        let channel = self.new_channel();
-        let sid = self.new_sid(now);
-        self.own_sids.insert(sid);
-        self.transmits
-            .push_back(Transmit::Connect { channel, peer });
         let name = objective.name.clone();
         self.send(
             channel,
@@ -1200,24 +1214,10 @@ impl Engine {
         objective: Objective,
         deadline: Instant,
     ) {
-        let Some(peer) = loc.socket_addr() else {
-            return self.reply(
-                cmd,
-                Err(err(
-                    ErrorCode::SockErrNegRq,
-                    format!("cannot connect to locator {}", loc.locator),
-                )),
-            );
+        let Some((channel, sid, peer)) = self.open_session(now, cmd, &loc, ErrorCode::SockErrNegRq)
+        else {
+            return;
         };
-        if self.channels.len() >= self.config.max_channels {
-            self.stats.bounded_refusals += 1;
-            return self.reply(cmd, Err(err(ErrorCode::NoSocket, "too many sessions open")));
-        }
-        let channel = self.new_channel();
-        let sid = self.new_sid(now);
-        self.own_sids.insert(sid);
-        self.transmits
-            .push_back(Transmit::Connect { channel, peer });
         let name = objective.name.clone();
         self.send(
             channel,
