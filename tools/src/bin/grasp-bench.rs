@@ -436,7 +436,25 @@ async fn client(
     let std::net::IpAddr::V6(addr) = peer.ip() else {
         bail!("IPv6 peer expected")
     };
-    let locator = AsaLocator::new(grasp_engine::wire::Locator::tcp6(addr, peer.port()));
+    let mut locator = AsaLocator::new(grasp_engine::wire::Locator::tcp6(addr, peer.port()));
+    if peer.port() == 0 {
+        // Port 0: find the peer by discovery (e.g. a graspy responder,
+        // whose objective port is dynamic).
+        let Some(asa) = &grasp_asa else {
+            bail!("--port 0 needs --mode grasp")
+        };
+        let found = asa
+            .discover(
+                &o,
+                grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)),
+            )
+            .await?;
+        let Some(first) = found.into_iter().next() else {
+            bail!("discovery found no peer for EX.bench")
+        };
+        println!("discovered {}", first.locator);
+        locator = first;
+    }
     let cpu0 = cpu_time();
     let start = Instant::now();
     let deadline = start + run;
