@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::driver::{Driver, Incoming, Request};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
-    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Engine, FloodEntry,
+    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Engine, EngineStats, FloodEntry,
     NegotiationOutcome, RegisterOptions, Reply, SessionHandle, TransportInfo,
 };
 use crate::transport::{AcpTransport, InboundStream};
@@ -100,6 +100,19 @@ impl Grasp {
             reply: None,
             listener: None,
         });
+    }
+
+    /// The engine's counters (every drop is counted) and the number of
+    /// unicast channels open now. Not an RFC 8991 call: for operators and
+    /// tests.
+    pub async fn stats(&self) -> Result<(EngineStats, usize), ApiError> {
+        match self.call(Command::Stats).await? {
+            Reply::Stats {
+                stats,
+                open_channels,
+            } => Ok((stats, open_channels)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `register_asa`: every ASA's first call.

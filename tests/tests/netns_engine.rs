@@ -270,3 +270,124 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
     c.join().expect("C panicked").unwrap();
     r.join().expect("R panicked").unwrap();
 }
+
+/// A responder with silent and trickling peers connected keeps serving
+/// everyone else, and closes those peers after `first_message_timeout`
+/// (graspy's listener blocks on such a peer).
+#[test]
+fn silent_and_slow_peers_do_not_hold_up_the_responder() {
+    if Lab::skip_loudly("silent_and_slow_peers_do_not_hold_up_the_responder") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let na = lab.netns().unwrap();
+    let nb = lab.netns().unwrap();
+    lab.veth(
+        &na,
+        "ab0",
+        a6("fe80::1:1"),
+        Some(a6("fd00:1::1")),
+        &nb,
+        "ba0",
+        a6("fe80::1:2"),
+        Some(a6("fd00:1::2")),
+    )
+    .unwrap();
+    let (ready_tx, ready_rx) = oneshot::channel::<u16>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    const SILENT: usize = 20;
+    const SLOW: usize = 5;
+
+    let b = spawn_in(&nb, move || async move {
+        let (t, inbound) = plain::bind(plain::Config::default().interfaces(["ba0"]))
+            .await
+            .expect("bind the plain ACP");
+        let port = t.port();
+        let mut c = config();
+        c.first_message_timeout = Duration::from_secs(3);
+        let g = Grasp::start(t, inbound, c);
+        let asa = g.register_asa("B").await.unwrap();
+        let sync = Objective::new("EX.sync", SYNCH).with_value(Value::from(7u32));
+        asa.register_objective(&sync, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&sync).await.unwrap();
+        ready_tx.send(port).unwrap();
+        done_rx.await.unwrap();
+        g.stats().await.unwrap()
+    });
+
+    let a = spawn_in(&na, move || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = ready_rx.await.unwrap();
+        let peer = std::net::SocketAddr::from((a6("fd00:1::2"), port));
+        // Silent peers: connect and say nothing.
+        let mut silent = Vec::new();
+        for _ in 0..SILENT {
+            silent.push(tokio::net::TcpStream::connect(peer).await.unwrap());
+        }
+        // Slow peers: a valid M_REQ_SYN, one byte every 400 ms (over 5 s in all).
+        let req = grasp_engine::wire::Message::ReqSyn(grasp_engine::wire::SessionObjective {
+            session_id: grasp_engine::wire::SessionId(99),
+            objective: Objective::new("EX.sync", SYNCH),
+            extensions: Vec::new(),
+        })
+        .encode();
+        let mut slow = Vec::new();
+        for _ in 0..SLOW {
+            let s = tokio::net::TcpStream::connect(peer).await.unwrap();
+            let (r, mut w) = s.into_split();
+            let bytes = req.clone();
+            let writer = tokio::spawn(async move {
+                for b in bytes.iter() {
+                    if w.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+            });
+            slow.push((r, writer));
+        }
+        // Everyone else is served meanwhile.
+        let g = start("ab0").await;
+        let asa = g.register_asa("A").await.unwrap();
+        let probe = Objective::new("EX.sync", SYNCH);
+        for _ in 0..50 {
+            let got = asa.synchronize(&probe, None, T).await.unwrap();
+            assert_eq!(got.value.unwrap().as_u64(), Some(7));
+        }
+        // ...while the silent peers are still connected (their timeout is
+        // 3 s; 50 synchronizations take milliseconds).
+        let mut buf = [0u8; 64];
+        for s in &silent {
+            assert!(
+                matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "served while the silent peers were connected"
+            );
+        }
+        // The silent and slow peers are closed by the responder (end of
+        // stream or reset), not left hanging.
+        for mut s in silent {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                other => panic!("a silent peer was not closed: {other:?}"),
+            }
+        }
+        for (mut r, writer) in slow {
+            match tokio::time::timeout(Duration::from_secs(5), r.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                other => panic!("a slow peer was not closed: {other:?}"),
+            }
+            writer.abort();
+        }
+        done_tx.send(()).unwrap();
+    });
+    a.join().expect("A panicked").unwrap();
+    let (stats, open) = b.join().expect("B panicked").unwrap();
+    assert_eq!(
+        stats.idle_channels_closed as usize,
+        SILENT + SLOW,
+        "{stats:?}"
+    );
+    assert_eq!(open, 0, "nothing left open on the responder");
+}

@@ -622,7 +622,7 @@ impl Engine {
         }
         if self.relay && first_lc > 1 {
             if !self.take_token(ifindex, BucketKind::FloodRelay, now) {
-                self.stats.relay_rate_limited += 1;
+                self.stats.flood_relay_rate_limited += 1;
                 return;
             }
             //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.6.2
@@ -1435,6 +1435,13 @@ impl Engine {
 
     fn dispatch(&mut self, now: Instant, cmd: CommandId, command: Command) -> Result<(), ApiError> {
         match command {
+            Command::Stats => {
+                let reply = Reply::Stats {
+                    stats: self.stats,
+                    open_channels: self.open_channels(),
+                };
+                self.reply(cmd, Ok(reply));
+            }
             Command::RegisterAsa { name } => {
                 if self.asas.values().any(|n| *n == name) {
                     return Err(err(

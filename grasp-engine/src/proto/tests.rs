@@ -517,17 +517,9 @@ fn dull_instance_rules() {
     assert_eq!(floods, 2);
 }
 
-#[test]
-fn relay_rate_limit_and_duplicate_suppression() {
-    let config = Config {
-        seed: Some(4),
-        relay_rate: RateLimit {
-            rate: 1.0,
-            burst: 2.0,
-        },
-        ..Config::default()
-    };
-    let mut e = Engine::new(
+/// A secured engine on two links (so a relay), with `config`.
+fn two_link_engine(config: Config) -> Engine {
+    Engine::new(
         config,
         TransportInfo {
             security: Security::Quads,
@@ -546,7 +538,32 @@ fn relay_rate_limit_and_duplicate_suppression() {
             node_locator: Locator::tcp6(ula(1), 7017),
             max_message_size: 2048,
         },
-    );
+    )
+}
+
+/// Runs one command on a bare engine and returns its reply.
+fn call(e: &mut Engine, now: Instant, id: u64, c: Command) -> Result<Reply, ApiError> {
+    e.handle_command(now, CommandId(id), c);
+    loop {
+        match e.poll_event() {
+            Some(Event::Reply { cmd, result }) if cmd == CommandId(id) => return result,
+            Some(_) => continue,
+            None => panic!("no reply to command {id}"),
+        }
+    }
+}
+
+#[test]
+fn relay_rate_limit_and_duplicate_suppression() {
+    let config = Config {
+        seed: Some(4),
+        relay_rate: RateLimit {
+            rate: 1.0,
+            burst: 2.0,
+        },
+        ..Config::default()
+    };
+    let mut e = two_link_engine(config);
     assert!(e.is_relay());
     let now = Instant::now();
     let disc = |sid: u32, lc: u8| Datagram {
@@ -588,4 +605,152 @@ fn relay_rate_limit_and_duplicate_suppression() {
     e.handle_datagram(now + Duration::from_secs(3), disc(5, 1)); // loop count 1: not relayed
     assert_eq!(relayed(&mut e), 0);
     assert_eq!(e.stats().duplicates, 1);
+}
+
+#[test]
+fn flood_relay_rate_limit_is_per_interface_and_still_delivers_locally() {
+    let config = Config {
+        seed: Some(5),
+        flood_relay_rate: RateLimit {
+            rate: 1.0,
+            burst: 2.0,
+        },
+        ..Config::default()
+    };
+    let mut e = two_link_engine(config);
+    let now = Instant::now();
+    let flood = |sid: u32, ifindex: u32, value: u64| Datagram {
+        ifindex,
+        src: SocketAddrV6::new(ll(9), 7017, 0, ifindex),
+        msg: Message::Flood(crate::wire::Flood {
+            session_id: SessionId(sid),
+            initiator: std::net::IpAddr::V6(ula(9)),
+            ttl_ms: 60_000,
+            tagged: vec![crate::wire::TaggedObjective {
+                objective: Objective::new("EX.news", SYNCH)
+                    .with_loop_count(4)
+                    .with_value(Value::from(value)),
+                locator: None,
+            }],
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    // Relayed copies, as (out interface, loop count).
+    let relayed = |e: &mut Engine| {
+        let mut out = Vec::new();
+        while let Some(t) = e.poll_transmit() {
+            if let Transmit::Multicast { ifindex, msg } = t {
+                let Message::Flood(f) = Message::decode(&msg).unwrap() else {
+                    panic!()
+                };
+                out.push((ifindex, f.tagged[0].objective.loop_count));
+            }
+        }
+        out
+    };
+    e.handle_datagram(now, flood(1, 1, 1));
+    assert_eq!(relayed(&mut e), vec![(2, 3)]);
+    e.handle_datagram(now, flood(1, 1, 1)); // a loop: suppressed
+    assert_eq!(relayed(&mut e), vec![]);
+    e.handle_datagram(now, flood(2, 1, 2));
+    assert_eq!(relayed(&mut e), vec![(2, 3)]);
+    // Interface 1's burst is spent; the third is not relayed...
+    e.handle_datagram(now, flood(3, 1, 3));
+    assert_eq!(relayed(&mut e), vec![]);
+    assert_eq!(e.stats().flood_relay_rate_limited, 1);
+    assert_eq!(e.stats().relay_rate_limited, 0);
+    // ...but local ASAs still get it: the limit is on relaying only.
+    let asa = match call(&mut e, now, 1, Command::RegisterAsa { name: "r".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    let Ok(Reply::Floods(entries)) = call(
+        &mut e,
+        now,
+        2,
+        Command::GetFlood {
+            asa,
+            name: "EX.news".into(),
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 1, "one source, one tag: one entry");
+    assert_eq!(entries[0].objective.value, Some(Value::from(3u64)));
+    // Interface 2 has its own bucket.
+    e.handle_datagram(now, flood(4, 2, 4));
+    assert_eq!(relayed(&mut e), vec![(1, 3)]);
+    // Refilled after a second.
+    e.handle_datagram(now + Duration::from_secs(1), flood(5, 1, 5));
+    assert_eq!(relayed(&mut e), vec![(2, 3)]);
+    assert_eq!(e.stats().floods_relayed, 4);
+    assert_eq!(e.stats().duplicates, 1);
+}
+
+#[test]
+fn response_rate_limit_per_interface() {
+    let config = Config {
+        seed: Some(6),
+        response_rate: RateLimit {
+            rate: 2.0,
+            burst: 2.0,
+        },
+        relay: Some(false),
+        ..Config::default()
+    };
+    let mut e = two_link_engine(config);
+    let now = Instant::now();
+    let asa = match call(&mut e, now, 1, Command::RegisterAsa { name: "r".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    call(
+        &mut e,
+        now,
+        2,
+        Command::RegisterObjective {
+            asa,
+            objective: Objective::new("EX.served", SYNCH),
+            options: RegisterOptions {
+                discoverable: true,
+                ..RegisterOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    let disc = |sid: u32, ifindex: u32| Datagram {
+        ifindex,
+        src: SocketAddrV6::new(ll(9), 5000, 0, ifindex),
+        msg: Message::Discovery(crate::wire::Discovery {
+            session_id: SessionId(sid),
+            initiator: std::net::IpAddr::V6(ll(9)),
+            objective: Objective::new("EX.served", SYNCH),
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    // Responses sent, counted by the connections they open.
+    let responses = |e: &mut Engine| {
+        let mut n = 0;
+        while let Some(t) = e.poll_transmit() {
+            if matches!(t, Transmit::Connect { .. }) {
+                n += 1;
+            }
+        }
+        n
+    };
+    for sid in 1..=5 {
+        e.handle_datagram(now, disc(sid, 1));
+    }
+    assert_eq!(responses(&mut e), 2, "burst of 2 on interface 1");
+    assert_eq!(e.stats().response_rate_limited, 3);
+    e.handle_datagram(now, disc(6, 2));
+    assert_eq!(responses(&mut e), 1, "interface 2 has its own bucket");
+    // 2 per second: half a second buys one more.
+    e.handle_datagram(now + Duration::from_millis(500), disc(7, 1));
+    e.handle_datagram(now + Duration::from_millis(500), disc(8, 1));
+    assert_eq!(responses(&mut e), 1);
+    assert_eq!(e.stats().responses_sent, 4);
+    assert_eq!(e.stats().response_rate_limited, 4);
 }

@@ -171,6 +171,8 @@ pub enum Command {
         /// ASA name, unique in this engine.
         name: String,
     },
+    /// The engine's counters (not an RFC 8991 call; for operators).
+    Stats,
     /// `deregister_asa`: also removes its objectives and listeners.
     DeregisterAsa {
         /// Handle.
@@ -340,6 +342,13 @@ pub enum Reply {
     Floods(Vec<FloodEntry>),
     /// A negotiation result.
     Negotiation(NegotiationOutcome),
+    /// The engine's counters and how many channels it has open.
+    Stats {
+        /// Counters since start.
+        stats: EngineStats,
+        /// Unicast channels open now.
+        open_channels: usize,
+    },
 }
 
 /// Something the engine tells its driver.
@@ -514,8 +523,11 @@ pub struct EngineStats {
     pub discoveries_relayed: u64,
     /// Floods relayed.
     pub floods_relayed: u64,
-    /// Relays refused by the rate limits.
+    /// Discovery relays refused by the relay rate limit.
     pub relay_rate_limited: u64,
+    /// Flood relays refused by the flood-relay rate limit (the flood is
+    /// still cached and delivered to local ASAs).
+    pub flood_relay_rate_limited: u64,
     /// Duplicate relayed discoveries/floods suppressed.
     pub duplicates: u64,
     /// Discovery responses sent.
