@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, Datagram, Inbound, InboundStream, Interface, Security,
     StatsCounters, TransportStats,
@@ -23,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::interfaces::{host_interfaces, preferred_address, select};
 use crate::stream::StreamChannel;
-use crate::{inbound_stream, Error};
+use crate::Error;
 
 /// Configuration of the plain ACP.
 #[derive(Clone, Debug)]
@@ -162,13 +166,20 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         tx.clone(),
         stats.clone(),
     ));
-    let accept_task = tokio::spawn(accept_loop(
+    // Connections are accepted by the inbound stream itself when the engine
+    // polls it (no task and queue between the listener and the engine: one
+    // wake-up less per connection, and the kernel's backlog is the queue).
+    let inbound = Acceptor {
         listener,
-        Arc::new(Semaphore::new(config.max_inbound_connections)),
+        local: None,
+        permits: Arc::new(Semaphore::new(config.max_inbound_connections)),
         limits,
-        tx,
-        stats.clone(),
-    ));
+        stats: stats.clone(),
+        datagrams: rx,
+        backoff: None,
+        accept_first: true,
+    };
+    drop(tx);
     info!(
         node = %node_addr,
         port,
@@ -184,9 +195,9 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         limits,
         connect_timeout: config.connect_timeout,
         stats,
-        tasks: vec![mc_task, accept_task],
+        tasks: vec![mc_task],
     };
-    Ok((Arc::new(transport), inbound_stream(rx)))
+    Ok((Arc::new(transport), inbound.boxed()))
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -351,47 +362,86 @@ async fn multicast_receive_loop(
     }
 }
 
-async fn accept_loop(
+/// The plain ACP's inbound stream: multicasts from the receive task's queue,
+/// and TCP connections accepted right here.
+struct Acceptor {
     listener: TcpListener,
+    /// Our end of every accepted channel: the listener's address (a
+    /// getsockname per connection would cost a syscall for nothing).
+    local: Option<SocketAddr>,
     permits: Arc<Semaphore>,
     limits: Limits,
-    tx: mpsc::Sender<Inbound>,
     stats: Arc<StatsCounters>,
-) {
-    // Our end of every accepted channel: the listener's address (a
-    // getsockname per connection would cost a syscall for nothing).
-    let local = listener
-        .local_addr()
-        .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(r) => r,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+    datagrams: mpsc::Receiver<Inbound>,
+    /// After an accept error (EMFILE and friends): wait instead of spinning.
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Alternates which source is polled first, so neither starves.
+    accept_first: bool,
+}
+
+impl Acceptor {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        loop {
+            if let Some(b) = &mut self.backoff {
+                ready!(b.as_mut().poll(cx));
+                self.backoff = None;
             }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%peer, "inbound connection limit reached; closing");
-            StatsCounters::bump(&stats.channels_refused);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let io = StreamChannel::new(stream, limits)
-            .with_stats(stats.clone())
-            .with_permit(permit);
-        let ch = Channel {
-            peer,
-            local,
-            io: Box::pin(io),
-        };
-        match tx.try_send(Inbound::Channel(ch)) {
-            Ok(()) => StatsCounters::bump(&stats.channels_accepted),
-            Err(mpsc::error::TrySendError::Full(_)) => StatsCounters::bump(&stats.channels_refused),
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            let (stream, peer) = match ready!(self.listener.poll_accept(cx)) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                    continue;
+                }
+            };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                debug!(%peer, "inbound connection limit reached; closing");
+                StatsCounters::bump(&self.stats.channels_refused);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let local = *self.local.get_or_insert_with(|| {
+                self.listener
+                    .local_addr()
+                    .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
+            });
+            let io = StreamChannel::new(stream, self.limits)
+                .with_stats(self.stats.clone())
+                .with_permit(permit);
+            StatsCounters::bump(&self.stats.channels_accepted);
+            return Poll::Ready(Inbound::Channel(Channel {
+                peer,
+                local,
+                io: Box::pin(io),
+            }));
         }
+    }
+}
+
+impl Stream for Acceptor {
+    type Item = Inbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        let this = &mut *self;
+        this.accept_first = !this.accept_first;
+        if this.accept_first {
+            if let Poll::Ready(i) = this.poll_accept(cx) {
+                return Poll::Ready(Some(i));
+            }
+            // The multicast task ending does not end the stream: unicast
+            // still works.
+            if let Poll::Ready(Some(i)) = this.datagrams.poll_recv(cx) {
+                return Poll::Ready(Some(i));
+            }
+        } else {
+            if let Poll::Ready(Some(i)) = this.datagrams.poll_recv(cx) {
+                return Poll::Ready(Some(i));
+            }
+            if let Poll::Ready(i) = this.poll_accept(cx) {
+                return Poll::Ready(Some(i));
+            }
+        }
+        Poll::Pending
     }
 }
 

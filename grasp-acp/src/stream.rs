@@ -14,6 +14,11 @@ use tokio_util::io::poll_read_buf;
 
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 4096;
+/// Bytes reserved for a read when nothing is buffered. Most GRASP messages
+/// are far smaller; an idle channel (a session waiting for its peer) then
+/// holds a few hundred bytes instead of a whole chunk. A larger message grows
+/// the buffer as it arrives.
+const FIRST_READ: usize = 256;
 
 /// A message channel over any byte stream: received bytes are split into
 /// whole messages with [`StreamDecoder`]; each sent message is written on its
@@ -105,8 +110,13 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
             }
-            // Never buffer more than one maximum-size message plus a chunk.
-            let want = READ_CHUNK.min(this.max + 1);
+            // Never buffer more than one maximum-size message plus a chunk;
+            // start small.
+            let want = if this.rbuf.is_empty() {
+                FIRST_READ
+            } else {
+                READ_CHUNK.min(this.max + 1)
+            };
             this.rbuf.reserve(want);
             match ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf)) {
                 Ok(0) => {

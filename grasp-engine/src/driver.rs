@@ -27,7 +27,9 @@ use crate::proto::{
 use crate::transport::{AcpTransport, Inbound, InboundStream, MessageIo};
 use crate::wire::Objective;
 
-/// Messages queued towards one channel.
+/// Messages queued towards one channel. The queue is `futures`' mpsc, which
+/// allocates per queued message rather than a block of slots up front: an
+/// idle channel (a session waiting for its peer) costs a few bytes, not 1 KiB.
 const CHANNEL_QUEUE: usize = 16;
 /// Messages from all channels towards the engine.
 const EVENT_QUEUE: usize = 1024;
@@ -50,6 +52,9 @@ pub(crate) struct Incoming {
     pub(crate) peer: SocketAddr,
 }
 
+type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
+type ChanRx = futures::channel::mpsc::Receiver<ChanOut>;
+
 enum ChanOut {
     Msg(Bytes),
     Close { linger: bool },
@@ -69,7 +74,7 @@ pub(crate) struct Driver {
     replies: HashMap<CommandId, oneshot::Sender<Result<Reply, ApiError>>>,
     listeners: HashMap<(AsaHandle, String), mpsc::Sender<Incoming>>,
     pending_listen: HashMap<CommandId, (AsaHandle, String, mpsc::Sender<Incoming>)>,
-    chans: HashMap<ChannelId, mpsc::Sender<ChanOut>>,
+    chans: HashMap<ChannelId, ChanTx>,
     ev_tx: mpsc::Sender<ChanEvent>,
     ev_rx: mpsc::Receiver<ChanEvent>,
     next_cmd: u64,
@@ -111,7 +116,7 @@ impl Driver {
                     Some(Inbound::Datagram(d)) => self.engine.handle_datagram(now(), d),
                     Some(Inbound::Channel(ch)) => {
                         let id = self.engine.allocate_channel();
-                        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+                        let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
                         self.chans.insert(id, tx);
                         tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
                         self.engine.handle_inbound_channel(now(), id, ch.peer);
@@ -198,7 +203,7 @@ impl Driver {
                 }
             }
             Transmit::Connect { channel, peer } => {
-                let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+                let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
                 self.chans.insert(channel, tx);
                 let transport = self.transport.clone();
                 let ev = self.ev_tx.clone();
@@ -215,7 +220,7 @@ impl Driver {
                 });
             }
             Transmit::Send { channel, msg } => {
-                let full = match self.chans.get(&channel) {
+                let full = match self.chans.get_mut(&channel) {
                     Some(tx) => tx.try_send(ChanOut::Msg(msg)).is_err(),
                     None => false,
                 };
@@ -227,7 +232,7 @@ impl Driver {
                 }
             }
             Transmit::Close { channel, linger } => {
-                if let Some(tx) = self.chans.remove(&channel) {
+                if let Some(mut tx) = self.chans.remove(&channel) {
                     let _ = tx.try_send(ChanOut::Close { linger });
                 }
             }
@@ -285,7 +290,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 async fn channel_task(
     id: ChannelId,
     mut io: Pin<Box<dyn MessageIo>>,
-    mut out: mpsc::Receiver<ChanOut>,
+    mut out: ChanRx,
     ev: mpsc::Sender<ChanEvent>,
 ) {
     loop {
@@ -306,7 +311,7 @@ async fn channel_task(
                     return;
                 }
             },
-            o = out.recv() => match o {
+            o = out.next() => match o {
                 Some(ChanOut::Msg(b)) => {
                     if let Err(e) = io.send(b).await {
                         debug!(?id, error = %e, "send failed");

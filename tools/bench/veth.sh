@@ -10,6 +10,7 @@
 #        tools/bench/veth.sh 60 1       (the 60 s flatness run)
 #   WORKERS=2 tools/bench/veth.sh       (tokio multi-thread runtime, 2 workers,
 #                                        both sides; default 0 = current-thread)
+#   SESSIONS=20000 tools/bench/veth.sh  (sessions held for the memory figure)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; shift || true
@@ -74,5 +75,11 @@ ip netns exec "$b" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp
 spid=$!
 sleep 1
 ip netns exec "$a" "$bin" client --mode grasp --peer fd00:1::2 --port $((port)) --seconds 1 --discoveries 1000
+wait "$spid"; cat /tmp/gb$$.srv
+echo "== memory per open negotiation session, ${SESSIONS:-10000} sessions held =="
+ip netns exec "$b" "$bin" hold-serve --port $((port + 1)) --seconds 10 > /tmp/gb$$.srv 2>&1 &
+spid=$!
+sleep 2
+ip netns exec "$a" "$bin" hold-client --peer fd00:1::2 --port $((port + 1)) --sessions "${SESSIONS:-10000}"
 wait "$spid"; cat /tmp/gb$$.srv
 rm -f /tmp/gb$$.srv

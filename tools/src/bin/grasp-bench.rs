@@ -111,6 +111,37 @@ enum Mode {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
+    /// Memory per open session over the plain ACP, server side: answer each
+    /// negotiation request with a counter-offer and hold the session open;
+    /// print the RSS per held session (run `hold-client` in the other
+    /// namespace; `tools/bench/veth.sh` does).
+    HoldServe {
+        /// Interface.
+        #[arg(long, default_value = "ba0")]
+        iface: String,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 7018)]
+        port: u16,
+        /// How long to run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Memory per open session over the plain ACP, client side: open
+    /// `--sessions` negotiations, keep them open, print the RSS per session.
+    HoldClient {
+        /// Interface.
+        #[arg(long, default_value = "ab0")]
+        iface: String,
+        /// The server's address.
+        #[arg(long)]
+        peer: std::net::Ipv6Addr,
+        /// The server's port.
+        #[arg(long, default_value_t = 7018)]
+        port: u16,
+        /// Sessions to open and hold.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
     /// Two nodes on the in-memory fabric, one core.
     Fabric {
         /// Run time.
@@ -177,6 +208,21 @@ fn main() -> Result<()> {
             concurrency.max(1),
             discoveries,
             negotiate,
+        )),
+        Mode::HoldServe {
+            iface,
+            port,
+            seconds,
+        } => runtime(0)?.block_on(hold_serve(iface, port, Duration::from_secs(seconds))),
+        Mode::HoldClient {
+            iface,
+            peer,
+            port,
+            sessions,
+        } => runtime(0)?.block_on(hold_client(
+            iface,
+            std::net::SocketAddr::from((peer, port)),
+            sessions,
         )),
         Mode::Memory { sessions } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -517,6 +563,106 @@ async fn client(
         cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
         errors.load(Ordering::Relaxed)
     );
+    Ok(())
+}
+
+/// Raises the open-file limit to its hard maximum (one socket per session).
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A plain-ACP node with room for many open sessions.
+async fn hold_node(iface: &str, port: u16) -> Result<(Arc<grasp_acp::plain::Transport>, Grasp)> {
+    raise_nofile();
+    let (t, inbound) = grasp_acp::plain::bind(
+        grasp_acp::plain::Config::default()
+            .interfaces([iface])
+            .port(port)
+            .max_inbound_connections(200_000),
+    )
+    .await?;
+    Ok((t.clone(), Grasp::start(t, inbound, bench_config())))
+}
+
+async fn hold_serve(iface: String, port: u16, run: Duration) -> Result<()> {
+    let (_t, g) = hold_node(&iface, port).await?;
+    let asa = g.register_asa("hold-server").await?;
+    let o = bench_objective(3)?;
+    asa.register_objective(&o, RegisterOptions::default())
+        .await?;
+    let listener = asa.listen_negotiate("EX.bench").await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = rss_kib();
+    println!("hold server on port {port}, idle RSS {idle} KiB");
+    // Each request gets a counter-offer whose answer we wait for (600 s):
+    // the session stays open on both ends. The parked task is part of what
+    // an ASA holding a session costs, so it is counted.
+    tokio::spawn(async move {
+        while let Some((session, req)) = listener.next().await {
+            tokio::spawn(async move { session.step(&req, Duration::from_secs(600)).await });
+        }
+    });
+    let deadline = tokio::time::Instant::now() + run;
+    let mut peak = (0usize, idle);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, open) = g.stats().await?;
+        if open > peak.0 {
+            peak = (open, rss_kib());
+        }
+    }
+    let (open, rss) = peak;
+    println!(
+        "hold server: peak {open} open sessions, RSS {rss} KiB, {:.2} KiB per session",
+        rss.saturating_sub(idle) as f64 / open.max(1) as f64
+    );
+    Ok(())
+}
+
+async fn hold_client(iface: String, peer: std::net::SocketAddr, n: usize) -> Result<()> {
+    let (_t, g) = hold_node(&iface, 0).await?;
+    let asa = g.register_asa("hold-client").await?;
+    let o = bench_objective(3)?;
+    asa.register_objective(&o, RegisterOptions::default())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = rss_kib();
+    let std::net::IpAddr::V6(addr) = peer.ip() else {
+        bail!("IPv6 peer expected")
+    };
+    let locator = AsaLocator::new(grasp_engine::wire::Locator::tcp6(addr, peer.port()));
+    let mut held = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    // A burst can overflow the server's listener queue (bounded: the request
+    // is then refused); retry those, within a bound.
+    let mut refused = 0;
+    while held.len() < n {
+        match asa
+            .request_negotiate(&o, Some(locator.clone()), Duration::from_secs(600))
+            .await
+        {
+            Ok(Negotiation::Step { session, .. }) => held.push(session),
+            Ok(other) => bail!("expected a counter-offer, got {other:?}"),
+            Err(e) if refused < n => {
+                refused += 1;
+                tracing::debug!(error = %e, "refused; retrying");
+            }
+            Err(e) => bail!("{refused} refusals, the last: {e}"),
+        }
+    }
+    let rss = rss_kib();
+    let (_, open) = g.stats().await?;
+    println!(
+        "hold client: {n} sessions opened in {:.2} s ({refused} refused and retried), {open} open; idle RSS {idle} KiB, now {rss} KiB, {:.2} KiB per session",
+        t0.elapsed().as_secs_f64(),
+        rss.saturating_sub(idle) as f64 / n.max(1) as f64
+    );
+    // Keep them open while the server samples, then end them all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(held);
     Ok(())
 }
 
