@@ -386,6 +386,10 @@ async fn serve(
         }
     }
     tokio::time::sleep(run).await;
+    if let Some((g, _)) = &keep {
+        let (stats, open) = g.stats().await?;
+        println!("engine: {open} channels open at the end; {stats:?}");
+    }
     drop(keep);
     let cpu = cpu_time() - cpu0;
     let n = served.load(Ordering::Relaxed);
