@@ -1,0 +1,86 @@
+//! Seal/open throughput for 64 B, 512 B and 2 KiB messages, multicast and
+//! unicast, and the key derivation with the default argon2id parameters.
+//!
+//! `cargo bench -p grasp-quads --bench seal`
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use grasp_quads::{DomainKey, KdfParams, KeyRing, MasterSecret, Password, QuadsConfig, Sealer};
+
+fn ring() -> KeyRing {
+    KeyRing::new(DomainKey::from_master(&MasterSecret::from_bytes([7; 32])))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quads");
+    for size in [64usize, 512, 2048] {
+        let msg = vec![0x5a; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        let s = Sealer::new(ring(), QuadsConfig::default());
+        g.bench_with_input(BenchmarkId::new("seal_multicast", size), &msg, |b, m| {
+            b.iter(|| s.seal_multicast(now_ms(), m))
+        });
+        // Opening needs a fresh counter each time (replay protection), so
+        // seal a batch up front and open it in order.
+        let sender = Sealer::new(ring(), QuadsConfig::default());
+        g.bench_with_input(BenchmarkId::new("open_multicast", size), &msg, |b, m| {
+            b.iter_custom(|iters| {
+                let recs: Vec<Vec<u8>> = (0..iters).map(|_| sender.seal_multicast(now_ms(), m)).collect();
+                let t = now_ms();
+                let start = Instant::now();
+                for r in &recs {
+                    s.open_multicast(t, r).expect("opens");
+                }
+                start.elapsed()
+            })
+        });
+        // Unicast: one channel, records after the opening exchange.
+        g.bench_with_input(BenchmarkId::new("unicast_seal_open", size), &msg, |b, m| {
+            let a = Sealer::new(ring(), QuadsConfig::default());
+            let z = Sealer::new(ring(), QuadsConfig::default());
+            let mut ini = a.initiator();
+            let mut res = z.responder();
+            let t = now_ms();
+            res.open(t, &ini.seal(t, m).unwrap()).unwrap();
+            ini.open(t, &res.seal(t, m).unwrap()).unwrap();
+            b.iter(|| res.open(t, &ini.seal(t, m).unwrap()).unwrap())
+        });
+    }
+    g.finish();
+    // A whole channel's crypto: open + answer (key derivations included).
+    let mut g = c.benchmark_group("quads_channel");
+    let a = Sealer::new(ring(), QuadsConfig::default());
+    let z = Sealer::new(ring(), QuadsConfig {
+        replay_cache: 1 << 24,
+        ..QuadsConfig::default()
+    });
+    let msg = vec![0x5a; 40];
+    g.bench_function("open_and_answer_40B", |b| {
+        b.iter(|| {
+            let t = now_ms();
+            let mut ini = a.initiator();
+            let mut res = z.responder();
+            res.open(t, &ini.seal(t, &msg).unwrap()).unwrap();
+            ini.open(t, &res.seal(t, &msg).unwrap()).unwrap();
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("quads_kdf");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let pw = Password::new("grasp-test-password").unwrap();
+    g.bench_function("argon2id_default_params", |b| {
+        b.iter(|| MasterSecret::derive(&pw, "lab", KdfParams::default()).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
