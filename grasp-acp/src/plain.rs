@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::interfaces::{host_interfaces, preferred_address, select};
-use crate::stream::StreamChannel;
+use crate::stream::{Framer, StreamChannel};
 use crate::Error;
 
 /// Configuration of the plain ACP.
@@ -57,6 +57,9 @@ pub struct Config {
     /// Override the node address (otherwise ULA, else global, else
     /// link-local).
     pub node_address: Option<Ipv6Addr>,
+    /// How TCP byte streams are split into messages; `None` (the default)
+    /// means CBOR items. Only graspy's legacy QUADS needs another.
+    pub framer: Option<Arc<dyn Framer>>,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             max_inbound_connections: 1024,
             inbound_queue: 1024,
             node_address: None,
+            framer: None,
         }
     }
 }
@@ -79,6 +83,12 @@ impl Config {
     /// Uses exactly these interfaces.
     pub fn interfaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
         self.interfaces = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Splits TCP streams with `framer` instead of as CBOR items.
+    pub fn framer(mut self, framer: Arc<dyn Framer>) -> Self {
+        self.framer = Some(framer);
         self
     }
 
@@ -121,6 +131,7 @@ pub struct Transport {
     multicast_port: u16,
     send: Arc<UdpSocket>,
     limits: Limits,
+    framer: Option<Arc<dyn Framer>>,
     connect_timeout: Duration,
     stats: Arc<StatsCounters>,
     tasks: Vec<JoinHandle<()>>,
@@ -174,6 +185,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         local: None,
         permits: Arc::new(Semaphore::new(config.max_inbound_connections)),
         limits,
+        framer: config.framer.clone(),
         stats: stats.clone(),
         datagrams: rx,
         backoff: None,
@@ -193,6 +205,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         multicast_port: config.multicast_port,
         send: Arc::new(send),
         limits,
+        framer: config.framer.clone(),
         connect_timeout: config.connect_timeout,
         stats,
         tasks: vec![mc_task],
@@ -371,6 +384,7 @@ struct Acceptor {
     local: Option<SocketAddr>,
     permits: Arc<Semaphore>,
     limits: Limits,
+    framer: Option<Arc<dyn Framer>>,
     stats: Arc<StatsCounters>,
     datagrams: mpsc::Receiver<Inbound>,
     /// After an accept error (EMFILE and friends): wait instead of spinning.
@@ -406,6 +420,7 @@ impl Acceptor {
                     .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
             });
             let io = StreamChannel::new(stream, self.limits)
+                .with_framer(self.framer.clone())
                 .with_stats(self.stats.clone())
                 .with_permit(permit);
             StatsCounters::bump(&self.stats.channels_accepted);
@@ -509,7 +524,11 @@ impl Transport {
         Ok(Channel {
             peer,
             local,
-            io: Box::pin(StreamChannel::new(stream, self.limits).with_stats(self.stats.clone())),
+            io: Box::pin(
+                StreamChannel::new(stream, self.limits)
+                    .with_framer(self.framer.clone())
+                    .with_stats(self.stats.clone()),
+            ),
         })
     }
 }

@@ -20,6 +20,15 @@ const READ_CHUNK: usize = 4096;
 /// the buffer as it arrives.
 const FIRST_READ: usize = 256;
 
+/// Splits a byte stream into messages when messages are not CBOR items on
+/// the wire (graspy's legacy QUADS ciphertexts). The default is CBOR
+/// framing with [`StreamDecoder`].
+pub trait Framer: Send + Sync + std::fmt::Debug {
+    /// The length of the first whole message at the front of `buf`, or
+    /// `None` if more bytes are needed.
+    fn split(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError>;
+}
+
 /// A message channel over any byte stream: received bytes are split into
 /// whole messages with [`StreamDecoder`]; each sent message is written on its
 /// own, never coalesced with the next one (graspy reads one message per
@@ -32,6 +41,7 @@ const FIRST_READ: usize = 256;
 pub struct StreamChannel<S> {
     io: S,
     decoder: StreamDecoder,
+    framer: Option<Arc<dyn Framer>>,
     rbuf: BytesMut,
     /// The message being written, and how much of it is written.
     wbuf: Option<Bytes>,
@@ -58,6 +68,7 @@ impl<S> StreamChannel<S> {
         StreamChannel {
             io,
             decoder: StreamDecoder::new(limits),
+            framer: None,
             rbuf: BytesMut::new(),
             wbuf: None,
             read_done: false,
@@ -71,6 +82,27 @@ impl<S> StreamChannel<S> {
     pub fn with_stats(mut self, stats: Arc<StatsCounters>) -> Self {
         self.stats = Some(stats);
         self
+    }
+
+    /// Splits received bytes with `framer` instead of as CBOR items.
+    pub fn with_framer(mut self, framer: Option<Arc<dyn Framer>>) -> Self {
+        self.framer = framer;
+        self
+    }
+
+    fn split(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        let Some(f) = &self.framer else {
+            return self.decoder.decode(&mut self.rbuf);
+        };
+        match f.split(&self.rbuf)? {
+            Some(n) if n > 0 && n <= self.rbuf.len() => Ok(Some(self.rbuf.split_to(n).freeze())),
+            Some(_) => Err(DecodeError::Truncated { offset: 0 }),
+            None if self.rbuf.len() > self.max => Err(DecodeError::TooLarge {
+                len: self.rbuf.len(),
+                max: self.max,
+            }),
+            None => Ok(None),
+        }
     }
 
     /// Keeps `permit` until the channel is dropped.
@@ -105,7 +137,7 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
             if this.read_done {
                 return Poll::Ready(None);
             }
-            match this.decoder.decode(&mut this.rbuf) {
+            match this.split() {
                 Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),

@@ -33,7 +33,9 @@ fn bench(c: &mut Criterion) {
         let sender = Sealer::new(ring(), QuadsConfig::default());
         g.bench_with_input(BenchmarkId::new("open_multicast", size), &msg, |b, m| {
             b.iter_custom(|iters| {
-                let recs: Vec<Vec<u8>> = (0..iters).map(|_| sender.seal_multicast(now_ms(), m)).collect();
+                let recs: Vec<Vec<u8>> = (0..iters)
+                    .map(|_| sender.seal_multicast(now_ms(), m))
+                    .collect();
                 let t = now_ms();
                 let start = Instant::now();
                 for r in &recs {
@@ -58,10 +60,13 @@ fn bench(c: &mut Criterion) {
     // A whole channel's crypto: open + answer (key derivations included).
     let mut g = c.benchmark_group("quads_channel");
     let a = Sealer::new(ring(), QuadsConfig::default());
-    let z = Sealer::new(ring(), QuadsConfig {
-        replay_cache: 1 << 24,
-        ..QuadsConfig::default()
-    });
+    let z = Sealer::new(
+        ring(),
+        QuadsConfig {
+            replay_cache: 1 << 24,
+            ..QuadsConfig::default()
+        },
+    );
     let msg = vec![0x5a; 40];
     g.bench_function("open_and_answer_40B", |b| {
         b.iter(|| {

@@ -134,7 +134,8 @@ pub fn read_key_file(path: &Path) -> Result<KeyFile, Error> {
         path: shown.clone(),
         source,
     })?);
-    let raw: Raw = toml::from_str(&text).map_err(|e| bad(format!("not a key file: {}", e.message())))?;
+    let raw: Raw =
+        toml::from_str(&text).map_err(|e| bad(format!("not a key file: {}", e.message())))?;
     if raw.format != FORMAT {
         return Err(bad(format!("format {:?}, expected {FORMAT:?}", raw.format)));
     }
@@ -188,7 +189,10 @@ mod tests {
         assert_eq!(back.domain, "lab");
         assert_eq!(back.params, KdfParams::default());
         // No overwrite without force.
-        assert!(matches!(write_key_file(&p, &sample(), false), Err(Error::Exists(_))));
+        assert!(matches!(
+            write_key_file(&p, &sample(), false),
+            Err(Error::Exists(_))
+        ));
         write_key_file(&p, &sample(), true).unwrap();
         // Group-readable: refused with the fix in the message.
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();

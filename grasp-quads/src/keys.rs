@@ -187,7 +187,9 @@ pub struct DomainKey {
 
 impl fmt::Debug for DomainKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DomainKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("DomainKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -215,7 +217,9 @@ impl DomainKey {
         domain: &str,
         params: KdfParams,
     ) -> Result<Self, Error> {
-        Ok(Self::from_master(&MasterSecret::derive(password, domain, params)?))
+        Ok(Self::from_master(&MasterSecret::derive(
+            password, domain, params,
+        )?))
     }
 
     /// The public key identifier.
@@ -231,7 +235,12 @@ impl DomainKey {
     /// randoms, info = "GRASP-QUADS-v1 " || direction)`.
     pub(crate) fn unicast_aead(&self, randoms: &[u8], direction: &[u8]) -> Aes256Gcm {
         let mut k = Zeroizing::new([0u8; 32]);
-        hkdf_into(&self.unicast[..], randoms, &[LABEL, b" ", direction], &mut k[..]);
+        hkdf_into(
+            &self.unicast[..],
+            randoms,
+            &[LABEL, b" ", direction],
+            &mut k[..],
+        );
         Aes256Gcm::new((&*k).into())
     }
 }
@@ -306,7 +315,8 @@ mod tests {
             hex::encode(domain_salt("example")),
             // SHA-256("GRASP-QUADS-v1 salt\0example")
             {
-                let d = ring::digest::digest(&ring::digest::SHA256, b"GRASP-QUADS-v1 salt\0example");
+                let d =
+                    ring::digest::digest(&ring::digest::SHA256, b"GRASP-QUADS-v1 salt\0example");
                 hex::encode(d.as_ref())
             }
         );

@@ -201,7 +201,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A key file is readable by group or others.
-    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions {
         /// The file.
         path: String,

@@ -106,8 +106,12 @@ impl<'a> Cursor<'a> {
         let v = match info {
             0..=23 => u64::from(info),
             24 => u64::from(self.take(1)?[0]),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().unwrap_or([0; 2]))),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().unwrap_or([0; 4]))),
+            25 => u64::from(u16::from_be_bytes(
+                self.take(2)?.try_into().unwrap_or([0; 2]),
+            )),
+            26 => u64::from(u32::from_be_bytes(
+                self.take(4)?.try_into().unwrap_or([0; 4]),
+            )),
             27 => u64::from_be_bytes(self.take(8)?.try_into().unwrap_or([0; 8])),
             _ => return Err(DropReason::Malformed),
         };
@@ -177,7 +181,10 @@ mod tests {
         push_bytes(&mut r, b"ciphertext-and-tag");
         let p = parse(&r).unwrap();
         assert_eq!(p.kind, kind::OPEN);
-        assert_eq!(p.fields, vec![Item::Bytes(&[1; 8]), Item::Uint(1_700_000_000_000)]);
+        assert_eq!(
+            p.fields,
+            vec![Item::Bytes(&[1; 8]), Item::Uint(1_700_000_000_000)]
+        );
         assert_eq!(p.header, &r[..hdr]);
         assert_eq!(p.ciphertext, b"ciphertext-and-tag");
         // Every truncation is Truncated, never a panic.
@@ -192,7 +199,10 @@ mod tests {
         v[1] = 2;
         assert_eq!(parse(&v).unwrap_err(), DropReason::UnknownVersion);
         assert_eq!(parse(&[0x81, 0x00]).unwrap_err(), DropReason::Malformed);
-        assert_eq!(parse(&[0x83, 0x01, 0x04, 0x01]).unwrap_err(), DropReason::Malformed);
+        assert_eq!(
+            parse(&[0x83, 0x01, 0x04, 0x01]).unwrap_err(),
+            DropReason::Malformed
+        );
         // A claimed length far beyond the input is Truncated, not an allocation.
         assert_eq!(
             parse(&[0x83, 0x01, 0x04, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])

@@ -262,7 +262,7 @@ impl OpenCache {
 /// State shared by a node's sealing and opening.
 #[derive(Debug)]
 pub struct Sealer {
-    pub(crate) ring: KeyRing,
+    ring: std::sync::RwLock<Arc<KeyRing>>,
     pub(crate) config: QuadsConfig,
     rng: SystemRandom,
     /// Our multicast sender id and next counter.
@@ -280,12 +280,23 @@ impl Sealer {
         Arc::new(Sealer {
             windows: Mutex::new(ReplayWindows::new(config.multicast_senders)),
             opens: Mutex::new(OpenCache::new(config.replay_cache)),
-            ring,
+            ring: std::sync::RwLock::new(Arc::new(ring)),
             config,
             rng,
             mc: Mutex::new((sender, 0)),
             counters: Counters::default(),
         })
+    }
+
+    /// The keys in force.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the keys (a rotation step). Channels already open keep the
+    /// keys they started with; new records use the new ring.
+    pub fn set_ring(&self, ring: KeyRing) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
     }
 
     /// The counters.
@@ -316,8 +327,15 @@ impl Sealer {
         self.seal_multicast_as(sender, counter, now_ms, plaintext)
     }
 
-    fn seal_multicast_as(&self, sender: [u8; 8], counter: u64, now_ms: u64, plaintext: &[u8]) -> Vec<u8> {
-        let key = self.ring.current();
+    fn seal_multicast_as(
+        &self,
+        sender: [u8; 8],
+        counter: u64,
+        now_ms: u64,
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        let ring = self.ring();
+        let key = ring.current();
         let mut out = record::start(7, kind::MULTICAST, plaintext.len() + OVERHEAD);
         record::push_bytes(&mut out, &key.id().0);
         record::push_bytes(&mut out, &sender);
@@ -340,7 +358,9 @@ impl Sealer {
             }
             Err(e) => {
                 self.counters.note_drop(*e);
-                self.counters.multicast_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .multicast_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         r
@@ -366,7 +386,8 @@ impl Sealer {
         if counter > u64::from(u32::MAX) {
             return Err(DropReason::Malformed);
         }
-        let key = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
+        let ring = self.ring();
+        let key = ring.get(&id).ok_or(DropReason::UnknownKey)?;
         if !self.fresh(t, now_ms) {
             return Err(DropReason::Stale);
         }
@@ -388,9 +409,11 @@ impl Sealer {
     }
 
     fn initiator_with(self: &Arc<Self>, cr: [u8; 16]) -> UnicastSession {
-        let key = self.ring.current();
+        let ring = self.ring();
+        let key = ring.current();
         UnicastSession {
             sealer: self.clone(),
+            ring: ring.clone(),
             state: State::Initiator {
                 key_id: key.id(),
                 cr,
@@ -404,6 +427,7 @@ impl Sealer {
     pub fn responder(self: &Arc<Self>) -> UnicastSession {
         UnicastSession {
             sealer: self.clone(),
+            ring: self.ring(),
             state: State::ResponderNew { sr: None },
         }
     }
@@ -425,9 +449,7 @@ enum State {
         session: Option<Keys>,
     },
     /// `sr` is drawn when the first record arrives (fixed only in tests).
-    ResponderNew {
-        sr: Option<[u8; 16]>,
-    },
+    ResponderNew { sr: Option<[u8; 16]> },
     Responder {
         /// The initiator's opening key, for its early records.
         early: (Aes256Gcm, u64),
@@ -440,6 +462,8 @@ enum State {
 /// One unicast channel's crypto state.
 pub struct UnicastSession {
     sealer: Arc<Sealer>,
+    /// The keys in force when the channel was created.
+    ring: Arc<KeyRing>,
     state: State,
 }
 
@@ -542,7 +566,7 @@ impl UnicastSession {
                         return Err(DropReason::Malformed);
                     }
                     let sr = bytes16(p.fields.first())?;
-                    let key = sealer.ring.get(key_id).ok_or(DropReason::UnknownKey)?;
+                    let key = self.ring.get(key_id).ok_or(DropReason::UnknownKey)?;
                     let randoms = [&cr[..], &sr[..]].concat();
                     let s2c = key.unicast_aead(&randoms, b"s2c");
                     let pt = open_ct(&s2c, &counter_nonce(0), p.header, p.ciphertext)?;
@@ -573,7 +597,7 @@ impl UnicastSession {
                 let id = key_id(p.fields.first())?;
                 let cr = bytes16(p.fields.get(1))?;
                 let t = uint(p.fields.get(2))?;
-                let key: &DomainKey = sealer.ring.get(&id).ok_or(DropReason::UnknownKey)?;
+                let key: &DomainKey = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
                 if !sealer.fresh(t, now_ms) {
                     return Err(DropReason::Stale);
                 }
@@ -651,16 +675,20 @@ mod tests {
     // cryptography's HKDF and AESGCM) from the format in the crate docs.
     const KAT_MULTICAST: &str = "870100483249f5db67bf18b1480102030405060708051b0000018bcfe5680052c743bf7275f48f25e04f1640a841ddf45c99";
     const KAT_OPEN: &str = "860101483249f5db67bf18b150111111111111111111111111111111111b0000018bcfe5680054095d93025f12522178f9e0386f322d891c0b4290";
-    const KAT_ANSWER: &str = "84010250222222222222222222222222222222225456ba9773fad9f0d705bde18b924a8716731e98f3";
+    const KAT_ANSWER: &str =
+        "84010250222222222222222222222222222222225456ba9773fad9f0d705bde18b924a8716731e98f3";
     const KAT_DATA: &str = "83010452ee866904d4c609514b16d16b361c661a8f50";
 
     #[test]
     fn known_answers_for_the_record_format() {
         let s = sealer(kat_key());
-        assert_eq!(s.ring.current().id().to_string(), "3249f5db67bf18b1");
+        assert_eq!(s.ring().current().id().to_string(), "3249f5db67bf18b1");
         let mc = s.seal_multicast_as([1, 2, 3, 4, 5, 6, 7, 8], 5, T, &[0x81, 0x00]);
         assert_eq!(hex::encode(&mc), KAT_MULTICAST);
-        assert_eq!(sealer(kat_key()).open_multicast(T, &mc).unwrap(), vec![0x81, 0x00]);
+        assert_eq!(
+            sealer(kat_key()).open_multicast(T, &mc).unwrap(),
+            vec![0x81, 0x00]
+        );
 
         let mut ini = s.initiator_with([0x11; 16]);
         let open = ini.seal(T, &hex::decode("8304010a").unwrap()).unwrap();
@@ -668,6 +696,7 @@ mod tests {
         let r = sealer(kat_key());
         let mut res = UnicastSession {
             sealer: r.clone(),
+            ring: r.ring(),
             state: State::ResponderNew {
                 sr: Some([0x22; 16]),
             },
@@ -707,7 +736,10 @@ mod tests {
         t[last] ^= 0x80;
         assert_eq!(b.open_multicast(T, &t), Err(DropReason::AuthFailed));
         // Truncation.
-        assert_eq!(b.open_multicast(T, &rec[..rec.len() - 3]), Err(DropReason::Truncated));
+        assert_eq!(
+            b.open_multicast(T, &rec[..rec.len() - 3]),
+            Err(DropReason::Truncated)
+        );
         // Wrong key: another domain's id is unknown here.
         let c = sealer(other_key());
         assert_eq!(c.open_multicast(T, &rec), Err(DropReason::UnknownKey));
@@ -740,16 +772,25 @@ mod tests {
         let b = sealer(kat_key());
         let mut ini = a.initiator();
         let mut res = b.responder();
-        assert!(res.seal(T, b"too early").is_err(), "a responder never speaks first");
+        assert!(
+            res.seal(T, b"too early").is_err(),
+            "a responder never speaks first"
+        );
         let open = ini.seal(T, b"req").unwrap();
         let early = ini.seal(T, b"more").unwrap();
         assert_eq!(res.open(T, &open).unwrap(), b"req");
         assert_eq!(res.open(T, &early).unwrap(), b"more");
         for i in 0..3 {
             let m = format!("answer {i}");
-            assert_eq!(ini.open(T, &res.seal(T, m.as_bytes()).unwrap()).unwrap(), m.as_bytes());
+            assert_eq!(
+                ini.open(T, &res.seal(T, m.as_bytes()).unwrap()).unwrap(),
+                m.as_bytes()
+            );
             let m = format!("step {i}");
-            assert_eq!(res.open(T, &ini.seal(T, m.as_bytes()).unwrap()).unwrap(), m.as_bytes());
+            assert_eq!(
+                res.open(T, &ini.seal(T, m.as_bytes()).unwrap()).unwrap(),
+                m.as_bytes()
+            );
         }
         // A record replayed inside the channel fails (counter moved on).
         let d = ini.seal(T, b"once").unwrap();
@@ -770,7 +811,10 @@ mod tests {
         let n = open2.len();
         open2[n - 5] ^= 1;
         assert_eq!(b.responder().open(T, &open2), Err(DropReason::AuthFailed));
-        assert_eq!(b.responder().open(T, &open2[..n - 1]), Err(DropReason::Truncated));
+        assert_eq!(
+            b.responder().open(T, &open2[..n - 1]),
+            Err(DropReason::Truncated)
+        );
     }
 
     #[test]
@@ -783,10 +827,15 @@ mod tests {
                 ..QuadsConfig::default()
             },
         );
-        let opens: Vec<_> = (0..3).map(|_| a.initiator().seal(T, b"r").unwrap()).collect();
+        let opens: Vec<_> = (0..3)
+            .map(|_| a.initiator().seal(T, b"r").unwrap())
+            .collect();
         assert!(b.responder().open(T, &opens[0]).is_ok());
         assert!(b.responder().open(T, &opens[1]).is_ok());
-        assert_eq!(b.responder().open(T, &opens[2]), Err(DropReason::ReplayCacheFull));
+        assert_eq!(
+            b.responder().open(T, &opens[2]),
+            Err(DropReason::ReplayCacheFull)
+        );
         // Once the window has passed, room again.
         let later = a.initiator().seal(T + 40_000, b"r").unwrap();
         assert!(b.responder().open(T + 40_000, &later).is_ok());
@@ -797,8 +846,14 @@ mod tests {
         let k_old = || kat_key();
         let k_new = || other_key();
         // Phase 1: everyone accepts the new key; A already sends under it.
-        let a = Sealer::new(KeyRing::new(k_new()).accept(k_old()).unwrap(), QuadsConfig::default());
-        let b = Sealer::new(KeyRing::new(k_old()).accept(k_new()).unwrap(), QuadsConfig::default());
+        let a = Sealer::new(
+            KeyRing::new(k_new()).accept(k_old()).unwrap(),
+            QuadsConfig::default(),
+        );
+        let b = Sealer::new(
+            KeyRing::new(k_old()).accept(k_new()).unwrap(),
+            QuadsConfig::default(),
+        );
         let mc = a.seal_multicast(T, b"m");
         assert_eq!(b.open_multicast(T, &mc).unwrap(), b"m");
         let mc = b.seal_multicast(T, b"n");
@@ -809,6 +864,9 @@ mod tests {
         assert_eq!(ini.open(T, &res.seal(T, b"a").unwrap()).unwrap(), b"a");
         // A node that does not know the new key drops it, counted.
         let c = sealer(k_old());
-        assert_eq!(c.open_multicast(T, &a.seal_multicast(T, b"m")), Err(DropReason::UnknownKey));
+        assert_eq!(
+            c.open_multicast(T, &a.seal_multicast(T, b"m")),
+            Err(DropReason::UnknownKey)
+        );
     }
 }

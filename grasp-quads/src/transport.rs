@@ -30,7 +30,7 @@ pub struct QuadsTransport {
 impl std::fmt::Debug for QuadsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuadsTransport")
-            .field("keys", &self.sealer.ring.ids())
+            .field("keys", &self.sealer.ring().ids())
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +118,14 @@ pub async fn bind_plain(
 }
 
 impl QuadsTransport {
+    /// Replaces the keys while running (a step of a key rotation): new
+    /// records are sealed under the new ring's current key and opened under
+    /// any of its keys; channels already open finish under their own keys.
+    pub fn set_keys(&self, ring: KeyRing) {
+        info!(key = %ring.current().id(), accepted = ?ring.ids(), "QUADS keys changed");
+        self.sealer.set_ring(ring);
+    }
+
     /// The QUADS counters (sealed, opened, dropped by reason).
     pub fn quads_stats(&self) -> QuadsStats {
         self.sealer.stats()
@@ -197,15 +205,18 @@ impl Stream for QuadsChannel {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(rec))) => Poll::Ready(Some(
-                match this.session.open(now_ms(), &rec) {
+            Poll::Ready(Some(Ok(rec))) => {
+                Poll::Ready(Some(match this.session.open(now_ms(), &rec) {
                     Ok(pt) => Ok(Bytes::from(pt)),
                     Err(reason) => {
                         this.log.note(reason, &this.peer, "unicast");
-                        Err(AcpError::Auth(format!("QUADS record from {}: {reason}", this.peer)))
+                        Err(AcpError::Auth(format!(
+                            "QUADS record from {}: {reason}",
+                            this.peer
+                        )))
                     }
-                },
-            )),
+                }))
+            }
             other => other,
         }
     }

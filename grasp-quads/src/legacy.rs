@@ -1,0 +1,510 @@
+//! graspy's QUADS, bit for bit, for joining an existing graspy domain.
+//!
+//! **No integrity protection.** Every message is AES-256-CBC with PKCS#7
+//! padding under one key and one fixed IV (derived from the key), with no
+//! MAC: anyone on the link can flip bits in a message undetected, replay
+//! any message, and see when two messages are equal. Use it only to talk
+//! to graspy, only when configured explicitly; [`wrap_legacy`] logs a loud
+//! warning at start-up.
+//!
+//! ```text
+//! key = PBKDF2-HMAC-SHA256(password, salt = f474526a2e74accee189f1fbc1c34ceb, 100 000 iterations, 32 bytes)
+//! k   = key[0] % 10
+//! iv  = key[k .. k + 16]
+//! wire = AES-256-CBC(key, iv, PKCS#7(cbor(message)))     (every message, unicast and multicast)
+//! ```
+//!
+//! On TCP the ciphertexts are written back to back with no length, as graspy
+//! does; [`LegacyFramer`] finds where each ends (CBC restarts from the fixed
+//! IV at every message, so the first message's plaintext is decrypted block
+//! by block until it is exactly one CBOR item followed by valid padding).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Sink, Stream, StreamExt};
+use grasp_engine::transport::{
+    AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
+    TransportStats,
+};
+use grasp_engine::wire::{DecodeError, Limits, Locator, StreamDecoder};
+use tracing::{debug, warn};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{DropReason, Error, Password};
+
+type Enc = cbc::Encryptor<aes::Aes256>;
+type Dec = cbc::Decryptor<aes::Aes256>;
+
+/// graspy's fixed PBKDF2 salt (`b'\xf4tRj.t\xac\xce\xe1\x89\xf1\xfb\xc1\xc3L\xeb'`).
+pub const GRASPY_SALT: [u8; 16] = [
+    0xf4, 0x74, 0x52, 0x6a, 0x2e, 0x74, 0xac, 0xce, 0xe1, 0x89, 0xf1, 0xfb, 0xc1, 0xc3, 0x4c, 0xeb,
+];
+/// graspy's PBKDF2 iteration count.
+pub const GRASPY_ITERATIONS: u32 = 100_000;
+
+/// A graspy QUADS key and its IV. Zeroized on drop; `Debug` prints nothing
+/// secret.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct LegacyKey {
+    key: [u8; 32],
+    iv: [u8; 16],
+}
+
+impl fmt::Debug for LegacyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LegacyKey(..)")
+    }
+}
+
+impl LegacyKey {
+    /// graspy's derivation from the domain password.
+    pub fn from_password(password: &Password) -> Self {
+        let mut key = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            NonZeroU32::new(GRASPY_ITERATIONS).unwrap_or(NonZeroU32::MIN),
+            &GRASPY_SALT,
+            password.as_bytes(),
+            &mut key,
+        );
+        let k = usize::from(key[0] % 10);
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(&key[k..k + 16]);
+        LegacyKey { key, iv }
+    }
+
+    /// From a key and IV (graspy's `quadsk.py`).
+    pub fn from_parts(key: [u8; 32], iv: [u8; 16]) -> Self {
+        LegacyKey { key, iv }
+    }
+
+    /// The key and IV, for writing a `quadsk.py`.
+    pub fn expose(&self) -> (&[u8; 32], &[u8; 16]) {
+        (&self.key, &self.iv)
+    }
+
+    /// Encrypts one message as graspy does.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
+        Enc::new((&self.key).into(), (&self.iv).into())
+            .encrypt_padded_vec_mut::<aes::cipher::block_padding::Pkcs7>(plaintext)
+    }
+
+    /// Decrypts one whole message.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, DropReason> {
+        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+            return Err(DropReason::Truncated);
+        }
+        Dec::new((&self.key).into(), (&self.iv).into())
+            .decrypt_padded_vec_mut::<aes::cipher::block_padding::Pkcs7>(ciphertext)
+            .map_err(|_| DropReason::AuthFailed)
+    }
+
+    /// The length of the first message in a stream of back-to-back
+    /// ciphertexts, `None` if it is not complete yet.
+    pub fn split(&self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, DecodeError> {
+        let mut dec = Dec::new((&self.key).into(), (&self.iv).into());
+        let mut plain = Zeroizing::new(Vec::with_capacity(
+            buf.len().min(limits.max_message_size + 16),
+        ));
+        for (i, block) in buf.chunks_exact(16).enumerate() {
+            let mut b = aes::Block::clone_from_slice(block);
+            dec.decrypt_block_mut(&mut b);
+            plain.extend_from_slice(&b);
+            let end = (i + 1) * 16;
+            let pad = usize::from(*plain.last().unwrap_or(&0));
+            if (1..=16).contains(&pad) && plain[end - pad..].iter().all(|&x| usize::from(x) == pad)
+            {
+                let body = &plain[..end - pad];
+                let mut bm = BytesMut::from(body);
+                if let Ok(Some(item)) = StreamDecoder::new(*limits).decode(&mut bm) {
+                    if item.len() == body.len() {
+                        return Ok(Some(end));
+                    }
+                }
+            }
+            if end > limits.max_message_size + 16 {
+                return Err(DecodeError::TooLarge {
+                    len: end,
+                    max: limits.max_message_size,
+                });
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads graspy's `quadsk.py` (`key=b'…'` and `iv=b'…'`, Python bytes
+/// literals).
+pub fn parse_quadsk(text: &str) -> Result<LegacyKey, Error> {
+    let mut key = None;
+    let mut iv = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let bytes = py_bytes(value.trim())?;
+        match name.trim() {
+            "key" => key = Some(bytes),
+            "iv" => iv = Some(bytes),
+            _ => {}
+        }
+    }
+    let key = key.ok_or_else(|| Error::Config("quadsk.py has no key= line".into()))?;
+    let iv = iv.ok_or_else(|| Error::Config("quadsk.py has no iv= line".into()))?;
+    let k: [u8; 32] = key[..]
+        .try_into()
+        .map_err(|_| Error::Config(format!("quadsk.py key is {} bytes, not 32", key.len())))?;
+    let i: [u8; 16] = iv[..]
+        .try_into()
+        .map_err(|_| Error::Config(format!("quadsk.py iv is {} bytes, not 16", iv.len())))?;
+    Ok(LegacyKey::from_parts(k, i))
+}
+
+/// Writes `key` in graspy's `quadsk.py` format (what `str(bytes)` prints).
+pub fn format_quadsk(key: &LegacyKey) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "key={}\niv={}\n",
+        py_repr(&key.key),
+        py_repr(&key.iv)
+    ))
+}
+
+fn py_repr(b: &[u8]) -> String {
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut s = String::from("b");
+    s.push(quote);
+    for &c in b {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'\t' => s.push_str("\\t"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            c if c == quote as u8 => {
+                s.push('\\');
+                s.push(quote);
+            }
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push(quote);
+    s
+}
+
+fn py_bytes(lit: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let bad = |why: &str| Error::Config(format!("quadsk.py: {why} in a bytes literal"));
+    let rest = lit.strip_prefix('b').ok_or_else(|| {
+        if lit.contains("No key") {
+            Error::Config("quadsk.py says 'No key': that is graspy's insecure mode".into())
+        } else {
+            bad("missing b prefix")
+        }
+    })?;
+    let quote = rest.chars().next().ok_or_else(|| bad("nothing"))?;
+    if quote != '\'' && quote != '"' {
+        return Err(bad("no quote"));
+    }
+    let body = rest[1..]
+        .strip_suffix(quote)
+        .ok_or_else(|| bad("no closing quote"))?;
+    let mut out = Zeroizing::new(Vec::new());
+    let mut it = body.bytes();
+    while let Some(c) = it.next() {
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'\'') => out.push(b'\''),
+            Some(b'"') => out.push(b'"'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'x') => {
+                let h: Vec<u8> = it.by_ref().take(2).collect();
+                let s = std::str::from_utf8(&h).map_err(|_| bad("bad \\x escape"))?;
+                out.push(u8::from_str_radix(s, 16).map_err(|_| bad("bad \\x escape"))?);
+            }
+            _ => return Err(bad("unsupported escape")),
+        }
+    }
+    Ok(out)
+}
+
+/// The [`Framer`](grasp_acp::stream::Framer) for graspy's back-to-back TCP
+/// ciphertexts.
+#[derive(Debug)]
+pub struct LegacyFramer {
+    key: Arc<LegacyKey>,
+    limits: Limits,
+}
+
+impl grasp_acp::stream::Framer for LegacyFramer {
+    fn split(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        self.key.split(buf, &self.limits)
+    }
+}
+
+/// graspy-compatible QUADS over an inner transport.
+pub struct LegacyTransport {
+    inner: Arc<dyn AcpTransport>,
+    key: Arc<LegacyKey>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl fmt::Debug for LegacyTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LegacyTransport").finish_non_exhaustive()
+    }
+}
+
+fn warn_loudly() {
+    warn!("QUADS LEGACY MODE (graspy-compatible): AES-CBC with a fixed IV and NO INTEGRITY PROTECTION. Anyone on the link can alter or replay messages undetected. Use only to interoperate with graspy.");
+}
+
+/// Wraps `inner` in graspy's QUADS. For the plain ACP, bind it with
+/// [`legacy_framer`] so TCP streams are split correctly.
+pub fn wrap_legacy(
+    inner: Arc<dyn AcpTransport>,
+    inbound: InboundStream,
+    key: LegacyKey,
+) -> (Arc<LegacyTransport>, InboundStream) {
+    warn_loudly();
+    let key = Arc::new(key);
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = Arc::new(LegacyTransport {
+        inner,
+        key: key.clone(),
+        dropped: dropped.clone(),
+    });
+    let inbound = inbound
+        .filter_map(move |i| {
+            let out = match i {
+                Inbound::Datagram(mut d) => match key.decrypt(&d.msg) {
+                    Ok(pt) => {
+                        d.msg = Bytes::from(pt);
+                        Some(Inbound::Datagram(d))
+                    }
+                    Err(reason) => {
+                        dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        debug!(%reason, src = %d.src, "legacy QUADS multicast dropped");
+                        None
+                    }
+                },
+                Inbound::Channel(ch) => Some(Inbound::Channel(Channel {
+                    io: Box::pin(LegacyChannel {
+                        inner: ch.io,
+                        key: key.clone(),
+                        peer: ch.peer,
+                    }),
+                    ..ch
+                })),
+            };
+            futures::future::ready(out)
+        })
+        .boxed();
+    (t, inbound)
+}
+
+/// The framer to give the plain ACP under legacy QUADS.
+pub fn legacy_framer(key: &LegacyKey, limits: Limits) -> Arc<dyn grasp_acp::stream::Framer> {
+    Arc::new(LegacyFramer {
+        key: Arc::new(key.clone()),
+        limits,
+    })
+}
+
+/// The plain ACP under legacy QUADS (framer and size limit set).
+pub async fn bind_plain_legacy(
+    config: grasp_acp::plain::Config,
+    key: LegacyKey,
+) -> Result<(Arc<LegacyTransport>, InboundStream), Error> {
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+        ..Limits::default()
+    };
+    let max = config.max_message_size + 16;
+    let config = config
+        .framer(legacy_framer(&key, limits))
+        .max_message_size(max);
+    let (t, inbound) = grasp_acp::plain::bind(config).await?;
+    Ok(wrap_legacy(t, inbound, key))
+}
+
+impl LegacyTransport {
+    /// Messages that failed to decrypt (multicast).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl AcpTransport for LegacyTransport {
+    fn security(&self) -> Security {
+        Security::Quads
+    }
+
+    fn interfaces(&self) -> Vec<Interface> {
+        self.inner.interfaces()
+    }
+
+    fn node_locator(&self) -> Locator {
+        self.inner.node_locator()
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.inner.max_message_size().saturating_sub(16)
+    }
+
+    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
+        let ct = Bytes::from(self.key.encrypt(&msg));
+        self.inner.send_multicast(ifindex, ct)
+    }
+
+    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+        async move {
+            let ch = self.inner.connect(peer).await?;
+            Ok(Channel {
+                io: Box::pin(LegacyChannel {
+                    inner: ch.io,
+                    key: self.key.clone(),
+                    peer,
+                }),
+                ..ch
+            })
+        }
+        .boxed()
+    }
+
+    fn stats(&self) -> TransportStats {
+        let mut s = self.inner.stats();
+        let d = self.dropped();
+        s.multicast_received = s.multicast_received.saturating_sub(d);
+        s.multicast_dropped_other += d;
+        s
+    }
+}
+
+struct LegacyChannel {
+    inner: Pin<Box<dyn MessageIo>>,
+    key: Arc<LegacyKey>,
+    peer: SocketAddr,
+}
+
+impl Stream for LegacyChannel {
+    type Item = Result<Bytes, AcpError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(ct))) => {
+                Poll::Ready(Some(this.key.decrypt(&ct).map(Bytes::from).map_err(|r| {
+                    AcpError::Auth(format!("legacy QUADS from {}: {r}", this.peer))
+                })))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Sink<Bytes> for LegacyChannel {
+    type Error = AcpError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), AcpError> {
+        let ct = Bytes::from(self.key.encrypt(&item));
+        self.inner.as_mut().start_send(ct)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
+        self.inner.as_mut().poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graspy_key_derivation_and_quadsk_format() {
+        let k = LegacyKey::from_password(&Password::new("grasp-test-password").unwrap());
+        let (key, iv) = k.expose();
+        assert_eq!(
+            hex::encode(key),
+            "2f2196135afeed4bda313d75393b38748d3ede7a829458ce79b7c182815c859a"
+        );
+        assert_eq!(hex::encode(iv), "4bda313d75393b38748d3ede7a829458");
+        // M_NOOP is always the same ciphertext under one key (no IV change).
+        assert_eq!(
+            hex::encode(k.encrypt(&[0x81, 0x00])),
+            "40fa44256da0a22b17e47dceffa12842"
+        );
+        let text = format_quadsk(&k);
+        let back = parse_quadsk(&text).unwrap();
+        assert_eq!(back.expose(), k.expose());
+        // What Python's str(bytes) prints, quotes and escapes included.
+        let odd =
+            LegacyKey::from_parts(*b"a'b\\c\"d\te\nf\rg\x00h\xffij0123456789abcd", [b'\''; 16]);
+        let t = format_quadsk(&odd);
+        assert!(
+            t.starts_with("key=b'a\\'b\\\\c\"d\\te\\nf\\rg\\x00h\\xffij"),
+            "{}",
+            *t
+        );
+        assert!(t.contains("iv=b\"''''"), "{}", *t);
+        assert_eq!(parse_quadsk(&t).unwrap().expose(), odd.expose());
+        assert!(parse_quadsk("key='No key'\niv='No key'\n").is_err());
+    }
+
+    #[test]
+    fn stream_splitting_of_back_to_back_ciphertexts() {
+        let k = LegacyKey::from_password(&Password::new("pw").unwrap());
+        let limits = Limits::default();
+        let m1 = k.encrypt(&[0x82, 0x07, 0x19, 0x07, 0xd0]); // [7, 2000] M_WAIT-like
+        let m2 = k.encrypt(&[0x81, 0x00]);
+        let big = {
+            let mut v = vec![0x82, 0x05, 0x59, 0x01, 0x00];
+            v.extend_from_slice(&[0x10; 256]);
+            k.encrypt(&v)
+        };
+        let mut stream = m1.clone();
+        stream.extend_from_slice(&big);
+        stream.extend_from_slice(&m2);
+        assert_eq!(k.split(&stream, &limits).unwrap(), Some(m1.len()));
+        let rest = &stream[m1.len()..];
+        assert_eq!(k.split(rest, &limits).unwrap(), Some(big.len()));
+        assert_eq!(
+            k.split(&rest[big.len()..], &limits).unwrap(),
+            Some(m2.len())
+        );
+        // Incomplete: needs more.
+        assert_eq!(k.split(&big[..big.len() - 16], &limits).unwrap(), None);
+        assert_eq!(k.split(&big[..7], &limits).unwrap(), None);
+        // Garbage that never forms a message: an error once past the limit.
+        let junk = vec![0x55; 3000];
+        assert!(k.split(&junk, &limits).is_err());
+    }
+}
