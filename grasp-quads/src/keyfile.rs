@@ -84,6 +84,18 @@ pub fn write_key_file(path: &Path, kf: &KeyFile, force: bool) -> Result<KeyId, E
         "# GRASP QUADS key file. Secret: keep it mode 0600.\n{}",
         toml::to_string(&raw).map_err(|e| Error::Config(format!("encoding the key file: {e}")))?
     ));
+    write_secret_file(path, body.as_bytes(), force)?;
+    Ok(id)
+}
+
+/// Writes `body` to `path` atomically: a temporary file in the same
+/// directory, mode 0600 from its creation, synced, then renamed over `path`.
+/// Refuses to replace an existing file unless `force`.
+pub fn write_secret_file(path: &Path, body: &[u8], force: bool) -> Result<(), Error> {
+    let shown = path.display().to_string();
+    if path.exists() && !force {
+        return Err(Error::Exists(shown));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -104,14 +116,33 @@ pub fn write_key_file(path: &Path, kf: &KeyFile, force: bool) -> Result<KeyId, E
         .open(&tmp)
         .map_err(io)?;
     let res = f
-        .write_all(body.as_bytes())
+        .write_all(body)
         .and_then(|_| f.sync_all())
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(e));
     }
-    Ok(id)
+    Ok(())
+}
+
+/// Reads a secret file, refusing one readable by group or others (with the
+/// `chmod` that fixes it in the error).
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Error> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Permissions { path: shown, mode });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok(Zeroizing::new(text))
 }
 
 /// Reads a key file, refusing one readable by group or others, and checks
@@ -122,18 +153,7 @@ pub fn read_key_file(path: &Path) -> Result<KeyFile, Error> {
         path: shown.clone(),
         why,
     };
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-        path: shown.clone(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::Permissions { path: shown, mode });
-    }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: shown.clone(),
-        source,
-    })?);
+    let text = read_secret_file(path)?;
     let raw: Raw =
         toml::from_str(&text).map_err(|e| bad(format!("not a key file: {}", e.message())))?;
     if raw.format != FORMAT {

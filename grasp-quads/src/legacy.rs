@@ -172,6 +172,27 @@ pub fn parse_quadsk(text: &str) -> Result<LegacyKey, Error> {
     Ok(LegacyKey::from_parts(k, i))
 }
 
+/// Reads a graspy `quadsk.py` file (refused when others can read it).
+pub fn read_quadsk(path: &std::path::Path) -> Result<LegacyKey, Error> {
+    parse_quadsk(&crate::read_secret_file(path)?)
+}
+
+/// Writes a graspy `quadsk.py` file atomically with mode 0600.
+pub fn write_quadsk(path: &std::path::Path, key: &LegacyKey, force: bool) -> Result<(), Error> {
+    crate::write_secret_file(path, format_quadsk(key).as_bytes(), force)
+}
+
+impl LegacyKey {
+    /// A public fingerprint of the key (graspy has no key id): the first 8
+    /// bytes of SHA-256("GRASP-QUADS-legacy fingerprint" || key), in hex.
+    pub fn fingerprint(&self) -> String {
+        let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+        c.update(b"GRASP-QUADS-legacy fingerprint");
+        c.update(&self.key);
+        hex::encode(&c.finish().as_ref()[..8])
+    }
+}
+
 /// Writes `key` in graspy's `quadsk.py` format (what `str(bytes)` prints).
 pub fn format_quadsk(key: &LegacyKey) -> Zeroizing<String> {
     Zeroizing::new(format!(

@@ -45,6 +45,15 @@ struct Args {
     /// TCP port for this node's listener (0: any).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Security: none, quads (AES-GCM, ours) or quads-legacy (graspy's).
+    #[arg(long, default_value = "none")]
+    security: String,
+    /// The QUADS domain password (with --security quads or quads-legacy).
+    #[arg(long, env = "GRASP_QUADS_PASSWORD")]
+    password: Option<String>,
+    /// The QUADS domain name (with --security quads).
+    #[arg(long, default_value = "lab")]
+    domain: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -167,20 +176,57 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let (transport, inbound) = grasp_acp::plain::bind(
-        grasp_acp::plain::Config::default()
-            .interfaces(args.ifaces.iter().map(String::as_str))
-            .port(args.port),
-    )
-    .await
-    .context("binding the plain ACP")?;
+    let plain = grasp_acp::plain::Config::default()
+        .interfaces(args.ifaces.iter().map(String::as_str))
+        .port(args.port);
+    let password = || {
+        grasp_quads::Password::new(args.password.clone().unwrap_or_default())
+            .context("--password (or GRASP_QUADS_PASSWORD) is needed with QUADS")
+    };
+    let (transport, inbound): (Arc<dyn AcpTransport>, _) = match args.security.as_str() {
+        "none" => {
+            let (t, i) = grasp_acp::plain::bind(plain)
+                .await
+                .context("binding the plain ACP")?;
+            (t, i)
+        }
+        "quads" => {
+            let key = grasp_quads::DomainKey::from_password(
+                &password()?,
+                &args.domain,
+                grasp_quads::KdfParams::default(),
+            )?;
+            println!("QUADS key id {}", key.id());
+            let (t, i) = grasp_quads::bind_plain(
+                plain,
+                grasp_quads::KeyRing::new(key),
+                grasp_quads::QuadsConfig::default(),
+            )
+            .await?;
+            (t, i)
+        }
+        "quads-legacy" => {
+            let key = grasp_quads::legacy::LegacyKey::from_password(&password()?);
+            let (t, i) = grasp_quads::legacy::bind_plain_legacy(plain, key).await?;
+            (t, i)
+        }
+        other => bail!("--security {other:?}: use none, quads or quads-legacy"),
+    };
     let mut config = Config::default();
     // The plain ACP has no security: this is a lab.
     config.allow_insecure = true;
     config.relay = Some(matches!(args.cmd, Cmd::Relay { .. }) || args.ifaces.len() > 1);
-    let grasp = Grasp::start(transport.clone() as Arc<_>, inbound, config);
+    let grasp = Grasp::start(transport.clone(), inbound, config);
     let asa = grasp.register_asa("lab-peer").await?;
-    println!("node on {:?}, TCP port {}", args.ifaces, transport.port());
+    let port = match transport.node_locator() {
+        Locator::Ipv6 { port, .. } => port,
+        _ => 0,
+    };
+    println!(
+        "node on {:?} ({}), TCP port {port}",
+        args.ifaces,
+        transport.security()
+    );
     match args.cmd {
         Cmd::Relay { seconds } => {
             tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -196,7 +242,6 @@ async fn main() -> Result<()> {
             let o = objective(&name, SYNCH, value).with_loop_count(loop_count);
             asa.register_objective(&o, RegisterOptions::default())
                 .await?;
-            let port = transport.port();
             let locator =
                 link_local_tag.then(|| Locator::tcp6(std::net::Ipv6Addr::UNSPECIFIED, port));
             asa.flood(
