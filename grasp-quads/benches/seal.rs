@@ -60,13 +60,7 @@ fn bench(c: &mut Criterion) {
     // A whole channel's crypto: open + answer (key derivations included).
     let mut g = c.benchmark_group("quads_channel");
     let a = Sealer::new(ring(), QuadsConfig::default());
-    let z = Sealer::new(
-        ring(),
-        QuadsConfig {
-            replay_cache: 1 << 24,
-            ..QuadsConfig::default()
-        },
-    );
+    let z = Sealer::new(ring(), QuadsConfig::default().replay_cache(1 << 24));
     let msg = vec![0x5a; 40];
     g.bench_function("open_and_answer_40B", |b| {
         b.iter(|| {
@@ -88,4 +82,38 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_main!(benches, parts_benches);
+
+mod parts {
+    use aes_gcm::aead::AeadInPlace;
+    use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+    use criterion::Criterion;
+
+    /// What one channel's crypto is made of.
+    pub(crate) fn bench(c: &mut Criterion) {
+        let mut g = c.benchmark_group("quads_parts");
+        let key = [7u8; 32];
+        g.bench_function("aes256gcm_key_setup", |b| {
+            b.iter(|| Aes256Gcm::new(std::hint::black_box(&key).into()))
+        });
+        let aead = Aes256Gcm::new((&key).into());
+        let mut buf = vec![0u8; 40];
+        g.bench_function("aes256gcm_seal_40B", |b| {
+            b.iter(|| {
+                aead.encrypt_in_place_detached(Nonce::from_slice(&[0; 12]), b"hdr", &mut buf)
+                    .unwrap()
+            })
+        });
+        g.bench_function("thread_rng_16B", |b| {
+            b.iter(|| {
+                use rand::RngCore;
+                let mut x = [0u8; 16];
+                rand::rng().fill_bytes(&mut x);
+                x
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(parts_benches, parts::bench);

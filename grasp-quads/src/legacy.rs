@@ -99,7 +99,7 @@ impl LegacyKey {
 
     /// Decrypts one whole message.
     pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, DropReason> {
-        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
             return Err(DropReason::Truncated);
         }
         Dec::new((&self.key).into(), (&self.iv).into())

@@ -73,6 +73,41 @@ pub(crate) fn push_bytes_head(out: &mut Vec<u8>, len: usize) {
     head(out, 2, len as u64);
 }
 
+/// At most four header fields, without allocating.
+#[derive(Debug, Default)]
+pub(crate) struct Fields<'a> {
+    items: [Option<Item<'a>>; 4],
+    len: usize,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn first(&self) -> Option<&Item<'a>> {
+        self.get(0)
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&Item<'a>> {
+        self.items.get(i).and_then(Option::as_ref)
+    }
+}
+
+impl<'a> PartialEq<Vec<Item<'a>>> for Fields<'a> {
+    fn eq(&self, other: &Vec<Item<'a>>) -> bool {
+        self.len == other.len()
+            && other
+                .iter()
+                .enumerate()
+                .all(|(i, x)| self.get(i) == Some(x))
+    }
+}
+
 /// A parsed record: its items and where the last one (the ciphertext)
 /// starts, so the header bytes before it can be authenticated as they were
 /// received.
@@ -80,7 +115,7 @@ pub(crate) fn push_bytes_head(out: &mut Vec<u8>, len: usize) {
 pub(crate) struct Parsed<'a> {
     pub(crate) kind: u64,
     /// Items after version and kind, the ciphertext excluded.
-    pub(crate) fields: Vec<Item<'a>>,
+    pub(crate) fields: Fields<'a>,
     /// Bytes of the record before the ciphertext item's head.
     pub(crate) header: &'a [u8],
     pub(crate) ciphertext: &'a [u8],
@@ -137,7 +172,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Parsed<'_>, DropReason> {
     if major != 4 {
         return Err(DropReason::Malformed);
     }
-    if !(3..=16).contains(&n) {
+    if !(3..=7).contains(&n) {
         return Err(DropReason::Malformed);
     }
     let Item::Uint(version) = c.item()? else {
@@ -149,10 +184,11 @@ pub(crate) fn parse(b: &[u8]) -> Result<Parsed<'_>, DropReason> {
     let Item::Uint(kind) = c.item()? else {
         return Err(DropReason::Malformed);
     };
-    let mut fields = Vec::with_capacity(n as usize - 3);
-    for _ in 0..n - 3 {
-        fields.push(c.item()?);
+    let mut fields = Fields::default();
+    for i in 0..(n - 3) as usize {
+        fields.items[i] = Some(c.item()?);
     }
+    fields.len = (n - 3) as usize;
     let header_end = c.pos;
     let Item::Bytes(ciphertext) = c.item()? else {
         return Err(DropReason::Malformed);

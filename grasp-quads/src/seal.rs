@@ -1,13 +1,14 @@
 //! Sealing and opening records: multicast with a per-sender counter window
 //! and a timestamp window, unicast with fresh per-connection keys.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aes_gcm::aead::AeadInPlace;
+use aes_gcm::KeyInit;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
 
 use crate::keys::{DomainKey, KeyId, KeyRing};
 use crate::record::{self, kind, Item};
@@ -20,13 +21,33 @@ pub(crate) const TAG: usize = 16;
 /// 9-byte integers, a 3-byte ciphertext head and the tag).
 pub const OVERHEAD: usize = 1 + 1 + 1 + 9 + 9 + 9 + 9 + 3 + TAG;
 
-fn random<const N: usize>(rng: &SystemRandom) -> [u8; N] {
+/// Random bytes from the thread's CSPRNG (ChaCha12, seeded and reseeded
+/// from the operating system): no system call per channel.
+fn random<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
     let mut b = [0u8; N];
-    // SystemRandom fails only if the OS has no entropy source at all.
-    if rng.fill(&mut b).is_err() {
-        panic!("the operating system's random number generator failed");
-    }
+    rand::rng().fill_bytes(&mut b);
     b
+}
+
+/// An AES-GCM key whose cipher is set up on first use (a direction that
+/// never carries a record costs no key schedule).
+struct LazyAead {
+    key: Zeroizing<[u8; 32]>,
+    /// Boxed: the key schedules are large, and the channel state moves.
+    aead: Option<Box<Aes256Gcm>>,
+}
+
+impl LazyAead {
+    fn new(key: Zeroizing<[u8; 32]>) -> Self {
+        LazyAead { key, aead: None }
+    }
+
+    fn get(&mut self) -> &Aes256Gcm {
+        let key = &self.key;
+        self.aead
+            .get_or_insert_with(|| Box::new(Aes256Gcm::new((&**key).into())))
+    }
 }
 
 /// Seals `plaintext` under `aead` into `out` (which already holds the header
@@ -84,12 +105,6 @@ fn uint(item: Option<&Item<'_>>) -> Result<u64, DropReason> {
         Some(Item::Uint(v)) => Ok(*v),
         _ => Err(DropReason::Malformed),
     }
-}
-
-fn counter_nonce(c: u64) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&c.to_be_bytes());
-    n
 }
 
 /// Counters of what was sealed, opened and dropped.
@@ -220,41 +235,53 @@ impl ReplayWindows {
     }
 }
 
-/// Opening randoms of unicast channels seen within the clock window. Full
+/// Opening randoms of unicast channels seen within the clock window, as
+/// 64-bit fingerprints in two generations of one window each: a record is
+/// accepted only within one window of our clock, so anything older than two
+/// generations can no longer be replayed and is forgotten wholesale. Full
 /// means refuse, never forget early: forgetting would open a replay hole.
 #[derive(Debug)]
 pub(crate) struct OpenCache {
-    set: HashSet<[u8; 16]>,
-    order: VecDeque<([u8; 16], u64)>,
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+    /// When `current` began (ms).
+    started: u64,
     cap: usize,
 }
 
 impl OpenCache {
     pub(crate) fn new(cap: usize) -> Self {
         OpenCache {
-            set: HashSet::new(),
-            order: VecDeque::new(),
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            started: 0,
             cap: cap.max(1),
         }
     }
 
-    fn check(&mut self, r: [u8; 16], expires_ms: u64, now_ms: u64) -> Result<(), DropReason> {
-        while let Some(&(k, exp)) = self.order.front() {
-            if exp < now_ms {
-                self.order.pop_front();
-                self.set.remove(&k);
-            } else {
-                break;
-            }
+    fn check(&mut self, cr: &[u8; 16], now_ms: u64, window_ms: u64) -> Result<(), DropReason> {
+        // Records are accepted up to `window` after their time, and their
+        // time may be up to `window` ahead of ours: keep each fingerprint
+        // for at least 2 × window.
+        let gen = 2 * window_ms.max(1);
+        if now_ms >= self.started + 2 * gen {
+            self.previous.clear();
+            self.current.clear();
+            self.started = now_ms;
+        } else if now_ms >= self.started + gen {
+            self.previous = std::mem::take(&mut self.current);
+            self.started += gen;
         }
-        if self.set.contains(&r) {
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&cr[..8]);
+        let fp = u64::from_le_bytes(fp);
+        if self.current.contains(&fp) || self.previous.contains(&fp) {
             return Err(DropReason::Replay);
         }
-        if self.set.len() >= self.cap {
+        if self.current.len() + self.previous.len() >= self.cap {
             return Err(DropReason::ReplayCacheFull);
         }
-        self.set.insert(r);
-        self.order.push_back((r, expires_ms));
+        self.current.insert(fp);
         Ok(())
     }
 }
@@ -264,26 +291,31 @@ impl OpenCache {
 pub struct Sealer {
     ring: std::sync::RwLock<Arc<KeyRing>>,
     pub(crate) config: QuadsConfig,
-    rng: SystemRandom,
     /// Our multicast sender id and next counter.
     mc: Mutex<([u8; 8], u64)>,
     windows: Mutex<ReplayWindows>,
     opens: Mutex<OpenCache>,
+    /// When this sealer was made: unicast openings older than this are
+    /// refused (the replay cache did not see them).
+    started_ms: u64,
     pub(crate) counters: Counters,
 }
 
 impl Sealer {
     /// A sealer for `ring`.
     pub fn new(ring: KeyRing, config: QuadsConfig) -> Arc<Self> {
-        let rng = SystemRandom::new();
-        let sender = random(&rng);
+        Self::new_at(ring, config, crate::now_ms())
+    }
+
+    pub(crate) fn new_at(ring: KeyRing, config: QuadsConfig, started_ms: u64) -> Arc<Self> {
+        let sender = random();
         Arc::new(Sealer {
             windows: Mutex::new(ReplayWindows::new(config.multicast_senders)),
             opens: Mutex::new(OpenCache::new(config.replay_cache)),
             ring: std::sync::RwLock::new(Arc::new(ring)),
             config,
-            rng,
             mc: Mutex::new((sender, 0)),
+            started_ms,
             counters: Counters::default(),
         })
     }
@@ -318,7 +350,7 @@ impl Sealer {
             let mut g = self.mc.lock().unwrap_or_else(|e| e.into_inner());
             if g.1 > u64::from(u32::MAX) {
                 // 2^32 multicasts under one sender id: take a new one.
-                *g = (random(&self.rng), 0);
+                *g = (random(), 0);
             }
             let out = *g;
             g.1 += 1;
@@ -405,7 +437,7 @@ impl Sealer {
 
     /// The initiator's side of a new unicast channel.
     pub fn initiator(self: &Arc<Self>) -> UnicastSession {
-        self.initiator_with(random(&self.rng))
+        self.initiator_with(random())
     }
 
     fn initiator_with(self: &Arc<Self>, cr: [u8; 16]) -> UnicastSession {
@@ -417,8 +449,10 @@ impl Sealer {
             state: State::Initiator {
                 key_id: key.id(),
                 cr,
-                early: (key.unicast_aead(&cr, b"c2s-0"), 0),
-                session: None,
+                ch: LazyAead::new(key.channel_key(&cr)),
+                sent: 0,
+                received: 0,
+                late: None,
             },
         }
     }
@@ -433,27 +467,40 @@ impl Sealer {
     }
 }
 
-/// Keys and counters of an established direction pair.
-struct Keys {
-    send: (Aes256Gcm, u64),
-    recv: (Aes256Gcm, u64),
+/// Nonce direction words under the channel key.
+const C2S: u32 = 0;
+const S2C: u32 = 1;
+
+fn nonce(dir: u32, n: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&dir.to_be_bytes());
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    b
 }
 
 enum State {
     Initiator {
         key_id: KeyId,
         cr: [u8; 16],
-        /// The opening key (`c2s-0`) and its next counter.
-        early: (Aes256Gcm, u64),
-        /// Set by the responder's first record.
-        session: Option<Keys>,
+        /// K_ch: our records until the answer (C2S), the responder's (S2C).
+        ch: LazyAead,
+        /// Next C2S counter under K_ch.
+        sent: u64,
+        /// Next S2C counter under K_ch.
+        received: u64,
+        /// K_c2s and its next counter, once the answer brought `sr`.
+        late: Option<(LazyAead, u64)>,
     },
     /// `sr` is drawn when the first record arrives (fixed only in tests).
     ResponderNew { sr: Option<[u8; 16]> },
     Responder {
-        /// The initiator's opening key, for its early records.
-        early: (Aes256Gcm, u64),
-        keys: Keys,
+        ch: LazyAead,
+        /// Next C2S counter under K_ch (the initiator's early records).
+        received: u64,
+        /// Next S2C counter under K_ch.
+        sent: u64,
+        /// K_c2s (set up only if the initiator sends after our answer).
+        late: (LazyAead, u64),
         /// Our first record carries `sr`.
         answer: Option<[u8; 16]>,
     },
@@ -470,7 +517,7 @@ pub struct UnicastSession {
 impl std::fmt::Debug for UnicastSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match &self.state {
-            State::Initiator { session: None, .. } => "initiator, opening",
+            State::Initiator { late: None, .. } => "initiator, opening",
             State::Initiator { .. } => "initiator",
             State::ResponderNew { .. } => "responder, waiting",
             State::Responder { .. } => "responder",
@@ -487,49 +534,51 @@ impl UnicastSession {
             State::Initiator {
                 key_id,
                 cr,
-                early,
-                session,
-            } => match session {
-                Some(keys) => {
+                ch,
+                sent,
+                late,
+                ..
+            } => match late {
+                Some((k, n)) => {
                     let mut out = record::start(3, kind::DATA, cap);
-                    let n = counter_nonce(keys.send.1);
-                    keys.send.1 += 1;
-                    seal_into(&mut out, &keys.send.0, &n, plaintext);
+                    seal_into(&mut out, k.get(), &nonce(C2S, *n), plaintext);
+                    *n += 1;
                     out
                 }
-                None if early.1 == 0 => {
+                None if *sent == 0 => {
                     let mut out = record::start(6, kind::OPEN, cap + 24);
                     record::push_bytes(&mut out, &key_id.0);
                     record::push_bytes(&mut out, cr);
                     record::push_uint(&mut out, now_ms);
-                    early.1 = 1;
-                    seal_into(&mut out, &early.0, &counter_nonce(0), plaintext);
+                    seal_into(&mut out, ch.get(), &nonce(C2S, 0), plaintext);
+                    *sent = 1;
                     out
                 }
                 None => {
                     let mut out = record::start(3, kind::EARLY, cap);
-                    let n = counter_nonce(early.1);
-                    early.1 += 1;
-                    seal_into(&mut out, &early.0, &n, plaintext);
+                    seal_into(&mut out, ch.get(), &nonce(C2S, *sent), plaintext);
+                    *sent += 1;
                     out
                 }
             },
             State::ResponderNew { .. } => {
                 return Err("a responder cannot send before the peer's first message")
             }
-            State::Responder { keys, answer, .. } => {
-                let n = counter_nonce(keys.send.1);
-                keys.send.1 += 1;
+            State::Responder {
+                ch, sent, answer, ..
+            } => {
+                let n = nonce(S2C, *sent);
+                *sent += 1;
                 match answer.take() {
                     Some(sr) => {
                         let mut out = record::start(4, kind::ANSWER, cap + 17);
                         record::push_bytes(&mut out, &sr);
-                        seal_into(&mut out, &keys.send.0, &n, plaintext);
+                        seal_into(&mut out, ch.get(), &n, plaintext);
                         out
                     }
                     None => {
                         let mut out = record::start(3, kind::DATA, cap);
-                        seal_into(&mut out, &keys.send.0, &n, plaintext);
+                        seal_into(&mut out, ch.get(), &n, plaintext);
                         out
                     }
                 }
@@ -553,43 +602,29 @@ impl UnicastSession {
 
     fn open_inner(&mut self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = record::parse(rec)?;
-        let sealer = self.sealer.clone();
         match &mut self.state {
             State::Initiator {
                 key_id,
                 cr,
-                session,
+                ch,
+                received,
+                late,
                 ..
-            } => match session {
-                None => {
-                    if p.kind != kind::ANSWER || p.fields.len() != 1 {
-                        return Err(DropReason::Malformed);
-                    }
+            } => {
+                let first = late.is_none();
+                let expect = if first { kind::ANSWER } else { kind::DATA };
+                if p.kind != expect || p.fields.len() != usize::from(first) {
+                    return Err(DropReason::Malformed);
+                }
+                let pt = open_ct(ch.get(), &nonce(S2C, *received), p.header, p.ciphertext)?;
+                *received += 1;
+                if first {
                     let sr = bytes16(p.fields.first())?;
                     let key = self.ring.get(key_id).ok_or(DropReason::UnknownKey)?;
-                    let randoms = [&cr[..], &sr[..]].concat();
-                    let s2c = key.unicast_aead(&randoms, b"s2c");
-                    let pt = open_ct(&s2c, &counter_nonce(0), p.header, p.ciphertext)?;
-                    *session = Some(Keys {
-                        send: (key.unicast_aead(&randoms, b"c2s"), 0),
-                        recv: (s2c, 1),
-                    });
-                    Ok(pt)
+                    *late = Some((LazyAead::new(key.late_key(cr, &sr)), 0));
                 }
-                Some(keys) => {
-                    if p.kind != kind::DATA || !p.fields.is_empty() {
-                        return Err(DropReason::Malformed);
-                    }
-                    let pt = open_ct(
-                        &keys.recv.0,
-                        &counter_nonce(keys.recv.1),
-                        p.header,
-                        p.ciphertext,
-                    )?;
-                    keys.recv.1 += 1;
-                    Ok(pt)
-                }
-            },
+                Ok(pt)
+            }
             State::ResponderNew { sr: fixed_sr } => {
                 if p.kind != kind::OPEN || p.fields.len() != 3 {
                     return Err(DropReason::Malformed);
@@ -598,41 +633,44 @@ impl UnicastSession {
                 let cr = bytes16(p.fields.get(1))?;
                 let t = uint(p.fields.get(2))?;
                 let key: &DomainKey = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
-                if !sealer.fresh(t, now_ms) {
+                let sealer = &self.sealer;
+                // Within the clock window, and not from before this node
+                // started (its replay cache starts empty).
+                if !sealer.fresh(t, now_ms) || t < sealer.started_ms {
                     return Err(DropReason::Stale);
                 }
-                let early = key.unicast_aead(&cr, b"c2s-0");
-                let pt = open_ct(&early, &counter_nonce(0), p.header, p.ciphertext)?;
+                let mut ch = LazyAead::new(key.channel_key(&cr));
+                let pt = open_ct(ch.get(), &nonce(C2S, 0), p.header, p.ciphertext)?;
                 // Authenticated: now it may enter the replay cache.
-                let expires = t.max(now_ms) + sealer.window_ms();
                 sealer
                     .opens
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .check(cr, expires, now_ms)?;
-                let sr: [u8; 16] = fixed_sr.unwrap_or_else(|| random(&sealer.rng));
-                let randoms = [&cr[..], &sr[..]].concat();
+                    .check(&cr, now_ms, sealer.window_ms())?;
+                let sr: [u8; 16] = fixed_sr.unwrap_or_else(random);
+                let late = LazyAead::new(key.late_key(&cr, &sr));
                 self.state = State::Responder {
-                    early: (early, 1),
-                    keys: Keys {
-                        send: (key.unicast_aead(&randoms, b"s2c"), 0),
-                        recv: (key.unicast_aead(&randoms, b"c2s"), 0),
-                    },
+                    ch,
+                    received: 1,
+                    sent: 0,
+                    late: (late, 0),
                     answer: Some(sr),
                 };
                 Ok(pt)
             }
-            State::Responder { early, keys, .. } => {
+            State::Responder {
+                ch, received, late, ..
+            } => {
                 if !p.fields.is_empty() {
                     return Err(DropReason::Malformed);
                 }
-                let k = match p.kind {
-                    kind::EARLY => early,
-                    kind::DATA => &mut keys.recv,
+                let (k, n) = match p.kind {
+                    kind::EARLY => (ch, received),
+                    kind::DATA => (&mut late.0, &mut late.1),
                     _ => return Err(DropReason::Malformed),
                 };
-                let pt = open_ct(&k.0, &counter_nonce(k.1), p.header, p.ciphertext)?;
-                k.1 += 1;
+                let pt = open_ct(k.get(), &nonce(C2S, *n), p.header, p.ciphertext)?;
+                *n += 1;
                 Ok(pt)
             }
         }
@@ -664,7 +702,7 @@ mod tests {
     }
 
     fn sealer(key: DomainKey) -> Arc<Sealer> {
-        Sealer::new(KeyRing::new(key), QuadsConfig::default())
+        Sealer::new_at(KeyRing::new(key), QuadsConfig::default(), 0)
     }
 
     fn other_key() -> DomainKey {
@@ -674,10 +712,10 @@ mod tests {
     // Expected bytes computed independently (Python: argon2-cffi,
     // cryptography's HKDF and AESGCM) from the format in the crate docs.
     const KAT_MULTICAST: &str = "870100483249f5db67bf18b1480102030405060708051b0000018bcfe5680052c743bf7275f48f25e04f1640a841ddf45c99";
-    const KAT_OPEN: &str = "860101483249f5db67bf18b150111111111111111111111111111111111b0000018bcfe5680054095d93025f12522178f9e0386f322d891c0b4290";
+    const KAT_OPEN: &str = "860101483249f5db67bf18b150111111111111111111111111111111111b0000018bcfe5680054c80a05da663b91b132e2833a08276fba7cc8aa16";
     const KAT_ANSWER: &str =
-        "84010250222222222222222222222222222222225456ba9773fad9f0d705bde18b924a8716731e98f3";
-    const KAT_DATA: &str = "83010452ee866904d4c609514b16d16b361c661a8f50";
+        "8401025022222222222222222222222222222222546e3ff6da7aa965c47dbd682d0d6ee1756aca49c3";
+    const KAT_DATA: &str = "83010452fa666187141b132aa809e3ed6be0a5bf8d0a";
 
     #[test]
     fn known_answers_for_the_record_format() {
@@ -803,6 +841,13 @@ mod tests {
         assert_eq!(res2.open(T, &open), Err(DropReason::Replay));
         let mut res3 = b.responder();
         assert_eq!(res3.open(T + 60_000, &open), Err(DropReason::Stale));
+        // A node that restarted (empty replay cache) refuses openings made
+        // before it started.
+        let restarted = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 1);
+        assert_eq!(
+            restarted.responder().open(T + 2, &open),
+            Err(DropReason::Stale)
+        );
         // A node of another domain cannot open it; tampering is caught.
         let mut other = sealer(other_key()).responder();
         assert_eq!(other.open(T, &open), Err(DropReason::UnknownKey));
@@ -820,12 +865,10 @@ mod tests {
     #[test]
     fn replay_cache_full_refuses_instead_of_forgetting() {
         let a = sealer(kat_key());
-        let b = Sealer::new(
+        let b = Sealer::new_at(
             KeyRing::new(kat_key()),
-            QuadsConfig {
-                replay_cache: 2,
-                ..QuadsConfig::default()
-            },
+            QuadsConfig::default().replay_cache(2),
+            0,
         );
         let opens: Vec<_> = (0..3)
             .map(|_| a.initiator().seal(T, b"r").unwrap())
@@ -836,9 +879,9 @@ mod tests {
             b.responder().open(T, &opens[2]),
             Err(DropReason::ReplayCacheFull)
         );
-        // Once the window has passed, room again.
-        let later = a.initiator().seal(T + 40_000, b"r").unwrap();
-        assert!(b.responder().open(T + 40_000, &later).is_ok());
+        // Once two generations (2 × 2 × window) have passed, room again.
+        let later = a.initiator().seal(T + 130_000, b"r").unwrap();
+        assert!(b.responder().open(T + 130_000, &later).is_ok());
     }
 
     #[test]
@@ -846,13 +889,15 @@ mod tests {
         let k_old = || kat_key();
         let k_new = || other_key();
         // Phase 1: everyone accepts the new key; A already sends under it.
-        let a = Sealer::new(
+        let a = Sealer::new_at(
             KeyRing::new(k_new()).accept(k_old()).unwrap(),
             QuadsConfig::default(),
+            0,
         );
-        let b = Sealer::new(
+        let b = Sealer::new_at(
             KeyRing::new(k_old()).accept(k_new()).unwrap(),
             QuadsConfig::default(),
+            0,
         );
         let mc = a.seal_multicast(T, b"m");
         assert_eq!(b.open_multicast(T, &mc).unwrap(), b"m");

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Synchronizations per second over a veth pair between two network
 # namespaces: the GRASP engine on the plain ACP side by side with a bare tokio
-# loop doing the same socket work, plus first-answer discovery latency and
-# idle RSS. Root only. Creates namespaces gb<pid>a / gb<pid>b with the
+# loop doing the same socket work and with the engine under QUADS, plus
+# negotiation rates, first-answer discovery latency, idle RSS and memory per
+# open session. Root only. Creates namespaces gb<pid>a / gb<pid>b with the
 # vectors' addresses and deletes them on exit. Traffic stays inside them.
 #
 #   sudo tools/bench/veth.sh [SECONDS] [CONCURRENCY...]
@@ -37,9 +38,9 @@ done
 
 tw() { ip netns exec "$a" ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l; }
 
-run() { # mode conc port extra...
+run() { # mode conc port extra... (extra goes to both sides)
   local mode=$1 conc=$2 port=$3; shift 3
-  ip netns exec "$b" "$bin" serve --mode "$mode" --port "$port" --seconds $((secs + 3)) --workers "$workers" > /tmp/gb$$.srv 2>&1 &
+  ip netns exec "$b" "$bin" serve --mode "$mode" --port "$port" --seconds $((secs + 3)) --workers "$workers" "$@" > /tmp/gb$$.srv 2>&1 &
   local spid=$!
   sleep 1
   ip netns exec "$a" "$bin" client --mode "$mode" --peer fd00:1::2 --port "$port" \
@@ -67,6 +68,8 @@ for c in ${concs[@]}; do
   echo "== $c requester(s), ${secs} s each =="
   run bare "$c" $((port++))
   run grasp "$c" $((port++))
+  echo "-- the same under QUADS (AES-256-GCM) --"
+  run grasp "$c" $((port++)) --quads
   runneg 0 "$c" $((port++))
   runneg 1 "$c" $((port++))
 done

@@ -71,6 +71,9 @@ enum Mode {
         /// natural shape: it is one task).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Run the engine under QUADS (AES-256-GCM, a fixed benchmark key).
+        #[arg(long)]
+        quads: bool,
     },
     /// Request synchronizations (or bare requests) for `--seconds`.
     Client {
@@ -104,6 +107,9 @@ enum Mode {
         /// from us and the server's.
         #[arg(long)]
         negotiate: bool,
+        /// Run the engine under QUADS (AES-256-GCM, a fixed benchmark key).
+        #[arg(long)]
+        quads: bool,
     },
     /// Memory: idle node RSS and RSS per open negotiation session (fabric).
     Memory {
@@ -153,6 +159,10 @@ enum Mode {
         /// Benchmark negotiation (request, immediate accept) instead.
         #[arg(long)]
         negotiate: bool,
+        /// Run twice, without and with QUADS (AES-256-GCM), and print the
+        /// ratio.
+        #[arg(long)]
+        compare_quads: bool,
     },
 }
 
@@ -166,15 +176,23 @@ fn main() -> Result<()> {
             seconds,
             concurrency,
             negotiate,
+            compare_quads,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(fabric(
-                Duration::from_secs(seconds),
-                concurrency.max(1),
-                negotiate,
-            ))
+            let run = Duration::from_secs(seconds);
+            let plain = rt.block_on(fabric(run, concurrency.max(1), negotiate, false))?;
+            if compare_quads {
+                let quads = rt.block_on(fabric(run, concurrency.max(1), negotiate, true))?;
+                println!(
+                    "QUADS / simulated-secure plain: {:.0} / {:.0} = {:.1}%",
+                    quads,
+                    plain,
+                    100.0 * quads / plain.max(1.0)
+                );
+            }
+            Ok(())
         }
         Mode::Serve {
             mode,
@@ -183,12 +201,14 @@ fn main() -> Result<()> {
             seconds,
             negotiate,
             workers,
+            quads,
         } => runtime(workers)?.block_on(serve(
             mode,
             iface,
             port,
             Duration::from_secs(seconds),
             negotiate,
+            quads,
         )),
         Mode::Client {
             mode,
@@ -200,6 +220,7 @@ fn main() -> Result<()> {
             workers,
             discoveries,
             negotiate,
+            quads,
         } => runtime(workers)?.block_on(client(
             mode,
             iface,
@@ -208,6 +229,7 @@ fn main() -> Result<()> {
             concurrency.max(1),
             discoveries,
             negotiate,
+            quads,
         )),
         Mode::HoldServe {
             iface,
@@ -277,6 +299,32 @@ fn bench_objective(flags: u64) -> Result<Objective> {
         .with_value(Value::from_serialize(&v)?))
 }
 
+/// The benchmark's QUADS key: a fixed master secret (argon2 runs once per
+/// node in real use and is measured on its own in `grasp-quads`' bench).
+fn bench_ring() -> grasp_quads::KeyRing {
+    grasp_quads::KeyRing::new(grasp_quads::DomainKey::from_master(
+        &grasp_quads::MasterSecret::from_bytes([0x42; 32]),
+    ))
+}
+
+/// The plain ACP, or QUADS over it.
+async fn bind_node(
+    cfg: grasp_acp::plain::Config,
+    quads: bool,
+) -> Result<(
+    Arc<dyn AcpTransport>,
+    grasp_engine::transport::InboundStream,
+)> {
+    Ok(if quads {
+        let (t, i) =
+            grasp_quads::bind_plain(cfg, bench_ring(), grasp_quads::QuadsConfig::default()).await?;
+        (t, i)
+    } else {
+        let (t, i) = grasp_acp::plain::bind(cfg).await?;
+        (t, i)
+    })
+}
+
 fn bench_config() -> Config {
     let mut c = Config::default();
     // The plain ACP has no security; this is a lab.
@@ -293,6 +341,7 @@ async fn serve(
     port: u16,
     run: Duration,
     negotiate: Option<u32>,
+    quads: bool,
 ) -> Result<()> {
     let cpu0 = cpu_time();
     let served = Arc::new(AtomicU64::new(0));
@@ -327,10 +376,11 @@ async fn serve(
             println!("bare server on port {port}, idle RSS {} KiB", rss_kib());
         }
         Kind::Grasp => {
-            let (t, inbound) = grasp_acp::plain::bind(
+            let (t, inbound) = bind_node(
                 grasp_acp::plain::Config::default()
                     .interfaces([iface.as_str()])
                     .port(port),
+                quads,
             )
             .await?;
             let g = Grasp::start(t.clone(), inbound, bench_config());
@@ -437,6 +487,7 @@ async fn bare_request(peer: std::net::SocketAddr) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client(
     mode: Kind,
     iface: String,
@@ -445,14 +496,16 @@ async fn client(
     concurrency: usize,
     discoveries: usize,
     negotiate: bool,
+    quads: bool,
 ) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let mut grasp_asa = None;
     if mode == Kind::Grasp {
-        let (t, inbound) = grasp_acp::plain::bind(
+        let (t, inbound) = bind_node(
             grasp_acp::plain::Config::default().interfaces([iface.as_str()]),
+            quads,
         )
         .await?;
         let g = Grasp::start(t, inbound, bench_config());
@@ -735,23 +788,33 @@ async fn memory(n: usize) -> Result<()> {
     Ok(())
 }
 
-async fn fabric(run: Duration, concurrency: usize, negotiate: bool) -> Result<()> {
+async fn fabric(run: Duration, concurrency: usize, negotiate: bool, quads: bool) -> Result<f64> {
     let f = Fabric::new(1);
     let l = f.link("l", LinkConfig::default());
     let mut cfg = Config::default();
     cfg.max_channels = 100_000;
-    let (ta, ia) = f
-        .node("A")
-        .attach(&l)
-        .simulated_security(Security::Quads)
-        .max_inbound_connections(100_000)
-        .bind();
-    let (tb, ib) = f
-        .node("B")
-        .attach(&l)
-        .simulated_security(Security::Quads)
-        .max_inbound_connections(100_000)
-        .bind();
+    let node = |name: &str| -> (
+        Arc<dyn AcpTransport>,
+        grasp_engine::transport::InboundStream,
+    ) {
+        let b = f
+            .node(name)
+            .attach(&l)
+            .max_inbound_connections(100_000)
+            .max_message_size(2048 + grasp_quads::OVERHEAD);
+        if quads {
+            let (t, i) = b.bind();
+            let (t, i) = grasp_quads::wrap(t, i, bench_ring(), grasp_quads::QuadsConfig::default());
+            (t, i)
+        } else {
+            // The engine needs a secured substrate for synchronization;
+            // the fabric pretends to be one.
+            let (t, i) = b.simulated_security(Security::Quads).bind();
+            (t, i)
+        }
+    };
+    let (ta, ia) = node("A");
+    let (tb, ib) = node("B");
     let a = Grasp::start(ta, ia, cfg.clone());
     let b = Grasp::start(tb.clone(), ib, cfg);
     let server = b.register_asa("server").await?;
@@ -830,7 +893,8 @@ async fn fabric(run: Duration, concurrency: usize, negotiate: bool) -> Result<()
         "synchronizations"
     };
     println!(
-        "fabric, 1 core, {concurrency} requester(s): {total} {what} in {secs:.2} s = {:.0}/s; first 10% {first:.0}/s, last 10% {last:.0}/s, last/first {:.3}; errors {}",
+        "fabric{}, 1 core, {concurrency} requester(s): {total} {what} in {secs:.2} s = {:.0}/s; first 10% {first:.0}/s, last 10% {last:.0}/s, last/first {:.3}; errors {}",
+        if quads { " under QUADS" } else { "" },
         total as f64 / secs,
         last / first.max(1.0),
         errors.load(Ordering::Relaxed)
@@ -838,5 +902,5 @@ async fn fabric(run: Duration, concurrency: usize, negotiate: bool) -> Result<()
     if total == 0 {
         bail!("nothing completed");
     }
-    Ok(())
+    Ok(total as f64 / secs)
 }
