@@ -216,3 +216,91 @@ fn quads_over_the_plain_acp() {
     assert_eq!(tb2.malformed_streams, 1, "X's channel closed: {tb2:?}");
     assert_eq!(sx.opened, 0, "X opened nothing: {sx:?}");
 }
+
+/// graspy's legacy QUADS over real TCP: back-to-back ciphertexts (M_WAIT then
+/// M_NEGOTIATE) are split by the legacy framer.
+#[test]
+fn legacy_quads_over_the_plain_acp() {
+    use grasp_quads::legacy::{bind_plain_legacy, LegacyKey};
+    if Lab::skip_loudly("legacy_quads_over_the_plain_acp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let na = lab.netns().unwrap();
+    let nb = lab.netns().unwrap();
+    lab.veth(
+        &na,
+        "ab0",
+        a6("fe80::1:1"),
+        Some(a6("fd00:1::1")),
+        &nb,
+        "ba0",
+        a6("fe80::1:2"),
+        Some(a6("fd00:1::2")),
+    )
+    .unwrap();
+    let key =
+        || LegacyKey::from_password(&grasp_quads::Password::new("grasp-test-password").unwrap());
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let kb = key();
+    let b = spawn_in(&nb, move || async move {
+        let (t, i) = bind_plain_legacy(plain::Config::default().interfaces(["ba0"]), kb)
+            .await
+            .unwrap();
+        let g = Grasp::start(t, i, Config::default());
+        let _s = serve_sync(&g, "legacy ok").await;
+        let asa = g.register_asa("neg").await.unwrap();
+        let neg = Objective::new("EX.neg", NEG);
+        asa.register_objective(&neg, RegisterOptions::default())
+            .await
+            .unwrap();
+        let listener = asa.listen_negotiate("EX.neg").await.unwrap();
+        ready_tx.send(()).unwrap();
+        for _ in 0..5 {
+            let (s, req) = listener.next().await.unwrap();
+            s.wait(Duration::from_secs(2)).await.unwrap();
+            match s
+                .step(&req.clone().with_value(Value::from(9u32)), T)
+                .await
+                .unwrap()
+            {
+                Negotiation::Step { session, .. } => session.accept().await.unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let ka = key();
+    let a = spawn_in(&na, move || async move {
+        let (t, i) = bind_plain_legacy(plain::Config::default().interfaces(["ab0"]), ka)
+            .await
+            .unwrap();
+        let g = Grasp::start(t.clone(), i, Config::default());
+        let asa = g.register_asa("A").await.unwrap();
+        ready_rx.await.unwrap();
+        let got = asa
+            .synchronize(&Objective::new("EX.sync", SYNCH), None, T)
+            .await
+            .unwrap();
+        assert_eq!(got.value.unwrap().as_str(), Some("legacy ok"));
+        let neg = Objective::new("EX.neg", NEG).with_value(Value::from(5u32));
+        asa.register_objective(&neg, RegisterOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            match asa.request_negotiate(&neg, None, T).await.unwrap() {
+                Negotiation::Step { session, objective } => {
+                    assert_eq!(objective.value.clone().unwrap().as_u64(), Some(9));
+                    assert!(matches!(
+                        session.step(&objective, T).await.unwrap(),
+                        Negotiation::Accepted
+                    ));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        t.stats()
+    });
+    let sa = a.join().expect("A panicked").unwrap();
+    b.join().expect("B panicked").unwrap();
+    assert_eq!(sa.malformed_streams, 0, "{sa:?}");
+}

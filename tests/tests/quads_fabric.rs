@@ -325,3 +325,76 @@ async fn key_rotation_without_a_flag_day() {
     assert_eq!(so.opened, 0, "{so:?}");
     assert!(so.dropped(DropReason::UnknownKey) >= 1, "{so:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn graspy_legacy_mode_over_the_fabric() {
+    use grasp_quads::legacy::{wrap_legacy, LegacyKey};
+    let f = Fabric::new(10);
+    let l = link(&f, "l");
+    let legacy = |name: &str, pw: &str| {
+        let (t, i) = f.node(name).attach(&l).max_message_size(2048 + 16).bind();
+        let key = LegacyKey::from_password(&grasp_quads::Password::new(pw).unwrap());
+        let (t, i) = wrap_legacy(t, i, key);
+        (Grasp::start(t.clone(), i, Config::default()), t)
+    };
+    let (a, _ta) = legacy("A", "grasp-test-password");
+    let (b, _tb) = legacy("B", "grasp-test-password");
+    let (x, tx) = legacy("X", "another password");
+    let asa_b = b.register_asa("B").await.unwrap();
+    serve_sync(&asa_b, "EX.sync", "legacy ok").await;
+    let neg = Objective::new("EX.neg", NEG);
+    asa_b
+        .register_objective(&neg, RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = asa_b.listen_negotiate("EX.neg").await.unwrap();
+    let server = tokio::spawn(async move {
+        let (s, req) = listener.next().await.unwrap();
+        // A wait and then a counter-offer: two messages back to back.
+        s.wait(Duration::from_secs(2)).await.unwrap();
+        match s
+            .step(&req.clone().with_value(Value::from(9u32)), T)
+            .await
+            .unwrap()
+        {
+            Negotiation::Step { session, .. } => session.accept().await.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    });
+    let asa_a = a.register_asa("A").await.unwrap();
+    let got = asa_a
+        .synchronize(&Objective::new("EX.sync", SYNCH), None, T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("legacy ok"));
+    asa_a
+        .register_objective(&neg, RegisterOptions::default())
+        .await
+        .unwrap();
+    match asa_a
+        .request_negotiate(&neg.clone().with_value(Value::from(5u32)), None, T)
+        .await
+        .unwrap()
+    {
+        Negotiation::Step { session, objective } => {
+            assert_eq!(objective.value.clone().unwrap().as_u64(), Some(9));
+            assert!(matches!(
+                session.step(&objective, T).await.unwrap(),
+                Negotiation::Accepted
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+    server.await.unwrap();
+    // Another password: nothing decrypts, nothing is answered.
+    let asa_x = x.register_asa("X").await.unwrap();
+    let found = asa_x
+        .discover(
+            &Objective::new("EX.sync", SYNCH),
+            DiscoverOptions::all(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(tx.dropped() >= 1);
+}

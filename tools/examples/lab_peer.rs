@@ -51,9 +51,14 @@ struct Args {
     /// The QUADS domain password (with --security quads or quads-legacy).
     #[arg(long, env = "GRASP_QUADS_PASSWORD")]
     password: Option<String>,
-    /// The QUADS domain name (with --security quads).
+    /// The QUADS domain name (with --security quads and a password).
     #[arg(long, default_value = "lab")]
     domain: String,
+    /// A key file instead of the password: quadsmaker's (with --security
+    /// quads) or graspy's quadsk.py (with --security quads-legacy). Refused
+    /// when others can read it.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -191,11 +196,14 @@ async fn main() -> Result<()> {
             (t, i)
         }
         "quads" => {
-            let key = grasp_quads::DomainKey::from_password(
-                &password()?,
-                &args.domain,
-                grasp_quads::KdfParams::default(),
-            )?;
+            let key = match &args.key_file {
+                Some(f) => grasp_quads::read_key_file(f)?.key(),
+                None => grasp_quads::DomainKey::from_password(
+                    &password()?,
+                    &args.domain,
+                    grasp_quads::KdfParams::default(),
+                )?,
+            };
             println!("QUADS key id {}", key.id());
             let (t, i) = grasp_quads::bind_plain(
                 plain,
@@ -206,7 +214,10 @@ async fn main() -> Result<()> {
             (t, i)
         }
         "quads-legacy" => {
-            let key = grasp_quads::legacy::LegacyKey::from_password(&password()?);
+            let key = match &args.key_file {
+                Some(f) => grasp_quads::legacy::read_quadsk(f)?,
+                None => grasp_quads::legacy::LegacyKey::from_password(&password()?),
+            };
             let (t, i) = grasp_quads::legacy::bind_plain_legacy(plain, key).await?;
             (t, i)
         }
