@@ -10,6 +10,35 @@
 //! only behind the `quads-legacy` feature, in [`legacy`], for joining an
 //! existing graspy domain.
 //!
+//! ```
+//! use grasp_acp::fabric::{Fabric, LinkConfig};
+//! use grasp_engine::proto::Config;
+//! use grasp_engine::transport::{AcpTransport, Security};
+//! use grasp_engine::Grasp;
+//! use grasp_quads::{DomainKey, KdfParams, KeyRing, Password, QuadsConfig, OVERHEAD};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Real nodes use the defaults (64 MiB) or a key file from quadsmaker.
+//! let fast = KdfParams { m_kib: 64, t: 1, p: 1 };
+//! let key = DomainKey::from_password(&Password::new("correct horse")?, "lab", fast)?;
+//! println!("key id {}", key.id());
+//!
+//! let fabric = Fabric::new(1);
+//! let link = fabric.link("l", LinkConfig::default());
+//! let (inner, inbound) = fabric
+//!     .node("A")
+//!     .attach(&link)
+//!     .max_message_size(2048 + OVERHEAD)
+//!     .bind();
+//! let (quads, inbound) = grasp_quads::wrap(inner, inbound, KeyRing::new(key), QuadsConfig::default());
+//! assert_eq!(quads.security(), Security::Quads);
+//! let grasp = Grasp::start(quads.clone(), inbound, Config::default());
+//! let _asa = grasp.register_asa("example").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Keys
 //!
 //! ```text
