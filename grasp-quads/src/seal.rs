@@ -527,6 +527,20 @@ impl std::fmt::Debug for UnicastSession {
 }
 
 impl UnicastSession {
+    /// Whether the next [`seal`](Self::seal) or [`open`](Self::open) reads
+    /// the clock (only a channel's opening record carries or checks a time;
+    /// callers may pass 0 otherwise and save the clock read).
+    pub fn needs_clock(&self) -> bool {
+        matches!(
+            self.state,
+            State::Initiator {
+                sent: 0,
+                late: None,
+                ..
+            } | State::ResponderNew { .. }
+        )
+    }
+
     /// Seals one message for the peer.
     pub fn seal(&mut self, now_ms: u64, plaintext: &[u8]) -> Result<Vec<u8>, &'static str> {
         let cap = plaintext.len() + OVERHEAD;

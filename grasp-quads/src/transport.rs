@@ -206,7 +206,12 @@ impl Stream for QuadsChannel {
         let this = &mut *self;
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(rec))) => {
-                Poll::Ready(Some(match this.session.open(now_ms(), &rec) {
+                let now = if this.session.needs_clock() {
+                    now_ms()
+                } else {
+                    0
+                };
+                Poll::Ready(Some(match this.session.open(now, &rec) {
                     Ok(pt) => Ok(Bytes::from(pt)),
                     Err(reason) => {
                         this.log.note(reason, &this.peer, "unicast");
@@ -233,7 +238,14 @@ impl Sink<Bytes> for QuadsChannel {
         let this = &mut *self;
         let sealed = this
             .session
-            .seal(now_ms(), &item)
+            .seal(
+                if this.session.needs_clock() {
+                    now_ms()
+                } else {
+                    0
+                },
+                &item,
+            )
             .map_err(|e| AcpError::Auth(e.to_string()))?;
         this.inner.as_mut().start_send(Bytes::from(sealed))
     }
