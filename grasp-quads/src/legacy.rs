@@ -24,12 +24,11 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream, StreamExt};
+use futures::{FutureExt, StreamExt};
 use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
     TransportStats,
@@ -38,6 +37,7 @@ use grasp_engine::wire::{DecodeError, Limits, Locator, StreamDecoder};
 use tracing::{debug, warn};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::transport::{RecordCodec, SealedChannel};
 use crate::{DropReason, Error, Password};
 
 type Enc = cbc::Encryptor<aes::Aes256>;
@@ -330,11 +330,7 @@ pub fn wrap_legacy(
                     }
                 },
                 Inbound::Channel(ch) => Some(Inbound::Channel(Channel {
-                    io: Box::pin(LegacyChannel {
-                        inner: ch.io,
-                        key: key.clone(),
-                        peer: ch.peer,
-                    }),
+                    io: legacy_channel(ch.io, key.clone(), ch.peer),
                     ..ch
                 })),
             };
@@ -402,11 +398,7 @@ impl AcpTransport for LegacyTransport {
         async move {
             let ch = self.inner.connect(peer).await?;
             Ok(Channel {
-                io: Box::pin(LegacyChannel {
-                    inner: ch.io,
-                    key: self.key.clone(),
-                    peer,
-                }),
+                io: legacy_channel(ch.io, self.key.clone(), peer),
                 ..ch
             })
         }
@@ -422,47 +414,33 @@ impl AcpTransport for LegacyTransport {
     }
 }
 
-struct LegacyChannel {
-    inner: Pin<Box<dyn MessageIo>>,
+/// graspy's QUADS on a unicast channel.
+struct LegacyCodec {
     key: Arc<LegacyKey>,
     peer: SocketAddr,
 }
 
-impl Stream for LegacyChannel {
-    type Item = Result<Bytes, AcpError>;
+impl RecordCodec for LegacyCodec {
+    fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, AcpError> {
+        Ok(self.key.encrypt(plaintext))
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(ct))) => {
-                Poll::Ready(Some(this.key.decrypt(&ct).map(Bytes::from).map_err(|r| {
-                    AcpError::Auth(format!("legacy QUADS from {}: {r}", this.peer))
-                })))
-            }
-            other => other,
-        }
+    fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, AcpError> {
+        self.key
+            .decrypt(record)
+            .map_err(|r| AcpError::Auth(format!("legacy QUADS from {}: {r}", self.peer)))
     }
 }
 
-impl Sink<Bytes> for LegacyChannel {
-    type Error = AcpError;
-
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
-        self.inner.as_mut().poll_ready(cx)
-    }
-
-    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), AcpError> {
-        let ct = Bytes::from(self.key.encrypt(&item));
-        self.inner.as_mut().start_send(ct)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
-        self.inner.as_mut().poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
-        self.inner.as_mut().poll_close(cx)
-    }
+fn legacy_channel(
+    inner: Pin<Box<dyn MessageIo>>,
+    key: Arc<LegacyKey>,
+    peer: SocketAddr,
+) -> Pin<Box<dyn MessageIo>> {
+    Box::pin(SealedChannel {
+        inner,
+        codec: LegacyCodec { key, peer },
+    })
 }
 
 #[cfg(test)]

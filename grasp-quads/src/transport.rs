@@ -90,12 +90,7 @@ pub fn wrap(
                     }
                 },
                 Inbound::Channel(ch) => Some(Inbound::Channel(Channel {
-                    io: Box::pin(QuadsChannel {
-                        inner: ch.io,
-                        session: sealer.responder(),
-                        peer: ch.peer,
-                        log: log.clone(),
-                    }),
+                    io: quads_channel(ch.io, sealer.responder(), ch.peer, log.clone()),
                     ..ch
                 })),
             };
@@ -166,12 +161,7 @@ impl AcpTransport for QuadsTransport {
         async move {
             let ch = self.inner.connect(peer).await?;
             Ok(Channel {
-                io: Box::pin(QuadsChannel {
-                    inner: ch.io,
-                    session: self.sealer.initiator(),
-                    peer,
-                    log: self.log.clone(),
-                }),
+                io: quads_channel(ch.io, self.sealer.initiator(), peer, self.log.clone()),
                 ..ch
             })
         }
@@ -191,43 +181,33 @@ impl AcpTransport for QuadsTransport {
     }
 }
 
-/// A channel whose records are sealed and opened on the way.
-struct QuadsChannel {
-    inner: Pin<Box<dyn MessageIo>>,
-    session: UnicastSession,
-    peer: SocketAddr,
-    log: Arc<LogLimiter>,
+/// What a channel does to each message on the way out and in.
+pub(crate) trait RecordCodec: Send + 'static {
+    /// Plaintext to record.
+    fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, AcpError>;
+    /// Record to plaintext (an error closes the channel).
+    fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, AcpError>;
 }
 
-impl Stream for QuadsChannel {
+/// A channel whose messages pass through a [`RecordCodec`].
+pub(crate) struct SealedChannel<C> {
+    pub(crate) inner: Pin<Box<dyn MessageIo>>,
+    pub(crate) codec: C,
+}
+
+impl<C: RecordCodec + Unpin> Stream for SealedChannel<C> {
     type Item = Result<Bytes, AcpError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(rec))) => {
-                let now = if this.session.needs_clock() {
-                    now_ms()
-                } else {
-                    0
-                };
-                Poll::Ready(Some(match this.session.open(now, &rec) {
-                    Ok(pt) => Ok(Bytes::from(pt)),
-                    Err(reason) => {
-                        this.log.note(reason, &this.peer, "unicast");
-                        Err(AcpError::Auth(format!(
-                            "QUADS record from {}: {reason}",
-                            this.peer
-                        )))
-                    }
-                }))
-            }
+            Poll::Ready(Some(Ok(rec))) => Poll::Ready(Some(this.codec.open(&rec).map(Bytes::from))),
             other => other,
         }
     }
 }
 
-impl Sink<Bytes> for QuadsChannel {
+impl<C: RecordCodec + Unpin> Sink<Bytes> for SealedChannel<C> {
     type Error = AcpError;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
@@ -236,17 +216,7 @@ impl Sink<Bytes> for QuadsChannel {
 
     fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), AcpError> {
         let this = &mut *self;
-        let sealed = this
-            .session
-            .seal(
-                if this.session.needs_clock() {
-                    now_ms()
-                } else {
-                    0
-                },
-                &item,
-            )
-            .map_err(|e| AcpError::Auth(e.to_string()))?;
+        let sealed = this.codec.seal(&item)?;
         this.inner.as_mut().start_send(Bytes::from(sealed))
     }
 
@@ -257,4 +227,48 @@ impl Sink<Bytes> for QuadsChannel {
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), AcpError>> {
         self.inner.as_mut().poll_close(cx)
     }
+}
+
+/// QUADS on a unicast channel.
+struct QuadsCodec {
+    session: UnicastSession,
+    peer: SocketAddr,
+    log: Arc<LogLimiter>,
+}
+
+impl RecordCodec for QuadsCodec {
+    fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, AcpError> {
+        let now = if self.session.needs_clock() {
+            now_ms()
+        } else {
+            0
+        };
+        self.session
+            .seal(now, plaintext)
+            .map_err(|e| AcpError::Auth(e.to_string()))
+    }
+
+    fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, AcpError> {
+        let now = if self.session.needs_clock() {
+            now_ms()
+        } else {
+            0
+        };
+        self.session.open(now, record).map_err(|reason| {
+            self.log.note(reason, &self.peer, "unicast");
+            AcpError::Auth(format!("QUADS record from {}: {reason}", self.peer))
+        })
+    }
+}
+
+fn quads_channel(
+    inner: Pin<Box<dyn MessageIo>>,
+    session: UnicastSession,
+    peer: SocketAddr,
+    log: Arc<LogLimiter>,
+) -> Pin<Box<dyn MessageIo>> {
+    Box::pin(SealedChannel {
+        inner,
+        codec: QuadsCodec { session, peer, log },
+    })
 }

@@ -129,6 +129,26 @@ impl Lab {
         Ok(())
     }
 
+    /// Two new namespaces A and B on one veth link with the graspy vectors'
+    /// addresses: A `ab0` fe80::1:1 / fd00:1::1, B `ba0` fe80::1:2 /
+    /// fd00:1::2.
+    pub fn pair(&mut self) -> Result<(Netns, Netns), String> {
+        let a = self.netns()?;
+        let b = self.netns()?;
+        let ip6 = |s: &str| s.parse::<Ipv6Addr>().map_err(|e| e.to_string());
+        self.veth(
+            &a,
+            "ab0",
+            ip6("fe80::1:1")?,
+            Some(ip6("fd00:1::1")?),
+            &b,
+            "ba0",
+            ip6("fe80::1:2")?,
+            Some(ip6("fd00:1::2")?),
+        )?;
+        Ok((a, b))
+    }
+
     /// Adds an address to an interface (no DAD).
     pub fn addr(&self, ns: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
         ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname, "nodad"])

@@ -44,19 +44,7 @@ fn engine_two_nodes_over_the_plain_acp() {
         return;
     }
     let mut lab = Lab::new();
-    let na = lab.netns().unwrap();
-    let nb = lab.netns().unwrap();
-    lab.veth(
-        &na,
-        "ab0",
-        a6("fe80::1:1"),
-        Some(a6("fd00:1::1")),
-        &nb,
-        "ba0",
-        a6("fe80::1:2"),
-        Some(a6("fd00:1::2")),
-    )
-    .unwrap();
+    let (na, nb) = lab.pair().unwrap();
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel::<()>();
 
@@ -157,20 +145,8 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
         return;
     }
     let mut lab = Lab::new();
-    let na = lab.netns().unwrap();
-    let nr = lab.netns().unwrap();
+    let (na, nr) = lab.pair().unwrap();
     let nc = lab.netns().unwrap();
-    lab.veth(
-        &na,
-        "ab0",
-        a6("fe80::1:1"),
-        Some(a6("fd00:1::1")),
-        &nr,
-        "ba0",
-        a6("fe80::1:2"),
-        Some(a6("fd00:1::2")),
-    )
-    .unwrap();
     lab.veth(
         &nr,
         "bc0",
@@ -280,19 +256,7 @@ fn silent_and_slow_peers_do_not_hold_up_the_responder() {
         return;
     }
     let mut lab = Lab::new();
-    let na = lab.netns().unwrap();
-    let nb = lab.netns().unwrap();
-    lab.veth(
-        &na,
-        "ab0",
-        a6("fe80::1:1"),
-        Some(a6("fd00:1::1")),
-        &nb,
-        "ba0",
-        a6("fe80::1:2"),
-        Some(a6("fd00:1::2")),
-    )
-    .unwrap();
+    let (na, nb) = lab.pair().unwrap();
     let (ready_tx, ready_rx) = oneshot::channel::<u16>();
     let (done_tx, done_rx) = oneshot::channel::<()>();
     const SILENT: usize = 20;

@@ -64,20 +64,8 @@ fn quads_over_the_plain_acp() {
         return;
     }
     let mut lab = Lab::new();
-    let na = lab.netns().unwrap();
-    let nb = lab.netns().unwrap();
+    let (na, nb) = lab.pair().unwrap();
     let nx = lab.netns().unwrap();
-    lab.veth(
-        &na,
-        "ab0",
-        a6("fe80::1:1"),
-        Some(a6("fd00:1::1")),
-        &nb,
-        "ba0",
-        a6("fe80::1:2"),
-        Some(a6("fd00:1::2")),
-    )
-    .unwrap();
     // X, of another domain, is on a second link to B.
     lab.veth(
         &nx,
@@ -226,19 +214,7 @@ fn legacy_quads_over_the_plain_acp() {
         return;
     }
     let mut lab = Lab::new();
-    let na = lab.netns().unwrap();
-    let nb = lab.netns().unwrap();
-    lab.veth(
-        &na,
-        "ab0",
-        a6("fe80::1:1"),
-        Some(a6("fd00:1::1")),
-        &nb,
-        "ba0",
-        a6("fe80::1:2"),
-        Some(a6("fd00:1::2")),
-    )
-    .unwrap();
+    let (na, nb) = lab.pair().unwrap();
     let key =
         || LegacyKey::from_password(&grasp_quads::Password::new("grasp-test-password").unwrap());
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
