@@ -235,6 +235,29 @@ impl ReplayWindows {
     }
 }
 
+/// The fingerprints are random bytes already: hashing them again (SipHash)
+/// buys nothing, so the table uses them as they are.
+type Fingerprints = std::hash::BuildHasherDefault<IdentityHasher>;
+
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// Opening randoms of unicast channels seen within the clock window, as
 /// 64-bit fingerprints in two generations of one window each: a record is
 /// accepted only within one window of our clock, so anything older than two
@@ -242,8 +265,8 @@ impl ReplayWindows {
 /// means refuse, never forget early: forgetting would open a replay hole.
 #[derive(Debug)]
 pub(crate) struct OpenCache {
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
+    current: HashSet<u64, Fingerprints>,
+    previous: HashSet<u64, Fingerprints>,
     /// When `current` began (ms).
     started: u64,
     cap: usize,
@@ -252,8 +275,8 @@ pub(crate) struct OpenCache {
 impl OpenCache {
     pub(crate) fn new(cap: usize) -> Self {
         OpenCache {
-            current: HashSet::new(),
-            previous: HashSet::new(),
+            current: HashSet::default(),
+            previous: HashSet::default(),
             started: 0,
             cap: cap.max(1),
         }
