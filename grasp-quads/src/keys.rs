@@ -259,14 +259,10 @@ impl DomainKey {
         self.derive(1, cr)
     }
 
-    /// The initiator's key after the answer, K_c2s = `derive(2, cr ⊕ sr)`
-    /// (fresh for the responder because `sr` is).
-    pub(crate) fn late_key(&self, cr: &[u8; 16], sr: &[u8; 16]) -> Zeroizing<[u8; 32]> {
-        let mut x = Zeroizing::new([0u8; 16]);
-        for (o, (a, b)) in x.iter_mut().zip(cr.iter().zip(sr)) {
-            *o = a ^ b;
-        }
-        self.derive(2, &x)
+    /// The initiator's key after the answer, K_c2s = `derive(2, x)` with
+    /// x = cr ⊕ sr (fresh for the responder because `sr` is).
+    pub(crate) fn late_key(&self, x: &[u8; 16]) -> Zeroizing<[u8; 32]> {
+        self.derive(2, x)
     }
 }
 

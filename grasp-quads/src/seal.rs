@@ -490,6 +490,32 @@ impl Sealer {
     }
 }
 
+/// K_c2s, derived only if the initiator sends after the answer (a
+/// synchronization never needs it).
+struct Late {
+    /// cr ⊕ sr (both travel in clear).
+    x: [u8; 16],
+    aead: Option<Box<Aes256Gcm>>,
+}
+
+impl Late {
+    fn new(cr: &[u8; 16], sr: &[u8; 16]) -> Self {
+        let mut x = [0u8; 16];
+        for (o, (a, b)) in x.iter_mut().zip(cr.iter().zip(sr)) {
+            *o = a ^ b;
+        }
+        Late { x, aead: None }
+    }
+
+    fn get(&mut self, key: &DomainKey) -> &Aes256Gcm {
+        let x = self.x;
+        self.aead.get_or_insert_with(|| {
+            let k = key.late_key(&x);
+            Box::new(Aes256Gcm::new((&*k).into()))
+        })
+    }
+}
+
 /// Nonce direction words under the channel key.
 const C2S: u32 = 0;
 const S2C: u32 = 1;
@@ -512,18 +538,19 @@ enum State {
         /// Next S2C counter under K_ch.
         received: u64,
         /// K_c2s and its next counter, once the answer brought `sr`.
-        late: Option<(LazyAead, u64)>,
+        late: Option<(Late, u64)>,
     },
     /// `sr` is drawn when the first record arrives (fixed only in tests).
     ResponderNew { sr: Option<[u8; 16]> },
     Responder {
+        key_id: KeyId,
         ch: LazyAead,
         /// Next C2S counter under K_ch (the initiator's early records).
         received: u64,
         /// Next S2C counter under K_ch.
         sent: u64,
         /// K_c2s (set up only if the initiator sends after our answer).
-        late: (LazyAead, u64),
+        late: (Late, u64),
         /// Our first record carries `sr`.
         answer: Option<[u8; 16]>,
     },
@@ -567,7 +594,8 @@ impl UnicastSession {
     /// Seals one message for the peer.
     pub fn seal(&mut self, now_ms: u64, plaintext: &[u8]) -> Result<Vec<u8>, &'static str> {
         let cap = plaintext.len() + OVERHEAD;
-        let out = match &mut self.state {
+        let UnicastSession { ring, state, .. } = self;
+        let out = match state {
             State::Initiator {
                 key_id,
                 cr,
@@ -577,8 +605,11 @@ impl UnicastSession {
                 ..
             } => match late {
                 Some((k, n)) => {
+                    let key = ring
+                        .get(key_id)
+                        .ok_or("the channel's key is no longer in the key ring")?;
                     let mut out = record::start(3, kind::DATA, cap);
-                    seal_into(&mut out, k.get(), &nonce(C2S, *n), plaintext);
+                    seal_into(&mut out, k.get(key), &nonce(C2S, *n), plaintext);
                     *n += 1;
                     out
                 }
@@ -639,7 +670,12 @@ impl UnicastSession {
 
     fn open_inner(&mut self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = record::parse(rec)?;
-        match &mut self.state {
+        let UnicastSession {
+            sealer,
+            ring,
+            state,
+        } = self;
+        match state {
             State::Initiator {
                 key_id,
                 cr,
@@ -657,8 +693,8 @@ impl UnicastSession {
                 *received += 1;
                 if first {
                     let sr = bytes16(p.fields.first())?;
-                    let key = self.ring.get(key_id).ok_or(DropReason::UnknownKey)?;
-                    *late = Some((LazyAead::new(key.late_key(cr, &sr)), 0));
+                    ring.get(key_id).ok_or(DropReason::UnknownKey)?;
+                    *late = Some((Late::new(cr, &sr), 0));
                 }
                 Ok(pt)
             }
@@ -669,8 +705,7 @@ impl UnicastSession {
                 let id = key_id(p.fields.first())?;
                 let cr = bytes16(p.fields.get(1))?;
                 let t = uint(p.fields.get(2))?;
-                let key: &DomainKey = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
-                let sealer = &self.sealer;
+                let key: &DomainKey = ring.get(&id).ok_or(DropReason::UnknownKey)?;
                 // Within the clock window, and not from before this node
                 // started (its replay cache starts empty).
                 if !sealer.fresh(t, now_ms) || t < sealer.started_ms {
@@ -685,28 +720,35 @@ impl UnicastSession {
                     .unwrap_or_else(|e| e.into_inner())
                     .check(&cr, now_ms, sealer.window_ms())?;
                 let sr: [u8; 16] = fixed_sr.unwrap_or_else(random);
-                let late = LazyAead::new(key.late_key(&cr, &sr));
-                self.state = State::Responder {
+                *state = State::Responder {
+                    key_id: id,
                     ch,
                     received: 1,
                     sent: 0,
-                    late: (late, 0),
+                    late: (Late::new(&cr, &sr), 0),
                     answer: Some(sr),
                 };
                 Ok(pt)
             }
             State::Responder {
-                ch, received, late, ..
+                key_id,
+                ch,
+                received,
+                late,
+                ..
             } => {
                 if !p.fields.is_empty() {
                     return Err(DropReason::Malformed);
                 }
-                let (k, n) = match p.kind {
-                    kind::EARLY => (ch, received),
-                    kind::DATA => (&mut late.0, &mut late.1),
+                let (aead, n) = match p.kind {
+                    kind::EARLY => (ch.get(), received),
+                    kind::DATA => {
+                        let key = ring.get(key_id).ok_or(DropReason::UnknownKey)?;
+                        (late.0.get(key), &mut late.1)
+                    }
                     _ => return Err(DropReason::Malformed),
                 };
-                let pt = open_ct(k.get(), &nonce(C2S, *n), p.header, p.ciphertext)?;
+                let pt = open_ct(aead, &nonce(C2S, *n), p.header, p.ciphertext)?;
                 *n += 1;
                 Ok(pt)
             }
