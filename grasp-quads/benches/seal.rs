@@ -109,8 +109,11 @@ mod parts {
         g.bench_function("ring_aes256gcm_key_setup", |b| {
             b.iter(|| {
                 ring::aead::LessSafeKey::new(
-                    ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, std::hint::black_box(&key))
-                        .unwrap(),
+                    ring::aead::UnboundKey::new(
+                        &ring::aead::AES_256_GCM,
+                        std::hint::black_box(&key),
+                    )
+                    .unwrap(),
                 )
             })
         });
