@@ -1,7 +1,96 @@
-//! # grasp-tls (not implemented yet)
+//! # grasp-tls (in progress: certificates and the domain CA so far)
 //!
-//! This crate will be the certificate-based GRASP backend: rustls mutual TLS
-//! for unicast channels and authenticated link-local multicast. It is issue 5
-//! of the project and has no code yet: it exports nothing, so nothing can
-//! mistake it for a working backend.
+//! The TLS backend of GRASP (issue 5): mutual TLS 1.3 for unicast and
+//! signed multicast for a certificate-based domain. What exists today is the
+//! certificate side: loading and checking a node's chain, key and trust
+//! anchors with a distinct error for each misconfiguration, and making a
+//! domain CA and node certificates (the `grasp-ca` tool). The transport
+//! itself is not written yet; this crate exports no `AcpTransport`, so
+//! nothing can mistake it for a working backend.
+//!
+//! A node's identity is the first DNS name in its certificate's subject
+//! alternative names. Node certificates carry both the TLS server and
+//! client authentication usages (every node is both).
 #![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub mod certs;
+
+pub use certs::NodeIdentity;
+
+/// What is wrong with a node's certificates or keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not the PEM it should be.
+    #[error("{path}: {why}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// No certificate in a file that should hold some.
+    #[error("{0}: no PEM certificate in it")]
+    NoCertificate(PathBuf),
+    /// The private key cannot be used.
+    #[error("the private key cannot be used: {0}")]
+    BadKey(String),
+    /// The private key file is readable by group or others.
+    #[error("{path} is readable by group or others (mode {mode:o}); run `chmod 600 {}`", path.display())]
+    KeyPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// The key is not the certificate's.
+    #[error("the private key does not belong to the certificate in {0}")]
+    KeyMismatch(PathBuf),
+    /// The certificate is not valid yet.
+    #[error("the certificate in {path} is not valid until {not_before:?}; check the clock")]
+    NotYetValid {
+        /// The file.
+        path: PathBuf,
+        /// Its start.
+        not_before: SystemTime,
+    },
+    /// The certificate has expired.
+    #[error(
+        "the certificate in {path} expired at {not_after:?}; issue a new one (grasp-ca issue)"
+    )]
+    Expired {
+        /// The file.
+        path: PathBuf,
+        /// Its end.
+        not_after: SystemTime,
+    },
+    /// A trust anchor is not a CA certificate.
+    #[error("{0}: a trust anchor there is not a CA certificate")]
+    AnchorNotCa(PathBuf),
+    /// The certificate has no DNS name to identify the node.
+    #[error("the certificate in {0} has no DNS subject alternative name (the node's identity)")]
+    NoName(PathBuf),
+    /// The chain does not lead to a trust anchor.
+    #[error("the certificate in {path} is not trusted: {why}")]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Making a key or certificate failed.
+    #[error("generating a certificate: {0}")]
+    Generate(String),
+}
