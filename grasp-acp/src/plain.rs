@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::interfaces::{host_interfaces, preferred_address, select};
-use crate::stream::{Framer, StreamChannel};
+use crate::stream::{Framer, StreamChannel, StreamLayer};
 use crate::Error;
 
 /// Configuration of the plain ACP.
@@ -60,6 +60,8 @@ pub struct Config {
     /// How TCP byte streams are split into messages; `None` (the default)
     /// means CBOR items. Only graspy's legacy QUADS needs another.
     pub framer: Option<Arc<dyn Framer>>,
+    /// A layer between TCP and the framing (TLS); `None`: plain TCP.
+    pub layer: Option<Arc<dyn StreamLayer>>,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             inbound_queue: 1024,
             node_address: None,
             framer: None,
+            layer: None,
         }
     }
 }
@@ -83,6 +86,12 @@ impl Config {
     /// Uses exactly these interfaces.
     pub fn interfaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
         self.interfaces = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Runs every TCP connection through `layer` (TLS) before the framing.
+    pub fn layer(mut self, layer: Arc<dyn StreamLayer>) -> Self {
+        self.layer = Some(layer);
         self
     }
 
@@ -132,6 +141,7 @@ pub struct Transport {
     send: Arc<UdpSocket>,
     limits: Limits,
     framer: Option<Arc<dyn Framer>>,
+    layer: Option<Arc<dyn StreamLayer>>,
     connect_timeout: Duration,
     stats: Arc<StatsCounters>,
     tasks: Vec<JoinHandle<()>>,
@@ -186,6 +196,9 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         permits: Arc::new(Semaphore::new(config.max_inbound_connections)),
         limits,
         framer: config.framer.clone(),
+        layer: config.layer.clone(),
+        handshake_timeout: config.connect_timeout,
+        ready: tx.clone(),
         stats: stats.clone(),
         datagrams: rx,
         backoff: None,
@@ -206,6 +219,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         send: Arc::new(send),
         limits,
         framer: config.framer.clone(),
+        layer: config.layer.clone(),
         connect_timeout: config.connect_timeout,
         stats,
         tasks: vec![mc_task],
@@ -385,6 +399,10 @@ struct Acceptor {
     permits: Arc<Semaphore>,
     limits: Limits,
     framer: Option<Arc<dyn Framer>>,
+    layer: Option<Arc<dyn StreamLayer>>,
+    handshake_timeout: Duration,
+    /// Where layered channels go once their handshake is done.
+    ready: mpsc::Sender<Inbound>,
     stats: Arc<StatsCounters>,
     datagrams: mpsc::Receiver<Inbound>,
     /// After an accept error (EMFILE and friends): wait instead of spinning.
@@ -419,6 +437,43 @@ impl Acceptor {
                     .local_addr()
                     .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
             });
+            if let Some(layer) = &self.layer {
+                // The handshake runs in its own task; the channel joins the
+                // inbound queue when it is done (or is dropped, counted).
+                let hs = layer.accept(stream, peer);
+                let (limits, framer, stats) =
+                    (self.limits, self.framer.clone(), self.stats.clone());
+                let ready = self.ready.clone();
+                let timeout = self.handshake_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, hs).await {
+                        Ok(Ok(l)) => {
+                            let io = StreamChannel::new(l.io, limits)
+                                .with_framer(framer)
+                                .with_stats(stats.clone())
+                                .with_permit(permit);
+                            let ch = Channel {
+                                peer,
+                                local,
+                                io: Box::pin(io),
+                            };
+                            match ready.try_send(Inbound::Channel(ch)) {
+                                Ok(()) => StatsCounters::bump(&stats.channels_accepted),
+                                Err(_) => StatsCounters::bump(&stats.channels_refused),
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "inbound handshake failed");
+                            StatsCounters::bump(&stats.channels_refused);
+                        }
+                        Err(_) => {
+                            debug!(%peer, "inbound handshake timed out");
+                            StatsCounters::bump(&stats.channels_refused);
+                        }
+                    }
+                });
+                continue;
+            }
             let io = StreamChannel::new(stream, self.limits)
                 .with_framer(self.framer.clone())
                 .with_stats(self.stats.clone())
@@ -520,6 +575,34 @@ impl Transport {
         let local = stream
             .local_addr()
             .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
+        if let Some(layer) = &self.layer {
+            let l = match tokio::time::timeout(self.connect_timeout, layer.connect(stream, peer))
+                .await
+            {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    StatsCounters::bump(&self.stats.connect_failures);
+                    return Err(e);
+                }
+                Err(_) => {
+                    StatsCounters::bump(&self.stats.connect_failures);
+                    return Err(AcpError::ConnectTimeout {
+                        peer,
+                        after: self.connect_timeout,
+                    });
+                }
+            };
+            StatsCounters::bump(&self.stats.channels_opened);
+            return Ok(Channel {
+                peer,
+                local,
+                io: Box::pin(
+                    StreamChannel::new(l.io, self.limits)
+                        .with_framer(self.framer.clone())
+                        .with_stats(self.stats.clone()),
+                ),
+            });
+        }
         StatsCounters::bump(&self.stats.channels_opened);
         Ok(Channel {
             peer,

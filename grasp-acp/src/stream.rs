@@ -29,6 +29,47 @@ pub trait Framer: Send + Sync + std::fmt::Debug {
     fn split(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError>;
 }
 
+/// A byte stream a [`StreamLayer`] returns (a TLS session over TCP).
+pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncIo for T {}
+
+/// What a [`StreamLayer`] makes of a TCP connection.
+pub struct LayeredIo {
+    /// The stream GRASP messages travel over.
+    pub io: Box<dyn AsyncIo>,
+    /// Who the peer proved to be (a certificate's name), if the layer
+    /// authenticates peers.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for LayeredIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayeredIo")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A layer between TCP and the message framing, such as TLS. The plain ACP
+/// runs `accept` for every inbound connection in its own task (bounded by
+/// the inbound connection limit and the connect timeout), and `connect`
+/// after every outgoing TCP connect.
+pub trait StreamLayer: Send + Sync + std::fmt::Debug + 'static {
+    /// Wraps an accepted connection (a TLS server handshake).
+    fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> futures::future::BoxFuture<'static, Result<LayeredIo, grasp_engine::transport::AcpError>>;
+
+    /// Wraps an outgoing connection (a TLS client handshake).
+    fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> futures::future::BoxFuture<'static, Result<LayeredIo, grasp_engine::transport::AcpError>>;
+}
+
 /// A message channel over any byte stream: received bytes are split into
 /// whole messages with [`StreamDecoder`]; each sent message is written on its
 /// own, never coalesced with the next one (graspy reads one message per

@@ -1,0 +1,325 @@
+//! Unicast: mutual TLS 1.3 over the plain ACP's TCP connections (a
+//! [`StreamLayer`]).
+//!
+//! Both ends present a certificate chain that must lead to one of the
+//! domain's trust anchors and carry both TLS usages; the peer's identity is
+//! the first DNS name of its certificate. The client side does not check
+//! the server's name against the address it dialled (GRASP peers are found
+//! by discovery, by address): membership of the domain is what is checked.
+//! Sessions resume (TLS 1.3 tickets, kept per peer address) so repeated
+//! sessions to one peer skip the full handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use grasp_acp::stream::{LayeredIo, StreamLayer};
+use grasp_engine::transport::AcpError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use x509_parser::prelude::FromDer;
+
+use crate::certs::{verify_chain, NodeIdentity};
+use crate::CertError;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Checks the server's chain against the domain anchors (not its name).
+#[derive(Debug)]
+struct DomainServerVerifier {
+    anchors: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for DomainServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs());
+        verify_chain(&chain, &self.anchors, t).map_err(|why| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(CertError::Untrusted {
+                    path: "peer".into(),
+                    why,
+                }),
+            )))
+        })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS layer: mutual TLS 1.3 on every GRASP TCP connection.
+#[derive(Clone)]
+pub struct TlsLayer {
+    server: tokio_rustls::TlsAcceptor,
+    client: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsLayer").finish_non_exhaustive()
+    }
+}
+
+/// The name of the first DNS SAN of a peer's leaf certificate.
+fn peer_name(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let leaf = certs?.first()?;
+    let (_, c) = x509_parser::prelude::X509Certificate::from_der(leaf).ok()?;
+    crate::certs::dns_name(&c)
+}
+
+impl TlsLayer {
+    /// TLS 1.3 configurations for `identity` (ring provider, explicitly).
+    pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
+        let provider = provider();
+        let tls_err = |e: rustls::Error| CertError::BadKey(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for a in &identity.anchors {
+            roots
+                .add(a.clone())
+                .map_err(|e| CertError::Generate(format!("trust anchor: {e}")))?;
+        }
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| CertError::Generate(format!("client verifier: {e}")))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(tls_err)?;
+        // Stateless resumption tickets.
+        server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
+        server.send_tls13_tickets = 2;
+        let verifier = Arc::new(DomainServerVerifier {
+            anchors: identity.anchors.clone(),
+            provider: provider.clone(),
+        });
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(tls_err)?;
+        Ok(TlsLayer {
+            server: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            client: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        })
+    }
+}
+
+fn tls_failed(peer: SocketAddr, e: std::io::Error) -> AcpError {
+    AcpError::Auth(format!("TLS with {peer}: {e}"))
+}
+
+impl StreamLayer for TlsLayer {
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
+        let acceptor = self.server.clone();
+        async move {
+            let tls = acceptor
+                .accept(tcp)
+                .await
+                .map_err(|e| tls_failed(peer, e))?;
+            let identity = peer_name(tls.get_ref().1.peer_certificates());
+            Ok(LayeredIo {
+                io: Box::new(tls),
+                identity,
+            })
+        }
+        .boxed()
+    }
+
+    fn connect(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
+        let connector = self.client.clone();
+        async move {
+            // Tickets are kept per server name: the peer's address.
+            let name = ServerName::IpAddress(peer.ip().into());
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| tls_failed(peer, e))?;
+            let identity = peer_name(tls.get_ref().1.peer_certificates());
+            Ok(LayeredIo {
+                io: Box::new(tls),
+                identity,
+            })
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{issue_node, new_ca};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
+        let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let anchors = vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()];
+        NodeIdentity::check(
+            chain,
+            key,
+            anchors,
+            "n".as_ref(),
+            "a".as_ref(),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
+        let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_with_identities_and_resumption() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        let client = TlsLayer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
+        let (l, addr) = listener().await;
+        let srv = tokio::spawn(async move {
+            let mut kinds = Vec::new();
+            for _ in 0..2 {
+                let (tcp, peer) = l.accept().await.unwrap();
+                let tls = server.server.accept(tcp).await.unwrap();
+                kinds.push(tls.get_ref().1.handshake_kind());
+                assert_eq!(
+                    peer_name(tls.get_ref().1.peer_certificates()).as_deref(),
+                    Some("client.lab")
+                );
+                assert_eq!(peer.ip(), addr.ip());
+                let mut tls = tls;
+                let mut b = [0u8; 5];
+                tls.read_exact(&mut b).await.unwrap();
+                tls.write_all(&b).await.unwrap();
+                tls.flush().await.unwrap();
+            }
+            kinds
+        });
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let l = client.connect(tcp, addr).await.unwrap();
+            assert_eq!(l.identity.as_deref(), Some("server.lab"));
+            let mut io = l.io;
+            io.write_all(b"hello").await.unwrap();
+            io.flush().await.unwrap();
+            let mut b = [0u8; 5];
+            io.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"hello");
+        }
+        let kinds = srv.await.unwrap();
+        assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+        assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn strangers_are_refused() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let (ca2, ca2_key) = new_ca("other", 30).unwrap();
+        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        let stranger = TlsLayer::new(&identity(&ca2, &ca2_key, "x.other")).unwrap();
+        let (l, addr) = listener().await;
+        let srv = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..3 {
+                let (tcp, peer) = l.accept().await.unwrap();
+                results.push(server.accept(tcp, peer).await.is_ok());
+            }
+            results
+        });
+        // A node of another CA: both sides refuse.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        assert!(stranger.connect(tcp, addr).await.is_err());
+        // A TLS client with no certificate.
+        let anon = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(DomainServerVerifier {
+                anchors: vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()],
+                provider: provider(),
+            }))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let r = tokio_rustls::TlsConnector::from(Arc::new(anon))
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await;
+        if let Ok(mut s) = r {
+            // TLS 1.3: the server's refusal arrives after the client's
+            // Finished; reading shows it.
+            let mut b = [0u8; 1];
+            assert!(s.read(&mut b).await.map(|n| n == 0).unwrap_or(true));
+        }
+        // A plaintext GRASP peer: an M_REQ_SYN straight on the socket.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0x83, 0x04, 0x01, 0x82, 0x61, 0x78, 0x05])
+            .await
+            .unwrap();
+        let results = srv.await.unwrap();
+        assert_eq!(results, vec![false, false, false]);
+    }
+}
