@@ -40,9 +40,11 @@ use futures::StreamExt;
 use grasp_engine::transport::{Inbound, InboundStream};
 use tokio::sync::mpsc;
 
+pub mod envelope;
 pub mod fabric;
 pub mod interfaces;
 pub mod plain;
+pub mod replay;
 pub mod stream;
 
 /// Errors setting up a backend of this crate.

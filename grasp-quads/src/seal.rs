@@ -1,7 +1,7 @@
 //! Sealing and opening records: multicast with a per-sender counter window
 //! and a timestamp window, unicast with fresh per-connection keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -159,82 +159,6 @@ impl Counters {
     }
 }
 
-/// A sliding window of the last 64 counters of one sender.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    top: u64,
-    seen: u64,
-    last_used: u64,
-}
-
-impl Window {
-    fn accept(&mut self, c: u64) -> bool {
-        if c > self.top {
-            let shift = c - self.top;
-            self.seen = if shift >= 64 { 0 } else { self.seen << shift };
-            self.seen |= 1;
-            self.top = c;
-            true
-        } else {
-            let back = self.top - c;
-            if back >= 64 || self.seen & (1 << back) != 0 {
-                false
-            } else {
-                self.seen |= 1 << back;
-                true
-            }
-        }
-    }
-}
-
-/// Per-sender counter windows for multicast, bounded (least recently used
-/// sender forgotten first).
-#[derive(Debug)]
-pub(crate) struct ReplayWindows {
-    map: HashMap<[u8; 8], Window>,
-    cap: usize,
-    tick: u64,
-}
-
-impl ReplayWindows {
-    pub(crate) fn new(cap: usize) -> Self {
-        ReplayWindows {
-            map: HashMap::new(),
-            cap: cap.max(1),
-            tick: 0,
-        }
-    }
-
-    /// Records `counter` from `sender`; false if it was seen (or is older
-    /// than the window).
-    pub(crate) fn accept(&mut self, sender: [u8; 8], counter: u64) -> bool {
-        self.tick += 1;
-        if let Some(w) = self.map.get_mut(&sender) {
-            w.last_used = self.tick;
-            return w.accept(counter);
-        }
-        if self.map.len() >= self.cap {
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, w)| w.last_used)
-                .map(|(k, _)| *k)
-            {
-                self.map.remove(&oldest);
-            }
-        }
-        self.map.insert(
-            sender,
-            Window {
-                top: counter,
-                seen: 1,
-                last_used: self.tick,
-            },
-        );
-        true
-    }
-}
-
 /// The fingerprints are random bytes already: hashing them again (SipHash)
 /// buys nothing, so the table uses them as they are.
 type Fingerprints = std::hash::BuildHasherDefault<IdentityHasher>;
@@ -316,7 +240,7 @@ pub struct Sealer {
     pub(crate) config: QuadsConfig,
     /// Our multicast sender id and next counter.
     mc: Mutex<([u8; 8], u64)>,
-    windows: Mutex<ReplayWindows>,
+    windows: Mutex<grasp_acp::replay::CounterWindows<[u8; 8]>>,
     opens: Mutex<OpenCache>,
     /// When this sealer was made: unicast openings older than this are
     /// refused (the replay cache did not see them).
@@ -333,7 +257,9 @@ impl Sealer {
     pub(crate) fn new_at(ring: KeyRing, config: QuadsConfig, started_ms: u64) -> Arc<Self> {
         let sender = random();
         Arc::new(Sealer {
-            windows: Mutex::new(ReplayWindows::new(config.multicast_senders)),
+            windows: Mutex::new(grasp_acp::replay::CounterWindows::new(
+                config.multicast_senders,
+            )),
             opens: Mutex::new(OpenCache::new(config.replay_cache)),
             ring: std::sync::RwLock::new(Arc::new(ring)),
             config,
@@ -449,7 +375,7 @@ impl Sealer {
         let mut nonce = [0u8; 12];
         nonce[..8].copy_from_slice(&sender);
         nonce[8..].copy_from_slice(&(counter as u32).to_be_bytes());
-        let pt = open_ct(key.multicast(), &nonce, p.header, p.ciphertext)?;
+        let pt = open_ct(key.multicast(), &nonce, p.header, p.last)?;
         // Only authenticated records move the window.
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if !w.accept(sender, counter) {
@@ -689,7 +615,7 @@ impl UnicastSession {
                 if p.kind != expect || p.fields.len() != usize::from(first) {
                     return Err(DropReason::Malformed);
                 }
-                let pt = open_ct(ch.get(), &nonce(S2C, *received), p.header, p.ciphertext)?;
+                let pt = open_ct(ch.get(), &nonce(S2C, *received), p.header, p.last)?;
                 *received += 1;
                 if first {
                     let sr = bytes16(p.fields.first())?;
@@ -712,7 +638,7 @@ impl UnicastSession {
                     return Err(DropReason::Stale);
                 }
                 let mut ch = LazyAead::new(key.channel_key(&cr));
-                let pt = open_ct(ch.get(), &nonce(C2S, 0), p.header, p.ciphertext)?;
+                let pt = open_ct(ch.get(), &nonce(C2S, 0), p.header, p.last)?;
                 // Authenticated: now it may enter the replay cache.
                 sealer
                     .opens
@@ -748,7 +674,7 @@ impl UnicastSession {
                     }
                     _ => return Err(DropReason::Malformed),
                 };
-                let pt = open_ct(aead, &nonce(C2S, *n), p.header, p.ciphertext)?;
+                let pt = open_ct(aead, &nonce(C2S, *n), p.header, p.last)?;
                 *n += 1;
                 Ok(pt)
             }
