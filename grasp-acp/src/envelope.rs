@@ -75,10 +75,10 @@ pub fn push_bytes_head(out: &mut Vec<u8>, len: usize) {
     head(out, 2, len as u64);
 }
 
-/// At most four header fields, without allocating.
+/// At most six header fields, without allocating.
 #[derive(Debug, Default)]
 pub struct Fields<'a> {
-    items: [Option<Item<'a>>; 4],
+    items: [Option<Item<'a>>; 6],
     len: usize,
 }
 
@@ -181,7 +181,7 @@ pub fn parse(b: &[u8], version: u64) -> Result<Parsed<'_>, EnvelopeError> {
     if major != 4 {
         return Err(EnvelopeError::Malformed);
     }
-    if !(3..=7).contains(&n) {
+    if !(3..=9).contains(&n) {
         return Err(EnvelopeError::Malformed);
     }
     let Item::Uint(v) = c.item()? else {

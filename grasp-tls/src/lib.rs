@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub mod certs;
+pub mod multicast;
 pub mod unicast;
 
 pub use certs::NodeIdentity;

@@ -1,0 +1,397 @@
+//! Multicast: every M_DISCOVERY, M_FLOOD and M_NOOP is signed with the
+//! sender's certificate key. **Authenticated, not encrypted**: anyone on
+//! the link can read multicast content; only domain members can produce
+//! messages receivers accept.
+//!
+//! ```text
+//! [1, 0, scheme, counter, time_ms, cert, payload, signature]
+//! ```
+//!
+//! A [`grasp_acp::envelope`] (version 1, kind 0): `scheme` is the TLS
+//! SignatureScheme code of the signature; `counter` starts at the sender's
+//! clock in microseconds when it starts and counts up (so a restarted
+//! sender continues above its old counters); `time_ms` is the sender's Unix
+//! time in ms; `cert` is the sender's leaf certificate (DER), issued
+//! directly by a domain trust anchor; `payload` is the GRASP message;
+//! `signature` covers every byte before it. Receivers check the
+//! certificate against the anchors (cached by SHA-256 fingerprint, 1024
+//! senders), the signature, a ±30 s clock window and a 64-entry counter
+//! window per sender, and drop and count what fails.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use grasp_acp::envelope::{self, EnvelopeError, Item};
+use grasp_acp::replay::CounterWindows;
+use rustls::pki_types::CertificateDer;
+use rustls::SignatureScheme;
+
+use crate::certs::{verify_chain, NodeIdentity};
+use crate::CertError;
+
+const VERSION: u64 = 1;
+const KIND: u64 = 0;
+
+/// Why a multicast was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum McDrop {
+    /// Not a signed envelope at all (a plaintext GRASP peer, or garbage).
+    Unsigned,
+    /// Cut short.
+    Truncated,
+    /// Another envelope version.
+    UnknownVersion,
+    /// The certificate does not lead to a domain trust anchor (another CA,
+    /// expired, not a node certificate).
+    Untrusted,
+    /// A signature scheme we do not accept.
+    UnsupportedScheme,
+    /// The signature does not verify (tampered).
+    BadSignature,
+    /// Outside the clock window.
+    Stale,
+    /// Seen before.
+    Replay,
+}
+
+impl McDrop {
+    /// How many reasons there are.
+    pub const COUNT: usize = 8;
+
+    /// Its index in [`McStats::dropped`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for McDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            McDrop::Unsigned => "unsigned",
+            McDrop::Truncated => "truncated",
+            McDrop::UnknownVersion => "unknown-version",
+            McDrop::Untrusted => "untrusted",
+            McDrop::UnsupportedScheme => "unsupported-scheme",
+            McDrop::BadSignature => "bad-signature",
+            McDrop::Stale => "stale",
+            McDrop::Replay => "replay",
+        })
+    }
+}
+
+/// Counters of signed multicasts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct McStats {
+    /// Signed and sent.
+    pub signed: u64,
+    /// Verified and delivered.
+    pub verified: u64,
+    /// Dropped, by [`McDrop::index`].
+    pub dropped: [u64; McDrop::COUNT],
+}
+
+impl McStats {
+    /// Drops for one reason.
+    pub fn dropped(&self, r: McDrop) -> u64 {
+        self.dropped[r.index()]
+    }
+}
+
+fn alg_for(scheme: u16) -> Option<&'static dyn rustls::pki_types::SignatureVerificationAlgorithm> {
+    Some(match SignatureScheme::from(scheme) {
+        SignatureScheme::ECDSA_NISTP256_SHA256 => webpki::ring::ECDSA_P256_SHA256,
+        SignatureScheme::ECDSA_NISTP384_SHA384 => webpki::ring::ECDSA_P384_SHA384,
+        SignatureScheme::ED25519 => webpki::ring::ED25519,
+        SignatureScheme::RSA_PSS_SHA256 => webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        SignatureScheme::RSA_PKCS1_SHA256 => webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+        _ => return None,
+    })
+}
+
+const SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::ED25519,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::RSA_PSS_SHA256,
+];
+
+fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut f = [0u8; 32];
+    f.copy_from_slice(d.as_ref());
+    f
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A verified sender certificate (by fingerprint): until when it is valid
+/// and when it was last used.
+#[derive(Debug)]
+struct Known {
+    not_after: SystemTime,
+    last_used: u64,
+}
+
+/// Signs our multicasts and verifies others'.
+pub struct Multicast {
+    signer: Box<dyn rustls::sign::Signer>,
+    cert: CertificateDer<'static>,
+    anchors: Vec<CertificateDer<'static>>,
+    counter: AtomicU64,
+    window: Duration,
+    known: Mutex<(std::collections::HashMap<[u8; 32], Known>, u64)>,
+    windows: Mutex<CounterWindows<[u8; 32]>>,
+    signed: AtomicU64,
+    verified: AtomicU64,
+    dropped: [AtomicU64; McDrop::COUNT],
+}
+
+impl std::fmt::Debug for Multicast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Multicast").finish_non_exhaustive()
+    }
+}
+
+/// Senders whose certificates are kept verified.
+const KNOWN_SENDERS: usize = 1024;
+
+impl Multicast {
+    /// For `identity` (its leaf certificate and key), trusting its anchors.
+    pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
+        let key = rustls::crypto::ring::sign::any_supported_type(&identity.key)
+            .map_err(|e| CertError::BadKey(e.to_string()))?;
+        let signer = key
+            .choose_scheme(SCHEMES)
+            .ok_or_else(|| CertError::BadKey("no signature scheme for multicast".into()))?;
+        let start_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Ok(Multicast {
+            signer,
+            cert: identity.chain[0].clone(),
+            anchors: identity.anchors.clone(),
+            counter: AtomicU64::new(start_us),
+            window: Duration::from_secs(30),
+            known: Mutex::new((std::collections::HashMap::new(), 0)),
+            windows: Mutex::new(CounterWindows::new(KNOWN_SENDERS)),
+            signed: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            dropped: Default::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> McStats {
+        let mut dropped = [0; McDrop::COUNT];
+        for (d, c) in dropped.iter_mut().zip(&self.dropped) {
+            *d = c.load(Ordering::Relaxed);
+        }
+        McStats {
+            signed: self.signed.load(Ordering::Relaxed),
+            verified: self.verified.load(Ordering::Relaxed),
+            dropped,
+        }
+    }
+
+    /// Wraps and signs one GRASP message.
+    pub fn sign(&self, now: SystemTime, payload: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut out = envelope::start(8, VERSION, KIND, payload.len() + self.cert.len() + 128);
+        envelope::push_uint(&mut out, u64::from(u16::from(self.signer.scheme())));
+        envelope::push_uint(&mut out, counter);
+        envelope::push_uint(&mut out, unix_ms(now));
+        envelope::push_bytes(&mut out, &self.cert);
+        envelope::push_bytes(&mut out, payload);
+        let sig = self.signer.sign(&out)?;
+        envelope::push_bytes(&mut out, &sig);
+        self.signed.fetch_add(1, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Checks one received multicast and returns its GRASP message.
+    pub fn verify(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, McDrop> {
+        let r = self.verify_inner(now, msg);
+        match &r {
+            Ok(_) => {
+                self.verified.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.dropped[e.index()].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn verify_inner(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, McDrop> {
+        let p = envelope::parse(msg, VERSION).map_err(|e| match e {
+            EnvelopeError::Truncated => McDrop::Truncated,
+            EnvelopeError::UnknownVersion => McDrop::UnknownVersion,
+            _ => McDrop::Unsigned,
+        })?;
+        if p.kind != KIND || p.fields.len() != 5 {
+            return Err(McDrop::Unsigned);
+        }
+        let uint = |i| match p.fields.get(i) {
+            Some(Item::Uint(v)) => Ok(*v),
+            _ => Err(McDrop::Unsigned),
+        };
+        let bytes = |i| match p.fields.get(i) {
+            Some(Item::Bytes(b)) => Ok(*b),
+            _ => Err(McDrop::Unsigned),
+        };
+        let scheme = u16::try_from(uint(0)?).map_err(|_| McDrop::UnsupportedScheme)?;
+        let counter = uint(1)?;
+        let t = uint(2)?;
+        let cert = bytes(3)?;
+        let payload = bytes(4)?;
+        let alg = alg_for(scheme).ok_or(McDrop::UnsupportedScheme)?;
+        if t.abs_diff(unix_ms(now)) > self.window.as_millis() as u64 {
+            return Err(McDrop::Stale);
+        }
+        let fp = fingerprint(cert);
+        self.trust(fp, cert, now)?;
+        let der = CertificateDer::from(cert);
+        let ee = webpki::EndEntityCert::try_from(&der).map_err(|_| McDrop::Untrusted)?;
+        ee.verify_signature(alg, p.header, p.last)
+            .map_err(|_| McDrop::BadSignature)?;
+        // Authenticated: now it may move the sender's window.
+        if !self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accept(fp, counter)
+        {
+            return Err(McDrop::Replay);
+        }
+        Ok(payload.to_vec())
+    }
+
+    /// Checks `cert` against the anchors unless it is already known.
+    fn trust(&self, fp: [u8; 32], cert: &[u8], now: SystemTime) -> Result<(), McDrop> {
+        let mut g = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        let tick = g.1;
+        if let Some(k) = g.0.get_mut(&fp) {
+            if now <= k.not_after {
+                k.last_used = tick;
+                return Ok(());
+            }
+            g.0.remove(&fp);
+        }
+        drop(g);
+        let der = CertificateDer::from(cert.to_vec());
+        verify_chain(std::slice::from_ref(&der), &self.anchors, now)
+            .map_err(|_| McDrop::Untrusted)?;
+        use x509_parser::prelude::FromDer;
+        let not_after = x509_parser::prelude::X509Certificate::from_der(cert)
+            .map(|(_, c)| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(c.validity().not_after.timestamp().max(0) as u64)
+            })
+            .map_err(|_| McDrop::Untrusted)?;
+        let mut g = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.len() >= KNOWN_SENDERS {
+            if let Some(old) = g.0.iter().min_by_key(|(_, k)| k.last_used).map(|(f, _)| *f) {
+                g.0.remove(&old);
+            }
+        }
+        g.0.insert(
+            fp,
+            Known {
+                not_after,
+                last_used: tick,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Multicast {
+    /// Forgets every verified sender (after the anchors change).
+    pub fn forget_all(&self) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{issue_node, new_ca};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+
+    fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
+        let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let anchors = vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()];
+        NodeIdentity::check(
+            chain,
+            key,
+            anchors,
+            "n".as_ref(),
+            "a".as_ref(),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signed_multicasts_verify_and_every_fault_is_counted() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let (ca2, ca2_key) = new_ca("other", 30).unwrap();
+        let a = Multicast::new(&identity(&ca, &ca_key, "a.lab")).unwrap();
+        let b = Multicast::new(&identity(&ca, &ca_key, "b.lab")).unwrap();
+        let x = Multicast::new(&identity(&ca2, &ca2_key, "x.other")).unwrap();
+        let now = SystemTime::now();
+        let m = a.sign(now, &[0x81, 0x00]).unwrap();
+        assert_eq!(b.verify(now, &m).unwrap(), vec![0x81, 0x00]);
+        // Replayed.
+        assert_eq!(b.verify(now, &m), Err(McDrop::Replay));
+        // Tampered payload (the last payload byte sits before the signature).
+        let m2 = a.sign(now, &[0x81, 0x00]).unwrap();
+        let sig_len = 72usize.min(m2.len());
+        let mut t = m2.clone();
+        let i = t.len() - sig_len - 1;
+        t[i] ^= 1;
+        assert!(matches!(
+            b.verify(now, &t),
+            Err(McDrop::BadSignature | McDrop::Unsigned | McDrop::Truncated)
+        ));
+        assert_eq!(
+            b.verify(now, &m2).unwrap(),
+            vec![0x81, 0x00],
+            "a refused copy does not poison"
+        );
+        // Another CA's member.
+        let mx = x.sign(now, &[0x81, 0x00]).unwrap();
+        assert_eq!(b.verify(now, &mx), Err(McDrop::Untrusted));
+        // Unsigned: a plaintext GRASP message.
+        assert_eq!(b.verify(now, &[0x81, 0x00]), Err(McDrop::Unsigned));
+        // Stale.
+        let old = a
+            .sign(now - Duration::from_secs(60), &[0x81, 0x00])
+            .unwrap();
+        assert_eq!(b.verify(now, &old), Err(McDrop::Stale));
+        // Truncated.
+        let m3 = a.sign(now, &[0x81, 0x00]).unwrap();
+        assert_eq!(b.verify(now, &m3[..m3.len() - 3]), Err(McDrop::Truncated));
+        let s = b.stats();
+        assert_eq!(s.verified, 2);
+        assert_eq!(s.dropped(McDrop::Replay), 1);
+        assert_eq!(s.dropped(McDrop::Untrusted), 1);
+        assert_eq!(s.dropped(McDrop::Stale), 1);
+    }
+}
