@@ -1,12 +1,25 @@
-//! # grasp-tls (in progress: certificates and the domain CA so far)
+//! # grasp-tls (in progress, issue 5)
 //!
-//! The TLS backend of GRASP (issue 5): mutual TLS 1.3 for unicast and
-//! signed multicast for a certificate-based domain. What exists today is the
-//! certificate side: loading and checking a node's chain, key and trust
-//! anchors with a distinct error for each misconfiguration, and making a
-//! domain CA and node certificates (the `grasp-ca` tool). The transport
-//! itself is not written yet; this crate exports no `AcpTransport`, so
-//! nothing can mistake it for a working backend.
+//! The TLS backend of GRASP: mutual TLS 1.3 for unicast and signed
+//! multicast for a certificate-based domain.
+//!
+//! * [`certs`]: loading and checking a node's chain, key and trust anchors
+//!   (a distinct error for each misconfiguration); making a domain CA and
+//!   node certificates (the `grasp-ca` tool).
+//! * [`unicast`]: the TLS 1.3 layer on the plain ACP's TCP connections
+//!   (mutual authentication against the domain anchors, ticket resumption).
+//! * [`multicast`]: the signed multicast envelope.
+//! * [`transport`]: [`bind_plain`], the `AcpTransport` over the plain ACP's
+//!   sockets.
+//!
+//! Not yet: the transport over the in-memory fabric, certificate reload
+//! without restart, the peer's identity in the ASA's session, benchmarks.
+//!
+//! RFC 8990 defines no TLS mapping; this one is: every GRASP TCP connection
+//! is a TLS 1.3 session (both sides present certificates chaining to the
+//! domain anchors; no name check against the dialled address), carrying
+//! GRASP messages as CBOR items exactly as on plain TCP; every multicast is
+//! the signed envelope of [`multicast`] (authenticated, readable).
 //!
 //! A node's identity is the first DNS name in its certificate's subject
 //! alternative names. Node certificates carry both the TLS server and
@@ -18,9 +31,11 @@ use std::time::SystemTime;
 
 pub mod certs;
 pub mod multicast;
+pub mod transport;
 pub mod unicast;
 
 pub use certs::NodeIdentity;
+pub use transport::{bind_plain, TlsTransport};
 
 /// What is wrong with a node's certificates or keys.
 #[derive(Debug, thiserror::Error)]

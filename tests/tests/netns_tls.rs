@@ -1,0 +1,219 @@
+//! The TLS backend over the plain ACP's sockets between namespaces (root
+//! only; loudly skipped otherwise): discovery, synchronization,
+//! negotiation and flooding between two members of a domain, and a node
+//! with a certificate from another CA that is refused on both unicast and
+//! multicast.
+
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grasp_acp::plain;
+use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{Grasp, Negotiation};
+use grasp_tests::netns::{spawn_in, Lab};
+use grasp_tls::multicast::McDrop;
+use grasp_tls::{NodeIdentity, TlsTransport};
+use tokio::sync::oneshot;
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
+const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+const T: Duration = Duration::from_secs(5);
+
+fn a6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+/// Writes a node's certificate, key (0600) and its CA's certificate.
+fn node_files(
+    dir: &Path,
+    ca: &(String, String),
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = grasp_tls::certs::issue_node(&ca.0, &ca.1, name, 10).unwrap();
+    let c = dir.join(format!("{name}.crt"));
+    let k = dir.join(format!("{name}.key"));
+    let a = dir.join(format!("{name}.ca.crt"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key.as_bytes()).unwrap();
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&a, &ca.0).unwrap();
+    (c, k, a)
+}
+
+async fn start(
+    iface: &str,
+    files: &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
+) -> (Grasp, Arc<TlsTransport>) {
+    let id = NodeIdentity::load(&files.0, &files.1, &files.2).unwrap();
+    let (t, inbound) = grasp_tls::bind_plain(plain::Config::default().interfaces([iface]), &id)
+        .await
+        .unwrap();
+    assert_eq!(t.security(), Security::Tls);
+    (Grasp::start(t.clone(), inbound, Config::default()), t)
+}
+
+#[test]
+fn tls_over_the_plain_acp() {
+    if Lab::skip_loudly("tls_over_the_plain_acp") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = {
+        let (c, k) = grasp_tls::certs::new_ca("lab", 30).unwrap();
+        (c, k.to_string())
+    };
+    let other = {
+        let (c, k) = grasp_tls::certs::new_ca("other", 30).unwrap();
+        (c, k.to_string())
+    };
+    let fa = node_files(dir.path(), &ca, "a.lab");
+    let fb = node_files(dir.path(), &ca, "b.lab");
+    let fx = node_files(dir.path(), &other, "x.other");
+    let mut lab = Lab::new();
+    let (na, nb) = lab.pair().unwrap();
+    let nx = lab.netns().unwrap();
+    lab.veth(
+        &nx,
+        "xb0",
+        a6("fe80::2:2"),
+        Some(a6("fd00:2::2")),
+        &nb,
+        "bx0",
+        a6("fe80::2:1"),
+        Some(a6("fd00:2::1")),
+    )
+    .unwrap();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let (xready_tx, xready_rx) = oneshot::channel::<u16>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (xdone_tx, xdone_rx) = oneshot::channel::<()>();
+
+    let fb2 = fb.clone();
+    let b = spawn_in(&nb, move || async move {
+        let (g, t) = start("ba0", &fb2).await;
+        let (g2, t2) = start("bx0", &fb2).await;
+        for g in [&g, &g2] {
+            let asa = g.register_asa("sync").await.unwrap();
+            let o = Objective::new("EX.sync", SYNCH).with_value(Value::from("tls ok"));
+            asa.register_objective(&o, RegisterOptions::default())
+                .await
+                .unwrap();
+            asa.listen_synchronize(&o).await.unwrap();
+            std::mem::forget(asa);
+        }
+        let asa = g.register_asa("neg").await.unwrap();
+        let neg = Objective::new("EX.neg", NEG);
+        asa.register_objective(&neg, RegisterOptions::default())
+            .await
+            .unwrap();
+        let listener = asa.listen_negotiate("EX.neg").await.unwrap();
+        let fl = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded"));
+        asa.register_objective(&fl, RegisterOptions::default())
+            .await
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let port2 = match t2.node_locator() {
+            Locator::Ipv6 { port, .. } => port,
+            other => panic!("{other:?}"),
+        };
+        xready_tx.send(port2).unwrap();
+        let (session, req) = listener.next().await.unwrap();
+        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
+        match session
+            .step(&req.clone().with_value(Value::from(100u32)), T)
+            .await
+            .unwrap()
+        {
+            Negotiation::Step { session, objective } => {
+                assert_eq!(objective.value.unwrap().as_u64(), Some(120));
+                session.accept().await.unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        asa.flood(
+            10_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+        done_rx.await.unwrap();
+        xdone_rx.await.unwrap();
+        (t.multicast_stats(), t2.multicast_stats(), t2.stats())
+    });
+
+    let a = spawn_in(&na, move || async move {
+        let (g, t) = start("ab0", &fa).await;
+        let asa = g.register_asa("A").await.unwrap();
+        ready_rx.await.unwrap();
+        let probe = Objective::new("EX.sync", SYNCH);
+        let found = asa
+            .discover(&probe, DiscoverOptions::first(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        let got = asa.synchronize(&probe, None, T).await.unwrap();
+        assert_eq!(got.value.unwrap().as_str(), Some("tls ok"));
+        let bid = Objective::new("EX.neg", NEG).with_value(Value::from(150u32));
+        asa.register_objective(&bid, RegisterOptions::default())
+            .await
+            .unwrap();
+        match asa.request_negotiate(&bid, None, T).await.unwrap() {
+            Negotiation::Step { session, objective } => {
+                let next = objective.with_value(Value::from(120u32));
+                assert!(matches!(
+                    session.step(&next, T).await.unwrap(),
+                    Negotiation::Accepted
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = asa.get_flood("EX.flood").await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.len(), 1);
+        done_tx.send(()).unwrap();
+        t.multicast_stats()
+    });
+
+    let x = spawn_in(&nx, move || async move {
+        let (g, t) = start("xb0", &fx).await;
+        let asa = g.register_asa("X").await.unwrap();
+        let b_port = xready_rx.await.unwrap();
+        let probe = Objective::new("EX.sync", SYNCH);
+        let found = asa
+            .discover(&probe, DiscoverOptions::all(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        assert!(
+            found.is_empty(),
+            "another CA's node was answered: {found:?}"
+        );
+        let b = AsaLocator::new(Locator::tcp6(a6("fd00:2::1"), b_port));
+        let r = asa.synchronize(&probe, Some(b), T).await;
+        assert!(r.is_err(), "{r:?}");
+        xdone_tx.send(()).unwrap();
+        t.stats()
+    });
+    let sa = a.join().expect("A panicked").unwrap();
+    let tx = x.join().expect("X panicked").unwrap();
+    let (sb, sb2, tb2) = b.join().expect("B panicked").unwrap();
+    assert!(sa.verified >= 1 && sb.verified >= 1, "{sa:?} {sb:?}");
+    assert_eq!(sa.dropped.iter().sum::<u64>(), 0, "{sa:?}");
+    // B dropped X's multicasts as untrusted and refused its TLS channel.
+    assert!(sb2.dropped(McDrop::Untrusted) >= 1, "{sb2:?}");
+    assert!(tb2.channels_refused >= 1, "{tb2:?}");
+    assert!(tx.connect_failures >= 1, "{tx:?}");
+}
