@@ -466,6 +466,7 @@ impl MemTransport {
             peer: remote_view,
             local: peer,
             io: Box::pin(theirs),
+            identity: None,
         };
         match tn.inbound.try_send(Inbound::Channel(inbound)) {
             Ok(()) => StatsCounters::bump(&tn.stats.channels_accepted),
@@ -480,6 +481,7 @@ impl MemTransport {
             peer,
             local,
             io: Box::pin(mine),
+            identity: None,
         })
     }
 }

@@ -456,6 +456,7 @@ impl Acceptor {
                                 peer,
                                 local,
                                 io: Box::pin(io),
+                                identity: l.identity,
                             };
                             match ready.try_send(Inbound::Channel(ch)) {
                                 Ok(()) => StatsCounters::bump(&stats.channels_accepted),
@@ -483,6 +484,7 @@ impl Acceptor {
                 peer,
                 local,
                 io: Box::pin(io),
+                identity: None,
             }));
         }
     }
@@ -601,6 +603,7 @@ impl Transport {
                         .with_framer(self.framer.clone())
                         .with_stats(self.stats.clone()),
                 ),
+                identity: l.identity,
             });
         }
         StatsCounters::bump(&self.stats.channels_opened);
@@ -612,6 +615,7 @@ impl Transport {
                     .with_framer(self.framer.clone())
                     .with_stats(self.stats.clone()),
             ),
+            identity: None,
         })
     }
 }

@@ -306,8 +306,9 @@ impl Asa {
                 session,
                 objective,
                 peer,
+                identity,
             }) => Ok(Negotiation::Step {
-                session: Session::new(self.clone(), session, peer),
+                session: Session::new(self.clone(), session, peer, identity),
                 objective,
             }),
             other => Err(unexpected(other)),
@@ -373,17 +374,31 @@ pub struct Session {
     asa: Asa,
     handle: SessionHandle,
     peer: Option<SocketAddr>,
+    identity: Option<String>,
     finished: bool,
 }
 
 impl Session {
-    fn new(asa: Asa, handle: SessionHandle, peer: Option<SocketAddr>) -> Self {
+    fn new(
+        asa: Asa,
+        handle: SessionHandle,
+        peer: Option<SocketAddr>,
+        identity: Option<String>,
+    ) -> Self {
         Session {
             asa,
             handle,
             peer,
+            identity,
             finished: false,
         }
+    }
+
+    /// Who the peer proved to be (its certificate's name) on transports
+    /// that authenticate peers individually (TLS); `None` on others (a
+    /// QUADS peer is only known to hold the domain key).
+    pub fn peer_identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// The session handle.
@@ -420,6 +435,9 @@ impl Session {
                 objective,
             } => {
                 session.peer = session.peer.or(self.peer);
+                if session.identity.is_none() {
+                    session.identity = self.identity.take();
+                }
                 Ok(Negotiation::Step { session, objective })
             }
             other => Ok(other),
@@ -497,7 +515,7 @@ impl NegotiationListener {
     pub async fn next(&self) -> Option<(Session, Objective)> {
         let inc = self.rx.lock().await.recv().await?;
         Some((
-            Session::new(self.asa.clone(), inc.session, Some(inc.peer)),
+            Session::new(self.asa.clone(), inc.session, Some(inc.peer), inc.identity),
             inc.objective,
         ))
     }

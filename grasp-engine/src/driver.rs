@@ -50,6 +50,7 @@ pub(crate) struct Incoming {
     pub(crate) session: SessionHandle,
     pub(crate) objective: Objective,
     pub(crate) peer: SocketAddr,
+    pub(crate) identity: Option<String>,
 }
 
 type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
@@ -64,6 +65,8 @@ enum ChanEvent {
     Msg(ChannelId, Bytes),
     Closed(ChannelId),
     ConnectFailed(ChannelId, String),
+    /// The transport authenticated the peer of an outgoing channel.
+    Identity(ChannelId, String),
 }
 
 pub(crate) struct Driver {
@@ -120,6 +123,9 @@ impl Driver {
                         self.chans.insert(id, tx);
                         tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
                         self.engine.handle_inbound_channel(now(), id, ch.peer);
+                        if ch.identity.is_some() {
+                            self.engine.set_channel_identity(id, ch.identity);
+                        }
                     }
                     None => {
                         warn!("the transport's inbound stream ended");
@@ -151,6 +157,7 @@ impl Driver {
                 self.chans.remove(&id);
                 self.engine.handle_connect_failed(now(), id, why);
             }
+            ChanEvent::Identity(id, who) => self.engine.set_channel_identity(id, Some(who)),
         }
     }
 
@@ -209,7 +216,15 @@ impl Driver {
                 let ev = self.ev_tx.clone();
                 tokio::spawn(async move {
                     match transport.connect(peer).await {
-                        Ok(ch) => channel_task(channel, ch.io, rx, ev).await,
+                        Ok(ch) => {
+                            // Before any message of the channel (one queue).
+                            if let Some(who) = ch.identity {
+                                if ev.send(ChanEvent::Identity(channel, who)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            channel_task(channel, ch.io, rx, ev).await
+                        }
                         Err(e) => {
                             debug!(%peer, error = %e, "connect failed");
                             let _ = ev
@@ -256,6 +271,7 @@ impl Driver {
                 session,
                 objective,
                 peer,
+                identity,
             } => {
                 let key = (asa, objective.name.clone());
                 let delivered = match self.listeners.get(&key) {
@@ -264,6 +280,7 @@ impl Driver {
                             session,
                             objective,
                             peer,
+                            identity,
                         })
                         .is_ok(),
                     None => false,

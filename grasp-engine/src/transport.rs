@@ -189,6 +189,9 @@ pub struct Channel {
     pub local: SocketAddr,
     /// Messages in and out.
     pub io: Pin<Box<dyn MessageIo>>,
+    /// Who the peer proved to be (its certificate's name), on backends that
+    /// authenticate peers individually (TLS); `None` elsewhere.
+    pub identity: Option<String>,
 }
 
 impl fmt::Debug for Channel {
@@ -196,6 +199,7 @@ impl fmt::Debug for Channel {
         f.debug_struct("Channel")
             .field("peer", &self.peer)
             .field("local", &self.local)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }

@@ -124,6 +124,11 @@ fn tls_over_the_plain_acp() {
         xready_tx.send(port2).unwrap();
         let (session, req) = listener.next().await.unwrap();
         assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
+        assert_eq!(
+            session.peer_identity(),
+            Some("a.lab"),
+            "the requester's certificate name"
+        );
         match session
             .step(&req.clone().with_value(Value::from(100u32)), T)
             .await
@@ -167,6 +172,11 @@ fn tls_over_the_plain_acp() {
             .unwrap();
         match asa.request_negotiate(&bid, None, T).await.unwrap() {
             Negotiation::Step { session, objective } => {
+                assert_eq!(
+                    session.peer_identity(),
+                    Some("b.lab"),
+                    "the responder's certificate name"
+                );
                 let next = objective.with_value(Value::from(120u32));
                 assert!(matches!(
                     session.step(&next, T).await.unwrap(),

@@ -137,6 +137,8 @@ enum ChanState {
 #[derive(Debug)]
 struct Chan {
     peer: SocketAddr,
+    /// The peer's authenticated identity (TLS), if any.
+    identity: Option<String>,
     deadline: Option<Instant>,
     state: ChanState,
 }
@@ -660,11 +662,20 @@ impl Engine {
             channel,
             Chan {
                 peer,
+                identity: None,
                 deadline: None,
                 state: ChanState::Fresh,
             },
         );
         self.set_deadline(channel, Some(now + self.config.first_message_timeout));
+    }
+
+    /// Records who the peer of `channel` proved to be (the transport
+    /// authenticated it); negotiation sessions on it report the identity.
+    pub fn set_channel_identity(&mut self, channel: ChannelId, identity: Option<String>) {
+        if let Some(c) = self.channels.get_mut(&channel) {
+            c.identity = identity;
+        }
     }
 
     /// Allocates an id for an inbound channel (the driver's side of
@@ -1096,6 +1107,7 @@ impl Engine {
             channel,
             Chan {
                 peer,
+                identity: None,
                 deadline: None,
                 state: ChanState::Synch { cmd, sid, name },
             },
@@ -1197,11 +1209,13 @@ impl Engine {
             });
         }
         self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
+        let identity = self.channels.get(&channel).and_then(|c| c.identity.clone());
         self.events.push_back(Event::NegotiationRequest {
             asa,
             session,
             objective: req.objective,
             peer,
+            identity,
         });
     }
 
@@ -1227,6 +1241,7 @@ impl Engine {
             channel,
             Chan {
                 peer,
+                identity: None,
                 deadline: None,
                 state: ChanState::Neg(Neg {
                     sid,
@@ -1333,12 +1348,14 @@ impl Engine {
                     session_id: sid,
                 };
                 let peer = self.channels.get(&channel).map(|c| c.peer);
+                let identity = self.channels.get(&channel).and_then(|c| c.identity.clone());
                 self.reply(
                     cmd,
                     Ok(Reply::Negotiation(NegotiationOutcome::Step {
                         session,
                         objective: m.objective,
                         peer,
+                        identity,
                     })),
                 );
                 self.set_deadline(channel, Some(now + self.config.session_idle_timeout));

@@ -159,6 +159,8 @@ pub enum NegotiationOutcome {
         objective: Objective,
         /// The peer's address.
         peer: Option<SocketAddr>,
+        /// The peer's authenticated identity, if the transport has one.
+        identity: Option<String>,
     },
 }
 
@@ -372,6 +374,8 @@ pub enum Event {
         objective: Objective,
         /// The peer.
         peer: SocketAddr,
+        /// The peer's authenticated identity, if the transport has one.
+        identity: Option<String>,
     },
 }
 

@@ -104,6 +104,7 @@ impl Tap {
         Channel {
             peer: ch.peer,
             local: ch.local,
+            identity: ch.identity,
             io: Box::pin(TapIo {
                 name: self.name,
                 peer: ch.peer.to_string(),
