@@ -139,11 +139,31 @@ struct Known {
     last_used: u64,
 }
 
-/// Signs our multicasts and verifies others'.
-pub struct Multicast {
+/// What a node signs with and trusts; replaced whole on a reload.
+struct Keys {
     signer: Box<dyn rustls::sign::Signer>,
     cert: CertificateDer<'static>,
     anchors: Vec<CertificateDer<'static>>,
+}
+
+impl Keys {
+    fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
+        let key = rustls::crypto::ring::sign::any_supported_type(&identity.key)
+            .map_err(|e| CertError::BadKey(e.to_string()))?;
+        let signer = key
+            .choose_scheme(SCHEMES)
+            .ok_or_else(|| CertError::BadKey("no signature scheme for multicast".into()))?;
+        Ok(Keys {
+            signer,
+            cert: identity.chain[0].clone(),
+            anchors: identity.anchors.clone(),
+        })
+    }
+}
+
+/// Signs our multicasts and verifies others'.
+pub struct Multicast {
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
     counter: AtomicU64,
     window: Duration,
     known: Mutex<(std::collections::HashMap<[u8; 32], Known>, u64)>,
@@ -165,19 +185,13 @@ const KNOWN_SENDERS: usize = 1024;
 impl Multicast {
     /// For `identity` (its leaf certificate and key), trusting its anchors.
     pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
-        let key = rustls::crypto::ring::sign::any_supported_type(&identity.key)
-            .map_err(|e| CertError::BadKey(e.to_string()))?;
-        let signer = key
-            .choose_scheme(SCHEMES)
-            .ok_or_else(|| CertError::BadKey("no signature scheme for multicast".into()))?;
+        let keys = Keys::new(identity)?;
         let start_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         Ok(Multicast {
-            signer,
-            cert: identity.chain[0].clone(),
-            anchors: identity.anchors.clone(),
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
             counter: AtomicU64::new(start_us),
             window: Duration::from_secs(30),
             known: Mutex::new((std::collections::HashMap::new(), 0)),
@@ -203,14 +217,15 @@ impl Multicast {
 
     /// Wraps and signs one GRASP message.
     pub fn sign(&self, now: SystemTime, payload: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let keys = self.keys();
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut out = envelope::start(8, VERSION, KIND, payload.len() + self.cert.len() + 128);
-        envelope::push_uint(&mut out, u64::from(u16::from(self.signer.scheme())));
+        let mut out = envelope::start(8, VERSION, KIND, payload.len() + keys.cert.len() + 128);
+        envelope::push_uint(&mut out, u64::from(u16::from(keys.signer.scheme())));
         envelope::push_uint(&mut out, counter);
         envelope::push_uint(&mut out, unix_ms(now));
-        envelope::push_bytes(&mut out, &self.cert);
+        envelope::push_bytes(&mut out, &keys.cert);
         envelope::push_bytes(&mut out, payload);
-        let sig = self.signer.sign(&out)?;
+        let sig = keys.signer.sign(&out)?;
         envelope::push_bytes(&mut out, &sig);
         self.signed.fetch_add(1, Ordering::Relaxed);
         Ok(out)
@@ -288,7 +303,7 @@ impl Multicast {
         }
         drop(g);
         let der = CertificateDer::from(cert.to_vec());
-        verify_chain(std::slice::from_ref(&der), &self.anchors, now)
+        verify_chain(std::slice::from_ref(&der), &self.keys().anchors, now)
             .map_err(|_| McDrop::Untrusted)?;
         use x509_parser::prelude::FromDer;
         let not_after = x509_parser::prelude::X509Certificate::from_der(cert)
@@ -315,6 +330,19 @@ impl Multicast {
 }
 
 impl Multicast {
+    fn keys(&self) -> std::sync::Arc<Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Signs with `identity` from now on and trusts its anchors (a renewed
+    /// certificate); every sender is verified again.
+    pub fn reload(&self, identity: &NodeIdentity) -> Result<(), CertError> {
+        let keys = Keys::new(identity)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(keys);
+        self.forget_all();
+        Ok(())
+    }
+
     /// Forgets every verified sender (after the anchors change).
     pub fn forget_all(&self) {
         self.known

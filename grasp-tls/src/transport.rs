@@ -25,14 +25,15 @@ pub const MULTICAST_OVERHEAD: usize = 2048;
 /// GRASP over mutual TLS (unicast) and signed multicast.
 pub struct TlsTransport {
     inner: Arc<grasp_acp::plain::Transport>,
+    layer: Arc<TlsLayer>,
     multicast: Arc<Multicast>,
-    name: String,
+    name: std::sync::RwLock<String>,
 }
 
 impl std::fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsTransport")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .finish_non_exhaustive()
     }
 }
@@ -57,8 +58,12 @@ pub async fn bind_plain(
     let layer = Arc::new(TlsLayer::new(identity)?);
     let multicast = Arc::new(Multicast::new(identity)?);
     let max = config.max_message_size + MULTICAST_OVERHEAD;
-    let (inner, inbound) =
-        grasp_acp::plain::bind(config.layer(layer).max_message_size(max)).await?;
+    let (inner, inbound) = grasp_acp::plain::bind(
+        config
+            .layer(layer.clone() as Arc<dyn grasp_acp::stream::StreamLayer>)
+            .max_message_size(max),
+    )
+    .await?;
     info!(node = %identity.name, "TLS transport up (mutual TLS 1.3, signed multicast)");
     let mc = multicast.clone();
     let inbound = inbound
@@ -82,8 +87,9 @@ pub async fn bind_plain(
     Ok((
         Arc::new(TlsTransport {
             inner,
+            layer,
             multicast,
-            name: identity.name.clone(),
+            name: std::sync::RwLock::new(identity.name.clone()),
         }),
         inbound,
     ))
@@ -91,8 +97,58 @@ pub async fn bind_plain(
 
 impl TlsTransport {
     /// This node's name (from its certificate).
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> String {
+        self.name.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses a renewed identity from now on: new TLS handshakes present it
+    /// and multicasts are signed with it; open sessions carry on.
+    pub fn reload(&self, identity: &NodeIdentity) -> Result<(), CertError> {
+        self.layer.reload(identity)?;
+        self.multicast.reload(identity)?;
+        *self.name.write().unwrap_or_else(|e| e.into_inner()) = identity.name.clone();
+        info!(node = %identity.name, "TLS identity reloaded");
+        Ok(())
+    }
+
+    /// Reloads from the files whenever one of them changes (checked every
+    /// `every`); a change that does not load is logged and the old identity
+    /// kept. A daemon can also call [`reload`](Self::reload) on SIGHUP. The
+    /// task ends when the transport is dropped.
+    pub fn watch_files(
+        self: &Arc<Self>,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        anchors: std::path::PathBuf,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let (cert2, key2, anchors2) = (cert.clone(), key.clone(), anchors.clone());
+        let stamp = move || {
+            [&cert, &key, &anchors].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        };
+        tokio::spawn(async move {
+            let mut last = stamp();
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(t) = weak.upgrade() else { return };
+                let now = stamp();
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match NodeIdentity::load(&cert2, &key2, &anchors2) {
+                    Ok(id) => {
+                        if let Err(e) = t.reload(&id) {
+                            tracing::warn!(error = %e, "renewed identity not usable; keeping the old one");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewed identity does not load; keeping the old one")
+                    }
+                }
+            }
+        })
     }
 
     /// The signed-multicast counters.

@@ -96,6 +96,11 @@ impl ServerCertVerifier for DomainServerVerifier {
 /// The TLS layer: mutual TLS 1.3 on every GRASP TCP connection.
 #[derive(Clone)]
 pub struct TlsLayer {
+    configs: Arc<std::sync::RwLock<Configs>>,
+}
+
+#[derive(Clone)]
+struct Configs {
     server: tokio_rustls::TlsAcceptor,
     client: tokio_rustls::TlsConnector,
 }
@@ -116,6 +121,27 @@ fn peer_name(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
 impl TlsLayer {
     /// TLS 1.3 configurations for `identity` (ring provider, explicitly).
     pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
+        Ok(TlsLayer {
+            configs: Arc::new(std::sync::RwLock::new(Self::configs(identity)?)),
+        })
+    }
+
+    /// Uses `identity` for every handshake from now on (a renewed
+    /// certificate); sessions already up are not disturbed.
+    pub fn reload(&self, identity: &NodeIdentity) -> Result<(), CertError> {
+        let c = Self::configs(identity)?;
+        *self.configs.write().unwrap_or_else(|e| e.into_inner()) = c;
+        Ok(())
+    }
+
+    fn current(&self) -> Configs {
+        self.configs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn configs(identity: &NodeIdentity) -> Result<Configs, CertError> {
         let provider = provider();
         let tls_err = |e: rustls::Error| CertError::BadKey(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
@@ -150,7 +176,7 @@ impl TlsLayer {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(tls_err)?;
-        Ok(TlsLayer {
+        Ok(Configs {
             server: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             client: tokio_rustls::TlsConnector::from(Arc::new(client)),
         })
@@ -167,7 +193,7 @@ impl StreamLayer for TlsLayer {
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
-        let acceptor = self.server.clone();
+        let acceptor = self.current().server;
         async move {
             let tls = acceptor
                 .accept(tcp)
@@ -187,7 +213,7 @@ impl StreamLayer for TlsLayer {
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
-        let connector = self.client.clone();
+        let connector = self.current().client;
         async move {
             // Tickets are kept per server name: the peer's address.
             let name = ServerName::IpAddress(peer.ip().into());
@@ -245,7 +271,7 @@ mod tests {
             let mut kinds = Vec::new();
             for _ in 0..2 {
                 let (tcp, peer) = l.accept().await.unwrap();
-                let tls = server.server.accept(tcp).await.unwrap();
+                let tls = server.current().server.accept(tcp).await.unwrap();
                 kinds.push(tls.get_ref().1.handshake_kind());
                 assert_eq!(
                     peer_name(tls.get_ref().1.peer_certificates()).as_deref(),
@@ -274,6 +300,35 @@ mod tests {
         let kinds = srv.await.unwrap();
         assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
         assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_identity_is_used_for_new_handshakes() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let server = TlsLayer::new(&identity(&ca, &ca_key, "old.lab")).unwrap();
+        let client = TlsLayer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
+        let (l, addr) = listener().await;
+        let s2 = server.clone();
+        let srv = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, peer) = l.accept().await.unwrap();
+                let s3 = s2.clone();
+                tokio::spawn(async move {
+                    let mut io = s3.accept(tcp, peer).await.unwrap().io;
+                    let mut b = [0u8; 1];
+                    let _ = io.read(&mut b).await;
+                });
+            }
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let first = client.connect(tcp, addr).await.unwrap();
+        assert_eq!(first.identity.as_deref(), Some("old.lab"));
+        server.reload(&identity(&ca, &ca_key, "new.lab")).unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let second = client.connect(tcp, addr).await.unwrap();
+        assert_eq!(second.identity.as_deref(), Some("new.lab"));
+        drop((first, second));
+        srv.await.unwrap();
     }
 
     #[tokio::test]
