@@ -164,7 +164,7 @@ impl TlsLayer {
             .map_err(tls_err)?;
         // Stateless resumption tickets.
         server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
-        server.send_tls13_tickets = 2;
+        server.send_tls13_tickets = 1;
         let verifier = Arc::new(DomainServerVerifier {
             anchors: identity.anchors.clone(),
             provider: provider.clone(),
@@ -329,6 +329,42 @@ mod tests {
         assert_eq!(second.identity.as_deref(), Some("new.lab"));
         drop((first, second));
         srv.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expired_certificate_is_refused() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        // An identity that was valid last year (loaded with last year's
+        // clock, as a node whose certificate lapsed while running).
+        let (cert, key) = crate::certs::issue_node_with(&ca, &ca_key, "old.lab", |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+        .unwrap();
+        let then = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_593_561_600); // 2020-07-01
+        let old = NodeIdentity::check(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()],
+            "o".as_ref(),
+            "a".as_ref(),
+            then,
+        )
+        .unwrap();
+        let client = TlsLayer::new(&old).unwrap();
+        let (l, addr) = listener().await;
+        let srv = tokio::spawn(async move {
+            let (tcp, peer) = l.accept().await.unwrap();
+            server.accept(tcp, peer).await.is_ok()
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        if let Ok(l) = client.connect(tcp, addr).await {
+            let mut io = l.io;
+            let mut b = [0u8; 1];
+            assert!(io.read(&mut b).await.map(|n| n == 0).unwrap_or(true));
+        }
+        assert!(!srv.await.unwrap(), "the server refused the expired client");
     }
 
     #[tokio::test]

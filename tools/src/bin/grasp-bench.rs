@@ -18,6 +18,10 @@
 //! `tools/bench/veth.sh` runs both in two network namespaces side by side.
 //!
 //! `memory`: RSS of an idle node, and per open negotiation session.
+//!
+//! `--quads` runs serve/client under QUADS; with `GRASP_BENCH_TLS_CA=DIR` in
+//! the environment they run over the TLS backend instead, each with a node
+//! certificate issued from the CA in DIR (`grasp-ca init --dir DIR`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -315,6 +319,33 @@ async fn bind_node(
     Arc<dyn AcpTransport>,
     grasp_engine::transport::InboundStream,
 )> {
+    if let Ok(dir) = std::env::var("GRASP_BENCH_TLS_CA") {
+        // TLS backend: a node certificate from the CA in `dir` (grasp-ca init).
+        let dir = std::path::PathBuf::from(dir);
+        let (crt, key) = grasp_tls::certs::ca_paths(&dir);
+        let ca =
+            std::fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?;
+        let ca_key =
+            std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+        let name = format!("bench-{}.lab", std::process::id());
+        let (cert, nkey) = grasp_tls::certs::issue_node(&ca, &ca_key, &name, 1)?;
+        use rustls_pki_types::pem::PemObject;
+        let id = grasp_tls::NodeIdentity::check(
+            vec![rustls_pki_types::CertificateDer::from_pem_slice(
+                cert.as_bytes(),
+            )?],
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(nkey.as_bytes())?,
+            vec![rustls_pki_types::CertificateDer::from_pem_slice(
+                ca.as_bytes(),
+            )?],
+            &crt,
+            &crt,
+            std::time::SystemTime::now(),
+        )?;
+        let (t, i) = grasp_tls::bind_plain(cfg, &id).await?;
+        println!("TLS backend, node {name}");
+        return Ok((t, i));
+    }
     Ok(if quads {
         let (t, i) =
             grasp_quads::bind_plain(cfg, bench_ring(), grasp_quads::QuadsConfig::default()).await?;
