@@ -35,7 +35,7 @@ pub mod transport;
 pub mod unicast;
 
 pub use certs::NodeIdentity;
-pub use transport::{bind_plain, TlsTransport};
+pub use transport::{bind_plain, wrap_messages, TlsTransport};
 
 /// What is wrong with a node's certificates or keys.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,11 @@ pub const MULTICAST_OVERHEAD: usize = 2048;
 
 /// GRASP over mutual TLS (unicast) and signed multicast.
 pub struct TlsTransport {
-    inner: Arc<grasp_acp::plain::Transport>,
+    inner: Arc<dyn AcpTransport>,
+    /// The inner transport carries messages, not bytes (the fabric): TLS is
+    /// run here, over an adapter, rather than by the inner transport.
+    over_messages: bool,
+    limits: grasp_engine::wire::Limits,
     layer: Arc<TlsLayer>,
     multicast: Arc<Multicast>,
     name: std::sync::RwLock<String>,
@@ -87,6 +91,8 @@ pub async fn bind_plain(
     Ok((
         Arc::new(TlsTransport {
             inner,
+            over_messages: false,
+            limits: grasp_engine::wire::Limits::default(),
             layer,
             multicast,
             name: std::sync::RwLock::new(identity.name.clone()),
@@ -184,7 +190,28 @@ impl AcpTransport for TlsTransport {
     }
 
     fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
-        self.inner.connect(peer)
+        if !self.over_messages {
+            return self.inner.connect(peer);
+        }
+        async move {
+            let ch = self.inner.connect(peer).await?;
+            let l = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                self.layer.connect_io(MessageBytes::new(ch.io), peer),
+            )
+            .await
+            .map_err(|_| AcpError::ConnectTimeout {
+                peer,
+                after: HANDSHAKE_TIMEOUT,
+            })??;
+            Ok(Channel {
+                peer: ch.peer,
+                local: ch.local,
+                io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, self.limits)),
+                identity: l.identity,
+            })
+        }
+        .boxed()
     }
 
     fn stats(&self) -> TransportStats {
@@ -194,5 +221,183 @@ impl AcpTransport for TlsTransport {
         s.multicast_received = s.multicast_received.saturating_sub(dropped);
         s.multicast_dropped_other += dropped;
         s
+    }
+}
+
+/// How long a TLS handshake over a message transport may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// TLS over a transport that carries messages rather than bytes (the
+/// in-memory fabric, for tests and labs): the same handshakes, identities
+/// and signed multicasts as over the plain ACP. Give the inner nodes a
+/// maximum message size of at least [`MULTICAST_OVERHEAD`] + 2048 and
+/// 17 KiB for TLS records (`max_message_size(20_000)` on a fabric node).
+pub fn wrap_messages(
+    inner: Arc<dyn AcpTransport>,
+    inbound: InboundStream,
+    identity: &NodeIdentity,
+) -> Result<(Arc<TlsTransport>, InboundStream), CertError> {
+    let layer = Arc::new(TlsLayer::new(identity)?);
+    let multicast = Arc::new(Multicast::new(identity)?);
+    let limits = grasp_engine::wire::Limits::default();
+    // Channels whose handshake is done, from their tasks.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Inbound>(64);
+    let (mc, l2) = (multicast.clone(), layer.clone());
+    let direct = inbound.filter_map(move |i| {
+        let out = match i {
+            Inbound::Datagram(mut d) => match mc.verify(SystemTime::now(), &d.msg) {
+                Ok(m) => {
+                    d.msg = Bytes::from(m);
+                    Some(Inbound::Datagram(d))
+                }
+                Err(reason) => {
+                    debug!(%reason, src = %d.src, "multicast dropped");
+                    None
+                }
+            },
+            Inbound::Channel(ch) => {
+                let (layer, tx) = (l2.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let hs = layer.accept_io(MessageBytes::new(ch.io), ch.peer);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
+                        Ok(Ok(l)) => {
+                            let ch = Channel {
+                                peer: ch.peer,
+                                local: ch.local,
+                                io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, limits)),
+                                identity: l.identity,
+                            };
+                            let _ = tx.try_send(Inbound::Channel(ch));
+                        }
+                        Ok(Err(e)) => debug!(peer = %ch.peer, error = %e, "inbound TLS refused"),
+                        Err(_) => debug!(peer = %ch.peer, "inbound TLS handshake timed out"),
+                    }
+                });
+                None
+            }
+        };
+        futures::future::ready(out)
+    });
+    let mut rx = rx;
+    let done = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let inbound = futures::stream::select(direct, done).boxed();
+    Ok((
+        Arc::new(TlsTransport {
+            inner,
+            over_messages: true,
+            limits,
+            layer,
+            multicast,
+            name: std::sync::RwLock::new(identity.name.clone()),
+        }),
+        inbound,
+    ))
+}
+
+/// A message channel seen as a byte stream, for TLS: each write is one
+/// message (at most `MAX_WRITE` bytes), reads take the bytes of the
+/// messages in order.
+struct MessageBytes {
+    io: std::pin::Pin<Box<dyn grasp_engine::transport::MessageIo>>,
+    rbuf: Bytes,
+    done: bool,
+    /// The peer has gone: writes are discarded, as a TCP socket accepts
+    /// writes after the peer's close (TLS 1.3 servers write session tickets
+    /// after the handshake; a one-message client may be gone by then).
+    peer_gone: bool,
+}
+
+/// Largest message a write becomes (a TLS record with its overhead fits).
+const MAX_WRITE: usize = 17 * 1024;
+
+impl MessageBytes {
+    fn new(io: std::pin::Pin<Box<dyn grasp_engine::transport::MessageIo>>) -> Self {
+        MessageBytes {
+            io,
+            rbuf: Bytes::new(),
+            done: false,
+            peer_gone: false,
+        }
+    }
+}
+
+fn io_err(e: AcpError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl tokio::io::AsyncRead for MessageBytes {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        while this.rbuf.is_empty() && !this.done {
+            match this.io.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => this.rbuf = b,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io_err(e))),
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = this.rbuf.len().min(buf.remaining());
+        buf.put_slice(&this.rbuf.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for MessageBytes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let n = buf.len().min(MAX_WRITE);
+        if this.peer_gone {
+            return Poll::Ready(Ok(n));
+        }
+        match this.io.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => {
+                this.peer_gone = true;
+                return Poll::Ready(Ok(n));
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+        if this
+            .io
+            .as_mut()
+            .start_send(Bytes::copy_from_slice(&buf[..n]))
+            .is_err()
+        {
+            this.peer_gone = true;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.peer_gone {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match self.io.as_mut().poll_flush(cx) {
+            std::task::Poll::Ready(Err(_)) => {
+                self.peer_gone = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other.map_err(io_err),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_close(cx).map_err(io_err)
     }
 }

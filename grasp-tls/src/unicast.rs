@@ -201,16 +201,43 @@ fn tls_failed(peer: SocketAddr, e: std::io::Error) -> AcpError {
     AcpError::Auth(format!("TLS with {peer}: {e}"))
 }
 
-impl StreamLayer for TlsLayer {
-    fn accept(
+impl TlsLayer {
+    /// The server side of a handshake over any byte stream.
+    pub fn accept_io<S>(
         &self,
-        tcp: TcpStream,
+        io: S,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let acceptor = self.current().server;
         async move {
-            let tls = acceptor
-                .accept(tcp)
+            let tls = acceptor.accept(io).await.map_err(|e| tls_failed(peer, e))?;
+            let identity = peer_name(tls.get_ref().1.peer_certificates());
+            Ok(LayeredIo {
+                io: Box::new(tls),
+                identity,
+            })
+        }
+        .boxed()
+    }
+
+    /// The client side of a handshake over any byte stream.
+    pub fn connect_io<S>(
+        &self,
+        io: S,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let connector = self.current().client;
+        async move {
+            // Tickets are kept per server name: the peer's address.
+            let name = ServerName::IpAddress(peer.ip().into());
+            let tls = connector
+                .connect(name, io)
                 .await
                 .map_err(|e| tls_failed(peer, e))?;
             let identity = peer_name(tls.get_ref().1.peer_certificates());
@@ -221,27 +248,23 @@ impl StreamLayer for TlsLayer {
         }
         .boxed()
     }
+}
+
+impl StreamLayer for TlsLayer {
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
+        self.accept_io(tcp, peer)
+    }
 
     fn connect(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
-        let connector = self.current().client;
-        async move {
-            // Tickets are kept per server name: the peer's address.
-            let name = ServerName::IpAddress(peer.ip().into());
-            let tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| tls_failed(peer, e))?;
-            let identity = peer_name(tls.get_ref().1.peer_certificates());
-            Ok(LayeredIo {
-                io: Box::new(tls),
-                identity,
-            })
-        }
-        .boxed()
+        self.connect_io(tcp, peer)
     }
 }
 

@@ -1,0 +1,289 @@
+//! The TLS backend over the in-memory fabric: every GRASP operation across
+//! a relay, and strangers refused and counted with the engine unaffected.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use grasp_acp::fabric::{Fabric, Link, LinkConfig};
+use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::wire::{Message, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{Grasp, Negotiation};
+use grasp_tls::multicast::{McDrop, Multicast};
+use grasp_tls::{NodeIdentity, TlsTransport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
+const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+const T: Duration = Duration::from_secs(5);
+
+struct Ca(String, String);
+
+impl Ca {
+    fn new(domain: &str) -> Self {
+        let (c, k) = grasp_tls::certs::new_ca(domain, 30).unwrap();
+        Ca(c, k.to_string())
+    }
+
+    /// An identity, checked at `at` (the past, for an expired one).
+    fn identity_at(&self, node: &str, expired: bool) -> NodeIdentity {
+        let (cert, key) = grasp_tls::certs::issue_node_with(&self.0, &self.1, node, |p| {
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+        })
+        .unwrap();
+        let at = if expired {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_593_561_600)
+        } else {
+            SystemTime::now()
+        };
+        NodeIdentity::check(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            vec![CertificateDer::from_pem_slice(self.0.as_bytes()).unwrap()],
+            "c".as_ref(),
+            "a".as_ref(),
+            at,
+        )
+        .unwrap()
+    }
+
+    fn identity(&self, node: &str) -> NodeIdentity {
+        self.identity_at(node, false)
+    }
+}
+
+fn link(f: &Fabric, name: &str) -> Link {
+    f.link(
+        name,
+        LinkConfig {
+            loss: 0.0,
+            delay: Duration::from_millis(1),
+        },
+    )
+}
+
+fn node(f: &Fabric, name: &str, links: &[&Link], id: &NodeIdentity) -> (Grasp, Arc<TlsTransport>) {
+    let mut b = f.node(name).max_message_size(20_000);
+    for l in links {
+        b = b.attach(l);
+    }
+    let (inner, inbound) = b.bind();
+    let (t, inbound) = grasp_tls::wrap_messages(inner, inbound, id).unwrap();
+    assert_eq!(t.security(), Security::Tls);
+    let mut c = Config::default();
+    c.seed = Some(u64::from(name.as_bytes()[0]));
+    (Grasp::start(t.clone(), inbound, c), t)
+}
+
+async fn serve_sync(g: &Grasp, name: &str, v: &str) -> grasp_engine::Asa {
+    let asa = g.register_asa(&format!("srv-{name}")).await.unwrap();
+    let o = Objective::new(name, SYNCH).with_value(Value::from(v));
+    asa.register_objective(&o, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa.listen_synchronize(&o).await.unwrap();
+    asa
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_operation_over_tls_across_a_relay() {
+    let ca = Ca::new("lab");
+    let f = Fabric::new(21);
+    let (l1, l2) = (link(&f, "l1"), link(&f, "l2"));
+    let (a, ta) = node(&f, "A", &[&l1], &ca.identity("a.lab"));
+    let (r, tr) = node(&f, "R", &[&l1, &l2], &ca.identity("r.lab"));
+    let (c, tc) = node(&f, "C", &[&l2], &ca.identity("c.lab"));
+    let _relay = r.register_asa("relay").await.unwrap();
+    let _s = serve_sync(&c, "EX.sync", "over tls").await;
+    let asa_c = c.register_asa("C").await.unwrap();
+    let asa_a = a.register_asa("A").await.unwrap();
+    let found = asa_a
+        .discover(
+            &Objective::new("EX.sync", SYNCH),
+            DiscoverOptions::first(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "discovered through the relay on the first try; A {:?} {:?} C {:?} {:?} R {:?}",
+        ta.multicast_stats(),
+        ta.stats(),
+        tc.multicast_stats(),
+        tc.stats(),
+        tr.stats()
+    );
+    let got = asa_a
+        .synchronize(&Objective::new("EX.sync", SYNCH), None, T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("over tls"));
+    // Negotiation, with each side seeing the other's certificate name.
+    let neg = Objective::new("EX.neg", NEG);
+    asa_c
+        .register_objective(&neg, RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = asa_c.listen_negotiate("EX.neg").await.unwrap();
+    let server = tokio::spawn(async move {
+        let (s, req) = listener.next().await.unwrap();
+        assert_eq!(s.peer_identity(), Some("a.lab"));
+        match s
+            .step(&req.clone().with_value(Value::from(7u32)), T)
+            .await
+            .unwrap()
+        {
+            Negotiation::Step { session, .. } => session.accept().await.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    });
+    asa_a
+        .register_objective(&neg, RegisterOptions::default())
+        .await
+        .unwrap();
+    match asa_a
+        .request_negotiate(&neg.clone().with_value(Value::from(3u32)), None, T)
+        .await
+        .unwrap()
+    {
+        Negotiation::Step { session, objective } => {
+            assert_eq!(session.peer_identity(), Some("c.lab"));
+            assert!(matches!(
+                session.step(&objective, T).await.unwrap(),
+                Negotiation::Accepted
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+    server.await.unwrap();
+    // Flood, relayed (signed again by R: its envelope, C's GRASP message).
+    let fl = Objective::new("EX.flood", SYNCH)
+        .with_value(Value::from("f"))
+        .with_loop_count(3);
+    asa_c
+        .register_objective(&fl, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_c
+        .flood(
+            10_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = asa_a.get_flood("EX.flood").await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].objective.loop_count, 2);
+    assert_eq!(ta.multicast_stats().dropped.iter().sum::<u64>(), 0);
+    assert_eq!(tc.multicast_stats().dropped.iter().sum::<u64>(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn strangers_are_refused_and_the_engine_carries_on() {
+    let ca = Ca::new("lab");
+    let other = Ca::new("other");
+    let f = Fabric::new(22);
+    let l = link(&f, "l");
+    let (b, tb) = node(&f, "B", &[&l], &ca.identity("b.lab"));
+    let _s = serve_sync(&b, "EX.sync", "members only").await;
+    let b_loc = AsaLocator::new(tb.node_locator());
+    let probe = Objective::new("EX.sync", SYNCH);
+
+    // Another CA's node: its discovery is dropped, its channel refused.
+    let (x, _tx) = node(&f, "X", &[&l], &other.identity("x.other"));
+    let asa_x = x.register_asa("X").await.unwrap();
+    let found = asa_x
+        .discover(&probe, DiscoverOptions::all(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(asa_x
+        .synchronize(&probe, Some(b_loc.clone()), T)
+        .await
+        .is_err());
+    // A node whose certificate has expired.
+    let (e, _te) = node(&f, "E", &[&l], &ca.identity_at("e.lab", true));
+    let asa_e = e.register_asa("E").await.unwrap();
+    assert!(asa_e
+        .synchronize(&probe, Some(b_loc.clone()), T)
+        .await
+        .is_err());
+    // A plaintext GRASP peer: unsigned multicast, no TLS on its channel.
+    let (pt, pti) = f.node("P").attach(&l).max_message_size(20_000).bind();
+    let mut c = Config::default();
+    c.allow_insecure = true;
+    let p = Grasp::start(pt.clone(), pti, c);
+    let asa_p = p.register_asa("P").await.unwrap();
+    let found = asa_p
+        .discover(&probe, DiscoverOptions::all(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(asa_p
+        .synchronize(&probe, Some(b_loc.clone()), T)
+        .await
+        .is_err());
+    // A member's multicast, tampered with and replayed by the plaintext node.
+    let m = Multicast::new(&ca.identity("m.lab")).unwrap();
+    let noop = Message::Noop.encode();
+    let good = m.sign(SystemTime::now(), &noop).unwrap();
+    let ifindex = pt.interfaces()[0].index;
+    pt.send_multicast(ifindex, good.clone().into())
+        .await
+        .unwrap();
+    pt.send_multicast(ifindex, good.clone().into())
+        .await
+        .unwrap();
+    let mut bad = m.sign(SystemTime::now(), &noop).unwrap();
+    let n = bad.len();
+    bad[n - 10] ^= 1; // inside the signature
+    pt.send_multicast(ifindex, bad.into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let s = tb.multicast_stats();
+    assert!(s.dropped(McDrop::Untrusted) >= 1, "{s:?}");
+    assert!(s.dropped(McDrop::Unsigned) >= 1, "{s:?}");
+    assert_eq!(s.dropped(McDrop::Replay), 1, "{s:?}");
+    assert_eq!(s.dropped(McDrop::BadSignature), 1, "{s:?}");
+    // And a member still gets served.
+    let (a, _ta) = node(&f, "A", &[&l], &ca.identity("a.lab"));
+    let asa_a = a.register_asa("A").await.unwrap();
+    let got = asa_a.synchronize(&probe, None, T).await.unwrap();
+    assert_eq!(got.value.unwrap().as_str(), Some("members only"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_nodes_sync_over_tls() {
+    let ca = Ca::new("lab");
+    let f = Fabric::new(23);
+    let l = link(&f, "l");
+    let (a, _ta) = node(&f, "A", &[&l], &ca.identity("a.lab"));
+    let (b, tb) = node(&f, "B", &[&l], &ca.identity("b.lab"));
+    let _s = serve_sync(&b, "EX.sync", "direct").await;
+    let asa_a = a.register_asa("A").await.unwrap();
+    let got = asa_a
+        .synchronize(
+            &Objective::new("EX.sync", SYNCH),
+            Some(AsaLocator::new(tb.node_locator())),
+            T,
+        )
+        .await;
+    assert_eq!(got.unwrap().value.unwrap().as_str(), Some("direct"));
+    let found = asa_a
+        .discover(
+            &Objective::new("EX.sync", SYNCH),
+            DiscoverOptions::first(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{:?} {:?}", _ta.stats(), tb.stats());
+}
