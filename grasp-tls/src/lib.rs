@@ -10,10 +10,14 @@
 //!   (mutual authentication against the domain anchors, ticket resumption).
 //! * [`multicast`]: the signed multicast envelope.
 //! * [`transport`]: [`bind_plain`], the `AcpTransport` over the plain ACP's
-//!   sockets.
+//!   sockets, and [`wrap_messages`], the same over the in-memory fabric;
+//!   `TlsTransport::reload` / `watch_files` take a renewed certificate
+//!   without a restart. ASAs see the peer's certificate name through
+//!   `Session::peer_identity()`.
 //!
-//! Not yet: the transport over the in-memory fabric, certificate reload
-//! without restart, the peer's identity in the ASA's session, benchmarks.
+//! Not yet: synchronization over TLS reaches 17–24% of plain on a veth
+//! (target 30%): every GRASP session is a new TCP connection, and every
+//! TLS 1.3 resumption still pays an ephemeral key exchange.
 //!
 //! RFC 8990 defines no TLS mapping; this one is: every GRASP TCP connection
 //! is a TLS 1.3 session (both sides present certificates chaining to the
