@@ -12,7 +12,10 @@
 //! clock in microseconds when it starts and counts up (so a restarted
 //! sender continues above its old counters); `time_ms` is the sender's Unix
 //! time in ms; `cert` is the sender's leaf certificate (DER), issued
-//! directly by a domain trust anchor; `payload` is the GRASP message;
+//! directly by a domain trust anchor — or, when the envelope would
+//! otherwise exceed 1200 bytes, the certificate's SHA-256 fingerprint (32
+//! bytes), which receivers resolve from certificates they have verified
+//! before (the sender's small multicasts, M_NOOP included, carry it); `payload` is the GRASP message;
 //! `signature` covers every byte before it. Receivers check the
 //! certificate against the anchors (cached by SHA-256 fingerprint, 1024
 //! senders), the signature, a ±30 s clock window and a 64-entry counter
@@ -54,11 +57,15 @@ pub enum McDrop {
     Stale,
     /// Seen before.
     Replay,
+    /// Names its sender by certificate fingerprint only, and that sender's
+    /// certificate has not been seen (it comes with the sender's smaller
+    /// multicasts).
+    UnknownSender,
 }
 
 impl McDrop {
     /// How many reasons there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Its index in [`McStats::dropped`].
     pub fn index(self) -> usize {
@@ -77,6 +84,7 @@ impl std::fmt::Display for McDrop {
             McDrop::BadSignature => "bad-signature",
             McDrop::Stale => "stale",
             McDrop::Replay => "replay",
+            McDrop::UnknownSender => "unknown-sender",
         })
     }
 }
@@ -131,13 +139,19 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A verified sender certificate (by fingerprint): until when it is valid
-/// and when it was last used.
+/// A verified sender certificate (by fingerprint): the certificate, until
+/// when it is valid and when it was last used.
 #[derive(Debug)]
 struct Known {
+    der: CertificateDer<'static>,
     not_after: SystemTime,
     last_used: u64,
 }
+
+/// Envelopes larger than this carry the sender's certificate fingerprint
+/// instead of the certificate, so they fit a 1280-byte IPv6 link MTU
+/// whenever the GRASP message itself is small enough.
+const CERT_BUDGET: usize = 1200;
 
 /// What a node signs with and trusts; replaced whole on a reload.
 struct Keys {
@@ -223,7 +237,11 @@ impl Multicast {
         envelope::push_uint(&mut out, u64::from(u16::from(keys.signer.scheme())));
         envelope::push_uint(&mut out, counter);
         envelope::push_uint(&mut out, unix_ms(now));
-        envelope::push_bytes(&mut out, &keys.cert);
+        if payload.len() + keys.cert.len() + 160 <= CERT_BUDGET {
+            envelope::push_bytes(&mut out, &keys.cert);
+        } else {
+            envelope::push_bytes(&mut out, &fingerprint(&keys.cert));
+        }
         envelope::push_bytes(&mut out, payload);
         let sig = keys.signer.sign(&out)?;
         envelope::push_bytes(&mut out, &sig);
@@ -271,9 +289,7 @@ impl Multicast {
         if t.abs_diff(unix_ms(now)) > self.window.as_millis() as u64 {
             return Err(McDrop::Stale);
         }
-        let fp = fingerprint(cert);
-        self.trust(fp, cert, now)?;
-        let der = CertificateDer::from(cert);
+        let (fp, der) = self.trust(cert, now)?;
         let ee = webpki::EndEntityCert::try_from(&der).map_err(|_| McDrop::Untrusted)?;
         ee.verify_signature(alg, p.header, p.last)
             .map_err(|_| McDrop::BadSignature)?;
@@ -289,19 +305,34 @@ impl Multicast {
         Ok(payload.to_vec())
     }
 
-    /// Checks `cert` against the anchors unless it is already known.
-    fn trust(&self, fp: [u8; 32], cert: &[u8], now: SystemTime) -> Result<(), McDrop> {
+    /// The sender's fingerprint and certificate: `cert` is the certificate
+    /// (checked against the anchors unless already known) or its 32-byte
+    /// fingerprint (then it must be known).
+    fn trust(
+        &self,
+        cert: &[u8],
+        now: SystemTime,
+    ) -> Result<([u8; 32], CertificateDer<'static>), McDrop> {
+        let by_ref = cert.len() == 32;
+        let fp: [u8; 32] = if by_ref {
+            cert.try_into().map_err(|_| McDrop::Unsigned)?
+        } else {
+            fingerprint(cert)
+        };
         let mut g = self.known.lock().unwrap_or_else(|e| e.into_inner());
         g.1 += 1;
         let tick = g.1;
         if let Some(k) = g.0.get_mut(&fp) {
             if now <= k.not_after {
                 k.last_used = tick;
-                return Ok(());
+                return Ok((fp, k.der.clone()));
             }
             g.0.remove(&fp);
         }
         drop(g);
+        if by_ref {
+            return Err(McDrop::UnknownSender);
+        }
         let der = CertificateDer::from(cert.to_vec());
         verify_chain(std::slice::from_ref(&der), &self.keys().anchors, now)
             .map_err(|_| McDrop::Untrusted)?;
@@ -321,11 +352,12 @@ impl Multicast {
         g.0.insert(
             fp,
             Known {
+                der: der.clone(),
                 not_after,
                 last_used: tick,
             },
         );
-        Ok(())
+        Ok((fp, der))
     }
 }
 
@@ -416,8 +448,20 @@ mod tests {
         // Truncated.
         let m3 = a.sign(now, &[0x81, 0x00]).unwrap();
         assert_eq!(b.verify(now, &m3[..m3.len() - 3]), Err(McDrop::Truncated));
+        // A large message names its sender by fingerprint: unknown until a
+        // smaller one from the same sender has brought the certificate.
+        let c = Multicast::new(&identity(&ca, &ca_key, "c.lab")).unwrap();
+        let big = vec![0x42; 900];
+        let mb = c.sign(now, &big).unwrap();
+        assert!(mb.len() < 1200, "{}", mb.len());
+        assert_eq!(b.verify(now, &mb), Err(McDrop::UnknownSender));
+        let small = c.sign(now, &[0x81, 0x00]).unwrap();
+        assert!(b.verify(now, &small).is_ok());
+        let mb2 = c.sign(now, &big).unwrap();
+        assert_eq!(b.verify(now, &mb2).unwrap(), big);
         let s = b.stats();
-        assert_eq!(s.verified, 2);
+        assert_eq!(s.verified, 4);
+        assert_eq!(s.dropped(McDrop::UnknownSender), 1);
         assert_eq!(s.dropped(McDrop::Replay), 1);
         assert_eq!(s.dropped(McDrop::Untrusted), 1);
         assert_eq!(s.dropped(McDrop::Stale), 1);
