@@ -131,7 +131,10 @@ impl NodeIdentity {
         anchors_path: &Path,
         now: SystemTime,
     ) -> Result<Self, CertError> {
-        let leaf = parse(&chain[0], cert_path)?;
+        let Some(first) = chain.first() else {
+            return Err(CertError::NoCertificate(cert_path.to_path_buf()));
+        };
+        let leaf = parse(first, cert_path)?;
         // The key belongs to the certificate.
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| CertError::BadKey(e.to_string()))?;
@@ -190,7 +193,8 @@ pub fn verify_chain(
         .iter()
         .map(|a| webpki::anchor_from_trusted_cert(a).map_err(|e| format!("trust anchor: {e:?}")))
         .collect::<Result<_, _>>()?;
-    let leaf = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| format!("{e:?}"))?;
+    let first = chain.first().ok_or("no certificate")?;
+    let leaf = webpki::EndEntityCert::try_from(first).map_err(|e| format!("{e:?}"))?;
     let t = UnixTime::since_unix_epoch(
         now.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default(),

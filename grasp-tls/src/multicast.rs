@@ -169,7 +169,11 @@ impl Keys {
             .ok_or_else(|| CertError::BadKey("no signature scheme for multicast".into()))?;
         Ok(Keys {
             signer,
-            cert: identity.chain[0].clone(),
+            cert: identity
+                .chain
+                .first()
+                .cloned()
+                .ok_or_else(|| CertError::BadKey("no certificate to sign with".into()))?,
             anchors: identity.anchors.clone(),
         })
     }

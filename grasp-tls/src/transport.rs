@@ -73,16 +73,7 @@ pub async fn bind_plain(
     let inbound = inbound
         .filter_map(move |i| {
             let out = match i {
-                Inbound::Datagram(mut d) => match mc.verify(SystemTime::now(), &d.msg) {
-                    Ok(m) => {
-                        d.msg = Bytes::from(m);
-                        Some(Inbound::Datagram(d))
-                    }
-                    Err(reason) => {
-                        debug!(%reason, src = %d.src, "multicast dropped");
-                        None
-                    }
-                },
+                Inbound::Datagram(d) => verified(&mc, d),
                 other => Some(other),
             };
             futures::future::ready(out)
@@ -224,6 +215,21 @@ impl AcpTransport for TlsTransport {
     }
 }
 
+/// A received multicast with its signature checked and its envelope
+/// removed, or `None` (dropped and counted).
+fn verified(mc: &Multicast, mut d: grasp_engine::transport::Datagram) -> Option<Inbound> {
+    match mc.verify(SystemTime::now(), &d.msg) {
+        Ok(m) => {
+            d.msg = Bytes::from(m);
+            Some(Inbound::Datagram(d))
+        }
+        Err(reason) => {
+            debug!(%reason, src = %d.src, "multicast dropped");
+            None
+        }
+    }
+}
+
 /// How long a TLS handshake over a message transport may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -245,16 +251,7 @@ pub fn wrap_messages(
     let (mc, l2) = (multicast.clone(), layer.clone());
     let direct = inbound.filter_map(move |i| {
         let out = match i {
-            Inbound::Datagram(mut d) => match mc.verify(SystemTime::now(), &d.msg) {
-                Ok(m) => {
-                    d.msg = Bytes::from(m);
-                    Some(Inbound::Datagram(d))
-                }
-                Err(reason) => {
-                    debug!(%reason, src = %d.src, "multicast dropped");
-                    None
-                }
-            },
+            Inbound::Datagram(d) => verified(&mc, d),
             Inbound::Channel(ch) => {
                 let (layer, tx) = (l2.clone(), tx.clone());
                 tokio::spawn(async move {
