@@ -135,18 +135,31 @@ impl Lab {
     pub fn pair(&mut self) -> Result<(Netns, Netns), String> {
         let a = self.netns()?;
         let b = self.netns()?;
-        let ip6 = |s: &str| s.parse::<Ipv6Addr>().map_err(|e| e.to_string());
-        self.veth(
-            &a,
-            "ab0",
-            ip6("fe80::1:1")?,
-            Some(ip6("fd00:1::1")?),
-            &b,
-            "ba0",
-            ip6("fe80::1:2")?,
-            Some(ip6("fd00:1::2")?),
-        )?;
+        self.link(1, (&a, "ab0"), (&b, "ba0"))?;
         Ok((a, b))
+    }
+
+    /// Link number `n` between two namespaces, with the vectors' address
+    /// plan: the first end fe80::n:1 / fd00:n::1, the second fe80::n:2 /
+    /// fd00:n::2.
+    pub fn link(
+        &mut self,
+        n: u16,
+        first: (&Netns, &str),
+        second: (&Netns, &str),
+    ) -> Result<(), String> {
+        let ll = |i: u16| Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, n, i);
+        let ula = |i: u16| Ipv6Addr::new(0xfd00, n, 0, 0, 0, 0, 0, i);
+        self.veth(
+            first.0,
+            first.1,
+            ll(1),
+            Some(ula(1)),
+            second.0,
+            second.1,
+            ll(2),
+            Some(ula(2)),
+        )
     }
 
     /// Adds an address to an interface (no DAD).

@@ -147,17 +147,7 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
     let mut lab = Lab::new();
     let (na, nr) = lab.pair().unwrap();
     let nc = lab.netns().unwrap();
-    lab.veth(
-        &nr,
-        "bc0",
-        a6("fe80::2:1"),
-        Some(a6("fd00:2::1")),
-        &nc,
-        "cb0",
-        a6("fe80::2:2"),
-        Some(a6("fd00:2::2")),
-    )
-    .unwrap();
+    lab.link(2, (&nr, "bc0"), (&nc, "cb0")).unwrap();
     lab.forwarding(&nr).unwrap();
     lab.route(&na, "fd00:2::/64", "fe80::1:2", "ab0").unwrap();
     lab.route(&nc, "fd00:1::/64", "fe80::2:1", "cb0").unwrap();

@@ -67,17 +67,7 @@ fn quads_over_the_plain_acp() {
     let (na, nb) = lab.pair().unwrap();
     let nx = lab.netns().unwrap();
     // X, of another domain, is on a second link to B.
-    lab.veth(
-        &nx,
-        "xb0",
-        a6("fe80::2:2"),
-        Some(a6("fd00:2::2")),
-        &nb,
-        "bx0",
-        a6("fe80::2:1"),
-        Some(a6("fd00:2::1")),
-    )
-    .unwrap();
+    lab.link(2, (&nb, "bx0"), (&nx, "xb0")).unwrap();
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let (xready_tx, xready_rx) = oneshot::channel::<u16>();
     let (done_tx, done_rx) = oneshot::channel::<()>();
