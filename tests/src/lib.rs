@@ -2,6 +2,8 @@
 //!
 //! * [`netns`]: Linux network-namespace labs (veth pairs, ULA addresses) and
 //!   running async code inside a namespace.
+//! * [`scenario`]: GRASP exchanges the backend tests share.
 #![warn(missing_docs)]
 
 pub mod netns;
+pub mod scenario;

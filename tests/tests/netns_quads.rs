@@ -11,9 +11,10 @@ use grasp_acp::plain;
 use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
-use grasp_engine::{Grasp, Negotiation};
+use grasp_engine::Grasp;
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
 use grasp_tests::netns::{spawn_in, Lab};
+use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
 use tokio::sync::oneshot;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
@@ -48,13 +49,9 @@ async fn start(iface: &str, k: u8) -> (Grasp, Arc<QuadsTransport>) {
     (Grasp::start(t.clone(), inbound, Config::default()), t)
 }
 
-async fn serve_sync(g: &Grasp, value: &str) -> grasp_engine::Asa {
+async fn serve(g: &Grasp, value: &str) -> grasp_engine::Asa {
     let asa = g.register_asa("server").await.unwrap();
-    let sync = Objective::new("EX.sync", SYNCH).with_value(Value::from(value));
-    asa.register_objective(&sync, RegisterOptions::default())
-        .await
-        .unwrap();
-    asa.listen_synchronize(&sync).await.unwrap();
+    serve_sync(&asa, "EX.sync", value).await;
     asa
 }
 
@@ -77,8 +74,8 @@ fn quads_over_the_plain_acp() {
         let (g, t) = start("ba0", 1).await;
         // B's node on X's link, same domain key 1.
         let (g2, t2) = start("bx0", 1).await;
-        let _s1 = serve_sync(&g, "quads ok").await;
-        let _s2 = serve_sync(&g2, "not for X").await;
+        let _s1 = serve(&g, "quads ok").await;
+        let _s2 = serve(&g2, "not for X").await;
         let asa = g.register_asa("B-neg").await.unwrap();
         let neg = Objective::new("EX.neg", NEG);
         asa.register_objective(&neg, RegisterOptions::default())
@@ -91,19 +88,9 @@ fn quads_over_the_plain_acp() {
             .unwrap();
         ready_tx.send(()).unwrap();
         xready_tx.send(port(&t2)).unwrap();
-        let (session, req) = listener.next().await.unwrap();
-        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
-        match session
-            .step(&req.clone().with_value(Value::from(100u32)), T)
-            .await
-            .unwrap()
-        {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.unwrap().as_u64(), Some(120));
-                session.accept().await.unwrap();
-            }
-            other => panic!("{other:?}"),
-        }
+        let answered = answer_with_counter(&listener, None, 100, T).await;
+        assert_eq!(answered.requested, Some(150));
+        assert_eq!(answered.stepped, Some(120));
         asa.flood(
             10_000,
             vec![TaggedObjective {
@@ -130,21 +117,9 @@ fn quads_over_the_plain_acp() {
         assert_eq!(found.len(), 1);
         let got = asa.synchronize(&probe, None, T).await.unwrap();
         assert_eq!(got.value.unwrap().as_str(), Some("quads ok"));
-        let bid = Objective::new("EX.neg", NEG).with_value(Value::from(150u32));
-        asa.register_objective(&bid, RegisterOptions::default())
-            .await
-            .unwrap();
-        match asa.request_negotiate(&bid, None, T).await.unwrap() {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.clone().unwrap().as_u64(), Some(100));
-                let next = objective.with_value(Value::from(120u32));
-                assert!(matches!(
-                    session.step(&next, T).await.unwrap(),
-                    Negotiation::Accepted
-                ));
-            }
-            other => panic!("{other:?}"),
-        }
+        let bid = negotiable(&asa, "EX.neg", 150).await;
+        let requested = request_and_accept_step(&asa, &bid, 120, T).await;
+        assert_eq!(requested.countered, Some(100));
         let mut got = Vec::new();
         for _ in 0..100 {
             got = asa.get_flood("EX.flood").await.unwrap();
@@ -214,7 +189,7 @@ fn legacy_quads_over_the_plain_acp() {
             .await
             .unwrap();
         let g = Grasp::start(t, i, Config::default());
-        let _s = serve_sync(&g, "legacy ok").await;
+        let _s = serve(&g, "legacy ok").await;
         let asa = g.register_asa("neg").await.unwrap();
         let neg = Objective::new("EX.neg", NEG);
         asa.register_objective(&neg, RegisterOptions::default())
@@ -223,16 +198,7 @@ fn legacy_quads_over_the_plain_acp() {
         let listener = asa.listen_negotiate("EX.neg").await.unwrap();
         ready_tx.send(()).unwrap();
         for _ in 0..5 {
-            let (s, req) = listener.next().await.unwrap();
-            s.wait(Duration::from_secs(2)).await.unwrap();
-            match s
-                .step(&req.clone().with_value(Value::from(9u32)), T)
-                .await
-                .unwrap()
-            {
-                Negotiation::Step { session, .. } => session.accept().await.unwrap(),
-                other => panic!("{other:?}"),
-            }
+            answer_with_counter(&listener, Some(Duration::from_secs(2)), 9, T).await;
         }
     });
     let ka = key();
@@ -248,21 +214,10 @@ fn legacy_quads_over_the_plain_acp() {
             .await
             .unwrap();
         assert_eq!(got.value.unwrap().as_str(), Some("legacy ok"));
-        let neg = Objective::new("EX.neg", NEG).with_value(Value::from(5u32));
-        asa.register_objective(&neg, RegisterOptions::default())
-            .await
-            .unwrap();
+        let neg = negotiable(&asa, "EX.neg", 5).await;
         for _ in 0..5 {
-            match asa.request_negotiate(&neg, None, T).await.unwrap() {
-                Negotiation::Step { session, objective } => {
-                    assert_eq!(objective.value.clone().unwrap().as_u64(), Some(9));
-                    assert!(matches!(
-                        session.step(&objective, T).await.unwrap(),
-                        Negotiation::Accepted
-                    ));
-                }
-                other => panic!("{other:?}"),
-            }
+            let requested = request_and_accept_step(&asa, &neg, 9, T).await;
+            assert_eq!(requested.countered, Some(9));
         }
         t.stats()
     });

@@ -15,6 +15,7 @@ use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
+use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step};
 use grasp_tls::multicast::McDrop;
 use grasp_tls::{NodeIdentity, TlsTransport};
 use tokio::sync::oneshot;
@@ -112,24 +113,14 @@ fn tls_over_the_plain_acp() {
             other => panic!("{other:?}"),
         };
         xready_tx.send(port2).unwrap();
-        let (session, req) = listener.next().await.unwrap();
-        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
+        let answered = answer_with_counter(&listener, None, 100, T).await;
+        assert_eq!(answered.requested, Some(150));
+        assert_eq!(answered.stepped, Some(120));
         assert_eq!(
-            session.peer_identity(),
+            answered.identity.as_deref(),
             Some("a.lab"),
             "the requester's certificate name"
         );
-        match session
-            .step(&req.clone().with_value(Value::from(100u32)), T)
-            .await
-            .unwrap()
-        {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.unwrap().as_u64(), Some(120));
-                session.accept().await.unwrap();
-            }
-            other => panic!("{other:?}"),
-        }
         asa.flood(
             10_000,
             vec![TaggedObjective {
@@ -156,25 +147,14 @@ fn tls_over_the_plain_acp() {
         assert_eq!(found.len(), 1);
         let got = asa.synchronize(&probe, None, T).await.unwrap();
         assert_eq!(got.value.unwrap().as_str(), Some("tls ok"));
-        let bid = Objective::new("EX.neg", NEG).with_value(Value::from(150u32));
-        asa.register_objective(&bid, RegisterOptions::default())
-            .await
-            .unwrap();
-        match asa.request_negotiate(&bid, None, T).await.unwrap() {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(
-                    session.peer_identity(),
-                    Some("b.lab"),
-                    "the responder's certificate name"
-                );
-                let next = objective.with_value(Value::from(120u32));
-                assert!(matches!(
-                    session.step(&next, T).await.unwrap(),
-                    Negotiation::Accepted
-                ));
-            }
-            other => panic!("{other:?}"),
-        }
+        let bid = negotiable(&asa, "EX.neg", 150).await;
+        let requested = request_and_accept_step(&asa, &bid, 120, T).await;
+        assert_eq!(requested.countered, Some(100));
+        assert_eq!(
+            requested.identity.as_deref(),
+            Some("b.lab"),
+            "the responder's certificate name"
+        );
         let mut got = Vec::new();
         for _ in 0..100 {
             got = asa.get_flood("EX.flood").await.unwrap();

@@ -9,8 +9,9 @@ use grasp_acp::fabric::{Fabric, Link, LinkConfig};
 use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
-use grasp_engine::{Asa, Grasp, Negotiation};
+use grasp_engine::Grasp;
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
+use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
@@ -52,14 +53,6 @@ fn link(f: &Fabric, name: &str) -> Link {
     )
 }
 
-async fn serve_sync(asa: &Asa, name: &str, v: &str) {
-    let o = Objective::new(name, SYNCH).with_value(Value::from(v));
-    asa.register_objective(&o, RegisterOptions::default())
-        .await
-        .unwrap();
-    asa.listen_synchronize(&o).await.unwrap();
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_operation_under_quads_across_a_relay() {
     let f = Fabric::new(7);
@@ -95,41 +88,13 @@ async fn every_operation_under_quads_across_a_relay() {
         .await
         .unwrap();
     let listener = asa_c.listen_negotiate("EX.neg").await.unwrap();
-    let server = tokio::spawn(async move {
-        let (s, req) = listener.next().await.unwrap();
-        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(10));
-        match s
-            .step(&req.clone().with_value(Value::from(20u32)), T)
-            .await
-            .unwrap()
-        {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.unwrap().as_u64(), Some(15));
-                session.accept().await.unwrap();
-            }
-            other => panic!("{other:?}"),
-        }
-    });
-    asa_a
-        .register_objective(&neg, RegisterOptions::default())
-        .await
-        .unwrap();
-    match asa_a
-        .request_negotiate(&neg.clone().with_value(Value::from(10u32)), None, T)
-        .await
-        .unwrap()
-    {
-        Negotiation::Step { session, objective } => {
-            assert_eq!(objective.value.clone().unwrap().as_u64(), Some(20));
-            let next = objective.with_value(Value::from(15u32));
-            assert!(matches!(
-                session.step(&next, T).await.unwrap(),
-                Negotiation::Accepted
-            ));
-        }
-        other => panic!("{other:?}"),
-    }
-    server.await.unwrap();
+    let server = tokio::spawn(async move { answer_with_counter(&listener, None, 20, T).await });
+    let bid = negotiable(&asa_a, "EX.neg", 10).await;
+    let requested = request_and_accept_step(&asa_a, &bid, 15, T).await;
+    assert_eq!(requested.countered, Some(20));
+    let answered = server.await.unwrap();
+    assert_eq!(answered.requested, Some(10));
+    assert_eq!(answered.stepped, Some(15));
 
     // Flood from C, relayed by R, reaches A once with loop count decremented.
     let fl = Objective::new("EX.flood", SYNCH)
@@ -348,18 +313,9 @@ async fn graspy_legacy_mode_over_the_fabric() {
         .await
         .unwrap();
     let listener = asa_b.listen_negotiate("EX.neg").await.unwrap();
+    // A wait and then a counter-offer: two messages back to back.
     let server = tokio::spawn(async move {
-        let (s, req) = listener.next().await.unwrap();
-        // A wait and then a counter-offer: two messages back to back.
-        s.wait(Duration::from_secs(2)).await.unwrap();
-        match s
-            .step(&req.clone().with_value(Value::from(9u32)), T)
-            .await
-            .unwrap()
-        {
-            Negotiation::Step { session, .. } => session.accept().await.unwrap(),
-            other => panic!("{other:?}"),
-        }
+        answer_with_counter(&listener, Some(Duration::from_secs(2)), 9, T).await
     });
     let asa_a = a.register_asa("A").await.unwrap();
     let got = asa_a
@@ -367,24 +323,9 @@ async fn graspy_legacy_mode_over_the_fabric() {
         .await
         .unwrap();
     assert_eq!(got.value.unwrap().as_str(), Some("legacy ok"));
-    asa_a
-        .register_objective(&neg, RegisterOptions::default())
-        .await
-        .unwrap();
-    match asa_a
-        .request_negotiate(&neg.clone().with_value(Value::from(5u32)), None, T)
-        .await
-        .unwrap()
-    {
-        Negotiation::Step { session, objective } => {
-            assert_eq!(objective.value.clone().unwrap().as_u64(), Some(9));
-            assert!(matches!(
-                session.step(&objective, T).await.unwrap(),
-                Negotiation::Accepted
-            ));
-        }
-        other => panic!("{other:?}"),
-    }
+    let bid = negotiable(&asa_a, "EX.neg", 5).await;
+    let r = request_and_accept_step(&asa_a, &bid, 9, T).await;
+    assert_eq!(r.countered, Some(9));
     server.await.unwrap();
     // Another password: nothing decrypts, nothing is answered.
     let asa_x = x.register_asa("X").await.unwrap();

@@ -8,7 +8,8 @@ use grasp_acp::fabric::{Fabric, Link, LinkConfig};
 use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Message, Objective, ObjectiveFlags, TaggedObjective, Value};
-use grasp_engine::{Grasp, Negotiation};
+use grasp_engine::Grasp;
+use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
 use grasp_tls::multicast::{McDrop, Multicast};
 use grasp_tls::{NodeIdentity, TlsTransport};
 use rustls::pki_types::pem::PemObject;
@@ -79,13 +80,9 @@ fn node(f: &Fabric, name: &str, links: &[&Link], id: &NodeIdentity) -> (Grasp, A
     (Grasp::start(t.clone(), inbound, c), t)
 }
 
-async fn serve_sync(g: &Grasp, name: &str, v: &str) -> grasp_engine::Asa {
+async fn serve(g: &Grasp, name: &str, v: &str) -> grasp_engine::Asa {
     let asa = g.register_asa(&format!("srv-{name}")).await.unwrap();
-    let o = Objective::new(name, SYNCH).with_value(Value::from(v));
-    asa.register_objective(&o, RegisterOptions::default())
-        .await
-        .unwrap();
-    asa.listen_synchronize(&o).await.unwrap();
+    serve_sync(&asa, name, v).await;
     asa
 }
 
@@ -98,7 +95,7 @@ async fn every_operation_over_tls_across_a_relay() {
     let (r, tr) = node(&f, "R", &[&l1, &l2], &ca.identity("r.lab"));
     let (c, tc) = node(&f, "C", &[&l2], &ca.identity("c.lab"));
     let _relay = r.register_asa("relay").await.unwrap();
-    let _s = serve_sync(&c, "EX.sync", "over tls").await;
+    let _s = serve(&c, "EX.sync", "over tls").await;
     let asa_c = c.register_asa("C").await.unwrap();
     let asa_a = a.register_asa("A").await.unwrap();
     let found = asa_a
@@ -130,37 +127,12 @@ async fn every_operation_over_tls_across_a_relay() {
         .await
         .unwrap();
     let listener = asa_c.listen_negotiate("EX.neg").await.unwrap();
-    let server = tokio::spawn(async move {
-        let (s, req) = listener.next().await.unwrap();
-        assert_eq!(s.peer_identity(), Some("a.lab"));
-        match s
-            .step(&req.clone().with_value(Value::from(7u32)), T)
-            .await
-            .unwrap()
-        {
-            Negotiation::Step { session, .. } => session.accept().await.unwrap(),
-            other => panic!("{other:?}"),
-        }
-    });
-    asa_a
-        .register_objective(&neg, RegisterOptions::default())
-        .await
-        .unwrap();
-    match asa_a
-        .request_negotiate(&neg.clone().with_value(Value::from(3u32)), None, T)
-        .await
-        .unwrap()
-    {
-        Negotiation::Step { session, objective } => {
-            assert_eq!(session.peer_identity(), Some("c.lab"));
-            assert!(matches!(
-                session.step(&objective, T).await.unwrap(),
-                Negotiation::Accepted
-            ));
-        }
-        other => panic!("{other:?}"),
-    }
-    server.await.unwrap();
+    let server = tokio::spawn(async move { answer_with_counter(&listener, None, 7, T).await });
+    let bid = negotiable(&asa_a, "EX.neg", 3).await;
+    let requested = request_and_accept_step(&asa_a, &bid, 7, T).await;
+    assert_eq!(requested.identity.as_deref(), Some("c.lab"));
+    let answered = server.await.unwrap();
+    assert_eq!(answered.identity.as_deref(), Some("a.lab"));
     // Flood, relayed (signed again by R: its envelope, C's GRASP message).
     let fl = Objective::new("EX.flood", SYNCH)
         .with_value(Value::from("f"))
@@ -194,7 +166,7 @@ async fn strangers_are_refused_and_the_engine_carries_on() {
     let f = Fabric::new(22);
     let l = link(&f, "l");
     let (b, tb) = node(&f, "B", &[&l], &ca.identity("b.lab"));
-    let _s = serve_sync(&b, "EX.sync", "members only").await;
+    let _s = serve(&b, "EX.sync", "members only").await;
     let b_loc = AsaLocator::new(tb.node_locator());
     let probe = Objective::new("EX.sync", SYNCH);
 
@@ -268,7 +240,7 @@ async fn two_nodes_sync_over_tls() {
     let l = link(&f, "l");
     let (a, _ta) = node(&f, "A", &[&l], &ca.identity("a.lab"));
     let (b, tb) = node(&f, "B", &[&l], &ca.identity("b.lab"));
-    let _s = serve_sync(&b, "EX.sync", "direct").await;
+    let _s = serve(&b, "EX.sync", "direct").await;
     let asa_a = a.register_asa("A").await.unwrap();
     let got = asa_a
         .synchronize(
