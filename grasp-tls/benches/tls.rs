@@ -11,20 +11,10 @@ use grasp_tls::certs::{issue_node, new_ca};
 use grasp_tls::multicast::Multicast;
 use grasp_tls::unicast::TlsLayer;
 use grasp_tls::NodeIdentity;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
     let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
-    NodeIdentity::check(
-        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-        vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()],
-        "n".as_ref(),
-        "a".as_ref(),
-        SystemTime::now(),
-    )
-    .unwrap()
+    NodeIdentity::from_pem(&cert, &key, ca, SystemTime::now()).unwrap()
 }
 
 /// `n` handshakes; a new client layer each time makes them all full.

@@ -121,6 +121,35 @@ impl NodeIdentity {
         )
     }
 
+    /// The checks of [`load`](Self::load) on PEM text already in memory
+    /// (certificate chain, key, anchors), at time `now`.
+    pub fn from_pem(
+        cert: &str,
+        key: &str,
+        anchors: &str,
+        now: SystemTime,
+    ) -> Result<Self, CertError> {
+        let pem = |what: &str, e: rustls_pki_types::pem::Error| CertError::Pem {
+            path: PathBuf::from(what),
+            why: e.to_string(),
+        };
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem("certificate", e))?;
+        let anchor_certs = CertificateDer::pem_slice_iter(anchors.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem("anchors", e))?;
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| pem("key", e))?;
+        Self::check(
+            chain,
+            key,
+            anchor_certs,
+            "certificate".as_ref(),
+            "anchors".as_ref(),
+            now,
+        )
+    }
+
     /// The checks of [`load`](Self::load) on material already in memory, at
     /// time `now`.
     pub fn check(

@@ -393,23 +393,10 @@ impl Multicast {
 mod tests {
     use super::*;
     use crate::certs::{issue_node, new_ca};
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::PrivateKeyDer;
 
     fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
         let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
-        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        let anchors = vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()];
-        NodeIdentity::check(
-            chain,
-            key,
-            anchors,
-            "n".as_ref(),
-            "a".as_ref(),
-            SystemTime::now(),
-        )
-        .unwrap()
+        NodeIdentity::from_pem(&cert, &key, ca, SystemTime::now()).unwrap()
     }
 
     #[test]

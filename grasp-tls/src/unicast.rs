@@ -273,23 +273,11 @@ mod tests {
     use super::*;
     use crate::certs::{issue_node, new_ca};
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::PrivateKeyDer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
         let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
-        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        let anchors = vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()];
-        NodeIdentity::check(
-            chain,
-            key,
-            anchors,
-            "n".as_ref(),
-            "a".as_ref(),
-            SystemTime::now(),
-        )
-        .unwrap()
+        NodeIdentity::from_pem(&cert, &key, ca, SystemTime::now()).unwrap()
     }
 
     async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
@@ -380,15 +368,7 @@ mod tests {
         })
         .unwrap();
         let then = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_593_561_600); // 2020-07-01
-        let old = NodeIdentity::check(
-            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            vec![CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()],
-            "o".as_ref(),
-            "a".as_ref(),
-            then,
-        )
-        .unwrap();
+        let old = NodeIdentity::from_pem(&cert, &key, &ca, then).unwrap();
         let client = TlsLayer::new(&old).unwrap();
         let (l, addr) = listener().await;
         let srv = tokio::spawn(async move {

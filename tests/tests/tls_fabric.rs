@@ -12,8 +12,6 @@ use grasp_engine::Grasp;
 use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
 use grasp_tls::multicast::{McDrop, Multicast};
 use grasp_tls::{NodeIdentity, TlsTransport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
@@ -41,15 +39,7 @@ impl Ca {
         } else {
             SystemTime::now()
         };
-        NodeIdentity::check(
-            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            vec![CertificateDer::from_pem_slice(self.0.as_bytes()).unwrap()],
-            "c".as_ref(),
-            "a".as_ref(),
-            at,
-        )
-        .unwrap()
+        NodeIdentity::from_pem(&cert, &key, &self.0, at).unwrap()
     }
 
     fn identity(&self, node: &str) -> NodeIdentity {

@@ -329,19 +329,8 @@ async fn bind_node(
             std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
         let name = format!("bench-{}.lab", std::process::id());
         let (cert, nkey) = grasp_tls::certs::issue_node(&ca, &ca_key, &name, 1)?;
-        use rustls_pki_types::pem::PemObject;
-        let id = grasp_tls::NodeIdentity::check(
-            vec![rustls_pki_types::CertificateDer::from_pem_slice(
-                cert.as_bytes(),
-            )?],
-            rustls_pki_types::PrivateKeyDer::from_pem_slice(nkey.as_bytes())?,
-            vec![rustls_pki_types::CertificateDer::from_pem_slice(
-                ca.as_bytes(),
-            )?],
-            &crt,
-            &crt,
-            std::time::SystemTime::now(),
-        )?;
+        let id =
+            grasp_tls::NodeIdentity::from_pem(&cert, &nkey, &ca, std::time::SystemTime::now())?;
         let (t, i) = grasp_tls::bind_plain(cfg, &id).await?;
         println!("TLS backend, node {name}");
         return Ok((t, i));
