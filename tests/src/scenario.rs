@@ -114,3 +114,33 @@ pub async fn request_and_accept_step(
         other => panic!("expected a counter-offer, got {other:?}"),
     }
 }
+
+/// Floods `objective` (registered by `asa`) untagged for `ttl_ms`.
+pub async fn flood_one(asa: &Asa, objective: Objective, ttl_ms: u32) {
+    asa.flood(
+        ttl_ms,
+        vec![grasp_engine::wire::TaggedObjective {
+            objective,
+            locator: None,
+        }],
+    )
+    .await
+    .expect("flood");
+}
+
+/// Polls `asa`'s flood cache for `name` every 20 ms, at most `tries` times;
+/// returns what is there (empty if nothing came).
+pub async fn wait_for_flood(
+    asa: &Asa,
+    name: &str,
+    tries: u32,
+) -> Vec<grasp_engine::proto::FloodEntry> {
+    for _ in 0..tries {
+        let got = asa.get_flood(name).await.expect("get_flood");
+        if !got.is_empty() {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Vec::new()
+}

@@ -12,9 +12,10 @@ use std::time::Duration;
 use grasp_acp::plain;
 use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::AcpTransport;
-use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
+use grasp_tests::scenario::{flood_one, wait_for_flood};
 use tokio::sync::oneshot;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
@@ -78,15 +79,7 @@ fn engine_two_nodes_over_the_plain_acp() {
             }
             other => panic!("{other:?}"),
         }
-        asa.flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+        flood_one(&asa, fl, 10_000).await;
         done_rx.await.unwrap();
     });
 
@@ -123,14 +116,7 @@ fn engine_two_nodes_over_the_plain_acp() {
             other => panic!("{other:?}"),
         }
         // The flood arrives.
-        let mut got = Vec::new();
-        for _ in 0..50 {
-            got = asa.get_flood("EX.flood").await.unwrap();
-            if !got.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = wait_for_flood(&asa, "EX.flood", 50).await;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].initiator, std::net::IpAddr::V6(a6("fd00:1::2")));
         done_tx.send(()).unwrap();
@@ -183,15 +169,7 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
             .unwrap();
         c_ready_tx.send(()).unwrap();
         flood_rx.await.unwrap();
-        asa.flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+        flood_one(&asa, fl, 10_000).await;
         done_c_rx.await.unwrap();
     });
     let a = spawn_in(&na, move || async move {
@@ -218,14 +196,7 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
         assert_eq!(got.value.unwrap().as_str(), Some("via-relay"));
         // A flood from C reaches A through R, loop count 3 -> 2.
         flood_tx.send(()).unwrap();
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            got = asa.get_flood("EX.rflood").await.unwrap();
-            if !got.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = wait_for_flood(&asa, "EX.rflood", 100).await;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].objective.loop_count, 2);
         assert_eq!(got[0].initiator, std::net::IpAddr::V6(a6("fd00:2::2")));

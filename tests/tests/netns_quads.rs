@@ -10,11 +10,13 @@ use std::time::Duration;
 use grasp_acp::plain;
 use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
-use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
 use grasp_tests::netns::{spawn_in, Lab};
-use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
+use grasp_tests::scenario::{
+    answer_with_counter, flood_one, negotiable, request_and_accept_step, serve_sync, wait_for_flood,
+};
 use tokio::sync::oneshot;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
@@ -91,15 +93,7 @@ fn quads_over_the_plain_acp() {
         let answered = answer_with_counter(&listener, None, 100, T).await;
         assert_eq!(answered.requested, Some(150));
         assert_eq!(answered.stepped, Some(120));
-        asa.flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+        flood_one(&asa, fl, 10_000).await;
         done_rx.await.unwrap();
         xdone_rx.await.unwrap();
         (t.quads_stats(), t2.quads_stats(), t2.stats())
@@ -120,14 +114,7 @@ fn quads_over_the_plain_acp() {
         let bid = negotiable(&asa, "EX.neg", 150).await;
         let requested = request_and_accept_step(&asa, &bid, 120, T).await;
         assert_eq!(requested.countered, Some(100));
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            got = asa.get_flood("EX.flood").await.unwrap();
-            if !got.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = wait_for_flood(&asa, "EX.flood", 100).await;
         assert_eq!(got.len(), 1);
         assert_eq!(
             got[0].objective.value.as_ref().unwrap().as_str(),

@@ -12,10 +12,12 @@ use std::time::Duration;
 use grasp_acp::plain;
 use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
-use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, Value};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
-use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step};
+use grasp_tests::scenario::{
+    answer_with_counter, flood_one, negotiable, request_and_accept_step, wait_for_flood,
+};
 use grasp_tls::multicast::McDrop;
 use grasp_tls::{NodeIdentity, TlsTransport};
 use tokio::sync::oneshot;
@@ -121,15 +123,7 @@ fn tls_over_the_plain_acp() {
             Some("a.lab"),
             "the requester's certificate name"
         );
-        asa.flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+        flood_one(&asa, fl, 10_000).await;
         done_rx.await.unwrap();
         xdone_rx.await.unwrap();
         (t.multicast_stats(), t2.multicast_stats(), t2.stats())
@@ -155,14 +149,7 @@ fn tls_over_the_plain_acp() {
             Some("b.lab"),
             "the responder's certificate name"
         );
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            got = asa.get_flood("EX.flood").await.unwrap();
-            if !got.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let got = wait_for_flood(&asa, "EX.flood", 100).await;
         assert_eq!(got.len(), 1);
         done_tx.send(()).unwrap();
         t.multicast_stats()

@@ -8,10 +8,12 @@ use std::time::Duration;
 use grasp_acp::fabric::{Fabric, Link, LinkConfig};
 use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
-use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
-use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
+use grasp_tests::scenario::{
+    answer_with_counter, flood_one, negotiable, request_and_accept_step, serve_sync,
+};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
@@ -104,16 +106,7 @@ async fn every_operation_under_quads_across_a_relay() {
         .register_objective(&fl, RegisterOptions::default())
         .await
         .unwrap();
-    asa_c
-        .flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+    flood_one(&asa_c, fl, 10_000).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let got = asa_a.get_flood("EX.flood").await.unwrap();
     assert_eq!(got.len(), 1);
@@ -218,16 +211,7 @@ async fn key_rotation_without_a_flag_day() {
                 .unwrap_or_else(|e| panic!("round {n}: B from A: {e}"));
             assert_eq!(got.value.unwrap().as_str(), Some("from A"));
             let tick = Objective::new("EX.tick", SYNCH).with_value(Value::from(n));
-            asa_b
-                .flood(
-                    60_000,
-                    vec![TaggedObjective {
-                        objective: tick,
-                        locator: None,
-                    }],
-                )
-                .await
-                .unwrap();
+            flood_one(&asa_b, tick, 60_000).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
             let seen = asa_a.get_flood("EX.tick").await.unwrap();
             assert_eq!(

@@ -7,9 +7,11 @@ use std::time::{Duration, SystemTime};
 use grasp_acp::fabric::{Fabric, Link, LinkConfig};
 use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
-use grasp_engine::wire::{Message, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Message, Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
-use grasp_tests::scenario::{answer_with_counter, negotiable, request_and_accept_step, serve_sync};
+use grasp_tests::scenario::{
+    answer_with_counter, flood_one, negotiable, request_and_accept_step, serve_sync,
+};
 use grasp_tls::multicast::{McDrop, Multicast};
 use grasp_tls::{NodeIdentity, TlsTransport};
 
@@ -131,16 +133,7 @@ async fn every_operation_over_tls_across_a_relay() {
         .register_objective(&fl, RegisterOptions::default())
         .await
         .unwrap();
-    asa_c
-        .flood(
-            10_000,
-            vec![TaggedObjective {
-                objective: fl,
-                locator: None,
-            }],
-        )
-        .await
-        .unwrap();
+    flood_one(&asa_c, fl, 10_000).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let got = asa_a.get_flood("EX.flood").await.unwrap();
     assert_eq!(got.len(), 1);
