@@ -19,6 +19,10 @@
 //!
 //! `memory`: RSS of an idle node, and per open negotiation session.
 //!
+//! `count`: a fixed number of synchronizations on the fabric, for
+//! `valgrind --tool=callgrind` (instructions per synchronization, plain vs
+//! QUADS).
+//!
 //! `--quads` runs serve/client under QUADS; with `GRASP_BENCH_TLS_CA=DIR` in
 //! the environment they run over the TLS backend instead, each with a node
 //! certificate issued from the CA in DIR (`grasp-ca init --dir DIR`).
@@ -168,6 +172,18 @@ enum Mode {
         #[arg(long)]
         compare_quads: bool,
     },
+    /// Exactly `--syncs` synchronizations between two fabric engines, for
+    /// counting instructions with callgrind (noise-free where timings on a
+    /// shared VM are not): instructions per synchronization = the
+    /// difference of two runs with different counts over the difference.
+    Count {
+        /// Synchronizations to run.
+        #[arg(long, default_value_t = 5000)]
+        syncs: u64,
+        /// Under QUADS instead of the simulated-secure fabric.
+        #[arg(long)]
+        quads: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -198,6 +214,23 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Mode::Count { syncs, quads } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let p = fabric_pair(false, quads).await?;
+                for i in 0..syncs {
+                    p.client
+                        .synchronize(&p.o, Some(p.peer.clone()), Duration::from_secs(5))
+                        .await
+                        .with_context(|| format!("synchronization {i}"))?;
+                }
+                println!(
+                    "{syncs} synchronizations{}",
+                    if quads { " under QUADS" } else { "" }
+                );
+                Ok(())
+            }),
         Mode::Serve {
             mode,
             iface,
@@ -808,7 +841,18 @@ async fn memory(n: usize) -> Result<()> {
     Ok(())
 }
 
-async fn fabric(run: Duration, concurrency: usize, negotiate: bool, quads: bool) -> Result<f64> {
+/// Two engines on one fabric link, B serving `EX.bench` (synchronization,
+/// or negotiation with an immediate accept), plain (simulated security) or
+/// under QUADS; what a requester on A needs.
+struct FabricPair {
+    client: grasp_engine::Asa,
+    peer: AsaLocator,
+    o: Objective,
+    /// Keeps the engines running.
+    _keep: (Grasp, Grasp, grasp_engine::Asa),
+}
+
+async fn fabric_pair(negotiate: bool, quads: bool) -> Result<FabricPair> {
     let f = Fabric::new(1);
     let l = f.link("l", LinkConfig::default());
     let mut cfg = Config::default();
@@ -862,6 +906,21 @@ async fn fabric(run: Duration, concurrency: usize, negotiate: bool, quads: bool)
         server.listen_synchronize(&o).await?;
     }
 
+    Ok(FabricPair {
+        client,
+        peer,
+        o,
+        _keep: (a, b, server),
+    })
+}
+
+async fn fabric(run: Duration, concurrency: usize, negotiate: bool, quads: bool) -> Result<f64> {
+    let FabricPair {
+        client,
+        peer,
+        o,
+        _keep,
+    } = fabric_pair(negotiate, quads).await?;
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
