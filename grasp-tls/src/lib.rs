@@ -35,11 +35,13 @@ use std::time::SystemTime;
 
 pub mod certs;
 pub mod multicast;
+pub mod mux;
 pub mod transport;
 pub mod unicast;
 
 pub use certs::NodeIdentity;
-pub use transport::{bind_plain, wrap_messages, TlsTransport};
+pub use mux::{MuxConfig, MuxStats};
+pub use transport::{bind_plain, bind_plain_with, wrap_messages, wrap_messages_with, TlsTransport};
 
 /// What is wrong with a node's certificates or keys.
 #[derive(Debug, thiserror::Error)]

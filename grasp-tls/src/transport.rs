@@ -1,5 +1,6 @@
 //! The TLS [`AcpTransport`]: the plain ACP's sockets with mutual TLS on
-//! every TCP connection ([`TlsLayer`]) and signed multicasts
+//! every TCP connection ([`TlsLayer`]), GRASP channels multiplexed over one
+//! TLS connection per peer ([`crate::mux`]), and signed multicasts
 //! ([`Multicast`]).
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use grasp_engine::wire::Locator;
 use tracing::{debug, info};
 
 use crate::multicast::{McStats, Multicast};
+use crate::mux::{self, MuxConfig, MuxStats, Pool};
 use crate::unicast::TlsLayer;
 use crate::{CertError, NodeIdentity};
 
@@ -31,6 +33,8 @@ pub struct TlsTransport {
     limits: grasp_engine::wire::Limits,
     layer: Arc<TlsLayer>,
     multicast: Arc<Multicast>,
+    pool: Pool,
+    server: Server,
     name: std::sync::RwLock<String>,
 }
 
@@ -54,14 +58,25 @@ pub enum BindError {
     Acp(#[from] grasp_acp::Error),
 }
 
-/// Binds the plain ACP's sockets with TLS for `identity`.
+/// Binds the plain ACP's sockets with TLS for `identity`, with the
+/// default [`MuxConfig`].
 pub async fn bind_plain(
     config: grasp_acp::plain::Config,
     identity: &NodeIdentity,
 ) -> Result<(Arc<TlsTransport>, InboundStream), BindError> {
+    bind_plain_with(config, identity, MuxConfig::default()).await
+}
+
+/// Binds the plain ACP's sockets with TLS for `identity`.
+pub async fn bind_plain_with(
+    config: grasp_acp::plain::Config,
+    identity: &NodeIdentity,
+    mux: MuxConfig,
+) -> Result<(Arc<TlsTransport>, InboundStream), BindError> {
     let layer = Arc::new(TlsLayer::new(identity)?);
     let multicast = Arc::new(Multicast::new(identity)?);
-    let max = config.max_message_size + MULTICAST_OVERHEAD;
+    let max_msg = config.max_message_size;
+    let max = max_msg + MULTICAST_OVERHEAD;
     let (inner, inbound) = grasp_acp::plain::bind(
         config
             .layer(layer.clone() as Arc<dyn grasp_acp::stream::StreamLayer>)
@@ -69,14 +84,12 @@ pub async fn bind_plain(
     )
     .await?;
     info!(node = %identity.name, "TLS transport up (mutual TLS 1.3, signed multicast)");
-    let mc = multicast.clone();
+    let pool = Pool::new(mux, max_msg);
+    let (serve, accepted) = Server::new(&pool, multicast.clone());
     let inbound = inbound
-        .filter_map(move |i| {
-            let out = match i {
-                Inbound::Datagram(d) => verified(&mc, d),
-                other => Some(other),
-            };
-            futures::future::ready(out)
+        .filter_map({
+            let serve = serve.clone();
+            move |i| futures::future::ready(serve.inbound(i))
         })
         .boxed();
     Ok((
@@ -86,10 +99,94 @@ pub async fn bind_plain(
             limits: grasp_engine::wire::Limits::default(),
             layer,
             multicast,
+            pool,
+            server: serve,
             name: std::sync::RwLock::new(identity.name.clone()),
         }),
-        inbound,
+        futures::stream::select(inbound, accepted).boxed(),
     ))
+}
+
+/// Streams peers open, waiting for the engine.
+const ACCEPT_QUEUE: usize = 256;
+
+/// The inbound side: verifies multicasts and runs every accepted TLS
+/// connection as a multiplexed connection whose streams become inbound
+/// channels.
+#[derive(Clone)]
+struct Server {
+    multicast: Arc<Multicast>,
+    cfg: MuxConfig,
+    max_msg: usize,
+    counters: Arc<mux::Counters>,
+    accepted: mux::Accepted,
+    /// Accepted connections, to send GOAWAY on after a reload. Bounded by
+    /// the connection limit: dead entries are pruned as it grows.
+    live: Arc<std::sync::Mutex<Live>>,
+}
+
+#[derive(Default)]
+struct Live {
+    conns: Vec<mux::Accepting>,
+    prune_at: usize,
+}
+
+impl Server {
+    fn new(
+        pool: &Pool,
+        multicast: Arc<Multicast>,
+    ) -> (Self, futures::stream::BoxStream<'static, Inbound>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
+        let s = Server {
+            multicast,
+            cfg: pool.config(),
+            max_msg: pool.max_msg(),
+            counters: pool.counters.clone(),
+            accepted: tx,
+            live: Arc::default(),
+        };
+        (s, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+    }
+
+    /// A datagram verified, or a TLS connection taken over (`None`).
+    fn inbound(&self, i: Inbound) -> Option<Inbound> {
+        match i {
+            Inbound::Datagram(d) => verified(&self.multicast, d),
+            Inbound::Channel(ch) => {
+                self.connection(ch);
+                None
+            }
+        }
+    }
+
+    /// Serves an authenticated TLS connection.
+    fn connection(&self, ch: Channel) {
+        let c = mux::serve(
+            ch,
+            self.max_msg,
+            self.cfg,
+            self.counters.clone(),
+            self.accepted.clone(),
+        );
+        let mut live = self.live();
+        if live.conns.len() >= live.prune_at {
+            live.conns.retain(mux::Accepting::is_live);
+            live.prune_at = (live.conns.len() * 2).max(64);
+        }
+        live.conns.push(c);
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks every peer connected to us to open its next channels on a new
+    /// connection (after a reload, so that they see the new certificate).
+    fn go_away_all(&self) {
+        for c in self.live().conns.drain(..) {
+            c.go_away();
+        }
+    }
 }
 
 impl TlsTransport {
@@ -103,6 +200,10 @@ impl TlsTransport {
     pub fn reload(&self, identity: &NodeIdentity) -> Result<(), CertError> {
         self.layer.reload(identity)?;
         self.multicast.reload(identity)?;
+        // Pooled connections were made with the old identity: new channels
+        // go over new ones.
+        self.pool.retire_all();
+        self.server.go_away_all();
         *self.name.write().unwrap_or_else(|e| e.into_inner()) = identity.name.clone();
         info!(node = %identity.name, "TLS identity reloaded");
         Ok(())
@@ -152,6 +253,42 @@ impl TlsTransport {
     pub fn multicast_stats(&self) -> McStats {
         self.multicast.stats()
     }
+
+    /// The multiplexer's counters (TLS connections and the streams in them).
+    pub fn mux_stats(&self) -> MuxStats {
+        self.pool.counters.snapshot()
+    }
+
+    /// TLS connections to peers kept for reuse now.
+    pub fn pooled_connections(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Makes an authenticated TLS connection to `peer`.
+    fn dial(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+        if !self.over_messages {
+            return self.inner.connect(peer);
+        }
+        async move {
+            let ch = self.inner.connect(peer).await?;
+            let l = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                self.layer.connect_io(MessageBytes::new(ch.io), peer),
+            )
+            .await
+            .map_err(|_| AcpError::ConnectTimeout {
+                peer,
+                after: HANDSHAKE_TIMEOUT,
+            })??;
+            Ok(Channel {
+                peer: ch.peer,
+                local: ch.local,
+                io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, self.limits)),
+                identity: l.identity,
+            })
+        }
+        .boxed()
+    }
 }
 
 impl AcpTransport for TlsTransport {
@@ -181,32 +318,21 @@ impl AcpTransport for TlsTransport {
     }
 
     fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
-        if !self.over_messages {
-            return self.inner.connect(peer);
-        }
         async move {
-            let ch = self.inner.connect(peer).await?;
-            let l = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                self.layer.connect_io(MessageBytes::new(ch.io), peer),
-            )
-            .await
-            .map_err(|_| AcpError::ConnectTimeout {
-                peer,
-                after: HANDSHAKE_TIMEOUT,
-            })??;
-            Ok(Channel {
-                peer: ch.peer,
-                local: ch.local,
-                io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, self.limits)),
-                identity: l.identity,
-            })
+            let dial = || self.dial(peer);
+            self.pool.channel(peer, &dial).await
         }
         .boxed()
     }
 
     fn stats(&self) -> TransportStats {
         let mut s = self.inner.stats();
+        // Channels are streams; the TLS connections carrying them are
+        // counted in `mux_stats`.
+        let x = self.mux_stats();
+        s.channels_opened = x.streams_opened;
+        s.channels_accepted = x.streams_accepted;
+        s.channels_refused += x.streams_refused;
         let m = self.multicast.stats();
         let dropped: u64 = m.dropped.iter().sum();
         s.multicast_received = s.multicast_received.saturating_sub(dropped);
@@ -234,57 +360,70 @@ fn verified(mc: &Multicast, mut d: grasp_engine::transport::Datagram) -> Option<
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// TLS over a transport that carries messages rather than bytes (the
-/// in-memory fabric, for tests and labs): the same handshakes, identities
-/// and signed multicasts as over the plain ACP. Give the inner nodes a
-/// maximum message size of at least [`MULTICAST_OVERHEAD`] + 2048 and
-/// 17 KiB for TLS records (`max_message_size(20_000)` on a fabric node).
+/// in-memory fabric, for tests and labs): the same handshakes, identities,
+/// multiplexing and signed multicasts as over the plain ACP. Give the inner
+/// nodes a maximum message size of at least [`MULTICAST_OVERHEAD`] + 2048
+/// and 17 KiB for TLS records (`max_message_size(20_000)` on a fabric node).
 pub fn wrap_messages(
     inner: Arc<dyn AcpTransport>,
     inbound: InboundStream,
     identity: &NodeIdentity,
 ) -> Result<(Arc<TlsTransport>, InboundStream), CertError> {
+    wrap_messages_with(inner, inbound, identity, MuxConfig::default())
+}
+
+/// [`wrap_messages`] with a [`MuxConfig`].
+pub fn wrap_messages_with(
+    inner: Arc<dyn AcpTransport>,
+    inbound: InboundStream,
+    identity: &NodeIdentity,
+    mux: MuxConfig,
+) -> Result<(Arc<TlsTransport>, InboundStream), CertError> {
     let layer = Arc::new(TlsLayer::new(identity)?);
     let multicast = Arc::new(Multicast::new(identity)?);
     let limits = grasp_engine::wire::Limits::default();
-    // Channels whose handshake is done, from their tasks.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Inbound>(64);
-    let (mc, l2) = (multicast.clone(), layer.clone());
+    let pool = Pool::new(mux, limits.max_message_size);
+    let (serve, accepted) = Server::new(&pool, multicast.clone());
+    // The frames of the multiplexer are a little larger than the messages.
+    let framing = grasp_engine::wire::Limits {
+        max_message_size: limits.max_message_size + mux::FRAME_OVERHEAD,
+        ..limits
+    };
+    let (l2, serve2) = (layer.clone(), serve.clone());
     let direct = inbound.filter_map(move |i| {
+        let serve = &serve2;
         let out = match i {
-            Inbound::Datagram(d) => verified(&mc, d),
             Inbound::Channel(ch) => {
-                let (layer, tx) = (l2.clone(), tx.clone());
+                let (layer, serve) = (l2.clone(), serve.clone());
                 tokio::spawn(async move {
                     let hs = layer.accept_io(MessageBytes::new(ch.io), ch.peer);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
-                        Ok(Ok(l)) => {
-                            let ch = Channel {
-                                peer: ch.peer,
-                                local: ch.local,
-                                io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, limits)),
-                                identity: l.identity,
-                            };
-                            let _ = tx.try_send(Inbound::Channel(ch));
-                        }
+                        Ok(Ok(l)) => serve.connection(Channel {
+                            peer: ch.peer,
+                            local: ch.local,
+                            io: Box::pin(grasp_acp::stream::StreamChannel::new(l.io, framing)),
+                            identity: l.identity,
+                        }),
                         Ok(Err(e)) => debug!(peer = %ch.peer, error = %e, "inbound TLS refused"),
                         Err(_) => debug!(peer = %ch.peer, "inbound TLS handshake timed out"),
                     }
                 });
                 None
             }
+            other => serve.inbound(other),
         };
         futures::future::ready(out)
     });
-    let mut rx = rx;
-    let done = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let inbound = futures::stream::select(direct, done).boxed();
+    let inbound = futures::stream::select(direct, accepted).boxed();
     Ok((
         Arc::new(TlsTransport {
             inner,
             over_messages: true,
-            limits,
+            limits: framing,
             layer,
             multicast,
+            pool,
+            server: serve,
             name: std::sync::RwLock::new(identity.name.clone()),
         }),
         inbound,

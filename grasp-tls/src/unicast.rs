@@ -179,17 +179,19 @@ impl TlsLayer {
         // Stateless resumption tickets.
         server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(tls_err)?;
         server.send_tls13_tickets = 1;
+        server.alpn_protocols = vec![crate::mux::ALPN.to_vec()];
         let verifier = Arc::new(DomainServerVerifier {
             anchors: identity.anchors.clone(),
             provider: provider.clone(),
         });
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(tls_err)?;
+        client.alpn_protocols = vec![crate::mux::ALPN.to_vec()];
         Ok(Configs {
             server: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             client: tokio_rustls::TlsConnector::from(Arc::new(client)),
@@ -199,6 +201,17 @@ impl TlsLayer {
 
 fn tls_failed(peer: SocketAddr, e: std::io::Error) -> AcpError {
     AcpError::Auth(format!("TLS with {peer}: {e}"))
+}
+
+/// Both ends must speak this backend's framing ([`crate::mux`]).
+fn check_alpn(peer: SocketAddr, alpn: Option<&[u8]>) -> Result<(), AcpError> {
+    if alpn == Some(crate::mux::ALPN) {
+        return Ok(());
+    }
+    Err(AcpError::Auth(format!(
+        "TLS with {peer}: the peer does not speak {} (another GRASP TLS mapping or version)",
+        String::from_utf8_lossy(crate::mux::ALPN)
+    )))
 }
 
 impl TlsLayer {
@@ -214,6 +227,7 @@ impl TlsLayer {
         let acceptor = self.current().server;
         async move {
             let tls = acceptor.accept(io).await.map_err(|e| tls_failed(peer, e))?;
+            check_alpn(peer, tls.get_ref().1.alpn_protocol())?;
             let identity = peer_name(tls.get_ref().1.peer_certificates());
             Ok(LayeredIo {
                 io: Box::new(tls),
@@ -240,6 +254,7 @@ impl TlsLayer {
                 .connect(name, io)
                 .await
                 .map_err(|e| tls_failed(peer, e))?;
+            check_alpn(peer, tls.get_ref().1.alpn_protocol())?;
             let identity = peer_name(tls.get_ref().1.peer_certificates());
             Ok(LayeredIo {
                 io: Box::new(tls),

@@ -252,7 +252,7 @@ fn renewed_certificate_is_picked_up_without_restart() {
     });
     let a = spawn_in(&na, move || async move {
         let (mut renew_tx, mut renewed_rx) = (Some(renew_tx), Some(renewed_rx));
-        let (g, _t) = start("ab0", &fa).await;
+        let (g, t) = start("ab0", &fa).await;
         let asa = g.register_asa("A").await.unwrap();
         ready_rx.await.unwrap();
         let bid = Objective::new("EX.neg", NEG).with_value(Value::from(5u32));
@@ -266,6 +266,15 @@ fn renewed_certificate_is_picked_up_without_restart() {
                     t.send(()).unwrap();
                 }
                 renewed_rx.take().unwrap().await.unwrap();
+                // B's reload sent GOAWAY on A's connection to it: A's next
+                // channel dials afresh and meets the new certificate.
+                for _ in 0..50 {
+                    if t.pooled_connections() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert_eq!(t.pooled_connections(), 0, "GOAWAY retired the connection");
             }
             match asa.request_negotiate(&bid, None, T).await.unwrap() {
                 Negotiation::Step { session, objective } => {

@@ -241,4 +241,21 @@ async fn two_nodes_sync_over_tls() {
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "{:?} {:?}", _ta.stats(), tb.stats());
+    // Repeated sessions to one peer share one TLS connection.
+    for _ in 0..20 {
+        let got = asa_a
+            .synchronize(
+                &Objective::new("EX.sync", SYNCH),
+                Some(AsaLocator::new(tb.node_locator())),
+                T,
+            )
+            .await;
+        assert_eq!(got.unwrap().value.unwrap().as_str(), Some("direct"));
+    }
+    let (ma, mb) = (_ta.mux_stats(), tb.mux_stats());
+    assert_eq!(ma.connections_dialled, 1, "{ma:?}");
+    assert_eq!(ma.streams_opened, 21, "{ma:?}");
+    assert_eq!((mb.connections_accepted, mb.streams_accepted), (1, 21), "{mb:?}");
+    assert_eq!(_ta.stats().channels_opened, 21);
+    assert_eq!(tb.stats().channels_accepted, 21);
 }
