@@ -1,4 +1,4 @@
-//! # grasp-tls (in progress, issue 5)
+//! # grasp-tls
 //!
 //! The TLS backend of GRASP: mutual TLS 1.3 for unicast and signed
 //! multicast for a certificate-based domain.
@@ -8,6 +8,7 @@
 //!   node certificates (the `grasp-ca` tool).
 //! * [`unicast`]: the TLS 1.3 layer on the plain ACP's TCP connections
 //!   (mutual authentication against the domain anchors, ticket resumption).
+//! * [`mux`]: GRASP channels as streams of one TLS connection per peer.
 //! * [`multicast`]: the signed multicast envelope.
 //! * [`transport`]: [`bind_plain`], the `AcpTransport` over the plain ACP's
 //!   sockets, and [`wrap_messages`], the same over the in-memory fabric;
@@ -15,19 +16,34 @@
 //!   without a restart. ASAs see the peer's certificate name through
 //!   `Session::peer_identity()`.
 //!
-//! Not yet: synchronization over TLS reaches 17–24% of plain on a veth
-//! (target 30%): every GRASP session is a new TCP connection, and every
-//! TLS 1.3 resumption still pays an ephemeral key exchange.
+//! # The mapping
 //!
-//! RFC 8990 defines no TLS mapping; this one is: every GRASP TCP connection
-//! is a TLS 1.3 session (both sides present certificates chaining to the
-//! domain anchors; no name check against the dialled address), carrying
-//! GRASP messages as CBOR items exactly as on plain TCP; every multicast is
-//! the signed envelope of [`multicast`] (authenticated, readable).
+//! RFC 8990 defines no TLS mapping (its §2.5.1 leaves the substrate open);
+//! this one is, precisely:
 //!
-//! A node's identity is the first DNS name in its certificate's subject
-//! alternative names. Node certificates carry both the TLS server and
-//! client authentication usages (every node is both).
+//! * **Unicast.** A node dials a peer's GRASP port (the locator discovery
+//!   gave) over TCP and runs TLS 1.3 (nothing older), ALPN `grasp-mux/1`.
+//!   Both sides present a certificate chain that must lead to one of the
+//!   domain's trust anchors, with both the TLS server and client usages;
+//!   the dialled name is not checked (peers are found by address): domain
+//!   membership is. A node's identity is the first DNS name in its
+//!   certificate's subject alternative names; ASAs see it per session.
+//!   Resumption uses TLS 1.3 tickets (one per connection, stateless on the
+//!   server), kept per peer address.
+//! * **Channels.** One TLS connection per peer carries every GRASP session
+//!   to it: each GRASP channel is a stream of that connection, its messages
+//!   in DATA frames, its end a FIN frame ([`mux`] gives the frames,
+//!   stream numbering, GOAWAY, limits and lifetimes). Repeated sessions to
+//!   a peer therefore cost no TCP connect and no handshake; an idle
+//!   connection closes after 30 s and a connection is retired after 10
+//!   minutes, so certificates are re-checked at least that often.
+//! * **Multicast.** Every M_DISCOVERY, M_FLOOD and M_NOOP is the signed
+//!   envelope of [`multicast`]: **authenticated, not encrypted** (its GRASP
+//!   message is readable on the link), with the sender's certificate or
+//!   its fingerprint, a per-sender counter and a timestamp.
+//!
+//! Node certificates carry both the TLS server and client authentication
+//! usages (every node is both).
 #![warn(missing_docs)]
 
 use std::path::PathBuf;

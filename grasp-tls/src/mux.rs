@@ -540,8 +540,8 @@ impl Driver {
         // Idle and retired connections.
         while self.tick.poll_tick(cx).is_ready() {
             let st = self.conn.state();
-            let idle = st.streams.is_empty()
-                && st.idle_since.is_some_and(|t| t.elapsed() >= self.idle);
+            let idle =
+                st.streams.is_empty() && st.idle_since.is_some_and(|t| t.elapsed() >= self.idle);
             drop(st);
             // A listening connection whose node has gone.
             let orphan = self.accepted.as_ref().is_some_and(|a| a.is_closed());
@@ -746,12 +746,23 @@ impl Pool {
 
     fn dialled(&self, ch: Channel) -> Arc<Conn> {
         bump(&self.counters.connections_dialled);
-        start(ch, true, self.max_msg, self.cfg, self.counters.clone(), None)
+        start(
+            ch,
+            true,
+            self.max_msg,
+            self.cfg,
+            self.counters.clone(),
+            None,
+        )
     }
 
     /// A channel to `peer`: a new stream on its connection, dialling one
     /// (with `dial`) when there is none to use.
-    pub(crate) async fn channel(&self, peer: SocketAddr, dial: Dial<'_>) -> Result<Channel, AcpError> {
+    pub(crate) async fn channel(
+        &self,
+        peer: SocketAddr,
+        dial: Dial<'_>,
+    ) -> Result<Channel, AcpError> {
         for _ in 0..3 {
             let cell = {
                 let mut conns = self.conns();
@@ -950,7 +961,10 @@ mod tests {
         assert_eq!((st.connections_dialled, st.streams_opened), (1, 50));
         let st = lab.server_counters.snapshot();
         assert_eq!((st.connections_accepted, st.streams_accepted), (1, 50));
-        assert_eq!(st.streams_reset + st.streams_refused + st.connections_malformed, 0);
+        assert_eq!(
+            st.streams_reset + st.streams_refused + st.connections_malformed,
+            0
+        );
     }
 
     #[tokio::test]
@@ -967,7 +981,9 @@ mod tests {
         for _ in 0..20 {
             let mut s = lab.next_inbound().await;
             let m = recv(&mut s).await.unwrap();
-            s.io.send(Bytes::from([&m[..], b"!"].concat())).await.unwrap();
+            s.io.send(Bytes::from([&m[..], b"!"].concat()))
+                .await
+                .unwrap();
             tokio::spawn(async move {
                 let _ = s.io.next().await;
             });
@@ -1024,7 +1040,10 @@ mod tests {
         let mut s = lab.next_inbound().await;
         assert_eq!(recv(&mut s).await, Some(msg(1)));
         // A well-formed CBOR item that is not a frame.
-        raw.io.send(Bytes::from_static(&[0x82, 0x01, 0x02])).await.unwrap();
+        raw.io
+            .send(Bytes::from_static(&[0x82, 0x01, 0x02]))
+            .await
+            .unwrap();
         assert_eq!(recv(&mut s).await, None);
         assert_eq!(recv(&mut raw).await, None, "the connection is closed");
         assert_eq!(lab.server_counters.snapshot().connections_malformed, 1);
@@ -1038,9 +1057,18 @@ mod tests {
         };
         let mut lab = Lab::new(cfg);
         let (mut raw, far) = pipe();
-        serve(far, MAX, cfg, lab.server_counters.clone(), lab.accepted_tx.clone());
+        serve(
+            far,
+            MAX,
+            cfg,
+            lab.server_counters.clone(),
+            lab.accepted_tx.clone(),
+        );
         for sid in 0..3 {
-            raw.io.send(frame(KIND_DATA, sid, &msg(sid as u8))).await.unwrap();
+            raw.io
+                .send(frame(KIND_DATA, sid, &msg(sid as u8)))
+                .await
+                .unwrap();
         }
         let _a = lab.next_inbound().await;
         let _b = lab.next_inbound().await;
@@ -1101,7 +1129,13 @@ mod tests {
     async fn goaway_moves_new_channels_to_a_new_connection() {
         let mut lab = Lab::new(MuxConfig::default());
         let (near, far) = pipe();
-        let server = serve(far, MAX, lab.cfg, lab.server_counters.clone(), lab.accepted_tx.clone());
+        let server = serve(
+            far,
+            MAX,
+            lab.cfg,
+            lab.server_counters.clone(),
+            lab.accepted_tx.clone(),
+        );
         let conn = lab.pool.dialled(near);
         let cell = Arc::new(tokio::sync::OnceCell::new_with(Some(conn)));
         lab.pool.conns().insert(addr(2), cell);
@@ -1137,6 +1171,86 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!server.is_live(), "the retired connection closed");
+    }
+
+    /// Random frames from an authenticated but broken or hostile peer:
+    /// the listener never panics or hangs; either it closed the connection
+    /// as malformed (counted), or a fresh stream still works.
+    #[tokio::test]
+    async fn hostile_frames_never_break_the_listener() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut closed, mut alive) = (0, 0);
+        for _ in 0..300 {
+            let cfg = MuxConfig {
+                max_streams: 3,
+                stream_queue: 2,
+                ..MuxConfig::default()
+            };
+            let mut lab = Lab::new(cfg);
+            let (mut raw, far) = pipe();
+            let server = serve(
+                far,
+                MAX,
+                cfg,
+                lab.server_counters.clone(),
+                lab.accepted_tx.clone(),
+            );
+            for _ in 0..rnd(12) {
+                let sid = rnd(8);
+                let payload = vec![0x41; rnd(MAX as u64 + 1) as usize + 8];
+                let f = match rnd(8) {
+                    0..=2 => frame(KIND_DATA, sid, &payload[..payload.len().min(40)]),
+                    3 => frame(KIND_DATA, sid, &payload),
+                    4 => frame(KIND_FIN, sid, &[]),
+                    5 => frame(KIND_GOAWAY, 0, &[]),
+                    6 => frame(rnd(5), sid, &payload[..rnd(3) as usize]),
+                    _ => {
+                        let mut b = envelope::start(rnd(6), rnd(3), rnd(4), 32);
+                        envelope::push_uint(&mut b, sid);
+                        envelope::push_bytes(&mut b, &payload[..rnd(4) as usize]);
+                        Bytes::from(b)
+                    }
+                };
+                if raw.io.send(f).await.is_err() {
+                    break;
+                }
+            }
+            // The engine takes and ends every stream it was given, then a
+            // new stream with a number above every other arrives.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            while lab.accepted.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let probe = msg(200);
+            let mut found = false;
+            if raw.io.send(frame(KIND_DATA, 1000, &probe)).await.is_ok() {
+                if let Ok(Some(Inbound::Channel(mut c))) =
+                    tokio::time::timeout(Duration::from_millis(500), lab.accepted.recv()).await
+                {
+                    found = recv(&mut c).await == Some(probe);
+                }
+            }
+            if lab.server_counters.snapshot().connections_malformed == 1 {
+                closed += 1;
+                for _ in 0..100 {
+                    if !server.is_live() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                assert!(!server.is_live(), "a malformed frame closes the connection");
+            } else {
+                alive += 1;
+                assert!(found, "the listener still opens streams");
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(closed > 20 && alive > 20, "closed {closed}, alive {alive}");
     }
 
     #[tokio::test]

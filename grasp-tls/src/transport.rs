@@ -145,7 +145,10 @@ impl Server {
             accepted: tx,
             live: Arc::default(),
         };
-        (s, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+        (
+            s,
+            futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed(),
+        )
     }
 
     /// A datagram verified, or a TLS connection taken over (`None`).

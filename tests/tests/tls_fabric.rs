@@ -255,7 +255,11 @@ async fn two_nodes_sync_over_tls() {
     let (ma, mb) = (_ta.mux_stats(), tb.mux_stats());
     assert_eq!(ma.connections_dialled, 1, "{ma:?}");
     assert_eq!(ma.streams_opened, 21, "{ma:?}");
-    assert_eq!((mb.connections_accepted, mb.streams_accepted), (1, 21), "{mb:?}");
+    assert_eq!(
+        (mb.connections_accepted, mb.streams_accepted),
+        (1, 21),
+        "{mb:?}"
+    );
     assert_eq!(_ta.stats().channels_opened, 21);
     assert_eq!(tb.stats().channels_accepted, 21);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Synchronizations per second over a veth pair between two network
 # namespaces: the GRASP engine on the plain ACP side by side with a bare tokio
-# loop doing the same socket work and with the engine under QUADS, plus
+# loop doing the same socket work and with the engine under QUADS and over
+# the TLS backend (certificates from a throwaway grasp-ca CA), plus
 # negotiation rates, first-answer discovery latency, idle RSS and memory per
 # open session. Root only. Creates namespaces gb<pid>a / gb<pid>b with the
 # vectors' addresses and deletes them on exit. Traffic stays inside them.
@@ -20,10 +21,12 @@ workers=${WORKERS:-0}
 [ "$(id -u)" = 0 ] || { echo "veth.sh: needs root (network namespaces)"; exit 1; }
 command -v ip >/dev/null || { echo "veth.sh: needs iproute2"; exit 1; }
 
-cargo build --release -q -p grasp-tools --bin grasp-bench
+cargo build --release -q -p grasp-tools --bin grasp-bench --bin grasp-ca
 bin=target/release/grasp-bench
 a=gb$$a; b=gb$$b
-cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; }
+cadir=$(mktemp -d)
+target/release/grasp-ca init --domain bench.lab --dir "$cadir" >/dev/null
+cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; rm -rf "$cadir"; }
 trap cleanup EXIT
 ip netns add "$a"; ip netns add "$b"
 ip -n "$a" link set lo up; ip -n "$b" link set lo up
@@ -70,6 +73,9 @@ for c in ${concs[@]}; do
   run grasp "$c" $((port++))
   echo "-- the same under QUADS (AES-256-GCM) --"
   run grasp "$c" $((port++)) --quads
+  echo "-- the same over TLS (mutual TLS 1.3, one connection per peer) --"
+  ( export GRASP_BENCH_TLS_CA="$cadir"; run grasp "$c" $((port++)) )
+  port=$((port + 1))
   runneg 0 "$c" $((port++))
   runneg 1 "$c" $((port++))
 done
