@@ -138,6 +138,21 @@ pub fn select(all: &[HostInterface], wanted: Option<&[String]>) -> Result<Vec<In
         .collect())
 }
 
+/// The interfaces to use now, for a running node: the named ones that exist
+/// and are usable (others are waited for), or every usable one.
+pub fn select_present(all: &[HostInterface], wanted: Option<&[String]>) -> Vec<Interface> {
+    all.iter()
+        .filter(|i| i.usable() && wanted.is_none_or(|w| w.contains(&i.name)))
+        .filter_map(|i| {
+            Some(Interface {
+                index: i.index,
+                name: i.name.clone(),
+                link_local: i.link_local()?,
+            })
+        })
+        .collect()
+}
+
 /// The node's address for its locator and initiator field (RFC 8990
 /// §2.8.4: a global address, ULA counting as one; else a link-local one):
 /// the first ULA on any interface, else the first global address, else the

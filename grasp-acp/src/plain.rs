@@ -62,6 +62,9 @@ pub struct Config {
     pub framer: Option<Arc<dyn Framer>>,
     /// A layer between TCP and the framing (TLS); `None`: plain TCP.
     pub layer: Option<Arc<dyn StreamLayer>>,
+    /// How often to look for interfaces that came or went and addresses
+    /// that changed; `None` never looks again after binding.
+    pub rescan_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             node_address: None,
             framer: None,
             layer: None,
+            rescan_interval: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -98,6 +102,12 @@ impl Config {
     /// Splits TCP streams with `framer` instead of as CBOR items.
     pub fn framer(mut self, framer: Arc<dyn Framer>) -> Self {
         self.framer = Some(framer);
+        self
+    }
+
+    /// Sets how often interfaces are rescanned (`None`: never).
+    pub fn rescan_interval(mut self, every: Option<Duration>) -> Self {
+        self.rescan_interval = every;
         self
     }
 
@@ -135,8 +145,9 @@ impl Config {
 /// The plain ACP transport. Create it with [`bind`].
 #[derive(Debug)]
 pub struct Transport {
-    interfaces: Vec<Interface>,
-    locator: Locator,
+    /// Interfaces in use, the node locator, and what the receive loop
+    /// filters on; the rescan task updates them.
+    now: Arc<std::sync::RwLock<Current>>,
     multicast_port: u16,
     send: Arc<UdpSocket>,
     limits: Limits,
@@ -174,19 +185,29 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         ..Limits::default()
     };
     let (tx, rx) = mpsc::channel(config.inbound_queue.max(1));
-    let own: Vec<SocketAddrV6> = interfaces
-        .iter()
-        .map(|i| SocketAddrV6::new(i.link_local, port, 0, i.index))
-        .collect();
-    let mc_task = tokio::spawn(multicast_receive_loop(
-        mc,
-        interfaces.iter().map(|i| i.index).collect(),
-        own,
+    let now = Arc::new(std::sync::RwLock::new(Current::new(
+        interfaces.clone(),
+        Locator::tcp6(node_addr, port),
+    )));
+    let mc = Arc::new(mc);
+    let mut tasks = vec![tokio::spawn(multicast_receive_loop(
+        mc.clone(),
+        now.clone(),
         config.listen_self,
         config.max_message_size,
         tx.clone(),
         stats.clone(),
-    ));
+    ))];
+    if let Some(every) = config.rescan_interval {
+        tasks.push(tokio::spawn(rescan_loop(
+            every,
+            config.interfaces.clone(),
+            config.node_address,
+            mc,
+            now.clone(),
+            tx.clone(),
+        )));
+    }
     // Connections are accepted by the inbound stream itself when the engine
     // polls it (no task and queue between the listener and the engine: one
     // wake-up less per connection, and the kernel's backlog is the queue).
@@ -213,8 +234,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         "plain ACP bound (no security)"
     );
     let transport = Transport {
-        interfaces,
-        locator: Locator::tcp6(node_addr, port),
+        now,
         multicast_port: config.multicast_port,
         send: Arc::new(send),
         limits,
@@ -222,7 +242,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         layer: config.layer.clone(),
         connect_timeout: config.connect_timeout,
         stats,
-        tasks: vec![mc_task],
+        tasks,
     };
     Ok((Arc::new(transport), inbound.boxed()))
 }
@@ -333,10 +353,128 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
     UdpSocket::from_std(s.into()).map_err(io_err("registering the multicast socket"))
 }
 
-async fn multicast_receive_loop(
-    sock: UdpSocket,
-    ifindexes: Vec<u32>,
+/// What the plain ACP uses now: interfaces, node locator, and our own
+/// multicast source addresses (to ignore them).
+#[derive(Debug)]
+struct Current {
+    interfaces: Vec<Interface>,
+    locator: Locator,
     own: Vec<SocketAddrV6>,
+}
+
+impl Current {
+    fn new(interfaces: Vec<Interface>, locator: Locator) -> Self {
+        let port = match &locator {
+            Locator::Ipv6 { port, .. } => *port,
+            _ => 0,
+        };
+        let own = interfaces
+            .iter()
+            .map(|i| SocketAddrV6::new(i.link_local, port, 0, i.index))
+            .collect();
+        Current {
+            interfaces,
+            locator,
+            own,
+        }
+    }
+}
+
+fn read(now: &std::sync::RwLock<Current>) -> std::sync::RwLockReadGuard<'_, Current> {
+    now.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Looks at the host's interfaces every `every`: joins ff02::13 on ones
+/// that appeared, leaves ones that went, follows address changes, and tells
+/// the engine (an [`Inbound::Interfaces`] on the inbound stream).
+async fn rescan_loop(
+    every: Duration,
+    wanted: Option<Vec<String>>,
+    fixed_address: Option<Ipv6Addr>,
+    mc: Arc<UdpSocket>,
+    now: Arc<std::sync::RwLock<Current>>,
+    tx: mpsc::Sender<Inbound>,
+) {
+    // A change the engine has not been told of yet (its queue was full).
+    let mut untold = false;
+    loop {
+        tokio::time::sleep(every).await;
+        if tx.is_closed() {
+            return;
+        }
+        let all = match host_interfaces() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "cannot list interfaces; keeping the current ones");
+                continue;
+            }
+        };
+        let fresh = crate::interfaces::select_present(&all, wanted.as_deref());
+        let (old, old_locator) = {
+            let c = read(&now);
+            (c.interfaces.clone(), c.locator.clone())
+        };
+        let port = match &old_locator {
+            Locator::Ipv6 { port, .. } => *port,
+            _ => 0,
+        };
+        let addr = fixed_address
+            .or_else(|| preferred_address(&all, &fresh))
+            .or(match &old_locator {
+                Locator::Ipv6 { addr, .. } => Some(*addr),
+                _ => None,
+            });
+        let locator = addr.map_or(old_locator.clone(), |a| Locator::tcp6(a, port));
+        if fresh != old || locator != old_locator {
+            let sock = socket2::SockRef::from(&*mc);
+            for i in fresh
+                .iter()
+                .filter(|i| !old.iter().any(|o| o.index == i.index))
+            {
+                match sock.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index) {
+                    Ok(()) => {
+                        info!(interface = %i.name, index = i.index, "interface up: joined ff02::13")
+                    }
+                    Err(e) => warn!(interface = %i.name, error = %e, "cannot join ff02::13"),
+                }
+            }
+            for o in old
+                .iter()
+                .filter(|o| !fresh.iter().any(|i| i.index == o.index))
+            {
+                // Fails when the interface is already gone; nothing to undo.
+                let _ = sock.leave_multicast_v6(&ALL_GRASP_NEIGHBORS, o.index);
+                info!(interface = %o.name, index = o.index, "interface gone");
+            }
+            if locator != old_locator {
+                info!(%locator, "node address changed");
+            }
+            if fresh.is_empty() {
+                warn!("no usable GRASP interface at the moment; waiting for one");
+            }
+            *now.write().unwrap_or_else(|e| e.into_inner()) =
+                Current::new(fresh.clone(), locator.clone());
+            untold = true;
+        }
+        if untold {
+            let c = read(&now);
+            let msg = Inbound::Interfaces {
+                interfaces: c.interfaces.clone(),
+                node_locator: c.locator.clone(),
+            };
+            drop(c);
+            untold = match tx.try_send(msg) {
+                Ok(()) => false,
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            };
+        }
+    }
+}
+
+async fn multicast_receive_loop(
+    sock: Arc<UdpSocket>,
+    now: Arc<std::sync::RwLock<Current>>,
     listen_self: bool,
     max: usize,
     tx: mpsc::Sender<Inbound>,
@@ -355,18 +493,23 @@ async fn multicast_receive_loop(
         let SocketAddr::V6(src) = src else { continue };
         // Link-local sources carry the arrival interface as their scope id.
         let ifindex = src.scope_id();
-        if !ifindexes.contains(&ifindex) {
+        let (ours, mine) = {
+            let c = read(&now);
+            (
+                c.interfaces.iter().any(|i| i.index == ifindex),
+                c.own.iter().any(|o| {
+                    o.ip() == src.ip() && o.port() == src.port() && o.scope_id() == ifindex
+                }),
+            )
+        };
+        if !ours {
             debug!(%src, "multicast from an interface GRASP does not use, or a non-link-local source; dropped");
             StatsCounters::bump(&stats.multicast_dropped_other);
             continue;
         }
         // Our own multicasts (if the kernel loops them back anyway): same
         // link-local address, port and interface. Flow info is not compared.
-        if !listen_self
-            && own
-                .iter()
-                .any(|o| o.ip() == src.ip() && o.port() == src.port() && o.scope_id() == ifindex)
-        {
+        if !listen_self && mine {
             continue;
         }
         if n > max {
@@ -518,21 +661,20 @@ impl Stream for Acceptor {
 }
 
 impl Transport {
-    /// The interfaces in use.
-    pub fn interface_list(&self) -> &[Interface] {
-        &self.interfaces
-    }
-
     /// The port used for unicast and as multicast source port.
     pub fn port(&self) -> u16 {
-        match self.locator {
+        match read(&self.now).locator {
             Locator::Ipv6 { port, .. } => port,
             _ => 0,
         }
     }
 
     async fn do_send_multicast(&self, ifindex: u32, msg: Bytes) -> Result<(), AcpError> {
-        if !self.interfaces.iter().any(|i| i.index == ifindex) {
+        if !read(&self.now)
+            .interfaces
+            .iter()
+            .any(|i| i.index == ifindex)
+        {
             return Err(AcpError::NoInterface(ifindex));
         }
         if msg.len() > self.limits.max_message_size {
@@ -626,11 +768,11 @@ impl AcpTransport for Transport {
     }
 
     fn interfaces(&self) -> Vec<Interface> {
-        self.interfaces.clone()
+        read(&self.now).interfaces.clone()
     }
 
     fn node_locator(&self) -> Locator {
-        self.locator.clone()
+        read(&self.now).locator.clone()
     }
 
     fn max_message_size(&self) -> usize {

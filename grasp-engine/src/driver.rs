@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::error::ApiError;
 use crate::proto::{
@@ -117,6 +117,14 @@ impl Driver {
             tokio::select! {
                 item = self.inbound.next(), if inbound_open => match item {
                     Some(Inbound::Datagram(d)) => self.engine.handle_datagram(now(), d),
+                    Some(Inbound::Interfaces { interfaces, node_locator }) => {
+                        info!(
+                            interfaces = ?interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+                            locator = %node_locator,
+                            "interfaces changed"
+                        );
+                        self.engine.set_interfaces(interfaces, &node_locator);
+                    }
                     Some(Inbound::Channel(ch)) => {
                         let id = self.engine.allocate_channel();
                         let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);

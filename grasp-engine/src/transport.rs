@@ -211,6 +211,15 @@ pub enum Inbound {
     Datagram(Datagram),
     /// A unicast channel a peer opened.
     Channel(Channel),
+    /// The transport's interfaces or node address changed (an interface
+    /// came or went, or an address changed); the engine uses these from
+    /// now on. Backends that wrap another pass it through.
+    Interfaces {
+        /// The interfaces in use now.
+        interfaces: Vec<Interface>,
+        /// This node's unicast locator now.
+        node_locator: Locator,
+    },
 }
 
 /// The stream of inbound traffic a backend's `bind` returns. It ends when the

@@ -333,6 +333,7 @@ pub fn wrap_legacy(
                     io: legacy_channel(ch.io, key.clone(), ch.peer),
                     ..ch
                 })),
+                other => Some(other),
             };
             futures::future::ready(out)
         })

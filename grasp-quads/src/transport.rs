@@ -93,6 +93,7 @@ pub fn wrap(
                     io: quads_channel(ch.io, sealer.responder(), ch.peer, log.clone()),
                     ..ch
                 })),
+                other => Some(other),
             };
             futures::future::ready(out)
         })

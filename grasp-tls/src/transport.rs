@@ -159,6 +159,7 @@ impl Server {
                 self.connection(ch);
                 None
             }
+            other => Some(other),
         }
     }
 

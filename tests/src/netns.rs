@@ -162,6 +162,11 @@ impl Lab {
         )
     }
 
+    /// Deletes an interface (a veth end takes its peer with it).
+    pub fn del_link(&self, ns: &Netns, ifname: &str) -> Result<(), String> {
+        ip(&["-n", &ns.name, "link", "del", ifname])
+    }
+
     /// Adds an address to an interface (no DAD).
     pub fn addr(&self, ns: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
         ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname, "nodad"])

@@ -57,6 +57,7 @@ async fn next_datagram(inb: &mut InboundStream) -> Datagram {
     {
         Some(Inbound::Datagram(d)) => d,
         Some(Inbound::Channel(c)) => panic!("unexpected channel from {}", c.peer),
+        Some(other) => panic!("unexpected {other:?}"),
         None => panic!("inbound stream ended"),
     }
 }
@@ -69,6 +70,7 @@ async fn next_channel(inb: &mut InboundStream) -> Channel {
         {
             Some(Inbound::Channel(c)) => return c,
             Some(Inbound::Datagram(_)) => continue, // retransmitted discoveries
+            Some(other) => panic!("unexpected {other:?}"),
             None => panic!("inbound stream ended"),
         }
     }

@@ -208,6 +208,111 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
     r.join().expect("R panicked").unwrap();
 }
 
+/// Interfaces that come and go while a node runs: a link added after start
+/// is joined and used (discovery over it finds a node there), and a link
+/// deleted is dropped; the engine hears of both.
+#[test]
+fn interfaces_coming_and_going_are_followed() {
+    if Lab::skip_loudly("interfaces_coming_and_going_are_followed") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (na, _nb) = lab.pair().unwrap();
+    let nc = lab.netns().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (linked_tx, linked_rx) = oneshot::channel::<()>();
+    let (found_tx, found_rx) = std::sync::mpsc::channel::<()>();
+    let (deleted_tx, deleted_rx) = oneshot::channel::<()>();
+    let (c_ready_tx, c_ready_rx) = oneshot::channel::<()>();
+    let (done_c_tx, done_c_rx) = oneshot::channel::<()>();
+    let a = spawn_in(&na, move || async move {
+        // Every usable interface, rescanned every 200 ms.
+        let (t, inbound) =
+            plain::bind(plain::Config::default().rescan_interval(Some(Duration::from_millis(200))))
+                .await
+                .unwrap();
+        assert_eq!(t.interfaces().len(), 1);
+        let g = Grasp::start(t.clone(), inbound, config());
+        let asa = g.register_asa("A").await.unwrap();
+        started_tx.send(()).unwrap();
+        linked_rx.await.unwrap();
+        c_ready_rx.await.unwrap();
+        let mut n = 0;
+        while t.interfaces().len() != 2 && n < 50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            n += 1;
+        }
+        let names: Vec<_> = t.interfaces().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["ab0", "ac0"], "the new link is used");
+        // The engine heard of it: a discovery goes out on the new link too.
+        let mut found = Vec::new();
+        for _ in 0..10 {
+            found = asa
+                .discover(
+                    &Objective::new("EX.late", SYNCH),
+                    DiscoverOptions::first(Duration::from_millis(500)),
+                )
+                .await
+                .unwrap_or_default();
+            if !found.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(found.len(), 1, "discovered over the link added at run time");
+        assert_eq!(
+            found[0].socket_addr().unwrap().ip(),
+            std::net::IpAddr::V6(a6("fd00:2::2"))
+        );
+        let got = asa
+            .synchronize(&Objective::new("EX.late", SYNCH), Some(found[0].clone()), T)
+            .await
+            .unwrap();
+        assert_eq!(got.value.unwrap().as_str(), Some("late"));
+        done_c_tx.send(()).unwrap();
+        found_tx.send(()).unwrap();
+        deleted_rx.await.unwrap();
+        let mut n = 0;
+        while t.interfaces().len() != 1 && n < 50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            n += 1;
+        }
+        let names: Vec<_> = t.interfaces().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["ab0"], "the deleted link is dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (stats, _) = g.stats().await.unwrap();
+        assert!(stats.interface_changes >= 2, "{stats:?}");
+        // Discovery still works and still counts messages by type.
+        let _ = asa
+            .discover(
+                &Objective::new("EX.none", SYNCH),
+                DiscoverOptions::first(Duration::from_millis(200)),
+            )
+            .await;
+        let (stats, _) = g.stats().await.unwrap();
+        assert!(stats.sent.get("M_DISCOVERY") >= 2, "{stats:?}");
+        assert!(stats.received.get("M_SYNCH") >= 1, "{stats:?}");
+    });
+    started_rx.recv_timeout(T).unwrap();
+    lab.link(2, (&na, "ac0"), (&nc, "ca0")).unwrap();
+    let c = spawn_in(&nc, move || async move {
+        let g = start("ca0").await;
+        let asa = g.register_asa("C").await.unwrap();
+        let o = Objective::new("EX.late", SYNCH).with_value(Value::from("late"));
+        asa.register_objective(&o, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&o).await.unwrap();
+        c_ready_tx.send(()).unwrap();
+        done_c_rx.await.unwrap();
+    });
+    linked_tx.send(()).unwrap();
+    found_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    c.join().expect("C panicked").unwrap();
+    lab.del_link(&na, "ac0").unwrap();
+    deleted_tx.send(()).unwrap();
+    a.join().expect("A panicked").unwrap();
+}
+
 /// A responder with silent and trickling peers connected keeps serving
 /// everyone else, and closes those peers after `first_message_timeout`
 /// (graspy's listener blocks on such a peer).

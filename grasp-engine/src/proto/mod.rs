@@ -257,7 +257,32 @@ impl Engine {
 
     /// The next thing to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front()?;
+        if let Transmit::Multicast { msg, .. } | Transmit::Send { msg, .. } = &t {
+            self.stats.sent.count(msg);
+        }
+        Some(t)
+    }
+
+    /// The transport's interfaces or node address changed (an interface
+    /// came or went, an address changed): use the new ones from now on.
+    /// Whether to relay is decided again unless the configuration fixed it.
+    pub fn set_interfaces(&mut self, interfaces: Vec<Interface>, node_locator: &Locator) {
+        if let Locator::Ipv6 { addr, port, .. } = node_locator {
+            self.node_addr = IpAddr::V6(*addr);
+            self.node_port = *port;
+        } else if let Locator::Ipv4 { addr, port, .. } = node_locator {
+            self.node_addr = IpAddr::V4(*addr);
+            self.node_port = *port;
+        }
+        self.relay = !self.config.dull && self.config.relay.unwrap_or(interfaces.len() > 1);
+        self.interfaces = interfaces;
+        self.stats.interface_changes += 1;
+    }
+
+    /// The interfaces in use now.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.interfaces
     }
 
     /// The next thing to tell an ASA.
@@ -422,6 +447,7 @@ impl Engine {
 
     /// A link-local multicast arrived.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        self.stats.received.count(&d.msg);
         let msg = match Message::decode_with(&d.msg, &self.config.limits) {
             Ok(m) => m,
             Err(_) => {
@@ -752,6 +778,7 @@ impl Engine {
 
     /// A message arrived on a channel.
     pub fn handle_channel_message(&mut self, now: Instant, channel: ChannelId, raw: Bytes) {
+        self.stats.received.count(&raw);
         let decoded = Message::decode_with(&raw, &self.config.limits);
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;

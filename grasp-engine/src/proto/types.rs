@@ -513,10 +513,82 @@ impl Default for Config {
     }
 }
 
+/// GRASP messages counted by type (RFC 8990 §2.8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    counts: [u64; 12],
+}
+
+/// The names [`MessageCounts`] uses, in order (the last is any other type).
+pub const MESSAGE_TYPE_NAMES: [&str; 12] = [
+    "M_NOOP",
+    "M_DISCOVERY",
+    "M_RESPONSE",
+    "M_REQ_NEG",
+    "M_REQ_SYN",
+    "M_NEGOTIATE",
+    "M_END",
+    "M_WAIT",
+    "M_SYNCH",
+    "M_FLOOD",
+    "M_INVALID",
+    "other",
+];
+
+impl MessageCounts {
+    /// Counts one encoded message by its type (the first item of its array).
+    pub fn count(&mut self, msg: &[u8]) {
+        // A GRASP message is an array whose first item is the type: one
+        // byte for 0..=23, two (0x18 n) for M_INVALID = 99.
+        let skip = match msg.first() {
+            Some(b) if b & 0xe0 == 0x80 && b & 0x1f < 24 => 1,
+            Some(0x98) => 2,
+            Some(0x99) => 3,
+            _ => 0,
+        };
+        let t = match msg.get(skip..skip + 2) {
+            Some([t, _]) if skip > 0 && *t < 24 => u64::from(*t),
+            Some([0x18, t]) if skip > 0 => u64::from(*t),
+            _ => u64::MAX,
+        };
+        let i = match t {
+            0..=9 => t as usize,
+            99 => 10,
+            _ => 11,
+        };
+        self.counts[i] += 1;
+    }
+
+    /// How many of the message type named `name` (see
+    /// [`MESSAGE_TYPE_NAMES`]).
+    pub fn get(&self, name: &str) -> u64 {
+        MESSAGE_TYPE_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    /// Every type with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        MESSAGE_TYPE_NAMES.iter().copied().zip(self.counts)
+    }
+
+    /// All messages.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 /// Counters the engine keeps; every drop is counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineStats {
+    /// Messages received (multicast and unicast), by type.
+    pub received: MessageCounts,
+    /// Messages sent (multicast and unicast), by type.
+    pub sent: MessageCounts,
+    /// Times the transport's interfaces or node address changed.
+    pub interface_changes: u64,
     /// Messages that failed to decode.
     pub malformed: u64,
     /// Multicasts of unknown type (silently dropped, RFC 8990 §2.8.2).
