@@ -67,6 +67,19 @@ impl McDrop {
     /// How many reasons there are.
     pub const COUNT: usize = 9;
 
+    /// Every reason, in index order.
+    pub const ALL: [McDrop; Self::COUNT] = [
+        McDrop::Unsigned,
+        McDrop::Truncated,
+        McDrop::UnknownVersion,
+        McDrop::Untrusted,
+        McDrop::UnsupportedScheme,
+        McDrop::BadSignature,
+        McDrop::Stale,
+        McDrop::Replay,
+        McDrop::UnknownSender,
+    ];
+
     /// Its index in [`McStats::dropped`].
     pub fn index(self) -> usize {
         self as usize

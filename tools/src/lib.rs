@@ -1,0 +1,33 @@
+//! # grasp-tools
+//!
+//! What the GRASP programs share: node configuration (a TOML file with
+//! flags on top), starting a node on the chosen backend, typed values,
+//! graspd's control socket, and logging.
+//!
+//! The programs: `graspd` (the node daemon), `grasp` (the command line),
+//! `grasp-lab` (N nodes in one process, or in namespaces), `quadsmaker`,
+//! `grasp-ca`, `grasp-bench`, `grasp-demo`.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod control;
+pub mod node;
+pub mod value;
+
+pub use config::{NodeArgs, NodeConfig, SecurityChoice};
+pub use node::Node;
+pub use value::parse_value;
+
+/// Installs the tracing subscriber: `RUST_LOG` if set, else `default`;
+/// plain text or JSON lines on standard error.
+pub fn init_logging(format: config::LogFormat, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Plain => b.try_init(),
+        config::LogFormat::Json => b.json().try_init(),
+    };
+}

@@ -1,0 +1,428 @@
+//! Starting a GRASP node from a [`NodeConfig`]: the chosen backend over the
+//! plain ACP's sockets, the engine on top, and the node's counters as JSON.
+
+use std::sync::Arc;
+
+use grasp_engine::proto::Config;
+use grasp_engine::transport::{AcpTransport, InboundStream};
+use grasp_engine::Grasp;
+use serde_json::{json, Map, Value as Json};
+use tracing::{info, warn};
+
+use crate::config::{NodeConfig, RelayChoice, SecurityChoice};
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The sockets.
+    #[error("cannot bind the GRASP sockets: {0}")]
+    Bind(String),
+    /// The QUADS key.
+    #[error("QUADS key: {0}")]
+    Key(String),
+    /// The TLS certificates.
+    #[error("TLS identity: {0}")]
+    Cert(String),
+}
+
+/// The backend-specific handle (for counters and reloads).
+enum Backend {
+    Plain,
+    #[cfg(feature = "quads")]
+    Quads(Arc<grasp_quads::QuadsTransport>),
+    #[cfg(feature = "quads")]
+    Legacy(Arc<grasp_quads::legacy::LegacyTransport>),
+    #[cfg(feature = "tls")]
+    Tls(Arc<grasp_tls::TlsTransport>),
+}
+
+/// A running node.
+pub struct Node {
+    /// The engine's API.
+    pub grasp: Grasp,
+    /// The transport.
+    pub transport: Arc<dyn AcpTransport>,
+    backend: Backend,
+    config: NodeConfig,
+    started: std::time::Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("security", &self.config.security)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The plain ACP's settings for `cfg`.
+pub fn plain_config(cfg: &NodeConfig) -> grasp_acp::plain::Config {
+    let mut p = grasp_acp::plain::Config::default()
+        .port(cfg.port)
+        .listen_self(cfg.listen_self)
+        .rescan_interval(Some(cfg.rescan));
+    if let Some(i) = &cfg.interfaces {
+        p = p.interfaces(i.iter().map(String::as_str));
+    }
+    p
+}
+
+/// The engine's settings for `cfg`.
+pub fn engine_config(cfg: &NodeConfig) -> Config {
+    let mut c = Config::default();
+    c.dull = cfg.dull;
+    c.relay = match cfg.relay {
+        RelayChoice::Auto => None,
+        RelayChoice::Always => Some(true),
+        RelayChoice::Never => Some(false),
+    };
+    // Chosen explicitly in the configuration: a lab.
+    c.allow_insecure = cfg.security == SecurityChoice::None;
+    c
+}
+
+/// Binds the backend `cfg` names.
+async fn bind(
+    cfg: &NodeConfig,
+) -> Result<(Arc<dyn AcpTransport>, InboundStream, Backend), NodeError> {
+    let plain = plain_config(cfg);
+    let bind_err = |e: &dyn std::fmt::Display| NodeError::Bind(e.to_string());
+    match cfg.security {
+        SecurityChoice::None => {
+            warn!("security none: GRASP runs without encryption or authentication (labs only)");
+            let (t, i) = grasp_acp::plain::bind(plain)
+                .await
+                .map_err(|e| bind_err(&e))?;
+            Ok((t, i, Backend::Plain))
+        }
+        #[cfg(feature = "quads")]
+        SecurityChoice::Quads => {
+            use crate::config::QuadsKeySource;
+            match cfg.quads.as_ref() {
+                Some(QuadsKeySource::File(p)) if is_graspy_key_file(p) => {
+                    let key = grasp_quads::legacy::read_quadsk(p)
+                        .map_err(|e| NodeError::Key(e.to_string()))?;
+                    let (t, i) = grasp_quads::legacy::bind_plain_legacy(plain, key)
+                        .await
+                        .map_err(|e| bind_err(&e))?;
+                    Ok((t.clone(), i, Backend::Legacy(t)))
+                }
+                src => {
+                    let key = quads_key(src)?;
+                    info!(key_id = %key.id(), "QUADS key loaded");
+                    let (t, i) = grasp_quads::bind_plain(
+                        plain,
+                        grasp_quads::KeyRing::new(key),
+                        grasp_quads::QuadsConfig::default(),
+                    )
+                    .await
+                    .map_err(|e| bind_err(&e))?;
+                    Ok((t.clone(), i, Backend::Quads(t)))
+                }
+            }
+        }
+        #[cfg(feature = "tls")]
+        SecurityChoice::Tls => {
+            let f = cfg
+                .tls
+                .as_ref()
+                .ok_or_else(|| NodeError::Cert("no TLS files configured".into()))?;
+            let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
+                .map_err(|e| NodeError::Cert(e.to_string()))?;
+            let (t, i) = grasp_tls::bind_plain(plain, &id)
+                .await
+                .map_err(|e| bind_err(&e))?;
+            let _watch = t.watch_files(f.cert.clone(), f.key.clone(), f.ca.clone(), f.check_every);
+            Ok((t.clone(), i, Backend::Tls(t)))
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            Err(NodeError::Bind(other.check_compiled().err().map_or_else(
+                || "backend not available".into(),
+                |e| e.to_string(),
+            )))
+        }
+    }
+}
+
+/// Whether a key file is graspy's `quadsk.py` (legacy QUADS) rather than
+/// a quadsmaker TOML key file.
+#[cfg(feature = "quads")]
+pub fn is_graspy_key_file(p: &std::path::Path) -> bool {
+    p.extension().is_some_and(|e| e == "py")
+}
+
+#[cfg(feature = "quads")]
+fn quads_key(
+    src: Option<&crate::config::QuadsKeySource>,
+) -> Result<grasp_quads::DomainKey, NodeError> {
+    use crate::config::QuadsKeySource;
+    match src {
+        Some(QuadsKeySource::File(p)) => grasp_quads::read_key_file(p)
+            .map(|k| k.key())
+            .map_err(|e| NodeError::Key(e.to_string())),
+        Some(QuadsKeySource::Password { password, domain }) => {
+            let pw = grasp_quads::Password::new(password.as_str())
+                .map_err(|e| NodeError::Key(e.to_string()))?;
+            grasp_quads::DomainKey::from_password(&pw, domain, grasp_quads::KdfParams::default())
+                .map_err(|e| NodeError::Key(e.to_string()))
+        }
+        None => Err(NodeError::Key("no key configured".into())),
+    }
+}
+
+impl Node {
+    /// Starts a node (inside a tokio runtime).
+    pub async fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
+        let (transport, inbound, backend) = bind(cfg).await?;
+        let grasp = Grasp::start(transport.clone(), inbound, engine_config(cfg));
+        Ok(Node {
+            grasp,
+            transport,
+            backend,
+            config: cfg.clone(),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Re-reads key or certificate files (SIGHUP): a renewed TLS identity,
+    /// or a new QUADS key file (the old key is still accepted, so peers
+    /// can be moved over one by one).
+    pub fn reload(&self) -> Result<String, String> {
+        match &self.backend {
+            #[cfg(feature = "tls")]
+            Backend::Tls(t) => {
+                let f = self.config.tls.as_ref().ok_or("no TLS files")?;
+                let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
+                    .map_err(|e| e.to_string())?;
+                t.reload(&id).map_err(|e| e.to_string())?;
+                Ok(format!("TLS identity reloaded: {}", id.name))
+            }
+            #[cfg(feature = "quads")]
+            Backend::Quads(t) => {
+                let key = quads_key(self.config.quads.as_ref()).map_err(|e| e.to_string())?;
+                let id = key.id();
+                let ring = grasp_quads::KeyRing::new(key);
+                t.set_keys(ring);
+                Ok(format!("QUADS key reloaded: key id {id}"))
+            }
+            _ => Ok("nothing to reload for this backend".into()),
+        }
+    }
+
+    /// Every counter of the node as JSON: engine (messages by type, drops,
+    /// relays, rate limits), transport, and backend.
+    pub async fn stats_json(&self) -> Json {
+        let mut out = Map::new();
+        out.insert("security".into(), json!(self.config.security.to_string()));
+        out.insert("uptime_s".into(), json!(self.started.elapsed().as_secs()));
+        out.insert(
+            "interfaces".into(),
+            json!(self
+                .transport
+                .interfaces()
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<Vec<_>>()),
+        );
+        out.insert(
+            "locator".into(),
+            json!(self.transport.node_locator().to_string()),
+        );
+        if let Ok((s, open)) = self.grasp.stats().await {
+            out.insert("engine".into(), engine_json(&s, open));
+        }
+        let t = self.transport.stats();
+        out.insert(
+            "transport".into(),
+            json!({
+                "multicast_sent": t.multicast_sent,
+                "multicast_received": t.multicast_received,
+                "multicast_dropped_oversize": t.multicast_dropped_oversize,
+                "multicast_dropped_queue_full": t.multicast_dropped_queue_full,
+                "multicast_dropped_other": t.multicast_dropped_other,
+                "channels_opened": t.channels_opened,
+                "channels_accepted": t.channels_accepted,
+                "channels_refused": t.channels_refused,
+                "connect_failures": t.connect_failures,
+                "malformed_streams": t.malformed_streams,
+            }),
+        );
+        match &self.backend {
+            #[cfg(feature = "quads")]
+            Backend::Quads(t) => {
+                let q = t.quads_stats();
+                let drops: Map<String, Json> = grasp_quads::DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_string(), json!(q.dropped(*r))))
+                    .collect();
+                out.insert(
+                    "quads".into(),
+                    json!({"sealed": q.sealed, "opened": q.opened, "dropped": drops}),
+                );
+            }
+            #[cfg(feature = "quads")]
+            Backend::Legacy(t) => {
+                out.insert("quads_legacy".into(), json!({"dropped": t.dropped()}));
+            }
+            #[cfg(feature = "tls")]
+            Backend::Tls(t) => {
+                let m = t.multicast_stats();
+                let drops: Map<String, Json> = grasp_tls::multicast::McDrop::ALL
+                    .iter()
+                    .map(|r| (r.to_string(), json!(m.dropped(*r))))
+                    .collect();
+                let x = t.mux_stats();
+                out.insert(
+                    "tls".into(),
+                    json!({
+                        "identity": t.name(),
+                        "multicast_signed": m.signed,
+                        "multicast_verified": m.verified,
+                        "multicast_dropped": drops,
+                        "connections_dialled": x.connections_dialled,
+                        "connections_accepted": x.connections_accepted,
+                        "connections_idle_closed": x.connections_idle_closed,
+                        "connections_malformed": x.connections_malformed,
+                        "streams_opened": x.streams_opened,
+                        "streams_accepted": x.streams_accepted,
+                        "streams_refused": x.streams_refused,
+                        "streams_reset": x.streams_reset,
+                    }),
+                );
+            }
+            _ => {}
+        }
+        Json::Object(out)
+    }
+}
+
+/// The engine's counters as JSON.
+pub fn engine_json(s: &grasp_engine::proto::EngineStats, open_channels: usize) -> Json {
+    let by_type = |c: &grasp_engine::proto::MessageCounts| -> Map<String, Json> {
+        c.iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect()
+    };
+    json!({
+        "open_channels": open_channels,
+        "received": by_type(&s.received),
+        "sent": by_type(&s.sent),
+        "malformed": s.malformed,
+        "unknown_multicast": s.unknown_multicast,
+        "dull_dropped": s.dull_dropped,
+        "discoveries_relayed": s.discoveries_relayed,
+        "floods_relayed": s.floods_relayed,
+        "relay_rate_limited": s.relay_rate_limited,
+        "flood_relay_rate_limited": s.flood_relay_rate_limited,
+        "duplicates": s.duplicates,
+        "responses_sent": s.responses_sent,
+        "response_rate_limited": s.response_rate_limited,
+        "idle_channels_closed": s.idle_channels_closed,
+        "bounded_refusals": s.bounded_refusals,
+        "id_clashes": s.id_clashes,
+        "interface_changes": s.interface_changes,
+    })
+}
+
+/// Checks what `cfg` names beyond its syntax, for `--check-config`: the
+/// interfaces exist and are usable now, the QUADS key or TLS identity
+/// loads. Returns what was found, one line each.
+pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let all = grasp_acp::interfaces::host_interfaces().map_err(|e| e.to_string())?;
+    let chosen = grasp_acp::interfaces::select(&all, cfg.interfaces.as_deref())
+        .map_err(|e| format!("interfaces: {e} (run `ip -6 addr` to see what this host has)"))?;
+    found.push(format!(
+        "interfaces now: {}",
+        chosen
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.link_local))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    match cfg.security {
+        #[cfg(feature = "quads")]
+        SecurityChoice::Quads => match cfg.quads.as_ref() {
+            Some(crate::config::QuadsKeySource::File(p)) if is_graspy_key_file(p) => {
+                let k = grasp_quads::legacy::read_quadsk(p)
+                    .map_err(|e| format!("quads.key_file: {e}"))?;
+                found.push(format!(
+                    "graspy legacy QUADS key (fingerprint {}): NO INTEGRITY PROTECTION, for graspy interop only",
+                    k.fingerprint()
+                ));
+            }
+            Some(crate::config::QuadsKeySource::File(p)) => {
+                let k =
+                    grasp_quads::read_key_file(p).map_err(|e| format!("quads.key_file: {e}"))?;
+                found.push(format!(
+                    "QUADS key id {} for domain {:?}",
+                    k.key().id(),
+                    k.domain
+                ));
+            }
+            _ => found.push("QUADS key from a password (derived at start)".into()),
+        },
+        #[cfg(feature = "tls")]
+        SecurityChoice::Tls => {
+            let f = cfg.tls.as_ref().ok_or("no TLS files")?;
+            let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
+                .map_err(|e| format!("tls: {e}"))?;
+            found.push(format!(
+                "TLS identity {} (certificate checked against the anchors)",
+                id.name
+            ));
+        }
+        _ => {}
+    }
+    Ok(found)
+}
+
+/// Serves the configured objectives: each answers synchronization
+/// requests, and those with `flood_every` are flooded that often. Returns
+/// the flooding tasks (abort them to stop).
+pub async fn serve_objectives(
+    grasp: &Grasp,
+    serve: &[crate::config::ServeConfig],
+) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
+    use grasp_engine::proto::RegisterOptions;
+    use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective};
+    let mut tasks = Vec::new();
+    if serve.is_empty() {
+        return Ok(tasks);
+    }
+    let asa = grasp.register_asa("graspd").await?;
+    for s in serve {
+        // Discoverable and synchronizable (F_DISC | F_SYNCH).
+        let o = Objective::new(&s.name, ObjectiveFlags::from_bits(5))
+            .with_value(s.value.clone())
+            .with_loop_count(s.loop_count);
+        asa.register_objective(&o, RegisterOptions::default())
+            .await?;
+        asa.listen_synchronize(&o).await?;
+        info!(objective = %s.name, value = %s.value, "serving");
+        if let Some(every) = s.flood_every {
+            let (asa, o, ttl) = (asa.clone(), o.clone(), s.ttl_ms);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let t = vec![TaggedObjective {
+                        objective: o.clone(),
+                        locator: None,
+                    }];
+                    if let Err(e) = asa.flood(ttl, t).await {
+                        warn!(objective = %o.name, error = %e, "flood failed");
+                    }
+                }
+            }));
+        }
+    }
+    Ok(tasks)
+}
