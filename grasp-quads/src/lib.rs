@@ -137,7 +137,7 @@ mod transport;
 
 pub use keyfile::{read_key_file, read_secret_file, write_key_file, write_secret_file, KeyFile};
 pub use keys::{domain_salt, DomainKey, KdfParams, KeyId, KeyRing, MasterSecret, Password};
-pub use seal::{QuadsStats, Sealer, UnicastSession, OVERHEAD};
+pub use seal::{ChannelObserver, Observer, QuadsStats, Sealer, UnicastSession, OVERHEAD};
 pub use transport::{bind_plain, wrap, QuadsTransport};
 
 use grasp_engine::transport::AcpTransport;

@@ -682,6 +682,143 @@ impl UnicastSession {
     }
 }
 
+/// Reads captured QUADS traffic with the domain key, for diagnostics
+/// (`grasp decode`): no clock window, no replay state, nothing counted.
+/// Whoever holds the key file can read the domain's traffic anyway.
+#[derive(Debug)]
+pub struct Observer {
+    ring: Arc<KeyRing>,
+}
+
+impl Observer {
+    /// An observer with these keys.
+    pub fn new(ring: KeyRing) -> Self {
+        Observer {
+            ring: Arc::new(ring),
+        }
+    }
+
+    /// Opens a captured multicast record.
+    pub fn multicast(&self, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let p = record::parse(rec)?;
+        if p.kind != kind::MULTICAST || p.fields.len() != 4 {
+            return Err(DropReason::Malformed);
+        }
+        let key = self
+            .ring
+            .get(&key_id(p.fields.first())?)
+            .ok_or(DropReason::UnknownKey)?;
+        let sender: [u8; 8] = match p.fields.get(1) {
+            Some(Item::Bytes(b)) => (*b).try_into().map_err(|_| DropReason::Malformed)?,
+            _ => return Err(DropReason::Malformed),
+        };
+        let counter = u32::try_from(uint(p.fields.get(2))?).map_err(|_| DropReason::Malformed)?;
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&sender);
+        n[8..].copy_from_slice(&counter.to_be_bytes());
+        open_ct(key.multicast(), &n, p.header, p.last)
+    }
+
+    /// A captured unicast channel: feed each direction's records in the
+    /// order they were captured.
+    pub fn channel(&self) -> ChannelObserver {
+        ChannelObserver {
+            ring: self.ring.clone(),
+            state: None,
+        }
+    }
+}
+
+/// One captured unicast channel (see [`Observer::channel`]).
+pub struct ChannelObserver {
+    ring: Arc<KeyRing>,
+    /// Key id, K_ch, next C2S and S2C counters under K_ch, cr, and K_c2s
+    /// with its counter once the answer was seen.
+    state: Option<ObservedChannel>,
+}
+
+struct ObservedChannel {
+    key_id: KeyId,
+    cr: [u8; 16],
+    ch: LazyAead,
+    c2s: u64,
+    s2c: u64,
+    late: Option<(Late, u64)>,
+}
+
+impl std::fmt::Debug for ChannelObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelObserver")
+            .field("opened", &self.state.is_some())
+            .finish()
+    }
+}
+
+impl ChannelObserver {
+    /// A record the initiator sent.
+    pub fn from_initiator(&mut self, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let p = record::parse(rec)?;
+        if p.kind == kind::OPEN {
+            if p.fields.len() != 3 {
+                return Err(DropReason::Malformed);
+            }
+            let id = key_id(p.fields.first())?;
+            let cr = bytes16(p.fields.get(1))?;
+            let key = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
+            let mut ch = LazyAead::new(key.channel_key(&cr));
+            let pt = open_ct(ch.get(), &nonce(C2S, 0), p.header, p.last)?;
+            self.state = Some(ObservedChannel {
+                key_id: id,
+                cr,
+                ch,
+                c2s: 1,
+                s2c: 0,
+                late: None,
+            });
+            return Ok(pt);
+        }
+        let Some(st) = self.state.as_mut() else {
+            return Err(DropReason::Malformed);
+        };
+        if !p.fields.is_empty() {
+            return Err(DropReason::Malformed);
+        }
+        match p.kind {
+            kind::EARLY => {
+                let pt = open_ct(st.ch.get(), &nonce(C2S, st.c2s), p.header, p.last)?;
+                st.c2s += 1;
+                Ok(pt)
+            }
+            kind::DATA => {
+                let key = self.ring.get(&st.key_id).ok_or(DropReason::UnknownKey)?;
+                let (late, n) = st.late.as_mut().ok_or(DropReason::Malformed)?;
+                let pt = open_ct(late.get(key), &nonce(C2S, *n), p.header, p.last)?;
+                *n += 1;
+                Ok(pt)
+            }
+            _ => Err(DropReason::Malformed),
+        }
+    }
+
+    /// A record the responder sent.
+    pub fn from_responder(&mut self, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let p = record::parse(rec)?;
+        let st = self.state.as_mut().ok_or(DropReason::Malformed)?;
+        let first = st.late.is_none();
+        let expect = if first { kind::ANSWER } else { kind::DATA };
+        if p.kind != expect || p.fields.len() != usize::from(first) {
+            return Err(DropReason::Malformed);
+        }
+        let pt = open_ct(st.ch.get(), &nonce(S2C, st.s2c), p.header, p.last)?;
+        st.s2c += 1;
+        if first {
+            let sr = bytes16(p.fields.first())?;
+            st.late = Some((Late::new(&st.cr, &sr), 0));
+        }
+        Ok(pt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +888,35 @@ mod tests {
         let data = ini.seal(T, &[0x81, 0x06]).unwrap();
         assert_eq!(hex::encode(&data), KAT_DATA);
         assert_eq!(res.open(T, &data).unwrap(), vec![0x81, 0x06]);
+    }
+
+    #[test]
+    fn an_observer_reads_captured_records_without_clock_or_replay_state() {
+        let o = Observer::new(KeyRing::new(kat_key()));
+        let h = |s: &str| hex::decode(s).unwrap();
+        // Years after the capture, twice: no clock window, no replay state.
+        for _ in 0..2 {
+            assert_eq!(o.multicast(&h(KAT_MULTICAST)).unwrap(), vec![0x81, 0x00]);
+            let mut ch = o.channel();
+            assert_eq!(
+                hex::encode(ch.from_initiator(&h(KAT_OPEN)).unwrap()),
+                "8304010a"
+            );
+            assert_eq!(
+                hex::encode(ch.from_responder(&h(KAT_ANSWER)).unwrap()),
+                "8308010b"
+            );
+            assert_eq!(ch.from_initiator(&h(KAT_DATA)).unwrap(), vec![0x81, 0x06]);
+        }
+        // Another key reads nothing.
+        let other = Observer::new(KeyRing::new(other_key()));
+        assert_eq!(
+            other.multicast(&h(KAT_MULTICAST)),
+            Err(DropReason::UnknownKey)
+        );
+        assert!(other.channel().from_initiator(&h(KAT_OPEN)).is_err());
+        // A responder record before any opening is refused, not a panic.
+        assert!(o.channel().from_responder(&h(KAT_ANSWER)).is_err());
     }
 
     #[test]

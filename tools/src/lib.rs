@@ -11,7 +11,9 @@
 
 pub mod config;
 pub mod control;
+pub mod decode;
 pub mod node;
+pub mod pretty;
 pub mod value;
 
 pub use config::{NodeArgs, NodeConfig, SecurityChoice};

@@ -145,6 +145,14 @@ async fn bind(
     }
 }
 
+/// Binds the backend `cfg` names without an engine (for `grasp watch`).
+pub async fn bind_transport(
+    cfg: &NodeConfig,
+) -> Result<(Arc<dyn AcpTransport>, InboundStream), NodeError> {
+    let (t, i, _) = bind(cfg).await?;
+    Ok((t, i))
+}
+
 /// Whether a key file is graspy's `quadsk.py` (legacy QUADS) rather than
 /// a quadsmaker TOML key file.
 #[cfg(feature = "quads")]

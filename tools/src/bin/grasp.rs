@@ -1,0 +1,532 @@
+//! grasp: a dig for GRASP. Each command runs its own short-lived GRASP node
+//! (same backend flags and configuration file as graspd), does one thing,
+//! prints the result and exits.
+//!
+//! ```text
+//! grasp --security none -i eth0 discover EX.demo
+//! grasp --key-file domain.key sync EX.demo [--peer '[fd00::2]:7017']
+//! grasp --key-file domain.key flood EX.news '"hello"' --ttl 60000
+//! grasp --key-file domain.key get-flood EX.news --wait 10
+//! grasp --key-file domain.key negotiate EX.price '["NZD", 100]'
+//! grasp --key-file domain.key serve-sync EX.demo '{"a": 1}' --seconds 60
+//! grasp --key-file domain.key watch --seconds 30
+//! grasp decode 8304...            # or a capture: grasp decode trace.pcap [--key-file K]
+//! grasp stats --control /run/graspd.sock
+//! ```
+//!
+//! Values: CBOR diagnostic notation or JSON (`42`, `"text"`, `[1, "two"]`,
+//! `{"a": 1}`, `h'0102'`); a bare word is text. `--json` prints one JSON
+//! object per result for scripts.
+//!
+//! Exit status: 0 success; 1 failure (network, peer error); 2 bad arguments
+//! or configuration; 3 nothing found or no answer in time; 4 declined.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
+use grasp_engine::transport::Inbound;
+use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::{ApiError, ErrorCode, Negotiation};
+use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
+use grasp_tools::node::Node;
+use grasp_tools::parse_value;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "grasp",
+    version,
+    about = "GRASP from the command line: discover, synchronize, flood, negotiate, serve, watch, decode",
+    after_help = "Exit status: 0 success, 1 failure, 2 bad arguments or configuration, 3 nothing found or no answer, 4 declined."
+)]
+struct Args {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print results as JSON (one object per line).
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long to wait for answers, ms.
+    #[arg(long, global = true, default_value_t = 2000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Find who offers an objective (M_DISCOVERY) and print their locators.
+    Discover {
+        /// Objective name.
+        objective: String,
+        /// Collect every answer until the timeout instead of the first.
+        #[arg(long)]
+        all: bool,
+        /// Loop count of the discovery (how many relays it may cross + 1).
+        #[arg(long, default_value_t = 6)]
+        loop_count: u8,
+    },
+    /// Synchronize an objective (from a flood, a discovered peer, or --peer).
+    Sync {
+        /// Objective name.
+        objective: String,
+        /// Ask this peer directly, `[address]:port`.
+        #[arg(long)]
+        peer: Option<SocketAddr>,
+    },
+    /// Flood an objective's value to the domain.
+    Flood {
+        /// Objective name.
+        objective: String,
+        /// Its value.
+        value: String,
+        /// Time to live of the flood, ms.
+        #[arg(long, default_value_t = 60_000)]
+        ttl: u32,
+        /// Loop count (1: this link only).
+        #[arg(long, default_value_t = 6)]
+        loop_count: u8,
+    },
+    /// Wait for a flood of an objective and print what arrived.
+    GetFlood {
+        /// Objective name.
+        objective: String,
+        /// How long to wait, seconds.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
+    /// Negotiate: request an objective with a value; accept the peer's
+    /// answer (or decline it with --decline).
+    Negotiate {
+        /// Objective name.
+        objective: String,
+        /// The value asked for.
+        value: String,
+        /// Decline the peer's counter-offer with this reason.
+        #[arg(long)]
+        decline: Option<String>,
+        /// Ask this peer directly, `[address]:port`.
+        #[arg(long)]
+        peer: Option<SocketAddr>,
+    },
+    /// Answer synchronization requests for an objective until stopped.
+    ServeSync {
+        /// Objective name.
+        objective: String,
+        /// Its value.
+        value: String,
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Print the floods and discoveries seen on the links, live.
+    Watch {
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Pretty-print GRASP messages: hex of one message, or a pcap/pcapng
+    /// capture (UDP 7017 and the TCP sessions), decrypting QUADS with
+    /// --key-file.
+    Decode {
+        /// Hex of one message, or a capture file.
+        input: String,
+    },
+    /// Print a running graspd's counters (its control socket).
+    Stats {
+        /// graspd's control socket.
+        #[arg(long, default_value = "/run/graspd.sock")]
+        control: std::path::PathBuf,
+    },
+    /// Make a running graspd re-read its key or certificate files.
+    Reload {
+        /// graspd's control socket.
+        #[arg(long, default_value = "/run/graspd.sock")]
+        control: std::path::PathBuf,
+    },
+}
+
+/// How a command ended, for the exit status.
+enum Outcome {
+    Ok,
+    NothingFound(String),
+    Declined(String),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    grasp_tools::init_logging(grasp_tools::config::LogFormat::Plain, "warn");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("grasp: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingFound(why)) => {
+            eprintln!("grasp: {why}");
+            ExitCode::from(3)
+        }
+        Ok(Outcome::Declined(why)) => {
+            eprintln!("grasp: declined: {why}");
+            ExitCode::from(4)
+        }
+        Err(e) => {
+            let usage = e
+                .downcast_ref::<grasp_tools::config::ConfigError>()
+                .is_some()
+                || e.downcast_ref::<grasp_tools::value::ValueError>().is_some();
+            eprintln!("grasp: {e:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<Outcome> {
+    // Commands that need no node of their own.
+    match &args.cmd {
+        Cmd::Decode { input } => {
+            let n = grasp_tools::decode::run(input, &args.node, args.json)?;
+            return Ok(if n == 0 {
+                Outcome::NothingFound(format!("no GRASP message in {input}"))
+            } else {
+                Outcome::Ok
+            });
+        }
+        Cmd::Stats { control } | Cmd::Reload { control } => {
+            let what = if matches!(args.cmd, Cmd::Stats { .. }) {
+                "stats"
+            } else {
+                "reload"
+            };
+            let v = grasp_tools::control::request(control, what)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if args.json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            if v.get("ok") == Some(&json!(false)) {
+                anyhow::bail!("graspd refused: {}", v["error"]);
+            }
+            return Ok(Outcome::Ok);
+        }
+        _ => {}
+    }
+    // Values are checked before any socket is opened.
+    let value = match &args.cmd {
+        Cmd::Flood { value, .. } | Cmd::Negotiate { value, .. } | Cmd::ServeSync { value, .. } => {
+            Some(parse_value(value)?)
+        }
+        _ => None,
+    };
+    let cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    if let Cmd::Watch { seconds } = &args.cmd {
+        return watch(&cfg, *seconds, args.json).await;
+    }
+    let node = Node::start(&cfg).await?;
+    let asa = node.grasp.register_asa("grasp-cli").await.map_err(api)?;
+    let sync_flags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
+    let neg_flags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG
+    match &args.cmd {
+        Cmd::Discover {
+            objective,
+            all,
+            loop_count,
+        } => {
+            let o = Objective::new(objective, sync_flags).with_loop_count(*loop_count);
+            let opts = if *all {
+                DiscoverOptions::all(timeout)
+            } else {
+                DiscoverOptions::first(timeout)
+            };
+            let t0 = Instant::now();
+            let found = asa.discover(&o, opts).await.map_err(api)?;
+            if found.is_empty() {
+                return Ok(Outcome::NothingFound(format!(
+                    "nobody answered for {objective} within {} ms",
+                    args.timeout_ms
+                )));
+            }
+            for l in &found {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({"objective": objective, "locator": l.locator.to_string(),
+                               "diverted": l.diverted, "ms": t0.elapsed().as_secs_f64() * 1000.0})
+                    );
+                } else {
+                    println!(
+                        "{objective}: {}{}",
+                        l.locator,
+                        if l.diverted { " (via a relay)" } else { "" }
+                    );
+                }
+            }
+        }
+        Cmd::Sync { objective, peer } => {
+            let o = Objective::new(objective, sync_flags);
+            let at = peer.map(peer_locator);
+            match asa.synchronize(&o, at, timeout).await {
+                Ok(got) => print_value(args.json, objective, &got, "synchronized"),
+                Err(e) if no_answer(&e) => {
+                    return Ok(Outcome::NothingFound(format!("{objective}: {e}")))
+                }
+                Err(e) => return Err(api(e)),
+            }
+        }
+        Cmd::Flood {
+            objective,
+            ttl,
+            loop_count,
+            ..
+        } => {
+            let o = Objective::new(objective, sync_flags)
+                .with_value(value.clone().unwrap_or_else(Value::null))
+                .with_loop_count(*loop_count);
+            asa.register_objective(&o, RegisterOptions::default())
+                .await
+                .map_err(api)?;
+            asa.flood(
+                *ttl,
+                vec![TaggedObjective {
+                    objective: o.clone(),
+                    locator: None,
+                }],
+            )
+            .await
+            .map_err(api)?;
+            // Let the multicast leave before the node goes.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"objective": objective, "flooded": o.value.map(|v| v.to_string()), "ttl_ms": ttl, "loop_count": loop_count})
+                );
+            } else {
+                println!(
+                    "flooded {objective} = {} (ttl {ttl} ms, loop count {loop_count})",
+                    o.value.map(|v| v.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        Cmd::GetFlood { objective, wait } => {
+            let until = Instant::now() + Duration::from_secs(*wait);
+            loop {
+                let got = asa.get_flood(objective).await.map_err(api)?;
+                if !got.is_empty() {
+                    for e in got {
+                        let v = e.objective.value.map(|v| v.to_string()).unwrap_or_default();
+                        if args.json {
+                            println!(
+                                "{}",
+                                json!({"objective": objective, "value": v, "initiator": e.initiator.to_string(),
+                                       "loop_count": e.objective.loop_count,
+                                       "locator": e.locator.map(|l| l.to_string())})
+                            );
+                        } else {
+                            println!(
+                                "{objective} = {v} (from {}, loop count {})",
+                                e.initiator, e.objective.loop_count
+                            );
+                        }
+                    }
+                    break;
+                }
+                if Instant::now() >= until {
+                    return Ok(Outcome::NothingFound(format!(
+                        "no flood of {objective} arrived within {wait} s"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Cmd::Negotiate {
+            objective,
+            decline,
+            peer,
+            ..
+        } => {
+            let o = Objective::new(objective, neg_flags)
+                .with_value(value.clone().unwrap_or_else(Value::null));
+            asa.register_objective(&o, RegisterOptions::default())
+                .await
+                .map_err(api)?;
+            let at = peer.map(peer_locator);
+            let r = match asa.request_negotiate(&o, at, timeout).await {
+                Ok(r) => r,
+                Err(e) if no_answer(&e) => {
+                    return Ok(Outcome::NothingFound(format!("{objective}: {e}")))
+                }
+                Err(e) => return Err(api(e)),
+            };
+            match r {
+                Negotiation::Accepted => report(args.json, objective, "accepted", None),
+                Negotiation::Declined { reason } => {
+                    return Ok(Outcome::Declined(
+                        reason.unwrap_or_else(|| "no reason given".into()),
+                    ))
+                }
+                Negotiation::Step {
+                    session,
+                    objective: offer,
+                } => {
+                    let v = offer.value.as_ref().map(|v| v.to_string());
+                    match decline {
+                        Some(reason) => {
+                            session.decline(Some(reason)).await.map_err(api)?;
+                            report(args.json, objective, "we declined the offer", v);
+                        }
+                        None => {
+                            session.accept().await.map_err(api)?;
+                            report(args.json, objective, "we accepted the offer", v);
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::ServeSync {
+            objective, seconds, ..
+        } => {
+            let o = Objective::new(objective, sync_flags)
+                .with_value(value.clone().unwrap_or_else(Value::null));
+            asa.register_objective(&o, RegisterOptions::default())
+                .await
+                .map_err(api)?;
+            asa.listen_synchronize(&o).await.map_err(api)?;
+            if !args.json {
+                println!(
+                    "serving {objective} = {} at {} (Ctrl-C to stop)",
+                    o.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    node.transport.node_locator()
+                );
+            }
+            wait_or_interrupt(*seconds).await;
+            let (s, _) = node.grasp.stats().await.map_err(api)?;
+            let served = s.received.get("M_REQ_SYN");
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"objective": objective, "requests_answered": served})
+                );
+            } else {
+                println!("answered {served} synchronization request(s)");
+            }
+        }
+        Cmd::Watch { .. } | Cmd::Decode { .. } | Cmd::Stats { .. } | Cmd::Reload { .. } => {}
+    }
+    Ok(Outcome::Ok)
+}
+
+fn peer_locator(p: SocketAddr) -> AsaLocator {
+    let mut l = AsaLocator::new(match p {
+        SocketAddr::V6(a) => Locator::tcp6(*a.ip(), a.port()),
+        SocketAddr::V4(a) => Locator::tcp6(a.ip().to_ipv6_mapped(), a.port()),
+    });
+    if let SocketAddr::V6(a) = p {
+        l.ifindex = a.scope_id();
+    }
+    l
+}
+
+fn api(e: ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Errors that mean nobody answered (exit status 3), not a failure.
+fn no_answer(e: &ApiError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::NoReply
+            | ErrorCode::NoDiscReply
+            | ErrorCode::NoPeer
+            | ErrorCode::NoNegReply
+            | ErrorCode::NotFloodDisc
+    )
+}
+
+fn print_value(json_out: bool, name: &str, o: &Objective, what: &str) {
+    let v = o.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    if json_out {
+        println!("{}", json!({"objective": name, "value": v, "result": what}));
+    } else {
+        println!("{name} = {v}");
+    }
+}
+
+fn report(json_out: bool, name: &str, what: &str, value: Option<String>) {
+    if json_out {
+        println!(
+            "{}",
+            json!({"objective": name, "result": what, "offer": value})
+        );
+    } else {
+        match value {
+            Some(v) => println!("{name}: peer offered {v}; {what}"),
+            None => println!("{name}: {what}"),
+        }
+    }
+}
+
+async fn wait_or_interrupt(seconds: Option<u64>) {
+    let stop = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Prints every multicast the backend delivers (decrypted or verified),
+/// without running an engine: floods and discoveries as they pass.
+async fn watch(cfg: &NodeConfig, seconds: Option<u64>, json_out: bool) -> Result<Outcome> {
+    use futures::StreamExt;
+    let (_t, mut inbound) = grasp_tools::node::bind_transport(cfg).await?;
+    let until = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut seen = 0u64;
+    loop {
+        let next = async {
+            match until {
+                Some(u) => tokio::time::timeout_at(u, inbound.next())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => inbound.next().await,
+            }
+        };
+        let item = tokio::select! {
+            i = next => i,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(item) = item else { break };
+        let Inbound::Datagram(d) = item else { continue };
+        seen += 1;
+        let text = grasp_tools::pretty::summary(&d.msg);
+        if json_out {
+            println!(
+                "{}",
+                json!({"from": d.src.to_string(), "ifindex": d.ifindex, "message": text})
+            );
+        } else {
+            println!("{} {}", d.src, text);
+        }
+    }
+    if !json_out {
+        eprintln!("{seen} multicast(s) seen");
+    }
+    Ok(Outcome::Ok)
+}

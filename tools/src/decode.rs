@@ -1,0 +1,426 @@
+//! `grasp decode`: GRASP messages from hex or from a capture (pcap or
+//! pcapng: Ethernet, Linux cooked v1/v2 or raw IP), UDP multicasts and TCP
+//! sessions, decrypting QUADS with the domain's key file (ours, or graspy's
+//! `quadsk.py`). TLS sessions cannot be read; the TLS backend's multicasts
+//! are signed, not encrypted, and are shown as envelopes.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use grasp_engine::wire::{Limits, StreamDecoder, Value};
+use serde_json::json;
+
+use crate::config::NodeArgs;
+use crate::pretty::{decode, pretty, summary};
+
+/// How to read QUADS in the capture.
+enum Key {
+    None,
+    #[cfg(feature = "quads")]
+    Legacy(grasp_quads::legacy::LegacyKey),
+    #[cfg(feature = "quads")]
+    Quads(grasp_quads::Observer),
+}
+
+fn load_key(args: &NodeArgs) -> Result<Key> {
+    let Some(_p) = &args.key_file else {
+        #[cfg(feature = "quads")]
+        if let Some(pw) = &args.password {
+            let pw = grasp_quads::Password::new(pw.as_str())?;
+            let k = grasp_quads::DomainKey::from_password(
+                &pw,
+                &args.domain,
+                grasp_quads::KdfParams::default(),
+            )?;
+            return Ok(Key::Quads(grasp_quads::Observer::new(
+                grasp_quads::KeyRing::new(k),
+            )));
+        }
+        return Ok(Key::None);
+    };
+    #[cfg(feature = "quads")]
+    {
+        if crate::node::is_graspy_key_file(_p) {
+            return Ok(Key::Legacy(grasp_quads::legacy::read_quadsk(_p)?));
+        }
+        let k = grasp_quads::read_key_file(_p)?.key();
+        Ok(Key::Quads(grasp_quads::Observer::new(
+            grasp_quads::KeyRing::new(k),
+        )))
+    }
+    #[cfg(not(feature = "quads"))]
+    bail!("this build has no QUADS support; rebuild with `--features quads` to decrypt")
+}
+
+impl Key {
+    /// A multicast payload as a GRASP message.
+    fn multicast(&self, b: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Key::None => Ok(b.to_vec()),
+            #[cfg(feature = "quads")]
+            Key::Legacy(k) => k.decrypt(b).map_err(|e| e.to_string()),
+            #[cfg(feature = "quads")]
+            Key::Quads(o) => o.multicast(b).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// One decoded message, printed.
+struct Printer {
+    json: bool,
+    count: usize,
+}
+
+impl Printer {
+    fn show(
+        &mut self,
+        t: Option<f64>,
+        src: &str,
+        dst: &str,
+        transport: &str,
+        msg: Result<Vec<u8>, String>,
+    ) {
+        self.count += 1;
+        match msg {
+            Ok(m) => {
+                if self.json {
+                    let kind = decode(&m)
+                        .map(|x| crate::pretty::type_name(&x))
+                        .unwrap_or_else(|e| format!("undecodable: {e}"));
+                    println!(
+                        "{}",
+                        json!({"t": t, "src": src, "dst": dst, "transport": transport, "type": kind,
+                               "summary": summary(&m),
+                               "cbor_diag": Value::from_cbor(m.clone()).map(|v| v.to_string()).ok(),
+                               "hex": hex::encode(&m)})
+                    );
+                } else {
+                    let when = t.map_or(String::new(), |t| format!("{t:.6} "));
+                    println!("{when}{src} ==> {dst} ({transport})");
+                    for line in pretty(&m).lines() {
+                        println!("    {line}");
+                    }
+                    println!();
+                }
+            }
+            Err(e) => {
+                if self.json {
+                    println!(
+                        "{}",
+                        json!({"t": t, "src": src, "dst": dst, "transport": transport, "error": e})
+                    );
+                } else {
+                    println!("{src} ==> {dst} ({transport}): cannot read: {e}\n");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `input` (hex, or a capture file); returns how many messages
+/// were shown.
+pub fn run(input: &str, args: &NodeArgs, json_out: bool) -> Result<usize> {
+    let key = load_key(args)?;
+    let mut p = Printer {
+        json: json_out,
+        count: 0,
+    };
+    let path = Path::new(input);
+    if path.exists() {
+        capture(path, &key, &mut p)?;
+        return Ok(p.count);
+    }
+    let digits: String = input
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    let bytes = hex::decode(&digits).map_err(|_| crate::config::ConfigError::Invalid {
+        setting: format!("decode {input:?}"),
+        why: "neither an existing capture file nor the hex of a message (e.g. 8301...)".into(),
+    })?;
+    let msg = if decode(&bytes).is_ok() {
+        Ok(bytes)
+    } else {
+        key.multicast(&bytes)
+    };
+    p.show(None, "-", "-", "hex", msg);
+    Ok(p.count)
+}
+
+/// A TCP direction being put back together.
+struct Flow {
+    buf: BytesMut,
+    next_seq: Option<u32>,
+    broken: bool,
+}
+
+/// Both directions of one TCP connection.
+struct Conn {
+    /// The side that sent the SYN (or the first data).
+    initiator: SocketAddr,
+    #[cfg(feature = "quads")]
+    observer: Option<grasp_quads::ChannelObserver>,
+}
+
+fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let packets = read_packets(&raw)
+        .with_context(|| format!("{} is not a pcap or pcapng capture", path.display()))?;
+    let limits = Limits::default();
+    let mut flows: HashMap<(SocketAddr, SocketAddr), Flow> = HashMap::new();
+    let mut conns: HashMap<(SocketAddr, SocketAddr), Conn> = HashMap::new();
+    for (t, link, data) in packets {
+        let Some((src_ip, dst_ip, l4)) = ip_layer(link, &data) else {
+            continue;
+        };
+        match l4 {
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+            } => {
+                if sport != grasp_engine::wire::GRASP_LISTEN_PORT
+                    && dport != grasp_engine::wire::GRASP_LISTEN_PORT
+                {
+                    continue;
+                }
+                let src = SocketAddr::new(src_ip, sport).to_string();
+                let dst = SocketAddr::new(dst_ip, dport).to_string();
+                p.show(Some(t), &src, &dst, "udp", key.multicast(&payload));
+            }
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                syn,
+                payload,
+            } => {
+                let (src, dst) = (
+                    SocketAddr::new(src_ip, sport),
+                    SocketAddr::new(dst_ip, dport),
+                );
+                let ckey = if src < dst { (src, dst) } else { (dst, src) };
+                let conn = conns.entry(ckey).or_insert_with(|| Conn {
+                    initiator: src,
+                    #[cfg(feature = "quads")]
+                    observer: match key {
+                        Key::Quads(o) => Some(o.channel()),
+                        _ => None,
+                    },
+                });
+                if syn {
+                    if !payload.is_empty() {
+                        // Data on a SYN is not expected from GRASP peers.
+                    }
+                    let f = flows.entry((src, dst)).or_insert_with(|| Flow {
+                        buf: BytesMut::new(),
+                        next_seq: None,
+                        broken: false,
+                    });
+                    f.next_seq = Some(seq.wrapping_add(1));
+                    continue;
+                }
+                if payload.is_empty() {
+                    continue;
+                }
+                let f = flows.entry((src, dst)).or_insert_with(|| Flow {
+                    buf: BytesMut::new(),
+                    next_seq: None,
+                    broken: false,
+                });
+                match f.next_seq {
+                    Some(n) if seq != n => {
+                        // A retransmission (already seen) or a gap.
+                        if seq.wrapping_sub(n) > u32::MAX / 2 {
+                            continue;
+                        }
+                        f.broken = true;
+                    }
+                    _ => {}
+                }
+                f.next_seq = Some(seq.wrapping_add(payload.len() as u32));
+                if f.broken {
+                    continue;
+                }
+                f.buf.extend_from_slice(&payload);
+                if f.buf.len() > 1 << 20 {
+                    f.broken = true;
+                    continue;
+                }
+                let from_initiator = src == conn.initiator;
+                loop {
+                    let item = match key {
+                        #[cfg(feature = "quads")]
+                        Key::Legacy(k) => match k.split(&f.buf, &limits) {
+                            Ok(Some(n)) => Some(f.buf.split_to(n).to_vec()),
+                            Ok(None) => None,
+                            Err(_) => {
+                                f.broken = true;
+                                None
+                            }
+                        },
+                        _ => {
+                            let big = Limits {
+                                max_message_size: limits.max_message_size + 512,
+                                ..limits
+                            };
+                            match StreamDecoder::new(big).decode(&mut f.buf) {
+                                Ok(Some(b)) => Some(b.to_vec()),
+                                Ok(None) => None,
+                                Err(_) => {
+                                    f.broken = true;
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    let Some(item) = item else { break };
+                    let msg = match key {
+                        Key::None => Ok(item),
+                        #[cfg(feature = "quads")]
+                        Key::Legacy(k) => k.decrypt(&item).map_err(|e| e.to_string()),
+                        #[cfg(feature = "quads")]
+                        Key::Quads(_) => match conn.observer.as_mut() {
+                            Some(o) if from_initiator => {
+                                o.from_initiator(&item).map_err(|e| e.to_string())
+                            }
+                            Some(o) => o.from_responder(&item).map_err(|e| e.to_string()),
+                            None => Err("no key".into()),
+                        },
+                    };
+                    // Not GRASP at all (another protocol on TCP): skip the flow.
+                    if let Ok(m) = &msg {
+                        if decode(m).is_err() && p.count == 0 && matches!(key, Key::None) {
+                            f.broken = true;
+                            break;
+                        }
+                    }
+                    p.show(Some(t), &src.to_string(), &dst.to_string(), "tcp", msg);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Link types this reads.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    Ethernet,
+    Sll,
+    Sll2,
+    Raw,
+}
+
+fn link_of(dlt: u32) -> Option<Link> {
+    match dlt {
+        1 => Some(Link::Ethernet),
+        113 => Some(Link::Sll),
+        276 => Some(Link::Sll2),
+        101 | 228 | 229 | 12 | 14 => Some(Link::Raw),
+        _ => None,
+    }
+}
+
+type Packet = (f64, Link, Vec<u8>);
+
+fn read_packets(raw: &[u8]) -> Result<Vec<Packet>> {
+    let mut out = Vec::new();
+    if raw.len() >= 4 && raw[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(raw)?;
+        loop {
+            let got = match r.next_block() {
+                None => break,
+                Some(block) => match block? {
+                    pcap_file::pcapng::Block::EnhancedPacket(ep) => Some((
+                        ep.interface_id,
+                        ep.timestamp.as_secs_f64(),
+                        ep.data.to_vec(),
+                    )),
+                    _ => None,
+                },
+            };
+            let Some((id, t, data)) = got else { continue };
+            let iface = r
+                .interfaces()
+                .get(id as usize)
+                .map(|i| u32::from(i.linktype));
+            let Some(link) = iface.and_then(link_of) else {
+                continue;
+            };
+            out.push((t, link, data));
+        }
+        return Ok(out);
+    }
+    let mut r = pcap_file::pcap::PcapReader::new(raw)?;
+    let Some(link) = link_of(u32::from(r.header().datalink)) else {
+        bail!(
+            "unsupported link type {:?} (Ethernet, Linux cooked or raw IP are read)",
+            r.header().datalink
+        );
+    };
+    while let Some(pkt) = r.next_packet() {
+        let pkt = pkt?;
+        out.push((pkt.timestamp.as_secs_f64(), link, pkt.data.to_vec()));
+    }
+    Ok(out)
+}
+
+enum L4 {
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        syn: bool,
+        payload: Vec<u8>,
+    },
+}
+
+fn ip_layer(link: Link, data: &[u8]) -> Option<(IpAddr, IpAddr, L4)> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let sliced = match link {
+        Link::Ethernet => SlicedPacket::from_ethernet(data).ok()?,
+        Link::Sll => SlicedPacket::from_linux_sll(data).ok()?,
+        Link::Sll2 => SlicedPacket::from_ip(data.get(20..)?).ok()?,
+        Link::Raw => SlicedPacket::from_ip(data).ok()?,
+    };
+    let (src, dst) = match sliced.net? {
+        NetSlice::Ipv6(v6) => (
+            IpAddr::V6(v6.header().source_addr()),
+            IpAddr::V6(v6.header().destination_addr()),
+        ),
+        NetSlice::Ipv4(v4) => (
+            IpAddr::V4(v4.header().source_addr()),
+            IpAddr::V4(v4.header().destination_addr()),
+        ),
+        _ => return None,
+    };
+    let l4 = match sliced.transport? {
+        TransportSlice::Udp(u) => L4::Udp {
+            sport: u.source_port(),
+            dport: u.destination_port(),
+            payload: u.payload().to_vec(),
+        },
+        TransportSlice::Tcp(t) => L4::Tcp {
+            sport: t.source_port(),
+            dport: t.destination_port(),
+            seq: t.sequence_number(),
+            syn: t.syn(),
+            payload: t.payload().to_vec(),
+        },
+        _ => return None,
+    };
+    Some((src, dst, l4))
+}
