@@ -91,7 +91,7 @@ impl Printer {
                     let kind = decode(&m)
                         .map(|x| crate::pretty::type_name(&x))
                         .unwrap_or_else(|e| format!("undecodable: {e}"));
-                    println!(
+                    crate::outln!(
                         "{}",
                         json!({"t": t, "src": src, "dst": dst, "transport": transport, "type": kind,
                                "summary": summary(&m),
@@ -100,21 +100,21 @@ impl Printer {
                     );
                 } else {
                     let when = t.map_or(String::new(), |t| format!("{t:.6} "));
-                    println!("{when}{src} ==> {dst} ({transport})");
+                    crate::outln!("{when}{src} ==> {dst} ({transport})");
                     for line in pretty(&m).lines() {
-                        println!("    {line}");
+                        crate::outln!("    {line}");
                     }
-                    println!();
+                    crate::outln!();
                 }
             }
             Err(e) => {
                 if self.json {
-                    println!(
+                    crate::outln!(
                         "{}",
                         json!({"t": t, "src": src, "dst": dst, "transport": transport, "error": e})
                     );
                 } else {
-                    println!("{src} ==> {dst} ({transport}): cannot read: {e}\n");
+                    crate::outln!("{src} ==> {dst} ({transport}): cannot read: {e}\n");
                 }
             }
         }

@@ -6,9 +6,10 @@
 //!
 //! The programs: `graspd` (the node daemon), `grasp` (the command line),
 //! `grasp-lab` (N nodes in one process, or in namespaces), `quadsmaker`,
-//! `grasp-ca`, `grasp-bench`, `grasp-demo`.
+//! `grasp-ca`, `grasp-bench`.
 #![warn(missing_docs)]
 
+pub mod asa;
 pub mod config;
 pub mod control;
 pub mod decode;
@@ -32,4 +33,23 @@ pub fn init_logging(format: config::LogFormat, default: &str) {
         config::LogFormat::Plain => b.try_init(),
         config::LogFormat::Json => b.json().try_init(),
     };
+}
+
+/// `println!` that ignores a closed standard output (`grasp-lab | head`)
+/// instead of panicking, as command-line tools should.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed standard output.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
 }

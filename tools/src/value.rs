@@ -220,7 +220,7 @@ impl Parser<'_> {
             .filter(|c| !c.is_ascii_whitespace())
             .collect();
         self.pos += 1;
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(self.err("odd number of hex digits"));
         }
         let mut out = Vec::with_capacity(digits.len() / 2);

@@ -8,6 +8,7 @@
 //! grasp --key-file domain.key flood EX.news '"hello"' --ttl 60000
 //! grasp --key-file domain.key get-flood EX.news --wait 10
 //! grasp --key-file domain.key negotiate EX.price '["NZD", 100]'
+//! grasp --key-file domain.key listen-negotiate EX.price --counter '["NZD", 90]'
 //! grasp --key-file domain.key serve-sync EX.demo '{"a": 1}' --seconds 60
 //! grasp --key-file domain.key watch --seconds 30
 //! grasp decode 8304...            # or a capture: grasp decode trace.pcap [--key-file K]
@@ -112,6 +113,25 @@ enum Cmd {
         #[arg(long)]
         peer: Option<SocketAddr>,
     },
+    /// Answer negotiation requests for an objective until stopped: accept
+    /// them, or decline, or counter-offer once (then accept what comes
+    /// back); optionally ask for more time first (M_WAIT).
+    ListenNegotiate {
+        /// Objective name.
+        objective: String,
+        /// Counter-offer this value once.
+        #[arg(long)]
+        counter: Option<String>,
+        /// Decline with this reason.
+        #[arg(long, conflicts_with = "counter")]
+        decline: Option<String>,
+        /// Send M_WAIT for this many ms first.
+        #[arg(long)]
+        wait_ms: Option<u64>,
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Answer synchronization requests for an objective until stopped.
     ServeSync {
         /// Objective name.
@@ -211,9 +231,9 @@ async fn run(args: &Args) -> Result<Outcome> {
                 .await
                 .map_err(anyhow::Error::msg)?;
             if args.json {
-                println!("{v}");
+                grasp_tools::outln!("{v}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                grasp_tools::outln!("{}", serde_json::to_string_pretty(&v)?);
             }
             if v.get("ok") == Some(&json!(false)) {
                 anyhow::bail!("graspd refused: {}", v["error"]);
@@ -227,6 +247,9 @@ async fn run(args: &Args) -> Result<Outcome> {
         Cmd::Flood { value, .. } | Cmd::Negotiate { value, .. } | Cmd::ServeSync { value, .. } => {
             Some(parse_value(value)?)
         }
+        Cmd::ListenNegotiate {
+            counter: Some(c), ..
+        } => Some(parse_value(c)?),
         _ => None,
     };
     let cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
@@ -260,13 +283,13 @@ async fn run(args: &Args) -> Result<Outcome> {
             }
             for l in &found {
                 if args.json {
-                    println!(
+                    grasp_tools::outln!(
                         "{}",
                         json!({"objective": objective, "locator": l.locator.to_string(),
                                "diverted": l.diverted, "ms": t0.elapsed().as_secs_f64() * 1000.0})
                     );
                 } else {
-                    println!(
+                    grasp_tools::outln!(
                         "{objective}: {}{}",
                         l.locator,
                         if l.diverted { " (via a relay)" } else { "" }
@@ -309,12 +332,12 @@ async fn run(args: &Args) -> Result<Outcome> {
             // Let the multicast leave before the node goes.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if args.json {
-                println!(
+                grasp_tools::outln!(
                     "{}",
                     json!({"objective": objective, "flooded": o.value.map(|v| v.to_string()), "ttl_ms": ttl, "loop_count": loop_count})
                 );
             } else {
-                println!(
+                grasp_tools::outln!(
                     "flooded {objective} = {} (ttl {ttl} ms, loop count {loop_count})",
                     o.value.map(|v| v.to_string()).unwrap_or_default()
                 );
@@ -328,16 +351,17 @@ async fn run(args: &Args) -> Result<Outcome> {
                     for e in got {
                         let v = e.objective.value.map(|v| v.to_string()).unwrap_or_default();
                         if args.json {
-                            println!(
+                            grasp_tools::outln!(
                                 "{}",
                                 json!({"objective": objective, "value": v, "initiator": e.initiator.to_string(),
                                        "loop_count": e.objective.loop_count,
                                        "locator": e.locator.map(|l| l.to_string())})
                             );
                         } else {
-                            println!(
+                            grasp_tools::outln!(
                                 "{objective} = {v} (from {}, loop count {})",
-                                e.initiator, e.objective.loop_count
+                                e.initiator,
+                                e.objective.loop_count
                             );
                         }
                     }
@@ -405,7 +429,7 @@ async fn run(args: &Args) -> Result<Outcome> {
                 .map_err(api)?;
             asa.listen_synchronize(&o).await.map_err(api)?;
             if !args.json {
-                println!(
+                grasp_tools::outln!(
                     "serving {objective} = {} at {} (Ctrl-C to stop)",
                     o.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
                     node.transport.node_locator()
@@ -415,12 +439,86 @@ async fn run(args: &Args) -> Result<Outcome> {
             let (s, _) = node.grasp.stats().await.map_err(api)?;
             let served = s.received.get("M_REQ_SYN");
             if args.json {
-                println!(
+                grasp_tools::outln!(
                     "{}",
                     json!({"objective": objective, "requests_answered": served})
                 );
             } else {
-                println!("answered {served} synchronization request(s)");
+                grasp_tools::outln!("answered {served} synchronization request(s)");
+            }
+        }
+        Cmd::ListenNegotiate {
+            objective,
+            decline,
+            wait_ms,
+            seconds,
+            ..
+        } => {
+            let o = Objective::new(objective, neg_flags);
+            asa.register_objective(&o, RegisterOptions::default())
+                .await
+                .map_err(api)?;
+            let listener = asa.listen_negotiate(objective).await.map_err(api)?;
+            if !args.json {
+                grasp_tools::outln!(
+                    "answering negotiations for {objective} at {} (Ctrl-C to stop)",
+                    node.transport.node_locator()
+                );
+            }
+            let serve = async {
+                while let Some((session, req)) = listener.next().await {
+                    let asked = req
+                        .value
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    if let Some(w) = wait_ms {
+                        let _ = session.wait(Duration::from_millis(*w)).await;
+                        tokio::time::sleep(Duration::from_millis(*w / 2)).await;
+                    }
+                    let what = match (decline, &value) {
+                        (Some(r), _) => session
+                            .decline(Some(r))
+                            .await
+                            .map(|_| format!("declined ({r})")),
+                        (None, Some(c)) => match session
+                            .step(&req.clone().with_value(c.clone()), timeout)
+                            .await
+                        {
+                            Ok(Negotiation::Step {
+                                session,
+                                objective: back,
+                            }) => {
+                                let b = back.value.map(|v| v.to_string()).unwrap_or_default();
+                                session.accept().await.map(|_| {
+                                    format!("countered {c}, peer came back with {b}; accepted")
+                                })
+                            }
+                            Ok(Negotiation::Accepted) => {
+                                Ok(format!("countered {c}; peer accepted"))
+                            }
+                            Ok(Negotiation::Declined { reason }) => Ok(format!(
+                                "countered {c}; peer declined ({})",
+                                reason.unwrap_or_default()
+                            )),
+                            Err(e) => Err(e),
+                        },
+                        (None, None) => session.accept().await.map(|_| "accepted".to_string()),
+                    };
+                    let what = what.unwrap_or_else(|e| format!("failed: {e}"));
+                    if args.json {
+                        grasp_tools::outln!(
+                            "{}",
+                            json!({"objective": objective, "asked": asked, "result": what})
+                        );
+                    } else {
+                        grasp_tools::outln!("{objective}: asked {asked}: {what}");
+                    }
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = wait_or_interrupt(*seconds) => {}
             }
         }
         Cmd::Watch { .. } | Cmd::Decode { .. } | Cmd::Stats { .. } | Cmd::Reload { .. } => {}
@@ -458,22 +556,22 @@ fn no_answer(e: &ApiError) -> bool {
 fn print_value(json_out: bool, name: &str, o: &Objective, what: &str) {
     let v = o.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
     if json_out {
-        println!("{}", json!({"objective": name, "value": v, "result": what}));
+        grasp_tools::outln!("{}", json!({"objective": name, "value": v, "result": what}));
     } else {
-        println!("{name} = {v}");
+        grasp_tools::outln!("{name} = {v}");
     }
 }
 
 fn report(json_out: bool, name: &str, what: &str, value: Option<String>) {
     if json_out {
-        println!(
+        grasp_tools::outln!(
             "{}",
             json!({"objective": name, "result": what, "offer": value})
         );
     } else {
         match value {
-            Some(v) => println!("{name}: peer offered {v}; {what}"),
-            None => println!("{name}: {what}"),
+            Some(v) => grasp_tools::outln!("{name}: peer offered {v}; {what}"),
+            None => grasp_tools::outln!("{name}: {what}"),
         }
     }
 }
@@ -517,12 +615,12 @@ async fn watch(cfg: &NodeConfig, seconds: Option<u64>, json_out: bool) -> Result
         seen += 1;
         let text = grasp_tools::pretty::summary(&d.msg);
         if json_out {
-            println!(
+            grasp_tools::outln!(
                 "{}",
                 json!({"from": d.src.to_string(), "ifindex": d.ifindex, "message": text})
             );
         } else {
-            println!("{} {}", d.src, text);
+            grasp_tools::outln!("{} {}", d.src, text);
         }
     }
     if !json_out {

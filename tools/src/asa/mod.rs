@@ -1,0 +1,82 @@
+//! Example ASAs, written against the RFC 8991 API as any ASA would be:
+//!
+//! * [`briggs_gray`]: the negotiating pair from the graspy API document
+//!   (Briggs the banker lends, Gray the borrower haggles), with the
+//!   synchronization and flood objectives they also use;
+//! * [`prefix_manager`]: prefix delegation in the spirit of RFC 8992
+//!   (`PrefixManager` negotiation, `PrefixManager.Params` flood);
+//! * [`brski`]: a BRSKI-style announcer (RFC 8995 `AN_join_registrar` and
+//!   `AN_Proxy` floods with their locators).
+//!
+//! `tools/examples` runs each on a real node; `grasp-lab` runs Briggs and
+//! Gray across a topology of nodes. Each reports what it does to a
+//! [`Transcript`].
+
+pub mod briggs_gray;
+pub mod brski;
+pub mod prefix_manager;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A timed record of what the ASAs did, printed as it happens (unless
+/// quiet) and kept for the summary.
+#[derive(Debug)]
+pub struct Transcript {
+    start: Instant,
+    quiet: bool,
+    lines: Mutex<Vec<Line>>,
+}
+
+/// One line of a [`Transcript`].
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// Since the start.
+    pub at: Duration,
+    /// Who (an ASA or node name).
+    pub who: String,
+    /// What happened.
+    pub what: String,
+}
+
+impl Transcript {
+    /// A transcript that prints (or not).
+    pub fn new(quiet: bool) -> Self {
+        Transcript {
+            start: Instant::now(),
+            quiet,
+            lines: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records (and prints) one event.
+    pub fn say(&self, who: &str, what: impl Into<String>) {
+        let line = Line {
+            at: self.start.elapsed(),
+            who: who.to_string(),
+            what: what.into(),
+        };
+        if !self.quiet {
+            crate::outln!(
+                "[{:>9.3} ms] {:<8} {}",
+                line.at.as_secs_f64() * 1000.0,
+                line.who,
+                line.what
+            );
+        }
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    /// Everything recorded so far.
+    pub fn lines(&self) -> Vec<Line> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The time a step took, for people.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
