@@ -179,6 +179,7 @@ struct FileConfig {
     log: LogFile,
     control: ControlFile,
     serve: Vec<ServeFile>,
+    asas: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +222,22 @@ struct ServeFile {
     #[serde(default)]
     ttl_ms: Option<u32>,
 }
+
+/// The example ASAs graspd can run (`asas = [...]`), with what they do.
+pub const BUILTIN_ASAS: [(&str, &str); 3] = [
+    (
+        "briggs",
+        "Briggs the banker: EX1 flooded, EX2 synchronized, EX3 loans negotiated",
+    ),
+    (
+        "pfx-delegator",
+        "RFC 8992 prefix delegation from fd00:5::/32, PrefixManager.Params flooded",
+    ),
+    (
+        "brski-registrar",
+        "RFC 8995 AN_join_registrar announced at this node's address, TCP 8443",
+    ),
+];
 
 /// Flags every node program shares (`graspd` and each `grasp` command).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -344,6 +361,8 @@ pub struct NodeConfig {
     pub control: Option<PathBuf>,
     /// Objectives served.
     pub serve: Vec<ServeConfig>,
+    /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
+    pub asas: Vec<String>,
     /// Where the file was, if any.
     pub file: Option<PathBuf>,
 }
@@ -440,6 +459,27 @@ impl NodeConfig {
                 ttl_ms: s.ttl_ms.unwrap_or(60_000),
             });
         }
+        for a in &file.asas {
+            if !BUILTIN_ASAS.iter().any(|(n, _)| n == a) {
+                return Err(invalid(
+                    "asas",
+                    format!(
+                        "unknown ASA {a:?}; built in: {}",
+                        BUILTIN_ASAS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        if relay_only && !file.asas.is_empty() {
+            return Err(invalid(
+                "asas",
+                "relay_only runs no ASAs; remove asas or relay_only",
+            ));
+        }
         if relay_only && !serve.is_empty() {
             return Err(invalid(
                 "serve",
@@ -465,6 +505,7 @@ impl NodeConfig {
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             control: daemon.control.clone().or(file.control.socket),
             serve,
+            asas: file.asas,
             file: args.config.clone(),
         })
     }
@@ -563,6 +604,13 @@ impl NodeConfig {
                     s.ttl_ms
                 ))
             );
+        }
+        for a in &self.asas {
+            let what = BUILTIN_ASAS
+                .iter()
+                .find(|(n, _)| n == a)
+                .map_or("", |(_, w)| *w);
+            let _ = writeln!(o, "  runs ASA     {a}: {what}");
         }
         let _ = writeln!(
             o,

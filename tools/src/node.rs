@@ -434,3 +434,56 @@ pub async fn serve_objectives(
     }
     Ok(tasks)
 }
+
+/// Starts the built-in ASAs `names` (see [`crate::config::BUILTIN_ASAS`])
+/// on `node`, logging what they do. Returns their tasks.
+pub async fn run_asas(
+    node: &Node,
+    names: &[String],
+) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
+    use crate::asa::{briggs_gray, brski, prefix_manager, Transcript};
+    let t = Arc::new(Transcript::logging());
+    let mut tasks = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "briggs" => tasks.push(
+                briggs_gray::briggs(
+                    &node.grasp,
+                    rand::random(),
+                    std::time::Duration::from_secs(2),
+                    t.clone(),
+                )
+                .await?,
+            ),
+            "pfx-delegator" => {
+                let (task, _) = prefix_manager::delegator(
+                    &node.grasp,
+                    std::net::Ipv6Addr::new(0xfd00, 5, 0, 0, 0, 0, 0, 0),
+                    32,
+                    std::time::Duration::from_secs(60),
+                    t.clone(),
+                )
+                .await?;
+                tasks.push(task);
+            }
+            "brski-registrar" => {
+                let addr = match node.transport.node_locator() {
+                    grasp_engine::wire::Locator::Ipv6 { addr, .. } => addr,
+                    _ => std::net::Ipv6Addr::LOCALHOST,
+                };
+                tasks.push(
+                    brski::announce(
+                        &node.grasp,
+                        brski::registrar_flood(addr, 8443),
+                        std::time::Duration::from_secs(60),
+                        t.clone(),
+                    )
+                    .await?,
+                );
+            }
+            other => warn!(asa = other, "unknown built-in ASA; ignored"),
+        }
+        info!(asa = %name, "built-in ASA started");
+    }
+    Ok(tasks)
+}

@@ -24,8 +24,15 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Transcript {
     start: Instant,
-    quiet: bool,
+    sink: Sink,
     lines: Mutex<Vec<Line>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Print,
+    Quiet,
+    Log,
 }
 
 /// One line of a [`Transcript`].
@@ -44,7 +51,17 @@ impl Transcript {
     pub fn new(quiet: bool) -> Self {
         Transcript {
             start: Instant::now(),
-            quiet,
+            sink: if quiet { Sink::Quiet } else { Sink::Print },
+            lines: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A transcript that goes to the log (`tracing`, level info), for ASAs
+    /// inside graspd.
+    pub fn logging() -> Self {
+        Transcript {
+            start: Instant::now(),
+            sink: Sink::Log,
             lines: Mutex::new(Vec::new()),
         }
     }
@@ -56,7 +73,10 @@ impl Transcript {
             who: who.to_string(),
             what: what.into(),
         };
-        if !self.quiet {
+        if self.sink == Sink::Log {
+            tracing::info!(asa = %line.who, "{}", line.what);
+        }
+        if self.sink == Sink::Print {
             crate::outln!(
                 "[{:>9.3} ms] {:<8} {}",
                 line.at.as_secs_f64() * 1000.0,

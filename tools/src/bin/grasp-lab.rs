@@ -325,30 +325,54 @@ async fn fabric_lab(
     .await?;
     let report = gray(&nodes[0].grasp, args.seed + 1, Duration::from_secs(5), &t).await?;
     bank.abort();
-    let mut stats = Vec::new();
+    let mut counts = Vec::new();
     for node in &nodes {
-        stats.push(node.grasp.stats().await?.0);
+        counts.push(NodeCounts::from_stats(
+            &node.name,
+            &node.grasp.stats().await?.0,
+        ));
     }
-    Ok(summary(
-        args,
-        security,
-        &report,
-        &nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
-        &stats,
-    ))
+    Ok(summary(args, security, &report, &counts))
+}
+
+/// One node's counters for the summary.
+struct NodeCounts {
+    name: String,
+    sent: Vec<u64>,
+    discoveries_relayed: u64,
+    floods_relayed: u64,
+}
+
+impl NodeCounts {
+    fn from_stats(name: &str, s: &EngineStats) -> Self {
+        NodeCounts {
+            name: name.into(),
+            sent: MESSAGE_TYPE_NAMES.iter().map(|t| s.sent.get(t)).collect(),
+            discoveries_relayed: s.discoveries_relayed,
+            floods_relayed: s.floods_relayed,
+        }
+    }
+
+    /// From graspd's `stats` over its control socket.
+    fn from_json(name: &str, v: &serde_json::Value) -> Self {
+        let e = &v["engine"];
+        NodeCounts {
+            name: name.into(),
+            sent: MESSAGE_TYPE_NAMES
+                .iter()
+                .map(|t| e["sent"][*t].as_u64().unwrap_or(0))
+                .collect(),
+            discoveries_relayed: e["discoveries_relayed"].as_u64().unwrap_or(0),
+            floods_relayed: e["floods_relayed"].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 /// Prints the summary table; whether every step worked.
-fn summary(
-    args: &Args,
-    security: SecurityChoice,
-    r: &GrayReport,
-    names: &[String],
-    stats: &[EngineStats],
-) -> bool {
+fn summary(args: &Args, security: SecurityChoice, r: &GrayReport, nodes: &[NodeCounts]) -> bool {
     grasp_tools::outln!(
         "\nSummary: {} nodes, {}, security {security}",
-        names.len(),
+        nodes.len(),
         args.topology
     );
     grasp_tools::outln!("  {:<24} {:<52} {:>10}", "step", "result", "time");
@@ -369,10 +393,7 @@ fn summary(
             )
         }),
     );
-    row(
-        "synchronization of EX2",
-        r.sync.clone(),
-    );
+    row("synchronization of EX2", r.sync.clone());
     row(
         "flood of EX1",
         r.flood
@@ -397,12 +418,12 @@ fn summary(
     );
     grasp_tools::outln!("\nMessages sent, by type (after decryption; each node's engine counts):");
     grasp_tools::out!("  {:<12}", "type");
-    for n in names {
-        grasp_tools::out!(" {n:>5}");
+    for n in nodes {
+        grasp_tools::out!(" {:>5}", n.name);
     }
     grasp_tools::outln!(" {:>6}", "total");
-    for ty in MESSAGE_TYPE_NAMES {
-        let counts: Vec<u64> = stats.iter().map(|s| s.sent.get(ty)).collect();
+    for (k, ty) in MESSAGE_TYPE_NAMES.iter().enumerate() {
+        let counts: Vec<u64> = nodes.iter().map(|n| n.sent[k]).collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             continue;
@@ -413,14 +434,13 @@ fn summary(
         }
         grasp_tools::outln!(" {total:>6}");
     }
-    let relayed: Vec<String> = names
+    let relayed: Vec<String> = nodes
         .iter()
-        .zip(stats)
-        .filter(|(_, s)| s.discoveries_relayed + s.floods_relayed > 0)
-        .map(|(n, s)| {
+        .filter(|s| s.discoveries_relayed + s.floods_relayed > 0)
+        .map(|s| {
             format!(
-                "{n} relayed {} discover(ies), {} flood(s)",
-                s.discoveries_relayed, s.floods_relayed
+                "{} relayed {} discover(ies), {} flood(s)",
+                s.name, s.discoveries_relayed, s.floods_relayed
             )
         })
         .collect();
@@ -539,17 +559,396 @@ fn tap(
 
 mod netns {
     //! `--netns`: the same scenario with real processes: a namespace per
-    //! node, a veth pair per link (ULA fd00:<link>::/64, routes along the
-    //! topology), `graspd` in every namespace but Gray's (Briggs's with
-    //! its ASAs), and Gray run by this process inside its namespace.
+    //! node, a veth pair per link, each node's ULA (fd00:99::N/128) on its
+    //! loopback with routes along the topology, `graspd` in every namespace
+    //! but Gray's (Briggs's runs the Briggs ASA), and Gray run by this
+    //! process inside its namespace. Everything is removed afterwards.
+
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
 
     use super::*;
+    use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
+
+    fn ip(args: &[&str]) -> Result<()> {
+        let out = Command::new("ip").args(args).output()?;
+        if !out.status.success() {
+            bail!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Namespaces and processes of one run; all removed on drop.
+    struct NetLab {
+        ns: Vec<String>,
+        children: Vec<Child>,
+    }
+
+    impl Drop for NetLab {
+        fn drop(&mut self) {
+            for c in &mut self.children {
+                stop(c);
+            }
+            for ns in self.ns.drain(..).rev() {
+                let _ = ip(&["netns", "del", &ns]);
+            }
+        }
+    }
+
+    /// SIGTERM, then up to 5 s for a clean exit, then SIGKILL.
+    fn stop(c: &mut Child) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    fn ula(i: usize) -> String {
+        format!("fd00:99::{:x}", i + 1)
+    }
+
+    /// Next hop from `from` towards `to` (BFS), as (link index, neighbour).
+    fn next_hop(
+        n: usize,
+        topo: &[(usize, usize)],
+        from: usize,
+        to: usize,
+    ) -> Option<(usize, usize)> {
+        let mut prev = vec![usize::MAX; n];
+        prev[to] = to;
+        let mut q = VecDeque::from([to]);
+        while let Some(x) = q.pop_front() {
+            for &(a, b) in topo {
+                for (u, v) in [(a, b), (b, a)] {
+                    if u == x && prev[v] == usize::MAX {
+                        prev[v] = x;
+                        q.push_back(v);
+                    }
+                }
+            }
+        }
+        let hop = prev[from];
+        if hop == usize::MAX || from == to {
+            return None;
+        }
+        let link = topo
+            .iter()
+            .position(|&(a, b)| (a, b) == (from, hop) || (b, a) == (from, hop))?;
+        Some((link, hop))
+    }
+
+    /// This end's interface name and link-local address on link `k`.
+    fn end(topo: &[(usize, usize)], k: usize, node: usize) -> (String, String) {
+        let first = topo[k].0 == node;
+        (
+            format!("v{k}{}", if first { 'a' } else { 'b' }),
+            format!("fe80::{:x}:{}", k + 1, if first { 1 } else { 2 }),
+        )
+    }
 
     pub(super) fn run(
-        _args: &Args,
-        _security: SecurityChoice,
-        _topo: &[(usize, usize)],
+        args: &Args,
+        security: SecurityChoice,
+        topo: &[(usize, usize)],
     ) -> Result<bool> {
-        bail!("--netns is not available yet")
+        if !nix::unistd::geteuid().is_root() {
+            bail!("--netns needs root (it creates network namespaces); run without --netns for the in-process lab");
+        }
+        let graspd = std::env::current_exe()?.with_file_name("graspd");
+        if !graspd.exists() {
+            bail!(
+                "{} not found: build it first (cargo build -p grasp-tools --bins)",
+                graspd.display()
+            );
+        }
+        let n = args.nodes;
+        let dir = tempfile::tempdir()?;
+        let mut lab = NetLab {
+            ns: Vec::new(),
+            children: Vec::new(),
+        };
+        let tag = std::process::id();
+        for i in 0..n {
+            let name = format!("gl{tag}n{i}");
+            ip(&["netns", "add", &name])?;
+            lab.ns.push(name.clone());
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{}/128", ula(i)),
+                "dev",
+                "lo",
+            ])?;
+            ip(&[
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.forwarding=1",
+            ])?;
+        }
+        for (k, &(a, b)) in topo.iter().enumerate() {
+            let (ia, la) = end(topo, k, a);
+            let (ib, lb) = end(topo, k, b);
+            ip(&[
+                "-n", &lab.ns[a], "link", "add", &ia, "type", "veth", "peer", "name", &ib, "netns",
+                &lab.ns[b],
+            ])?;
+            for (node, ifn, ll) in [(a, &ia, &la), (b, &ib, &lb)] {
+                let ns = &lab.ns[node];
+                ip(&["-n", ns, "link", "set", ifn, "addrgenmode", "none"])?;
+                ip(&["-n", ns, "link", "set", ifn, "up"])?;
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{ll}/64"),
+                    "dev",
+                    ifn,
+                    "nodad",
+                ])?;
+            }
+        }
+        for x in 0..n {
+            for y in 0..n {
+                if let Some((k, hop)) = next_hop(n, topo, x, y) {
+                    let (ifn, _) = end(topo, k, x);
+                    let (_, via) = end(topo, k, hop);
+                    ip(&[
+                        "-n",
+                        &lab.ns[x],
+                        "-6",
+                        "route",
+                        "add",
+                        &format!("{}/128", ula(y)),
+                        "via",
+                        &via,
+                        "dev",
+                        &ifn,
+                    ])?;
+                }
+            }
+        }
+        let d = distances(n, topo);
+        let far = (0..n)
+            .filter(|&i| d[i] != usize::MAX)
+            .max_by_key(|&i| (d[i], i))
+            .unwrap_or(n - 1);
+        let creds = credentials(dir.path(), security, n, &args.password)?;
+        if !args.quiet {
+            grasp_tools::outln!(
+                "grasp-lab --netns: {n} namespaces, {} topology, security {security}; graspd on N2..N{n} (Briggs on N{}), Gray in N1",
+                args.topology,
+                far + 1
+            );
+        }
+        // graspd everywhere but Gray's namespace.
+        let mut controls = Vec::new();
+        for i in 1..n {
+            let ifaces: Vec<String> = topo
+                .iter()
+                .enumerate()
+                .filter(|(_, &(a, b))| a == i || b == i)
+                .map(|(k, _)| format!("\"{}\"", end(topo, k, i).0))
+                .collect();
+            let control = dir.path().join(format!("n{}.sock", i + 1));
+            let mut cfg = format!(
+                "security = \"{security}\"\ninterfaces = [{}]\nrescan_secs = 1\n{}\n[control]\nsocket = \"{}\"\n",
+                ifaces.join(", "),
+                if i == far { "asas = [\"briggs\"]" } else { "" },
+                control.display()
+            );
+            cfg.push_str(&creds.config(i));
+            let path = dir.path().join(format!("n{}.toml", i + 1));
+            std::fs::write(&path, cfg)?;
+            let log = File::create(dir.path().join(format!("n{}.log", i + 1)))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &lab.ns[i]])
+                .arg(&graspd)
+                .arg("--config")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            lab.children.push(child);
+            controls.push((format!("N{}", i + 1), control));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for (name, c) in &controls {
+            let up = rt.block_on(async {
+                for _ in 0..100 {
+                    if grasp_tools::control::request(c, "stats").await.is_ok() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            });
+            if !up {
+                let log = std::fs::read_to_string(c.with_extension("log")).unwrap_or_default();
+                bail!("graspd on {name} did not come up:\n{log}");
+            }
+        }
+        // Gray, in N1's namespace, on a node of its own.
+        let gray_ifaces: Vec<String> = topo
+            .iter()
+            .enumerate()
+            .filter(|(_, &(a, b))| a == 0 || b == 0)
+            .map(|(k, _)| end(topo, k, 0).0)
+            .collect();
+        let node_args = creds.args(0, gray_ifaces, security);
+        let ns0 = lab.ns[0].clone();
+        let (seed, quiet) = (args.seed, args.quiet);
+        let gray_run = std::thread::spawn(move || -> Result<(GrayReport, EngineStats)> {
+            let f = File::open(format!("/run/netns/{ns0}"))?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let cfg = NodeConfig::resolve(&node_args, &DaemonOverrides::default())?;
+                let node = grasp_tools::node::Node::start(&cfg).await?;
+                let t = Transcript::new(quiet);
+                let r = gray(&node.grasp, seed + 1, Duration::from_secs(12), &t).await?;
+                let s = node.grasp.stats().await?.0;
+                Ok((r, s))
+            })
+        });
+        let (report, gray_stats) = gray_run
+            .join()
+            .map_err(|_| anyhow::anyhow!("Gray's thread panicked"))??;
+        let mut counts = vec![NodeCounts::from_stats("N1", &gray_stats)];
+        for (name, c) in &controls {
+            let v = rt
+                .block_on(grasp_tools::control::request(c, "stats"))
+                .map_err(anyhow::Error::msg)?;
+            counts.push(NodeCounts::from_json(name, &v));
+        }
+        let mut clean = true;
+        for c in &mut lab.children {
+            clean &= stop(c).is_some_and(|s| s.success());
+        }
+        if !clean {
+            grasp_tools::outln!("warning: a graspd did not stop cleanly on SIGTERM");
+        }
+        Ok(summary(args, security, &report, &counts) && clean)
+    }
+
+    /// Keys or certificates for every node, in `dir`.
+    struct Creds {
+        dir: PathBuf,
+        security: SecurityChoice,
+    }
+
+    fn credentials(
+        dir: &Path,
+        security: SecurityChoice,
+        n: usize,
+        password: &str,
+    ) -> Result<Creds> {
+        let _ = (n, password);
+        match security {
+            #[cfg(feature = "quads")]
+            SecurityChoice::Quads => {
+                let pw = grasp_quads::Password::new(password)?;
+                let params = grasp_quads::KdfParams::default();
+                let kf = grasp_quads::KeyFile {
+                    domain: "lab".into(),
+                    params,
+                    master: grasp_quads::MasterSecret::derive(&pw, "lab", params)?,
+                };
+                grasp_quads::write_key_file(&dir.join("domain.key"), &kf, false)?;
+            }
+            #[cfg(feature = "tls")]
+            SecurityChoice::Tls => {
+                let (ca, key) = grasp_tls::certs::new_ca("lab", 1)?;
+                std::fs::write(dir.join("ca.crt"), &ca)?;
+                for i in 0..n {
+                    let (c, k) = grasp_tls::certs::issue_node(
+                        &ca,
+                        &key.to_string(),
+                        &format!("n{}.lab", i + 1),
+                        1,
+                    )?;
+                    std::fs::write(dir.join(format!("n{}.crt", i + 1)), c)?;
+                    grasp_quads_free_write(&dir.join(format!("n{}.key", i + 1)), k.as_bytes())?;
+                }
+            }
+            _ => {}
+        }
+        Ok(Creds {
+            dir: dir.to_path_buf(),
+            security,
+        })
+    }
+
+    /// Writes a private key file, mode 0600 from creation.
+    fn grasp_quads_free_write(p: &Path, body: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)?;
+        f.write_all(body)?;
+        Ok(())
+    }
+
+    impl Creds {
+        /// The TOML lines for node `i`.
+        fn config(&self, i: usize) -> String {
+            let d = self.dir.display();
+            match self.security {
+                SecurityChoice::Quads => format!("[quads]\nkey_file = \"{d}/domain.key\"\n"),
+                SecurityChoice::Tls => format!(
+                    "[tls]\ncert = \"{d}/n{n}.crt\"\nkey = \"{d}/n{n}.key\"\nca = \"{d}/ca.crt\"\n",
+                    n = i + 1
+                ),
+                SecurityChoice::None => String::new(),
+            }
+        }
+
+        /// Flags for node `i` run in-process.
+        fn args(&self, i: usize, interfaces: Vec<String>, security: SecurityChoice) -> NodeArgs {
+            let mut a = NodeArgs {
+                security: Some(security.to_string()),
+                interfaces,
+                domain: "lab".into(),
+                ..NodeArgs::default()
+            };
+            match security {
+                SecurityChoice::Quads => a.key_file = Some(self.dir.join("domain.key")),
+                SecurityChoice::Tls => {
+                    a.cert = Some(self.dir.join(format!("n{}.crt", i + 1)));
+                    a.key = Some(self.dir.join(format!("n{}.key", i + 1)));
+                    a.ca = Some(self.dir.join("ca.crt"));
+                }
+                SecurityChoice::None => {}
+            }
+            a
+        }
     }
 }

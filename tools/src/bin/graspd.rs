@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
-use grasp_tools::node::{check_deep, serve_objectives, Node};
+use grasp_tools::node::{check_deep, run_asas, serve_objectives, Node};
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
@@ -128,6 +128,13 @@ async fn run(cfg: NodeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let asas = match run_asas(&node, &cfg.asas).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("graspd: cannot start the configured ASAs: {e}");
+            return ExitCode::from(1);
+        }
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
@@ -147,7 +154,7 @@ async fn run(cfg: NodeConfig) -> ExitCode {
             },
         }
     }
-    for f in floods {
+    for f in floods.into_iter().chain(asas) {
         f.abort();
     }
     if let Ok((s, open)) = node.grasp.stats().await {
