@@ -888,12 +888,12 @@ mod netns {
                 for i in 0..n {
                     let (c, k) = grasp_tls::certs::issue_node(
                         &ca,
-                        &key.to_string(),
+                        key.as_ref(),
                         &format!("n{}.lab", i + 1),
                         1,
                     )?;
                     std::fs::write(dir.join(format!("n{}.crt", i + 1)), c)?;
-                    grasp_quads_free_write(&dir.join(format!("n{}.key", i + 1)), k.as_bytes())?;
+                    write_private(&dir.join(format!("n{}.key", i + 1)), k.as_bytes())?;
                 }
             }
             _ => {}
@@ -905,7 +905,7 @@ mod netns {
     }
 
     /// Writes a private key file, mode 0600 from creation.
-    fn grasp_quads_free_write(p: &Path, body: &[u8]) -> Result<()> {
+    fn write_private(p: &Path, body: &[u8]) -> Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
