@@ -344,17 +344,6 @@ pub fn engine_json(s: &grasp_engine::proto::EngineStats, open_channels: usize) -
 /// loads. Returns what was found, one line each.
 pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
-    let all = grasp_acp::interfaces::host_interfaces().map_err(|e| e.to_string())?;
-    let chosen = grasp_acp::interfaces::select(&all, cfg.interfaces.as_deref())
-        .map_err(|e| format!("interfaces: {e} (run `ip -6 addr` to see what this host has)"))?;
-    found.push(format!(
-        "interfaces now: {}",
-        chosen
-            .iter()
-            .map(|i| format!("{} ({})", i.name, i.link_local))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
     match cfg.security {
         #[cfg(feature = "quads")]
         SecurityChoice::Quads => match cfg.quads.as_ref() {
@@ -389,6 +378,18 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
         }
         _ => {}
     }
+    // Interfaces last: keys and certificates are checked wherever this runs.
+    let all = grasp_acp::interfaces::host_interfaces().map_err(|e| e.to_string())?;
+    let chosen = grasp_acp::interfaces::select(&all, cfg.interfaces.as_deref())
+        .map_err(|e| format!("interfaces: {e} (run `ip -6 addr` to see what this host has)"))?;
+    found.push(format!(
+        "interfaces now: {}",
+        chosen
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.link_local))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     Ok(found)
 }
 

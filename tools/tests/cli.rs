@@ -1,0 +1,311 @@
+//! graspd, grasp and grasp-lab as a user runs them, without root: bad
+//! configurations and arguments (clear message, non-zero exit), decoding of
+//! hex and of captures built from the graspy vectors (plain and QUADS),
+//! and a lab run on every security backend. The commands that need a
+//! network are exercised in namespaces by `netns_cli.rs`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env_remove("GRASP_QUADS_PASSWORD")
+        .env_remove("GRASP_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const GRASPD: &str = env!("CARGO_BIN_EXE_graspd");
+const GRASP: &str = env!("CARGO_BIN_EXE_grasp");
+const LAB: &str = env!("CARGO_BIN_EXE_grasp-lab");
+
+fn config(dir: &Path, body: &str) -> String {
+    let p = dir.join("graspd.toml");
+    std::fs::write(&p, body).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn graspd_refuses_bad_configurations_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("open.key");
+    std::fs::write(&key, "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        ("colour = \"blue\"".into(), "unknown field"),
+        ("security = \"ipsec\"".into(), "none, quads or tls"),
+        ("security = \"quads\"".into(), "quadsmaker new"),
+        ("security = \"tls\"".into(), "grasp-ca"),
+        (
+            "security = \"none\"\n[[serve]]\nname = \"EX.a\"\nvalue = \"[1,\"".into(),
+            "serve[0].value",
+        ),
+        ("security = \"none\"\nasas = [\"hal9000\"]".into(), "briggs"),
+        (
+            "security = \"none\"\ndull = true\nrelay_only = true".into(),
+            "DULL",
+        ),
+        (
+            format!(
+                "security = \"quads\"\n[quads]\nkey_file = \"{}\"",
+                key.display()
+            ),
+            "chmod 600",
+        ),
+        ("port = 99999".into(), "port"),
+    ];
+    for (body, want) in cases {
+        let c = config(dir.path(), &body);
+        let o = run(GRASPD, &["--config", &c, "--check-config"]);
+        assert_eq!(o.status.code(), Some(2), "{body:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{body:?}: {}", text(&o));
+    }
+    // Flags are checked too, and a missing file is named.
+    let o = run(GRASPD, &["--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(GRASPD, &["--security", "ipsec", "--check-config"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("none, quads or tls"), "{}", text(&o));
+    let o = run(GRASPD, &["--config", "/nonexistent/graspd.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("/nonexistent/graspd.toml"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn the_documented_example_configuration_parses() {
+    // The example names files that exist only on a real node: --check-config
+    // stops at them, after the TOML itself was accepted.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/graspd.toml");
+    let o = run(GRASPD, &["--config", example, "--check-config"]);
+    let t = text(&o);
+    assert!(!t.contains("unknown field") && !t.contains("TOML"), "{t}");
+    assert!(t.contains("/etc/grasp/"), "{t}");
+}
+
+#[test]
+fn grasp_refuses_bad_arguments_and_values() {
+    let o = run(GRASP, &["--security", "none", "flood", "EX.a", "[1,"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot read the value"), "{}", text(&o));
+    let o = run(GRASP, &["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(GRASP, &["sync", "EX.a"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "QUADS is the default and needs a key"
+    );
+    assert!(text(&o).contains("--key-file"), "{}", text(&o));
+    let o = run(GRASP, &["stats", "--control", "/nonexistent/graspd.sock"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot reach graspd"), "{}", text(&o));
+    let o = run(GRASP, &["decode", "not-hex-and-not-a-file"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("neither an existing capture file"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn grasp_decodes_hex_as_text_and_json() {
+    // graspy's M_DISCOVERY for EX.neg, from the vectors.
+    let hex = "84011afb620a5550fd000001000000000000000000000001846645582e6e65670306f6";
+    let o = run(GRASP, &["decode", hex]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("Message type: M_DISCOVERY"), "{t}");
+    assert!(t.contains("Objective: EX.neg"), "{t}");
+    assert!(t.contains("Flags: |Discoverable|Negotiable"), "{t}");
+    let o = run(GRASP, &["--json", "decode", hex]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["type"], "M_DISCOVERY");
+    assert_eq!(
+        v["cbor_diag"],
+        "[1, 4217506389, h'fd000001000000000000000000000001', [\"EX.neg\", 3, 6, null]]"
+    );
+}
+
+/// A pcap (raw IPv6) of every message of a vector capture, in order.
+fn pcap_of(vector: &str, out: &Path) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../tests/vectors/graspy/{vector}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let msgs = v["messages"].as_array().unwrap().clone();
+    let file = std::fs::File::create(out).unwrap();
+    let header = pcap_file::pcap::PcapHeader {
+        datalink: pcap_file::DataLink::RAW,
+        ..Default::default()
+    };
+    let mut w = pcap_file::pcap::PcapWriter::with_header(file, header).unwrap();
+    let mut seqs = std::collections::HashMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let src: std::net::Ipv6Addr = m["src"].as_str().unwrap().parse().unwrap();
+        let dst: std::net::Ipv6Addr = m["dst"].as_str().unwrap().parse().unwrap();
+        let (sp, dp) = (
+            m["src_port"].as_u64().unwrap() as u16,
+            m["dst_port"].as_u64().unwrap() as u16,
+        );
+        let payload = hex::decode(m["payload_hex"].as_str().unwrap()).unwrap();
+        let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64);
+        let mut pkt = Vec::new();
+        if m["transport"] == "tcp" {
+            let seq = seqs.entry((src, sp, dst, dp)).or_insert(1000u32);
+            let b = b.tcp(sp, dp, *seq, 65535).psh().ack(1);
+            *seq = seq.wrapping_add(payload.len() as u32);
+            b.write(&mut pkt, &payload).unwrap();
+        } else {
+            b.udp(sp, dp).write(&mut pkt, &payload).unwrap();
+        }
+        let ts = std::time::Duration::from_millis(i as u64);
+        w.write_packet(&pcap_file::pcap::PcapPacket::new(
+            ts,
+            pkt.len() as u32,
+            &pkt,
+        ))
+        .unwrap();
+    }
+    msgs
+}
+
+#[test]
+fn grasp_decodes_a_plain_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("sync.pcap");
+    let msgs = pcap_of("sync.json", &cap);
+    let o = run(GRASP, &["--json", "decode", cap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    for (g, m) in got.iter().zip(&msgs) {
+        assert_eq!(g["type"], m["grasp"]["name"], "{g}");
+        assert_eq!(g["hex"], m["payload_hex"]);
+    }
+}
+
+#[test]
+fn grasp_decrypts_a_graspy_quads_capture_with_its_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("neg.pcap");
+    let msgs = pcap_of("neg_accept.quads.json", &cap);
+    // graspy's key for the vectors' password, as quadsmaker graspy writes it.
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/../tests/vectors/graspy/neg_accept.quads.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let key: [u8; 32] = hex::decode(v["quads"]["key_hex"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let iv: [u8; 16] = hex::decode(v["quads"]["iv_hex"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let quadsk = dir.path().join("quadsk.py");
+    grasp_quads::legacy::write_quadsk(
+        &quadsk,
+        &grasp_quads::legacy::LegacyKey::from_parts(key, iv),
+        false,
+    )
+    .unwrap();
+    let o = run(
+        GRASP,
+        &[
+            "--json",
+            "--key-file",
+            quadsk.to_str().unwrap(),
+            "decode",
+            cap.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    for (g, m) in got.iter().zip(&msgs) {
+        assert_eq!(g["hex"], m["decrypted_hex"], "{g}");
+    }
+    // Without the key the ciphertexts are not GRASP.
+    let o = run(GRASP, &["--json", "decode", cap.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("M_REQ_NEG"));
+}
+
+#[test]
+fn grasp_lab_runs_on_every_backend() {
+    for security in ["none", "quads", "tls"] {
+        let o = run(LAB, &["--security", security, "--quiet"]);
+        let t = text(&o);
+        assert!(o.status.success(), "{security}: {t}");
+        for want in [
+            "discovery of EX2",
+            "(relayed)",
+            "[1, \"two\", 3]",
+            "loop count 3 on arrival",
+            "negotiation of EX3",
+            "M_REQ_NEG",
+            "N2 relayed",
+            "lab OK",
+        ] {
+            assert!(t.contains(want), "{security}: missing {want:?} in {t}");
+        }
+    }
+    let o = run(
+        LAB,
+        &["--security", "none", "--nodes", "5", "--topology", "ring"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Briggs on N4 (2 hop(s) away)"),
+        "the farthest node of a 5-ring: {}",
+        text(&o)
+    );
+    let o = run(
+        LAB,
+        &[
+            "--security",
+            "none",
+            "--nodes",
+            "6",
+            "--topology",
+            "grid",
+            "--quiet",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for bad in [
+        &["--topology", "star"][..],
+        &["--nodes", "1"],
+        &["--security", "ipsec"],
+    ] {
+        let o = run(LAB, bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));
+    }
+}
