@@ -757,7 +757,7 @@ mod netns {
         let creds = credentials(dir.path(), security, n, &args.password)?;
         if !args.quiet {
             grasp_tools::outln!(
-                "grasp-lab --netns: {n} namespaces, {} topology, security {security}; graspd on N2..N{n} (Briggs on N{}), Gray in N1",
+                "grasp-lab --netns: {n} namespaces, {} topology, security {security}; graspd on N2..N{n} (Briggs on N{}, the others relay only), Gray in N1",
                 args.topology,
                 far + 1
             );
@@ -775,7 +775,7 @@ mod netns {
             let mut cfg = format!(
                 "security = \"{security}\"\ninterfaces = [{}]\nrescan_secs = 1\n{}\n[control]\nsocket = \"{}\"\n",
                 ifaces.join(", "),
-                if i == far { "asas = [\"briggs\"]" } else { "" },
+                if i == far { "asas = [\"briggs\"]" } else { "relay_only = true" },
                 control.display()
             );
             cfg.push_str(&creds.config(i));

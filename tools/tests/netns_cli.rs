@@ -1,0 +1,351 @@
+//! graspd and every grasp command over real sockets, between two network
+//! namespaces (root only; loudly skipped otherwise), and grasp-lab
+//! --netns on each backend. Namespaces are created and deleted by the
+//! tests; nothing leaves them.
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use grasp_tests::netns::{Lab, Netns};
+
+const GRASPD: &str = env!("CARGO_BIN_EXE_graspd");
+const GRASP: &str = env!("CARGO_BIN_EXE_grasp");
+const LAB: &str = env!("CARGO_BIN_EXE_grasp-lab");
+
+fn cmd(ns: &Netns, bin: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.name, bin])
+        .args(args)
+        .env_remove("GRASP_QUADS_PASSWORD")
+        .env_remove("GRASP_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn run(ns: &Netns, bin: &str, args: &[&str]) -> Output {
+    cmd(ns, bin, args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `grasp` on the plain ACP on one interface.
+fn grasp(ns: &Netns, iface: &str, args: &[&str]) -> Output {
+    let mut a = vec!["--security", "none", "-i", iface];
+    a.extend_from_slice(args);
+    run(ns, GRASP, &a)
+}
+
+fn spawn(ns: &Netns, bin: &str, args: &[&str], log: &Path) -> Child {
+    cmd(ns, bin, args)
+        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills a child we started if it is still running (by its PID).
+struct Reap(Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn graspd_and_every_grasp_command_between_two_namespaces() {
+    if Lab::skip_loudly("graspd_and_every_grasp_command_between_two_namespaces") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("graspd.sock");
+    let conf = dir.path().join("graspd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "security = \"none\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[log]\nformat = \"json\"\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.site\"\nvalue = '{{\"site\": \"lab-1\"}}'\nflood_every_secs = 1\nloop_count = 3\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+
+    // --check-config inside the namespace: explains and finds ba0.
+    let o = run(&b, GRASPD, &["--config", c, "--check-config"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for want in [
+        "security     none",
+        "serves       EX.site",
+        "runs ASA     briggs",
+        "ba0 (fe80::1:2)",
+        "configuration OK",
+    ] {
+        assert!(text(&o).contains(want), "missing {want:?}: {}", text(&o));
+    }
+
+    let log = dir.path().join("graspd.log");
+    let mut d = Reap(spawn(&b, GRASPD, &["--config", c], &log));
+    wait_for("graspd's control socket", || {
+        run(&b, GRASP, &["stats", "--control", sock.to_str().unwrap()])
+            .status
+            .success()
+    });
+    // JSON logs on standard error.
+    let first = std::fs::read_to_string(&log).unwrap();
+    let line = first.lines().next().expect("graspd logged nothing");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(v.get("level").is_some(), "{line}");
+
+    // discover, with --json, and sync through the locator found.
+    let o = grasp(&a, "ab0", &["--json", "discover", "EX.site"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let loc = v["locator"].as_str().unwrap().to_string();
+    assert!(loc.starts_with("[fd00:1::2]:"), "{loc}");
+    let peer = loc.split('/').next().unwrap();
+    let o = grasp(&a, "ab0", &["sync", "EX.site", "--peer", peer]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("EX.site = {\"site\": \"lab-1\"}"),
+        "{}",
+        text(&o)
+    );
+    let o = grasp(&a, "ab0", &["sync", "EX.site"]);
+    assert!(o.status.success(), "without --peer too: {}", text(&o));
+
+    // get-flood: graspd floods EX.site every second.
+    let o = grasp(&a, "ab0", &["get-flood", "EX.site", "--wait", "5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("loop count 3"), "{}", text(&o));
+
+    // negotiate with graspd's Briggs: a small loan is accepted at once, a
+    // foreign currency declined (exit 4).
+    let o = grasp(&a, "ab0", &["negotiate", "EX3", "[\"NZD\", 40]"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("accepted"), "{}", text(&o));
+    let o = grasp(&a, "ab0", &["negotiate", "EX3", "[\"USD\", 40]"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("Invalid currency"), "{}", text(&o));
+
+    // Nothing to find: exit 3.
+    let o = grasp(&a, "ab0", &["--timeout-ms", "300", "discover", "EX.nobody"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+
+    // watch sees graspd's floods go by.
+    let o = grasp(&a, "ab0", &["watch", "--seconds", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("M_FLOOD") && text(&o).contains("EX.site"),
+        "{}",
+        text(&o)
+    );
+
+    // serve-sync and listen-negotiate in A, answered to a grasp in B
+    // (running beside graspd on the same host).
+    let slog = dir.path().join("serve.log");
+    let _s = Reap(spawn(
+        &a,
+        GRASP,
+        &[
+            "--security",
+            "none",
+            "-i",
+            "ab0",
+            "serve-sync",
+            "EX.mine",
+            "7",
+            "--seconds",
+            "20",
+        ],
+        &slog,
+    ));
+    let nlog = dir.path().join("neg.log");
+    let _n = Reap(spawn(
+        &a,
+        GRASP,
+        &[
+            "--security",
+            "none",
+            "-i",
+            "ab0",
+            "listen-negotiate",
+            "EX.deal",
+            "--counter",
+            "9",
+            "--wait-ms",
+            "200",
+            "--seconds",
+            "20",
+        ],
+        &nlog,
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let o = grasp(&b, "ba0", &["sync", "EX.mine"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("EX.mine = 7"), "{}", text(&o));
+    let o = grasp(
+        &b,
+        "ba0",
+        &["--timeout-ms", "3000", "negotiate", "EX.deal", "5"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("peer offered 9; we accepted the offer"),
+        "{}",
+        text(&o)
+    );
+
+    // A flood from A reaches graspd (counted), and stats show it all.
+    let o = grasp(
+        &a,
+        "ab0",
+        &["flood", "EX.news", "\"hello\"", "--loop-count", "1"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = run(
+        &b,
+        GRASP,
+        &["--json", "stats", "--control", sock.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v["engine"];
+    assert!(e["received"]["M_FLOOD"].as_u64().unwrap() >= 1, "{v}");
+    assert!(e["received"]["M_REQ_SYN"].as_u64().unwrap() >= 2, "{v}");
+    assert!(e["received"]["M_REQ_NEG"].as_u64().unwrap() >= 2, "{v}");
+    assert!(e["sent"]["M_FLOOD"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["interfaces"][0], "ba0");
+
+    // reload (nothing to reload on this backend, but it answers), SIGHUP
+    // keeps it running, SIGTERM stops it cleanly and removes the socket.
+    let o = run(&b, GRASP, &["reload", "--control", sock.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pid = nix::unistd::Pid::from_raw(d.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.0.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop graspd"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    wait_for("graspd to stop on SIGTERM", || {
+        status = d.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        status.unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!sock.exists(), "the control socket is removed on exit");
+}
+
+#[test]
+fn graspd_relay_only_between_two_links() {
+    if Lab::skip_loudly("graspd_relay_only_between_two_links") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, r) = lab.pair().unwrap();
+    let c = lab.netns().unwrap();
+    lab.link(2, (&r, "bc0"), (&c, "cb0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _relay = Reap(spawn(
+        &r,
+        GRASPD,
+        &[
+            "--security",
+            "none",
+            "--relay-only",
+            "-i",
+            "ba0",
+            "-i",
+            "bc0",
+        ],
+        &dir.path().join("relay.log"),
+    ));
+    let _serve = Reap(spawn(
+        &c,
+        GRASP,
+        &[
+            "--security",
+            "none",
+            "-i",
+            "cb0",
+            "serve-sync",
+            "EX.far",
+            "[1, \"two\"]",
+            "--seconds",
+            "20",
+        ],
+        &dir.path().join("serve.log"),
+    ));
+    std::thread::sleep(Duration::from_millis(800));
+    // The relay answers A's discovery with a divert to C (first try).
+    let o = grasp(&a, "ab0", &["--json", "discover", "EX.far"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["diverted"], true, "{v}");
+    assert!(
+        v["locator"].as_str().unwrap().starts_with("[fd00:2::2]"),
+        "{v}"
+    );
+}
+
+#[test]
+fn grasp_lab_netns_on_every_backend() {
+    if Lab::skip_loudly("grasp_lab_netns_on_every_backend") {
+        return;
+    }
+    for security in ["none", "quads", "tls"] {
+        let o = Command::new(LAB)
+            .args(["--netns", "--security", security, "--quiet"])
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{security}: {t}");
+        for want in [
+            "(relayed)",
+            "[1, \"two\", 3]",
+            "negotiation of EX3",
+            "N2 relayed",
+            "lab OK",
+        ] {
+            assert!(t.contains(want), "{security}: missing {want:?}: {t}");
+        }
+    }
+    // Its namespaces are gone.
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let tag = "gl";
+    assert!(
+        !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with(tag) && l.contains('n')),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
