@@ -226,6 +226,18 @@ pub async fn gray(
     t: &Transcript,
 ) -> Result<GrayReport, ApiError> {
     let asa = grasp.register_asa("Gray").await?;
+    let r = gray_as(&asa, seed, flood_wait, t).await;
+    // Gone when done, so Gray can run again on the same node.
+    asa.deregister().await?;
+    r
+}
+
+async fn gray_as(
+    asa: &Asa,
+    seed: u64,
+    flood_wait: Duration,
+    t: &Transcript,
+) -> Result<GrayReport, ApiError> {
     let mut report = GrayReport::default();
     let mut rng = StdRng::seed_from_u64(seed);
 
@@ -260,7 +272,7 @@ pub async fn gray(
     t.say("Gray", format!("synchronized EX2 = {v} in {}", ms(took)));
     report.sync = Some((v, took));
 
-    report.flood = wait_flood(&asa, flood_wait, t).await?;
+    report.flood = wait_flood(asa, flood_wait, t).await?;
 
     // One loan.
     let iwant: i64 = rng.random_range(10..500);

@@ -93,7 +93,7 @@ pub async fn find(
 ) -> Result<Option<(Locator, String, u8)>, ApiError> {
     let asa = grasp.register_asa(&format!("{name}-finder")).await?;
     let t0 = std::time::Instant::now();
-    loop {
+    let found = loop {
         if let Some(e) = asa.get_flood(name).await?.into_iter().next() {
             let v = e
                 .objective
@@ -102,12 +102,14 @@ pub async fn find(
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             if let Some(l) = e.locator {
-                return Ok(Some((l, v, e.objective.loop_count)));
+                break Some((l, v, e.objective.loop_count));
             }
         }
         if t0.elapsed() > wait {
-            return Ok(None);
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    asa.deregister().await?;
+    Ok(found)
 }

@@ -100,3 +100,34 @@ impl Transcript {
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A line of `n` nodes on the in-memory fabric (1 ms links; the inner
+/// nodes relay), each a running engine on a substrate that counts as
+/// secured, so negotiation and synchronization run. For the examples and
+/// their tests: no root, no network.
+pub fn fabric_line(n: usize, seed: u64) -> Vec<grasp_engine::Grasp> {
+    use grasp_acp::fabric::{Fabric, LinkConfig};
+    let f = Fabric::new(seed);
+    let cfg = LinkConfig {
+        loss: 0.0,
+        delay: Duration::from_millis(1),
+    };
+    let links: Vec<_> = (0..n.saturating_sub(1))
+        .map(|i| f.link(format!("l{i}"), cfg))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut b = f
+                .node(format!("N{}", i + 1))
+                .simulated_security(grasp_engine::transport::Security::Quads);
+            if i > 0 {
+                b = b.attach(&links[i - 1]);
+            }
+            if i + 1 < n {
+                b = b.attach(&links[i]);
+            }
+            let (t, inbound) = b.bind();
+            grasp_engine::Grasp::start(t, inbound, grasp_engine::proto::Config::default())
+        })
+        .collect()
+}

@@ -93,23 +93,32 @@ struct Pool {
 
 impl Pool {
     fn take(&mut self, len: u8) -> Option<u128> {
-        if len < self.base_len || len > 128 {
+        if len < self.base_len || len > 128 || self.base_len == 0 {
             return None;
         }
-        let step = 1u128.checked_shl(u32::from(128 - len)).unwrap_or(0);
-        let count = 1u128
-            .checked_shl(u32::from(len - self.base_len))
-            .unwrap_or(u128::MAX);
         let size = |l: u8| 1u128.checked_shl(u32::from(128 - l)).unwrap_or(0).max(1);
-        (0..count.min(1 << 16))
-            .map(|i| self.base + i * step)
-            .find(|&net| {
-                // Free if it overlaps nothing handed out.
-                !self.used.iter().any(|&(u, ul)| {
-                    net < u.saturating_add(size(ul)) && u < net.saturating_add(size(len))
-                })
-            })
-            .inspect(|&net| self.used.push((net, len)))
+        let (step, end) = (size(len), self.base.saturating_add(size(self.base_len)));
+        let mut net = self.base;
+        // Each pass either finds a free block or jumps past a used one, so
+        // this ends after at most used.len() + 1 passes.
+        while net.saturating_add(step) <= end {
+            let clash = self
+                .used
+                .iter()
+                .find(|&&(u, ul)| net < u.saturating_add(size(ul)) && u < net + step);
+            match clash {
+                None => {
+                    self.used.push((net, len));
+                    return Some(net);
+                }
+                Some(&(u, ul)) => {
+                    let past = u.saturating_add(size(ul));
+                    // The next block of our size at or after `past`.
+                    net = past.div_ceil(step).saturating_mul(step);
+                }
+            }
+        }
+        None
     }
 
     fn give_back(&mut self, net: u128) {
@@ -235,6 +244,17 @@ pub async fn requester(
     t: &Transcript,
 ) -> Result<Option<(Ipv6Addr, u8)>, ApiError> {
     let asa = grasp.register_asa(&format!("pfx-{role}")).await?;
+    let r = request_as(&asa, role, wait, t).await;
+    asa.deregister().await?;
+    r
+}
+
+async fn request_as(
+    asa: &grasp_engine::Asa,
+    role: &str,
+    wait: Duration,
+    t: &Transcript,
+) -> Result<Option<(Ipv6Addr, u8)>, ApiError> {
     let t0 = std::time::Instant::now();
     let len = loop {
         let got = asa.get_flood("PrefixManager.Params").await?;
