@@ -180,6 +180,7 @@ struct FileConfig {
     control: ControlFile,
     serve: Vec<ServeFile>,
     asas: Vec<String>,
+    dull_objectives: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,6 +364,9 @@ pub struct NodeConfig {
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
     pub asas: Vec<String>,
+    /// In DULL mode, the objectives allowed (RFC 8990 §2.5.2): the file's
+    /// `dull_objectives` plus every served objective.
+    pub dull_objectives: Vec<String>,
     /// Where the file was, if any.
     pub file: Option<PathBuf>,
 }
@@ -504,6 +508,12 @@ impl NodeConfig {
             log_format,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             control: daemon.control.clone().or(file.control.socket),
+            dull_objectives: file
+                .dull_objectives
+                .iter()
+                .cloned()
+                .chain(serve.iter().map(|s| s.name.clone()))
+                .collect(),
             serve,
             asas: file.asas,
             file: args.config.clone(),
@@ -579,8 +589,16 @@ impl NodeConfig {
                 "off"
             }
         );
+        let dull_mode = format!(
+            "DULL: one link, loop count 1, no relaying (RFC 8990 §2.5.2); objectives allowed: {}",
+            if self.dull_objectives.is_empty() {
+                "none".to_string()
+            } else {
+                self.dull_objectives.join(", ")
+            }
+        );
         let mode = if self.dull {
-            "DULL: one link, loop count 1, no relaying (RFC 8990 §2.5.2)"
+            dull_mode.as_str()
         } else if self.relay_only {
             "relay only: no ASAs; relays discoveries and floods and answers from its cache"
         } else {

@@ -71,6 +71,7 @@ pub fn plain_config(cfg: &NodeConfig) -> grasp_acp::plain::Config {
 pub fn engine_config(cfg: &NodeConfig) -> Config {
     let mut c = Config::default();
     c.dull = cfg.dull;
+    c.dull_objectives = cfg.dull_objectives.clone();
     c.relay = match cfg.relay {
         RelayChoice::Auto => None,
         RelayChoice::Always => Some(true),
@@ -393,12 +394,14 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
     Ok(found)
 }
 
-/// Serves the configured objectives: each answers synchronization
-/// requests, and those with `flood_every` are flooded that often. Returns
+/// Serves the configured objectives: each answers discovery and (unless
+/// `dull`) synchronization requests, and those with `flood_every` are
+/// flooded that often. Returns
 /// the flooding tasks (abort them to stop).
 pub async fn serve_objectives(
     grasp: &Grasp,
     serve: &[crate::config::ServeConfig],
+    dull: bool,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
     use grasp_engine::proto::RegisterOptions;
     use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective};
@@ -412,9 +415,17 @@ pub async fn serve_objectives(
         let o = Objective::new(&s.name, ObjectiveFlags::from_bits(5))
             .with_value(s.value.clone())
             .with_loop_count(s.loop_count);
-        asa.register_objective(&o, RegisterOptions::default())
-            .await?;
-        asa.listen_synchronize(&o).await?;
+        // Discoverable in its own right: a DULL node answers discovery
+        // without listening for synchronization.
+        let opts = RegisterOptions {
+            discoverable: true,
+            ..RegisterOptions::default()
+        };
+        asa.register_objective(&o, opts).await?;
+        // DULL answers discovery and floods, never synchronizes.
+        if !dull {
+            asa.listen_synchronize(&o).await?;
+        }
         info!(objective = %s.name, value = %s.value, "serving");
         if let Some(every) = s.flood_every {
             let (asa, o, ttl) = (asa.clone(), o.clone(), s.ttl_ms);

@@ -142,15 +142,16 @@ fn grasp_decodes_hex_as_text_and_json() {
     );
 }
 
-/// A pcap (raw IPv6) of every message of a vector capture, in order.
-fn pcap_of(vector: &str, out: &Path) -> Vec<serde_json::Value> {
-    let path = format!(
-        "{}/../tests/vectors/graspy/{vector}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let msgs = v["messages"].as_array().unwrap().clone();
+/// One captured packet: source, destination, TCP or UDP, payload.
+struct Pkt {
+    src: (std::net::Ipv6Addr, u16),
+    dst: (std::net::Ipv6Addr, u16),
+    tcp: bool,
+    payload: Vec<u8>,
+}
+
+/// A pcap (raw IPv6) of `pkts`, in order, TCP sequence numbers per flow.
+fn write_pcap(out: &Path, pkts: &[Pkt]) {
     let file = std::fs::File::create(out).unwrap();
     let header = pcap_file::pcap::PcapHeader {
         datalink: pcap_file::DataLink::RAW,
@@ -158,23 +159,16 @@ fn pcap_of(vector: &str, out: &Path) -> Vec<serde_json::Value> {
     };
     let mut w = pcap_file::pcap::PcapWriter::with_header(file, header).unwrap();
     let mut seqs = std::collections::HashMap::new();
-    for (i, m) in msgs.iter().enumerate() {
-        let src: std::net::Ipv6Addr = m["src"].as_str().unwrap().parse().unwrap();
-        let dst: std::net::Ipv6Addr = m["dst"].as_str().unwrap().parse().unwrap();
-        let (sp, dp) = (
-            m["src_port"].as_u64().unwrap() as u16,
-            m["dst_port"].as_u64().unwrap() as u16,
-        );
-        let payload = hex::decode(m["payload_hex"].as_str().unwrap()).unwrap();
-        let b = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64);
+    for (i, p) in pkts.iter().enumerate() {
+        let b = etherparse::PacketBuilder::ipv6(p.src.0.octets(), p.dst.0.octets(), 64);
         let mut pkt = Vec::new();
-        if m["transport"] == "tcp" {
-            let seq = seqs.entry((src, sp, dst, dp)).or_insert(1000u32);
-            let b = b.tcp(sp, dp, *seq, 65535).psh().ack(1);
-            *seq = seq.wrapping_add(payload.len() as u32);
-            b.write(&mut pkt, &payload).unwrap();
+        if p.tcp {
+            let seq = seqs.entry((p.src, p.dst)).or_insert(1000u32);
+            let b = b.tcp(p.src.1, p.dst.1, *seq, 65535).psh().ack(1);
+            *seq = seq.wrapping_add(p.payload.len() as u32);
+            b.write(&mut pkt, &p.payload).unwrap();
         } else {
-            b.udp(sp, dp).write(&mut pkt, &payload).unwrap();
+            b.udp(p.src.1, p.dst.1).write(&mut pkt, &p.payload).unwrap();
         }
         let ts = std::time::Duration::from_millis(i as u64);
         w.write_packet(&pcap_file::pcap::PcapPacket::new(
@@ -184,7 +178,110 @@ fn pcap_of(vector: &str, out: &Path) -> Vec<serde_json::Value> {
         ))
         .unwrap();
     }
+}
+
+fn vector(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../tests/vectors/graspy/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn pkt_of(m: &serde_json::Value, payload: Vec<u8>) -> Pkt {
+    let addr = |k: &str, p: &str| {
+        (
+            m[k].as_str().unwrap().parse().unwrap(),
+            m[p].as_u64().unwrap() as u16,
+        )
+    };
+    Pkt {
+        src: addr("src", "src_port"),
+        dst: addr("dst", "dst_port"),
+        tcp: m["transport"] == "tcp",
+        payload,
+    }
+}
+
+/// A pcap of every message of a vector capture, as captured.
+fn pcap_of(vector_name: &str, out: &Path) -> Vec<serde_json::Value> {
+    let msgs = vector(vector_name)["messages"].as_array().unwrap().clone();
+    let pkts: Vec<Pkt> = msgs
+        .iter()
+        .map(|m| pkt_of(m, hex::decode(m["payload_hex"].as_str().unwrap()).unwrap()))
+        .collect();
+    write_pcap(out, &pkts);
     msgs
+}
+
+#[test]
+fn grasp_decrypts_our_quads_capture_with_a_key_file() {
+    // The plaintext negotiation of the vectors, sealed as our QUADS would:
+    // multicasts under the domain multicast key, the TCP session as one
+    // channel (opening, answers, later records under the late key).
+    let dir = tempfile::tempdir().unwrap();
+    let kf = grasp_quads::KeyFile {
+        domain: "lab".into(),
+        params: grasp_quads::KdfParams::default(),
+        master: grasp_quads::MasterSecret::from_bytes([7; 32]),
+    };
+    let keyfile = dir.path().join("lab.key");
+    grasp_quads::write_key_file(&keyfile, &kf, false).unwrap();
+    let sealer = grasp_quads::Sealer::new(grasp_quads::KeyRing::new(kf.key()), Default::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let msgs = vector("neg_accept.json")["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // One channel per TCP connection; its opener is its first sender.
+    let mut chans = std::collections::HashMap::new();
+    let mut pkts = Vec::new();
+    for m in &msgs {
+        let plain = hex::decode(m["payload_hex"].as_str().unwrap()).unwrap();
+        let sealed = if m["transport"] != "tcp" {
+            sealer.seal_multicast(now, &plain)
+        } else {
+            let from = (m["src"].to_string(), m["src_port"].to_string());
+            let (opener, ini, res) = chans
+                .entry(m["tcp_conn"].to_string())
+                .or_insert_with(|| (from.clone(), sealer.initiator(), sealer.responder()));
+            if from == *opener {
+                let r = ini.seal(now, &plain).unwrap();
+                res.open(now, &r).unwrap();
+                r
+            } else {
+                let r = res.seal(now, &plain).unwrap();
+                ini.open(now, &r).unwrap();
+                r
+            }
+        };
+        pkts.push(pkt_of(m, sealed));
+    }
+    let cap = dir.path().join("ours.pcap");
+    write_pcap(&cap, &pkts);
+    let o = run(
+        GRASP,
+        &[
+            "--json",
+            "--key-file",
+            keyfile.to_str().unwrap(),
+            "decode",
+            cap.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    for (g, m) in got.iter().zip(&msgs) {
+        assert_eq!(g["hex"], m["payload_hex"], "{g}");
+        assert_eq!(g["type"], m["grasp"]["name"]);
+    }
 }
 
 #[test]

@@ -317,6 +317,83 @@ fn graspd_relay_only_between_two_links() {
 }
 
 #[test]
+fn graspd_in_dull_mode_answers_only_link_local_loop_count_one() {
+    if Lab::skip_loudly("graspd_in_dull_mode_answers_only_link_local_loop_count_one") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dull.sock");
+    let conf = dir.path().join("dull.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "security = \"none\"\ndull = true\ninterfaces = [\"ba0\"]\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.dull\"\nvalue = \"1\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &b,
+        GRASPD,
+        &["--config", conf.to_str().unwrap(), "--check-config"],
+    );
+    assert!(
+        text(&o).contains("objectives allowed: EX.dull"),
+        "{}",
+        text(&o)
+    );
+    let log = dir.path().join("dull.log");
+    let mut d = Reap(spawn(
+        &b,
+        GRASPD,
+        &["--config", conf.to_str().unwrap()],
+        &log,
+    ));
+    wait_for("graspd's control socket", || {
+        if let Ok(Some(s)) = d.0.try_wait() {
+            panic!(
+                "graspd exited ({s}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        run(&b, GRASP, &["stats", "--control", sock.to_str().unwrap()])
+            .status
+            .success()
+    });
+    // Loop count 1: answered, with B's link-local locator.
+    let o = grasp(
+        &a,
+        "ab0",
+        &[
+            "--dull",
+            "--json",
+            "discover",
+            "EX.dull",
+            "--loop-count",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["locator"].as_str().unwrap().starts_with("[fe80::1:2"),
+        "{v}"
+    );
+    // Loop count 6: dropped by DULL rules (and counted), so exit 3.
+    let o = grasp(&a, "ab0", &["--timeout-ms", "500", "discover", "EX.dull"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = run(
+        &b,
+        GRASP,
+        &["--json", "stats", "--control", sock.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["engine"]["dull_dropped"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
 fn grasp_lab_netns_on_every_backend() {
     if Lab::skip_loudly("grasp_lab_netns_on_every_backend") {
         return;

@@ -252,7 +252,21 @@ async fn run(args: &Args) -> Result<Outcome> {
         } => Some(parse_value(c)?),
         _ => None,
     };
-    let cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
+    let mut cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
+    if cfg.dull {
+        // DULL allows only listed objectives: this command's.
+        let name = match &args.cmd {
+            Cmd::Discover { objective, .. }
+            | Cmd::Sync { objective, .. }
+            | Cmd::Flood { objective, .. }
+            | Cmd::GetFlood { objective, .. }
+            | Cmd::Negotiate { objective, .. }
+            | Cmd::ListenNegotiate { objective, .. }
+            | Cmd::ServeSync { objective, .. } => Some(objective.clone()),
+            _ => None,
+        };
+        cfg.dull_objectives.extend(name);
+    }
     let timeout = Duration::from_millis(args.timeout_ms);
     if let Cmd::Watch { seconds } = &args.cmd {
         return watch(&cfg, *seconds, args.json).await;

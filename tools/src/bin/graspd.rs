@@ -121,7 +121,7 @@ async fn run(cfg: NodeConfig) -> ExitCode {
         },
         None => None,
     };
-    let floods = match serve_objectives(&node.grasp, &cfg.serve).await {
+    let floods = match serve_objectives(&node.grasp, &cfg.serve, cfg.dull).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("graspd: cannot serve the configured objectives: {e}");
