@@ -254,6 +254,7 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                     f.broken = true;
                     continue;
                 }
+                #[cfg_attr(not(feature = "quads"), allow(unused_variables))]
                 let from_initiator = src == conn.initiator;
                 loop {
                     let item = match key {

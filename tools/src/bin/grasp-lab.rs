@@ -193,7 +193,7 @@ struct Secure {
 
 impl Secure {
     fn new(security: SecurityChoice, password: &str) -> Result<Self> {
-        let _ = password;
+        let _ = (security, password);
         Ok(Secure {
             #[cfg(feature = "quads")]
             quads: if security == SecurityChoice::Quads {
@@ -905,6 +905,7 @@ mod netns {
     }
 
     /// Writes a private key file, mode 0600 from creation.
+    #[cfg(feature = "tls")]
     fn write_private(p: &Path, body: &[u8]) -> Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
