@@ -214,6 +214,22 @@ fn pcap_of(vector_name: &str, out: &Path) -> Vec<serde_json::Value> {
     msgs
 }
 
+/// `grasp --json [--key-file K] decode CAP`, which must succeed: one JSON
+/// object per message.
+fn decode_json(cap: &Path, key: Option<&Path>) -> Vec<serde_json::Value> {
+    let mut args = vec!["--json".to_string()];
+    if let Some(k) = key {
+        args.extend(["--key-file".to_string(), k.to_str().unwrap().to_string()]);
+    }
+    args.extend(["decode".to_string(), cap.to_str().unwrap().to_string()]);
+    let o = run(GRASP, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn grasp_decrypts_our_quads_capture_with_a_key_file() {
     // The plaintext negotiation of the vectors, sealed as our QUADS would:
@@ -262,22 +278,8 @@ fn grasp_decrypts_our_quads_capture_with_a_key_file() {
     }
     let cap = dir.path().join("ours.pcap");
     write_pcap(&cap, &pkts);
-    let o = run(
-        GRASP,
-        &[
-            "--json",
-            "--key-file",
-            keyfile.to_str().unwrap(),
-            "decode",
-            cap.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    let got = decode_json(&cap, Some(&keyfile));
+    assert_eq!(got.len(), msgs.len(), "{got:?}");
     for (g, m) in got.iter().zip(&msgs) {
         assert_eq!(g["hex"], m["payload_hex"], "{g}");
         assert_eq!(g["type"], m["grasp"]["name"]);
@@ -289,13 +291,8 @@ fn grasp_decodes_a_plain_capture() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("sync.pcap");
     let msgs = pcap_of("sync.json", &cap);
-    let o = run(GRASP, &["--json", "decode", cap.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    let got = decode_json(&cap, None);
+    assert_eq!(got.len(), msgs.len(), "{got:?}");
     for (g, m) in got.iter().zip(&msgs) {
         assert_eq!(g["type"], m["grasp"]["name"], "{g}");
         assert_eq!(g["hex"], m["payload_hex"]);
@@ -331,22 +328,8 @@ fn grasp_decrypts_a_graspy_quads_capture_with_its_key_file() {
         false,
     )
     .unwrap();
-    let o = run(
-        GRASP,
-        &[
-            "--json",
-            "--key-file",
-            quadsk.to_str().unwrap(),
-            "decode",
-            cap.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got.len(), msgs.len(), "{}", text(&o));
+    let got = decode_json(&cap, Some(&quadsk));
+    assert_eq!(got.len(), msgs.len(), "{got:?}");
     for (g, m) in got.iter().zip(&msgs) {
         assert_eq!(g["hex"], m["decrypted_hex"], "{g}");
     }

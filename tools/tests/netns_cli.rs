@@ -61,6 +61,29 @@ impl Drop for Reap {
     }
 }
 
+/// Starts graspd in `ns` with `conf` and waits for its control socket;
+/// fails with its log if it exits first.
+fn start_graspd(ns: &Netns, conf: &Path, sock: &Path, log: &Path) -> Reap {
+    let mut d = Reap(spawn(
+        ns,
+        GRASPD,
+        &["--config", conf.to_str().unwrap()],
+        log,
+    ));
+    wait_for("graspd's control socket", || {
+        if let Ok(Some(s)) = d.0.try_wait() {
+            panic!(
+                "graspd exited ({s}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        run(ns, GRASP, &["stats", "--control", sock.to_str().unwrap()])
+            .status
+            .success()
+    });
+    d
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -106,12 +129,7 @@ fn graspd_and_every_grasp_command_between_two_namespaces() {
     }
 
     let log = dir.path().join("graspd.log");
-    let mut d = Reap(spawn(&b, GRASPD, &["--config", c], &log));
-    wait_for("graspd's control socket", || {
-        run(&b, GRASP, &["stats", "--control", sock.to_str().unwrap()])
-            .status
-            .success()
-    });
+    let mut d = start_graspd(&b, &conf, &sock, &log);
     // JSON logs on standard error.
     let first = std::fs::read_to_string(&log).unwrap();
     let line = first.lines().next().expect("graspd logged nothing");
