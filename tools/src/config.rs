@@ -180,6 +180,7 @@ struct FileConfig {
     control: ControlFile,
     serve: Vec<ServeFile>,
     asas: Vec<String>,
+    asa_loop_count: Option<u8>,
     dull_objectives: Vec<String>,
 }
 
@@ -364,6 +365,9 @@ pub struct NodeConfig {
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
     pub asas: Vec<String>,
+    /// Loop count of the built-in ASAs' objectives (how far their floods
+    /// and discoveries travel); default 4, as graspy's examples.
+    pub asa_loop_count: u8,
     /// In DULL mode, the objectives allowed (RFC 8990 §2.5.2): the file's
     /// `dull_objectives` plus every served objective.
     pub dull_objectives: Vec<String>,
@@ -516,6 +520,7 @@ impl NodeConfig {
                 .collect(),
             serve,
             asas: file.asas,
+            asa_loop_count: file.asa_loop_count.unwrap_or(4).max(1),
             file: args.config.clone(),
         })
     }

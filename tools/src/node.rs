@@ -452,6 +452,7 @@ pub async fn serve_objectives(
 pub async fn run_asas(
     node: &Node,
     names: &[String],
+    reach: u8,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
     use crate::asa::{briggs_gray, brski, prefix_manager, Transcript};
     let t = Arc::new(Transcript::logging());
@@ -459,10 +460,11 @@ pub async fn run_asas(
     for name in names {
         match name.as_str() {
             "briggs" => tasks.push(
-                briggs_gray::briggs(
+                briggs_gray::briggs_with(
                     &node.grasp,
                     rand::random(),
                     std::time::Duration::from_secs(2),
+                    reach,
                     t.clone(),
                 )
                 .await?,

@@ -380,6 +380,13 @@ fn grasp_lab_runs_on_every_backend() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // Wider than graspy's loop count of 4: the lab's ASAs reach across.
+    let o = run(LAB, &["--security", "none", "--nodes", "12", "--quiet"]);
+    assert!(
+        o.status.success() && text(&o).contains("lab OK"),
+        "{}",
+        text(&o)
+    );
     for bad in [
         &["--topology", "star"][..],
         &["--nodes", "1"],

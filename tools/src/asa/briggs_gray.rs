@@ -32,12 +32,16 @@ use super::{ms, Transcript};
 /// Step timeout of both sides.
 const STEP: Duration = Duration::from_secs(3);
 
-fn sync_obj(name: &str) -> Objective {
-    Objective::new(name, ObjectiveFlags::DISC | ObjectiveFlags::SYNCH).with_loop_count(4)
+/// The loop count graspy's Briggs gives its objectives (how many hops a
+/// discovery or flood of them travels).
+pub const REACH: u8 = 4;
+
+fn sync_obj(name: &str, reach: u8) -> Objective {
+    Objective::new(name, ObjectiveFlags::DISC | ObjectiveFlags::SYNCH).with_loop_count(reach)
 }
 
-fn loan_obj() -> Objective {
-    Objective::new("EX3", ObjectiveFlags::DISC | ObjectiveFlags::NEG)
+fn loan_obj(reach: u8) -> Objective {
+    Objective::new("EX3", ObjectiveFlags::DISC | ObjectiveFlags::NEG).with_loop_count(reach.max(6))
 }
 
 fn loan(currency: &str, amount: i64) -> Value {
@@ -57,11 +61,23 @@ pub async fn briggs(
     flood_every: Duration,
     t: Arc<Transcript>,
 ) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    briggs_with(grasp, seed, flood_every, REACH, t).await
+}
+
+/// [`briggs`] with objectives of loop count `reach` (for domains wider
+/// than graspy's 4 hops).
+pub async fn briggs_with(
+    grasp: &Grasp,
+    seed: u64,
+    flood_every: Duration,
+    reach: u8,
+    t: Arc<Transcript>,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
     let asa = grasp.register_asa("Briggs").await?;
-    let ex1 = sync_obj("EX1").with_value(Value::from("the time from Briggs"));
-    let ex2 = sync_obj("EX2")
+    let ex1 = sync_obj("EX1", reach).with_value(Value::from("the time from Briggs"));
+    let ex2 = sync_obj("EX2", reach)
         .with_value(Value::from_serialize(&(1, "two", 3)).unwrap_or_else(|_| Value::null()));
-    let ex3 = loan_obj().with_value(loan("NZD", 0));
+    let ex3 = loan_obj(reach).with_value(loan("NZD", 0));
     for o in [&ex1, &ex2, &ex3] {
         asa.register_objective(o, RegisterOptions::default())
             .await?;
@@ -88,7 +104,10 @@ pub async fn briggs(
                 )
                 .await;
             match r {
-                Ok(()) => fl_t.say("Briggs", "flooded EX1 (loop count 4, ttl 60 s)"),
+                Ok(()) => fl_t.say(
+                    "Briggs",
+                    format!("flooded EX1 (loop count {reach}, ttl 60 s)"),
+                ),
                 Err(e) => fl_t.say("Briggs", format!("flood failed: {e}")),
             }
         }
@@ -225,8 +244,19 @@ pub async fn gray(
     flood_wait: Duration,
     t: &Transcript,
 ) -> Result<GrayReport, ApiError> {
+    gray_with(grasp, seed, flood_wait, REACH, t).await
+}
+
+/// [`gray`] discovering and negotiating with loop count `reach`.
+pub async fn gray_with(
+    grasp: &Grasp,
+    seed: u64,
+    flood_wait: Duration,
+    reach: u8,
+    t: &Transcript,
+) -> Result<GrayReport, ApiError> {
     let asa = grasp.register_asa("Gray").await?;
-    let r = gray_as(&asa, seed, flood_wait, t).await;
+    let r = gray_as(&asa, seed, flood_wait, reach, t).await;
     // Gone when done, so Gray can run again on the same node.
     asa.deregister().await?;
     r
@@ -236,6 +266,7 @@ async fn gray_as(
     asa: &Asa,
     seed: u64,
     flood_wait: Duration,
+    reach: u8,
     t: &Transcript,
 ) -> Result<GrayReport, ApiError> {
     let mut report = GrayReport::default();
@@ -245,7 +276,7 @@ async fn gray_as(
     let t0 = Instant::now();
     let found = asa
         .discover(
-            &sync_obj("EX2"),
+            &sync_obj("EX2", reach),
             DiscoverOptions::first(Duration::from_secs(2)),
         )
         .await?;
@@ -266,7 +297,9 @@ async fn gray_as(
     report.discovery = Some((at.locator.to_string(), at.diverted, took));
 
     let t0 = Instant::now();
-    let got = asa.synchronize(&sync_obj("EX2"), Some(at), STEP).await?;
+    let got = asa
+        .synchronize(&sync_obj("EX2", reach), Some(at), STEP)
+        .await?;
     let v = got.value.map(|v| v.to_string()).unwrap_or_default();
     let took = t0.elapsed();
     t.say("Gray", format!("synchronized EX2 = {v} in {}", ms(took)));
@@ -278,7 +311,7 @@ async fn gray_as(
     let iwant: i64 = rng.random_range(10..500);
     let limit = iwant * 7 / 10;
     let t0 = Instant::now();
-    let o = loan_obj().with_value(loan("NZD", iwant));
+    let o = loan_obj(reach).with_value(loan("NZD", iwant));
     asa.register_objective(&o, RegisterOptions::default())
         .await?;
     t.say(

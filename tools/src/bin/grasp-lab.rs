@@ -37,7 +37,7 @@ use grasp_engine::transport::{
 };
 use grasp_engine::wire::Locator;
 use grasp_engine::Grasp;
-use grasp_tools::asa::briggs_gray::{briggs, gray, GrayReport, LoanResult};
+use grasp_tools::asa::briggs_gray::{briggs_with, gray_with, GrayReport, LoanResult, REACH};
 use grasp_tools::asa::{ms, Transcript};
 use grasp_tools::config::SecurityChoice;
 
@@ -316,14 +316,24 @@ async fn fabric_lab(
         grasp_tools::outln!();
     }
     let t = Arc::new(Transcript::new(args.quiet));
-    let bank = briggs(
+    // Loop counts that reach across the topology (graspy's 4 at least).
+    let reach = REACH.max(u8::try_from(d[far] + 1).unwrap_or(u8::MAX));
+    let bank = briggs_with(
         &nodes[far].grasp,
         args.seed,
         Duration::from_secs(1),
+        reach,
         t.clone(),
     )
     .await?;
-    let report = gray(&nodes[0].grasp, args.seed + 1, Duration::from_secs(5), &t).await?;
+    let report = gray_with(
+        &nodes[0].grasp,
+        args.seed + 1,
+        Duration::from_secs(5),
+        reach,
+        &t,
+    )
+    .await?;
     bank.abort();
     let mut counts = Vec::new();
     for node in &nodes {
@@ -754,6 +764,7 @@ mod netns {
             .filter(|&i| d[i] != usize::MAX)
             .max_by_key(|&i| (d[i], i))
             .unwrap_or(n - 1);
+        let reach = REACH.max(u8::try_from(d[far] + 1).unwrap_or(u8::MAX));
         let creds = credentials(dir.path(), security, n, &args.password)?;
         if !args.quiet {
             grasp_tools::outln!(
@@ -775,7 +786,11 @@ mod netns {
             let mut cfg = format!(
                 "security = \"{security}\"\ninterfaces = [{}]\nrescan_secs = 1\n{}\n[control]\nsocket = \"{}\"\n",
                 ifaces.join(", "),
-                if i == far { "asas = [\"briggs\"]" } else { "relay_only = true" },
+                if i == far {
+                    format!("asas = [\"briggs\"]\nasa_loop_count = {reach}")
+                } else {
+                    "relay_only = true".to_string()
+                },
                 control.display()
             );
             cfg.push_str(&creds.config(i));
@@ -831,7 +846,8 @@ mod netns {
                 let cfg = NodeConfig::resolve(&node_args, &DaemonOverrides::default())?;
                 let node = grasp_tools::node::Node::start(&cfg).await?;
                 let t = Transcript::new(quiet);
-                let r = gray(&node.grasp, seed + 1, Duration::from_secs(12), &t).await?;
+                let r =
+                    gray_with(&node.grasp, seed + 1, Duration::from_secs(12), reach, &t).await?;
                 let s = node.grasp.stats().await?.0;
                 Ok((r, s))
             })

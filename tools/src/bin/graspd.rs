@@ -128,7 +128,7 @@ async fn run(cfg: NodeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let asas = match run_asas(&node, &cfg.asas).await {
+    let asas = match run_asas(&node, &cfg.asas, cfg.asa_loop_count).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("graspd: cannot start the configured ASAs: {e}");
