@@ -754,3 +754,27 @@ fn response_rate_limit_per_interface() {
     assert_eq!(e.stats().responses_sent, 4);
     assert_eq!(e.stats().response_rate_limited, 4);
 }
+
+#[test]
+fn messages_are_counted_by_type_whatever_their_shape() {
+    let mut c = crate::proto::MessageCounts::default();
+    for m in [
+        &[0x81, 0x00][..],         // [M_NOOP]
+        &[0x83, 0x04, 0x01, 0xf6], // M_REQ_SYN
+        &[0x82, 0x18, 0x63, 0x01], // M_INVALID (99)
+        &[0x83, 0x07, 0x01, 0x19], // M_WAIT
+        &[0x82, 0x0c, 0x00],       // type 12: other
+        &[0xa1, 0x00, 0x00],       // not an array: other
+        &[],                       // nothing: other
+        &[0x98, 0x18, 0x09],       // a long array head: M_FLOOD
+    ] {
+        c.count(m);
+    }
+    assert_eq!(c.get("M_NOOP"), 1);
+    assert_eq!(c.get("M_REQ_SYN"), 1);
+    assert_eq!(c.get("M_INVALID"), 1);
+    assert_eq!(c.get("M_WAIT"), 1);
+    assert_eq!(c.get("M_FLOOD"), 1);
+    assert_eq!(c.get("other"), 3);
+    assert_eq!(c.total(), 8);
+}

@@ -546,9 +546,10 @@ impl MessageCounts {
             Some(0x99) => 3,
             _ => 0,
         };
-        let t = match msg.get(skip..skip + 2) {
-            Some([t, _]) if skip > 0 && *t < 24 => u64::from(*t),
-            Some([0x18, t]) if skip > 0 => u64::from(*t),
+        let t = match (skip, msg.get(skip), msg.get(skip + 1)) {
+            (0, _, _) => u64::MAX,
+            (_, Some(t), _) if *t < 24 => u64::from(*t),
+            (_, Some(0x18), Some(t)) => u64::from(*t),
             _ => u64::MAX,
         };
         let i = match t {
