@@ -162,6 +162,11 @@ impl Lab {
         )
     }
 
+    /// Removes an address from an interface.
+    pub fn del_addr(&self, ns: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
+        ip(&["-n", &ns.name, "addr", "del", cidr, "dev", ifname])
+    }
+
     /// Deletes an interface (a veth end takes its peer with it).
     pub fn del_link(&self, ns: &Netns, ifname: &str) -> Result<(), String> {
         ip(&["-n", &ns.name, "link", "del", ifname])

@@ -209,8 +209,9 @@ fn engine_three_node_line_with_a_relay_over_the_plain_acp() {
 }
 
 /// Interfaces that come and go while a node runs: a link added after start
-/// is joined and used (discovery over it finds a node there), and a link
-/// deleted is dropped; the engine hears of both.
+/// is joined and used (discovery over it finds a node there), a link
+/// deleted is dropped, and a changed address becomes the node's locator;
+/// the engine hears of each.
 #[test]
 fn interfaces_coming_and_going_are_followed() {
     if Lab::skip_loudly("interfaces_coming_and_going_are_followed") {
@@ -225,6 +226,8 @@ fn interfaces_coming_and_going_are_followed() {
     let (deleted_tx, deleted_rx) = oneshot::channel::<()>();
     let (c_ready_tx, c_ready_rx) = oneshot::channel::<()>();
     let (done_c_tx, done_c_rx) = oneshot::channel::<()>();
+    let (readdressed_tx, readdressed_rx) = std::sync::mpsc::channel::<()>();
+    let (readdressed_tx2, readdressed_rx2) = oneshot::channel::<()>();
     let a = spawn_in(&na, move || async move {
         // Every usable interface, rescanned every 200 ms.
         let (t, inbound) =
@@ -291,6 +294,22 @@ fn interfaces_coming_and_going_are_followed() {
         let (stats, _) = g.stats().await.unwrap();
         assert!(stats.sent.get("M_DISCOVERY") >= 2, "{stats:?}");
         assert!(stats.received.get("M_SYNCH") >= 1, "{stats:?}");
+        // The node's address changes: the locator follows.
+        readdressed_tx.send(()).unwrap();
+        readdressed_rx2.await.unwrap();
+        let mut n = 0;
+        while !t.node_locator().to_string().starts_with("[fd00:9::1]") && n < 50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            n += 1;
+        }
+        assert!(
+            t.node_locator().to_string().starts_with("[fd00:9::1]"),
+            "{}",
+            t.node_locator()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (stats, _) = g.stats().await.unwrap();
+        assert!(stats.interface_changes >= 3, "{stats:?}");
     });
     started_rx.recv_timeout(T).unwrap();
     lab.link(2, (&na, "ac0"), (&nc, "ca0")).unwrap();
@@ -310,6 +329,12 @@ fn interfaces_coming_and_going_are_followed() {
     c.join().expect("C panicked").unwrap();
     lab.del_link(&na, "ac0").unwrap();
     deleted_tx.send(()).unwrap();
+    readdressed_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap();
+    lab.del_addr(&na, "ab0", "fd00:1::1/64").unwrap();
+    lab.addr(&na, "ab0", "fd00:9::1/64").unwrap();
+    readdressed_tx2.send(()).unwrap();
     a.join().expect("A panicked").unwrap();
 }
 
