@@ -444,3 +444,138 @@ fn grasp_lab_netns_on_every_backend() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn grasp_and_graspd_over_quads_and_tls_made_with_the_key_tools() {
+    if Lab::skip_loudly("grasp_and_graspd_over_quads_and_tls_made_with_the_key_tools") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    // A QUADS key file from quadsmaker, a CA and two nodes from grasp-ca.
+    let mut q = Command::new(env!("CARGO_BIN_EXE_quadsmaker"))
+        .args([
+            "new",
+            "--domain",
+            "lab",
+            "--out",
+            &format!("{d}/lab.key"),
+            "--password-stdin",
+        ])
+        .args(["--m-kib", "64", "--t", "1", "--p", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        q.stdin
+            .take()
+            .unwrap()
+            .write_all(b"lab-password\n")
+            .unwrap();
+    }
+    assert!(q.wait().unwrap().success());
+    let ca = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_grasp-ca"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    ca(&["init", "--domain", "lab", "--dir", &format!("{d}/ca")]);
+    for n in ["a.lab", "b.lab"] {
+        ca(&[
+            "issue",
+            n,
+            "--ca",
+            &format!("{d}/ca"),
+            "--out",
+            &format!("{d}/nodes"),
+        ]);
+    }
+    let backends = [
+        ("quads", format!("[quads]\nkey_file = \"{d}/lab.key\"\n"), vec!["--key-file".to_string(), format!("{d}/lab.key")]),
+        (
+            "tls",
+            format!("[tls]\ncert = \"{d}/nodes/b.lab.crt\"\nkey = \"{d}/nodes/b.lab.key\"\nca = \"{d}/ca/ca.crt\"\n"),
+            vec![
+                "--cert".into(),
+                format!("{d}/nodes/a.lab.crt"),
+                "--key".into(),
+                format!("{d}/nodes/a.lab.key"),
+                "--ca".into(),
+                format!("{d}/ca/ca.crt"),
+            ],
+        ),
+    ];
+    for (security, section, flags) in backends {
+        let sock = dir.path().join(format!("{security}.sock"));
+        let conf = dir.path().join(format!("{security}.toml"));
+        std::fs::write(
+            &conf,
+            format!(
+                "security = \"{security}\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.sec\"\nvalue = '\"{security}\"'\n{section}",
+                sock.display()
+            ),
+        )
+        .unwrap();
+        let _d = start_graspd(
+            &b,
+            &conf,
+            &sock,
+            &dir.path().join(format!("{security}.log")),
+        );
+        let mut args: Vec<&str> = vec!["--security", security, "-i", "ab0"];
+        args.extend(flags.iter().map(String::as_str));
+        let with = |extra: &[&str]| {
+            let mut v = args.clone();
+            v.extend_from_slice(extra);
+            run(&a, GRASP, &v)
+        };
+        let o = with(&["sync", "EX.sec"]);
+        assert!(o.status.success(), "{security}: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!("EX.sec = \"{security}\"")),
+            "{security}: {}",
+            text(&o)
+        );
+        let o = with(&["negotiate", "EX3", "[\"NZD\", 30]"]);
+        assert!(o.status.success(), "{security}: {}", text(&o));
+        // The other side's counters show the backend at work.
+        let o = run(
+            &b,
+            GRASP,
+            &["--json", "stats", "--control", sock.to_str().unwrap()],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["security"], security);
+        match security {
+            "quads" => assert!(v["quads"]["opened"].as_u64().unwrap() >= 2, "{v}"),
+            _ => {
+                assert_eq!(v["tls"]["identity"], "b.lab", "{v}");
+                assert!(v["tls"]["streams_accepted"].as_u64().unwrap() >= 2, "{v}");
+            }
+        }
+        // Without the key, nothing: QUADS drops the stranger, exit 3.
+        if security == "quads" {
+            let o = run(
+                &a,
+                GRASP,
+                &[
+                    "--security",
+                    "none",
+                    "-i",
+                    "ab0",
+                    "--timeout-ms",
+                    "500",
+                    "discover",
+                    "EX.sec",
+                ],
+            );
+            assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        }
+    }
+}
