@@ -12,7 +12,7 @@
 //! grasp --key-file domain.key serve-sync EX.demo '{"a": 1}' --seconds 60
 //! grasp --key-file domain.key watch --seconds 30
 //! grasp decode 8304...            # or a capture: grasp decode trace.pcap [--key-file K]
-//! grasp stats --control /run/graspd.sock
+//! grasp stats                    # graspd's counters (--control /run/graspd/graspd.sock)
 //! ```
 //!
 //! Values: CBOR diagnostic notation or JSON (`42`, `"text"`, `[1, "two"]`,
@@ -158,13 +158,13 @@ enum Cmd {
     /// Print a running graspd's counters (its control socket).
     Stats {
         /// graspd's control socket.
-        #[arg(long, default_value = "/run/graspd.sock")]
+        #[arg(long, default_value = "/run/graspd/graspd.sock")]
         control: std::path::PathBuf,
     },
     /// Make a running graspd re-read its key or certificate files.
     Reload {
         /// graspd's control socket.
-        #[arg(long, default_value = "/run/graspd.sock")]
+        #[arg(long, default_value = "/run/graspd/graspd.sock")]
         control: std::path::PathBuf,
     },
 }
