@@ -2,7 +2,8 @@
 //! pcapng: Ethernet, Linux cooked v1/v2 or raw IP), UDP multicasts and TCP
 //! sessions, decrypting QUADS with the domain's key file (ours, or graspy's
 //! `quadsk.py`). TLS sessions cannot be read; the TLS backend's multicasts
-//! are signed, not encrypted, and are shown as envelopes.
+//! are signed, not encrypted: their messages are shown (signatures are not
+//! checked here).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -56,11 +57,27 @@ fn load_key(args: &NodeArgs) -> Result<Key> {
     bail!("this build has no QUADS support; rebuild with `--features quads` to decrypt")
 }
 
+/// The GRASP message inside a TLS-backend multicast (the signed envelope
+/// `[1, 0, scheme, counter, time_ms, cert|fingerprint, message, signature]`
+/// of `grasp_tls::multicast`): readable by anyone, its signature not
+/// checked here.
+fn signed_payload(b: &[u8]) -> Option<Vec<u8>> {
+    let p = grasp_acp::envelope::parse(b, 1).ok()?;
+    match (p.kind, p.fields.len(), p.fields.get(4)) {
+        (0, 5, Some(grasp_acp::envelope::Item::Bytes(m))) => Some(m.to_vec()),
+        _ => None,
+    }
+}
+
 impl Key {
     /// A multicast payload as a GRASP message.
     fn multicast(&self, b: &[u8]) -> Result<Vec<u8>, String> {
         match self {
-            Key::None => Ok(b.to_vec()),
+            Key::None => Ok(decode(b)
+                .ok()
+                .map(|_| b.to_vec())
+                .or_else(|| signed_payload(b))
+                .unwrap_or_else(|| b.to_vec())),
             #[cfg(feature = "quads")]
             Key::Legacy(k) => k.decrypt(b).map_err(|e| e.to_string()),
             #[cfg(feature = "quads")]

@@ -230,6 +230,7 @@ fn decode_json(cap: &Path, key: Option<&Path>) -> Vec<serde_json::Value> {
         .collect()
 }
 
+#[cfg(feature = "quads")]
 #[test]
 fn grasp_decrypts_our_quads_capture_with_a_key_file() {
     // The plaintext negotiation of the vectors, sealed as our QUADS would:
@@ -299,6 +300,7 @@ fn grasp_decodes_a_plain_capture() {
     }
 }
 
+#[cfg(feature = "quads")]
 #[test]
 fn grasp_decrypts_a_graspy_quads_capture_with_its_key_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,4 +397,22 @@ fn grasp_lab_runs_on_every_backend() {
         let o = run(LAB, bad);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));
     }
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn grasp_decode_reads_the_message_inside_a_tls_signed_multicast() {
+    let (ca, key) = grasp_tls::certs::new_ca("lab", 1).unwrap();
+    let (c, k) = grasp_tls::certs::issue_node(&ca, &key.to_string(), "a.lab", 1).unwrap();
+    let id = grasp_tls::NodeIdentity::from_pem(&c, &k, &ca, std::time::SystemTime::now()).unwrap();
+    let mc = grasp_tls::multicast::Multicast::new(&id).unwrap();
+    // graspy's M_DISCOVERY for EX.neg, signed as the TLS backend sends it.
+    let msg = hex::decode("84011afb620a5550fd000001000000000000000000000001846645582e6e65670306f6")
+        .unwrap();
+    let signed = mc.sign(std::time::SystemTime::now(), &msg).unwrap();
+    let o = run(GRASP, &["--json", "decode", &hex::encode(&signed)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["type"], "M_DISCOVERY", "{v}");
+    assert_eq!(v["hex"], hex::encode(&msg));
 }
