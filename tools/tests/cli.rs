@@ -403,7 +403,7 @@ fn grasp_lab_runs_on_every_backend() {
 #[test]
 fn grasp_decode_reads_the_message_inside_a_tls_signed_multicast() {
     let (ca, key) = grasp_tls::certs::new_ca("lab", 1).unwrap();
-    let (c, k) = grasp_tls::certs::issue_node(&ca, &key.to_string(), "a.lab", 1).unwrap();
+    let (c, k) = grasp_tls::certs::issue_node(&ca, key.as_ref(), "a.lab", 1).unwrap();
     let id = grasp_tls::NodeIdentity::from_pem(&c, &k, &ca, std::time::SystemTime::now()).unwrap();
     let mc = grasp_tls::multicast::Multicast::new(&id).unwrap();
     // graspy's M_DISCOVERY for EX.neg, signed as the TLS backend sends it.
