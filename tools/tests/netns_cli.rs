@@ -235,6 +235,38 @@ fn graspd_and_every_grasp_command_between_two_namespaces() {
         text(&o)
     );
 
+    // A flood tagged with a locator arrives with it.
+    let slog2 = dir.path().join("tagged.log");
+    let _g = Reap(spawn(
+        &b,
+        GRASP,
+        &[
+            "--security",
+            "none",
+            "-i",
+            "ba0",
+            "--json",
+            "get-flood",
+            "EX.tagged",
+            "--wait",
+            "10",
+        ],
+        &slog2,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = grasp(
+        &a,
+        "ab0",
+        &["flood", "EX.tagged", "1", "--locator", "[fd00:1::1]:7400"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut g = _g;
+    let st = g.0.wait().unwrap();
+    let got = std::fs::read_to_string(slog2.with_extension("out")).unwrap();
+    assert!(st.success(), "{got}");
+    let v: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
+    assert_eq!(v["value"], "1");
+    assert_eq!(v["locator"], "[fd00:1::1]:7400/6", "{v}");
     // A flood from A reaches graspd (counted), and stats show it all.
     let o = grasp(
         &a,

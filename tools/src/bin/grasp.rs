@@ -90,6 +90,10 @@ enum Cmd {
         /// Loop count (1: this link only).
         #[arg(long, default_value_t = 6)]
         loop_count: u8,
+        /// Tag the flood with a TCP locator, `[address]:port`; `[::]:port`
+        /// means "my link-local address on each link" (graspy's `::`).
+        #[arg(long)]
+        locator: Option<SocketAddr>,
     },
     /// Wait for a flood of an objective and print what arrived.
     GetFlood {
@@ -326,6 +330,7 @@ async fn run(args: &Args) -> Result<Outcome> {
             objective,
             ttl,
             loop_count,
+            locator,
             ..
         } => {
             let o = Objective::new(objective, sync_flags)
@@ -338,7 +343,7 @@ async fn run(args: &Args) -> Result<Outcome> {
                 *ttl,
                 vec![TaggedObjective {
                     objective: o.clone(),
-                    locator: None,
+                    locator: locator.map(|l| peer_locator(l).locator),
                 }],
             )
             .await
