@@ -183,7 +183,23 @@ struct Conn {
     observer: Option<grasp_quads::ChannelObserver>,
 }
 
+/// Largest capture read (it is read whole).
+const MAX_CAPTURE: u64 = 512 << 20;
+/// TCP directions followed at once; later ones are skipped (and said so).
+const MAX_FLOWS: usize = 65_536;
+
 fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > MAX_CAPTURE {
+        bail!(
+            "{} is {} MiB; split it first (editcap -c) — at most {} MiB are read",
+            path.display(),
+            len >> 20,
+            MAX_CAPTURE >> 20
+        );
+    }
     let mut raw = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut raw))
@@ -193,6 +209,7 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
     let limits = Limits::default();
     let mut flows: HashMap<(SocketAddr, SocketAddr), Flow> = HashMap::new();
     let mut conns: HashMap<(SocketAddr, SocketAddr), Conn> = HashMap::new();
+    let mut too_many = false;
     for (t, link, data) in packets {
         let Some((src_ip, dst_ip, l4)) = ip_layer(link, &data) else {
             continue;
@@ -223,6 +240,13 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                     SocketAddr::new(src_ip, sport),
                     SocketAddr::new(dst_ip, dport),
                 );
+                if flows.len() >= MAX_FLOWS && !flows.contains_key(&(src, dst)) {
+                    if !too_many {
+                        too_many = true;
+                        eprintln!("grasp: more than {MAX_FLOWS} TCP flows; later ones are skipped");
+                    }
+                    continue;
+                }
                 let ckey = if src < dst { (src, dst) } else { (dst, src) };
                 let conn = conns.entry(ckey).or_insert_with(|| Conn {
                     initiator: src,
