@@ -65,6 +65,10 @@ pub struct Config {
     /// How often to look for interfaces that came or went and addresses
     /// that changed; `None` never looks again after binding.
     pub rescan_interval: Option<Duration>,
+    /// Start even when the interfaces wanted are not there yet (a daemon
+    /// started before its links); they are used when they appear. Default
+    /// false: a missing or unusable interface is an error at bind.
+    pub wait_for_interfaces: bool,
 }
 
 impl Default for Config {
@@ -82,6 +86,7 @@ impl Default for Config {
             framer: None,
             layer: None,
             rescan_interval: Some(Duration::from_secs(5)),
+            wait_for_interfaces: false,
         }
     }
 }
@@ -102,6 +107,12 @@ impl Config {
     /// Splits TCP streams with `framer` instead of as CBOR items.
     pub fn framer(mut self, framer: Arc<dyn Framer>) -> Self {
         self.framer = Some(framer);
+        self
+    }
+
+    /// Starts without the wanted interfaces, waiting for them.
+    pub fn wait_for_interfaces(mut self, on: bool) -> Self {
+        self.wait_for_interfaces = on;
         self
     }
 
@@ -170,10 +181,22 @@ impl Drop for Transport {
 /// and starts the receive tasks. Must be called inside a tokio runtime.
 pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Error> {
     let all = host_interfaces()?;
-    let interfaces = select(&all, config.interfaces.as_deref())?;
+    let interfaces = if config.wait_for_interfaces {
+        let present = crate::interfaces::select_present(&all, config.interfaces.as_deref());
+        if present.is_empty() {
+            warn!(
+                wanted = ?config.interfaces,
+                "no usable GRASP interface yet; waiting for one to appear"
+            );
+        }
+        present
+    } else {
+        select(&all, config.interfaces.as_deref())?
+    };
     let node_addr = config
         .node_address
         .or_else(|| preferred_address(&all, &interfaces))
+        .or(config.wait_for_interfaces.then_some(Ipv6Addr::UNSPECIFIED))
         .ok_or(Error::NoInterfaces)?;
 
     let (listener, send, port) = bind_unicast_pair(&config)?;

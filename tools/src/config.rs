@@ -373,6 +373,9 @@ pub struct NodeConfig {
     pub dull_objectives: Vec<String>,
     /// Where the file was, if any.
     pub file: Option<PathBuf>,
+    /// Start without the interfaces and wait for them (graspd), rather than
+    /// fail (the one-shot `grasp` commands).
+    pub wait_for_interfaces: bool,
 }
 
 /// Overrides that only `graspd` has.
@@ -522,6 +525,7 @@ impl NodeConfig {
             asas: file.asas,
             asa_loop_count: file.asa_loop_count.unwrap_or(4).max(1),
             file: args.config.clone(),
+            wait_for_interfaces: false,
         })
     }
 

@@ -60,7 +60,8 @@ pub fn plain_config(cfg: &NodeConfig) -> grasp_acp::plain::Config {
     let mut p = grasp_acp::plain::Config::default()
         .port(cfg.port)
         .listen_self(cfg.listen_self)
-        .rescan_interval(Some(cfg.rescan));
+        .rescan_interval(Some(cfg.rescan))
+        .wait_for_interfaces(cfg.wait_for_interfaces);
     if let Some(i) = &cfg.interfaces {
         p = p.interfaces(i.iter().map(String::as_str));
     }
@@ -381,16 +382,37 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
     }
     // Interfaces last: keys and certificates are checked wherever this runs.
     let all = grasp_acp::interfaces::host_interfaces().map_err(|e| e.to_string())?;
-    let chosen = grasp_acp::interfaces::select(&all, cfg.interfaces.as_deref())
-        .map_err(|e| format!("interfaces: {e} (run `ip -6 addr` to see what this host has)"))?;
+    let present = grasp_acp::interfaces::select_present(&all, cfg.interfaces.as_deref());
+    let missing: Vec<&String> = cfg
+        .interfaces
+        .iter()
+        .flatten()
+        .filter(|n| !present.iter().any(|p| &p.name == *n))
+        .collect();
+    if present.is_empty() && cfg.interfaces.is_none() {
+        return Err(
+            "interfaces: no usable interface now (up, multicast, not loopback, with an IPv6 link-local address); run `ip -6 addr` to see what this host has"
+                .into(),
+        );
+    }
     found.push(format!(
         "interfaces now: {}",
-        chosen
-            .iter()
-            .map(|i| format!("{} ({})", i.name, i.link_local))
-            .collect::<Vec<_>>()
-            .join(", ")
+        if present.is_empty() {
+            "none".to_string()
+        } else {
+            present
+                .iter()
+                .map(|i| format!("{} ({})", i.name, i.link_local))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     ));
+    if !missing.is_empty() {
+        found.push(format!(
+            "not usable yet: {} (graspd starts anyway and uses them when they appear with a link-local address)",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     Ok(found)
 }
 

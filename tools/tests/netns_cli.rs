@@ -611,3 +611,41 @@ fn grasp_and_graspd_over_quads_and_tls_made_with_the_key_tools() {
         }
     }
 }
+
+#[test]
+fn graspd_started_before_its_link_uses_it_when_it_appears() {
+    if Lab::skip_loudly("graspd_started_before_its_link_uses_it_when_it_appears") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns().unwrap();
+    let b = lab.netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("late.sock");
+    let conf = dir.path().join("late.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "security = \"none\"\ninterfaces = [\"late0\"]\nrescan_secs = 1\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.late\"\nvalue = \"2\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &b,
+        GRASPD,
+        &["--config", conf.to_str().unwrap(), "--check-config"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not usable yet: late0"), "{}", text(&o));
+    let _d = start_graspd(&b, &conf, &sock, &dir.path().join("late.log"));
+    // The link appears after graspd started.
+    lab.link(3, (&a, "la0"), (&b, "late0")).unwrap();
+    let mut found = None;
+    wait_for("graspd to use its new link", || {
+        let o = grasp(&a, "la0", &["--timeout-ms", "500", "sync", "EX.late"]);
+        found = Some(text(&o));
+        o.status.success()
+    });
+    assert!(found.unwrap().contains("EX.late = 2"));
+}

@@ -58,7 +58,11 @@ fn main() -> ExitCode {
         control: args.control.clone(),
     };
     let cfg = match NodeConfig::resolve(&args.node, &overrides) {
-        Ok(c) => c,
+        // A daemon may start before its links are up.
+        Ok(c) => NodeConfig {
+            wait_for_interfaces: true,
+            ..c
+        },
         Err(e) => {
             eprintln!("graspd: configuration error: {e}");
             return ExitCode::from(2);
