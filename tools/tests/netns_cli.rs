@@ -649,3 +649,36 @@ fn graspd_started_before_its_link_uses_it_when_it_appears() {
     });
     assert!(found.unwrap().contains("EX.late = 2"));
 }
+
+#[test]
+fn listen_self_lets_two_nodes_on_one_host_find_each_other() {
+    if Lab::skip_loudly("listen_self_lets_two_nodes_on_one_host_find_each_other") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (_a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("self.sock");
+    let conf = dir.path().join("self.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "security = \"none\"\ninterfaces = [\"ba0\"]\nlisten_self = true\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.self\"\nvalue = \"3\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let _d = start_graspd(&b, &conf, &sock, &dir.path().join("self.log"));
+    // Another node on the same host and link finds graspd only when its
+    // own multicasts loop back to the host (listen_self).
+    let o = grasp(&b, "ba0", &["--listen-self", "sync", "EX.self"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("EX.self = 3"), "{}", text(&o));
+    let o = grasp(&b, "ba0", &["--timeout-ms", "500", "discover", "EX.self"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "without listen_self: {}",
+        text(&o)
+    );
+}
