@@ -448,7 +448,7 @@ pub async fn serve_objectives(
         if !dull {
             asa.listen_synchronize(&o).await?;
         }
-        info!(objective = %s.name, value = %s.value, "serving");
+        info!(objective = %s.name, flood_every = ?s.flood_every, "serving");
         if let Some(every) = s.flood_every {
             let (asa, o, ttl) = (asa.clone(), o.clone(), s.ttl_ms);
             tasks.push(tokio::spawn(async move {

@@ -74,7 +74,8 @@ impl Transcript {
             what: what.into(),
         };
         if self.sink == Sink::Log {
-            tracing::info!(asa = %line.who, "{}", line.what);
+            // Logs carry what the ASA did, never the values it exchanged.
+            tracing::info!(asa = %line.who, "{}", redact(&line.what));
         }
         if self.sink == Sink::Print {
             crate::outln!(
@@ -94,6 +95,36 @@ impl Transcript {
     pub fn lines(&self) -> Vec<Line> {
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// `what` with the values taken out (numbers become `#`, quoted text and
+/// structured values `…`), for logs: a daemon logs what its ASAs do, not
+/// the payloads they exchange.
+pub fn redact(what: &str) -> String {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut quoted = false;
+    for tok in what.split(' ') {
+        let opens = tok.chars().filter(|c| matches!(c, '[' | '{')).count() as i32;
+        let closes = tok.chars().filter(|c| matches!(c, ']' | '}')).count() as i32;
+        let quotes = tok.matches('"').count();
+        let inside = depth > 0 || quoted || opens > 0 || quotes > 0;
+        depth += opens - closes;
+        if quotes % 2 == 1 {
+            quoted = !quoted;
+        }
+        let bare = tok.trim_matches(|c: char| matches!(c, ',' | ';' | ')' | '(' | ':' | '.'));
+        if inside {
+            if out.last() != Some(&"…".to_string()) {
+                out.push("…".to_string());
+            }
+        } else if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit() || c == '-') {
+            out.push(tok.replace(bare, "#"));
+        } else {
+            out.push(tok.to_string());
+        }
+    }
+    out.join(" ")
 }
 
 /// The time a step took, for people.
@@ -130,4 +161,30 @@ pub fn fabric_line(n: usize, seed: u64) -> Vec<grasp_engine::Grasp> {
             grasp_engine::Grasp::start(t, inbound, grasp_engine::proto::Config::default())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn logs_keep_the_story_not_the_values() {
+        assert_eq!(
+            redact("asked for NZD 40; reserves 287"),
+            "asked for NZD #; reserves #"
+        );
+        assert_eq!(redact("offers 112"), "offers #");
+        assert_eq!(
+            redact("has the EX1 flood = \"the time from Briggs\" from fd00::3 (loop count 3 on arrival)"),
+            "has the EX1 flood = … from fd00::3 (loop count # on arrival)"
+        );
+        assert_eq!(
+            redact("synchronized EX2 = [1, \"two\", 3] in 0.41 ms"),
+            "synchronized EX2 = … in 0.41 ms"
+        );
+        assert_eq!(
+            redact("declines: Insufficient funds"),
+            "declines: Insufficient funds"
+        );
+    }
 }
