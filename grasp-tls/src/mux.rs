@@ -714,9 +714,18 @@ fn remove(st: &mut State, sid: u64) -> Option<Slot> {
 /// Makes an authenticated connection to a peer.
 pub(crate) type Dial<'a> = &'a (dyn Fn() -> BoxFuture<'a, Result<Channel, AcpError>> + Sync);
 
+/// A pooled connection being dialled or dialled: every channel waiting for
+/// it gets the same result (a failed dial is not retried by each waiter in
+/// turn; the next channel after it dials afresh).
+type Dialling = Arc<tokio::sync::OnceCell<Result<Arc<Conn>, String>>>;
+
+fn live(slot: &Dialling) -> Option<&Arc<Conn>> {
+    slot.get().and_then(|r| r.as_ref().ok())
+}
+
 /// Dialled connections, one per peer, reused by every channel to it.
 pub(crate) struct Pool {
-    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::OnceCell<Arc<Conn>>>>>,
+    conns: Mutex<HashMap<SocketAddr, Dialling>>,
     cfg: MuxConfig,
     max_msg: usize,
     pub(crate) counters: Arc<Counters>,
@@ -740,7 +749,7 @@ impl Pool {
         self.max_msg
     }
 
-    fn conns(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<tokio::sync::OnceCell<Arc<Conn>>>>> {
+    fn conns(&self) -> MutexGuard<'_, HashMap<SocketAddr, Dialling>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -767,7 +776,7 @@ impl Pool {
             let cell = {
                 let mut conns = self.conns();
                 if !conns.contains_key(&peer) && conns.len() >= self.cfg.max_pooled {
-                    conns.retain(|_, c| c.get().is_some_and(|c| !c.is_closed()));
+                    conns.retain(|_, c| live(c).is_some_and(|c| !c.is_closed()));
                 }
                 if !conns.contains_key(&peer) && conns.len() >= self.cfg.max_pooled {
                     None
@@ -783,13 +792,18 @@ impl Pool {
                 return ch.ok_or(AcpError::Closed);
             };
             let conn = match cell
-                .get_or_try_init(|| async { dial().await.map(|ch| self.dialled(ch)) })
+                .get_or_init(|| async {
+                    dial()
+                        .await
+                        .map(|ch| self.dialled(ch))
+                        .map_err(|e| e.to_string())
+                })
                 .await
             {
                 Ok(c) => c.clone(),
                 Err(e) => {
                     self.forget(peer, &cell);
-                    return Err(e);
+                    return Err(AcpError::Backend(e.clone().into()));
                 }
             };
             if let Some(ch) = conn.open() {
@@ -802,7 +816,7 @@ impl Pool {
         Err(AcpError::Closed)
     }
 
-    fn forget(&self, peer: SocketAddr, cell: &Arc<tokio::sync::OnceCell<Arc<Conn>>>) {
+    fn forget(&self, peer: SocketAddr, cell: &Dialling) {
         let mut conns = self.conns();
         if conns.get(&peer).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             conns.remove(&peer);
@@ -814,7 +828,7 @@ impl Pool {
     pub(crate) fn retire_all(&self) {
         let old: Vec<_> = self.conns().drain().collect();
         for (_, cell) in old {
-            if let Some(c) = cell.get() {
+            if let Some(c) = live(&cell) {
                 c.retire();
             }
         }
@@ -825,7 +839,7 @@ impl Pool {
         self.conns()
             .values()
             .filter(|c| {
-                c.get().is_some_and(|c| {
+                live(c).is_some_and(|c| {
                     let st = c.state();
                     !st.closed && !st.retired
                 })
@@ -995,6 +1009,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_dial_fails_every_waiter_once_and_the_next_channel_dials_again() {
+        let pool = Pool::new(MuxConfig::default(), MAX);
+        let dials = AtomicUsize::new(0);
+        let dial = || {
+            dials.fetch_add(1, Ordering::Relaxed);
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(AcpError::Refused(addr(9)))
+            }
+            .boxed()
+        };
+        let all = futures::future::join_all((0..10).map(|_| pool.channel(addr(9), &dial))).await;
+        assert!(all.iter().all(|r| r.is_err()));
+        assert_eq!(dials.load(Ordering::Relaxed), 1, "one dial for ten waiters");
+        assert!(pool.channel(addr(9), &dial).await.is_err());
+        assert_eq!(
+            dials.load(Ordering::Relaxed),
+            2,
+            "the next channel dials afresh"
+        );
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test]
     async fn a_stream_whose_reader_falls_behind_is_reset_alone() {
         let cfg = MuxConfig {
             stream_queue: 4,
@@ -1137,7 +1175,7 @@ mod tests {
             lab.accepted_tx.clone(),
         );
         let conn = lab.pool.dialled(near);
-        let cell = Arc::new(tokio::sync::OnceCell::new_with(Some(conn)));
+        let cell = Arc::new(tokio::sync::OnceCell::new_with(Some(Ok(conn))));
         lab.pool.conns().insert(addr(2), cell);
         let mut c = lab.channel().await;
         c.io.send(msg(1)).await.unwrap();
