@@ -3,7 +3,7 @@
 //! --netns on each backend. Namespaces are created and deleted by the
 //! tests; nothing leaves them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,29 @@ impl Drop for Reap {
     }
 }
 
+/// Writes graspd's configuration `name.toml` in `dir`: `body` (top-level
+/// settings first, then tables) and a control socket `name.sock`.
+/// Returns (configuration, socket).
+fn daemon_config(dir: &Path, name: &str, body: &str) -> (PathBuf, PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let conf = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &conf,
+        format!("{body}\n[control]\nsocket = \"{}\"\n", sock.display()),
+    )
+    .unwrap();
+    (conf, sock)
+}
+
+/// `graspd --config CONF --check-config` in `ns`.
+fn check_config(ns: &Netns, conf: &Path) -> Output {
+    run(
+        ns,
+        GRASPD,
+        &["--config", conf.to_str().unwrap(), "--check-config"],
+    )
+}
+
 /// Starts graspd in `ns` with `conf` and waits for its control socket;
 /// fails with its log if it exits first.
 fn start_graspd(ns: &Netns, conf: &Path, sock: &Path, log: &Path) -> Reap {
@@ -103,16 +126,11 @@ fn graspd_and_every_grasp_command_between_two_namespaces() {
     let mut lab = Lab::new();
     let (a, b) = lab.pair().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("graspd.sock");
-    let conf = dir.path().join("graspd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "security = \"none\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[log]\nformat = \"json\"\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.site\"\nvalue = '{{\"site\": \"lab-1\"}}'\nflood_every_secs = 1\nloop_count = 3\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "graspd",
+        "security = \"none\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[log]\nformat = \"json\"\n[[serve]]\nname = \"EX.site\"\nvalue = '{\"site\": \"lab-1\"}'\nflood_every_secs = 1\nloop_count = 3",
+    );
     let c = conf.to_str().unwrap();
 
     // --check-config inside the namespace: explains and finds ba0.
@@ -374,21 +392,12 @@ fn graspd_in_dull_mode_answers_only_link_local_loop_count_one() {
     let mut lab = Lab::new();
     let (a, b) = lab.pair().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("dull.sock");
-    let conf = dir.path().join("dull.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "security = \"none\"\ndull = true\ninterfaces = [\"ba0\"]\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.dull\"\nvalue = \"1\"\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let o = run(
-        &b,
-        GRASPD,
-        &["--config", conf.to_str().unwrap(), "--check-config"],
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "dull",
+        "security = \"none\"\ndull = true\ninterfaces = [\"ba0\"]\n[[serve]]\nname = \"EX.dull\"\nvalue = \"1\"",
     );
+    let o = check_config(&b, &conf);
     assert!(
         text(&o).contains("objectives allowed: EX.dull"),
         "{}",
@@ -544,16 +553,11 @@ fn grasp_and_graspd_over_quads_and_tls_made_with_the_key_tools() {
         ),
     ];
     for (security, section, flags) in backends {
-        let sock = dir.path().join(format!("{security}.sock"));
-        let conf = dir.path().join(format!("{security}.toml"));
-        std::fs::write(
-            &conf,
-            format!(
-                "security = \"{security}\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.sec\"\nvalue = '\"{security}\"'\n{section}",
-                sock.display()
-            ),
-        )
-        .unwrap();
+        let (conf, sock) = daemon_config(
+            dir.path(),
+            security,
+            &format!("security = \"{security}\"\ninterfaces = [\"ba0\"]\nasas = [\"briggs\"]\n[[serve]]\nname = \"EX.sec\"\nvalue = '\"{security}\"'\n{section}"),
+        );
         let _d = start_graspd(
             &b,
             &conf,
@@ -621,21 +625,12 @@ fn graspd_started_before_its_link_uses_it_when_it_appears() {
     let a = lab.netns().unwrap();
     let b = lab.netns().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("late.sock");
-    let conf = dir.path().join("late.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "security = \"none\"\ninterfaces = [\"late0\"]\nrescan_secs = 1\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.late\"\nvalue = \"2\"\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let o = run(
-        &b,
-        GRASPD,
-        &["--config", conf.to_str().unwrap(), "--check-config"],
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "late",
+        "security = \"none\"\ninterfaces = [\"late0\"]\nrescan_secs = 1\n[[serve]]\nname = \"EX.late\"\nvalue = \"2\"",
     );
+    let o = check_config(&b, &conf);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not usable yet: late0"), "{}", text(&o));
     let _d = start_graspd(&b, &conf, &sock, &dir.path().join("late.log"));
@@ -658,16 +653,11 @@ fn listen_self_lets_two_nodes_on_one_host_find_each_other() {
     let mut lab = Lab::new();
     let (_a, b) = lab.pair().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("self.sock");
-    let conf = dir.path().join("self.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "security = \"none\"\ninterfaces = [\"ba0\"]\nlisten_self = true\n[control]\nsocket = \"{}\"\n[[serve]]\nname = \"EX.self\"\nvalue = \"3\"\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "self",
+        "security = \"none\"\ninterfaces = [\"ba0\"]\nlisten_self = true\n[[serve]]\nname = \"EX.self\"\nvalue = \"3\"",
+    );
     let _d = start_graspd(&b, &conf, &sock, &dir.path().join("self.log"));
     // Another node on the same host and link finds graspd only when its
     // own multicasts loop back to the host (listen_self).
