@@ -203,10 +203,11 @@ fn tls_failed(peer: SocketAddr, e: std::io::Error) -> AcpError {
     AcpError::Auth(format!("TLS with {peer}: {e}"))
 }
 
-/// Both ends must speak this backend's framing ([`crate::mux`]).
-fn check_alpn(peer: SocketAddr, alpn: Option<&[u8]>) -> Result<(), AcpError> {
-    if alpn == Some(crate::mux::ALPN) {
-        return Ok(());
+/// After either side's handshake: both ends must speak this backend's
+/// framing ([`crate::mux`]); the peer's identity is its certificate name.
+fn established(peer: SocketAddr, conn: &rustls::CommonState) -> Result<Option<String>, AcpError> {
+    if conn.alpn_protocol() == Some(crate::mux::ALPN) {
+        return Ok(peer_name(conn.peer_certificates()));
     }
     Err(AcpError::Auth(format!(
         "TLS with {peer}: the peer does not speak {} (another GRASP TLS mapping or version)",
@@ -227,8 +228,7 @@ impl TlsLayer {
         let acceptor = self.current().server;
         async move {
             let tls = acceptor.accept(io).await.map_err(|e| tls_failed(peer, e))?;
-            check_alpn(peer, tls.get_ref().1.alpn_protocol())?;
-            let identity = peer_name(tls.get_ref().1.peer_certificates());
+            let identity = established(peer, tls.get_ref().1)?;
             Ok(LayeredIo {
                 io: Box::new(tls),
                 identity,
@@ -254,8 +254,7 @@ impl TlsLayer {
                 .connect(name, io)
                 .await
                 .map_err(|e| tls_failed(peer, e))?;
-            check_alpn(peer, tls.get_ref().1.alpn_protocol())?;
-            let identity = peer_name(tls.get_ref().1.peer_certificates());
+            let identity = established(peer, tls.get_ref().1)?;
             Ok(LayeredIo {
                 io: Box::new(tls),
                 identity,
