@@ -107,6 +107,56 @@ fn uint(item: Option<&Item<'_>>) -> Result<u64, DropReason> {
     }
 }
 
+/// The header of a multicast record `[1, 0, key_id, sender, counter, time_ms, ct]`.
+struct MulticastHeader {
+    key_id: KeyId,
+    sender: [u8; 8],
+    counter: u64,
+    time_ms: u64,
+}
+
+impl MulticastHeader {
+    fn of(p: &record::Parsed<'_>) -> Result<Self, DropReason> {
+        if p.kind != kind::MULTICAST || p.fields.len() != 4 {
+            return Err(DropReason::Malformed);
+        }
+        let sender = match p.fields.get(1) {
+            Some(Item::Bytes(b)) => (*b).try_into().map_err(|_| DropReason::Malformed)?,
+            _ => return Err(DropReason::Malformed),
+        };
+        let counter = uint(p.fields.get(2))?;
+        if counter > u64::from(u32::MAX) {
+            return Err(DropReason::Malformed);
+        }
+        Ok(MulticastHeader {
+            key_id: key_id(p.fields.first())?,
+            sender,
+            counter,
+            time_ms: uint(p.fields.get(3))?,
+        })
+    }
+
+    /// Sender ‖ 32-bit counter.
+    fn nonce(&self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&self.sender);
+        n[8..].copy_from_slice(&(self.counter as u32).to_be_bytes());
+        n
+    }
+}
+
+/// The header of a channel's opening record `[1, 1, key_id, cr, time_ms, ct]`.
+fn opening_header(p: &record::Parsed<'_>) -> Result<(KeyId, [u8; 16], u64), DropReason> {
+    if p.kind != kind::OPEN || p.fields.len() != 3 {
+        return Err(DropReason::Malformed);
+    }
+    Ok((
+        key_id(p.fields.first())?,
+        bytes16(p.fields.get(1))?,
+        uint(p.fields.get(2))?,
+    ))
+}
+
 /// Counters of what was sealed, opened and dropped.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -354,31 +404,16 @@ impl Sealer {
 
     fn open_multicast_inner(&self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = record::parse(rec)?;
-        if p.kind != kind::MULTICAST || p.fields.len() != 4 {
-            return Err(DropReason::Malformed);
-        }
-        let id = key_id(p.fields.first())?;
-        let sender: [u8; 8] = match p.fields.get(1) {
-            Some(Item::Bytes(b)) => (*b).try_into().map_err(|_| DropReason::Malformed)?,
-            _ => return Err(DropReason::Malformed),
-        };
-        let counter = uint(p.fields.get(2))?;
-        let t = uint(p.fields.get(3))?;
-        if counter > u64::from(u32::MAX) {
-            return Err(DropReason::Malformed);
-        }
+        let m = MulticastHeader::of(&p)?;
         let ring = self.ring();
-        let key = ring.get(&id).ok_or(DropReason::UnknownKey)?;
-        if !self.fresh(t, now_ms) {
+        let key = ring.get(&m.key_id).ok_or(DropReason::UnknownKey)?;
+        if !self.fresh(m.time_ms, now_ms) {
             return Err(DropReason::Stale);
         }
-        let mut nonce = [0u8; 12];
-        nonce[..8].copy_from_slice(&sender);
-        nonce[8..].copy_from_slice(&(counter as u32).to_be_bytes());
-        let pt = open_ct(key.multicast(), &nonce, p.header, p.last)?;
+        let pt = open_ct(key.multicast(), &m.nonce(), p.header, p.last)?;
         // Only authenticated records move the window.
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if !w.accept(sender, counter) {
+        if !w.accept(m.sender, m.counter) {
             return Err(DropReason::Replay);
         }
         Ok(pt)
@@ -625,12 +660,7 @@ impl UnicastSession {
                 Ok(pt)
             }
             State::ResponderNew { sr: fixed_sr } => {
-                if p.kind != kind::OPEN || p.fields.len() != 3 {
-                    return Err(DropReason::Malformed);
-                }
-                let id = key_id(p.fields.first())?;
-                let cr = bytes16(p.fields.get(1))?;
-                let t = uint(p.fields.get(2))?;
+                let (id, cr, t) = opening_header(&p)?;
                 let key: &DomainKey = ring.get(&id).ok_or(DropReason::UnknownKey)?;
                 // Within the clock window, and not from before this node
                 // started (its replay cache starts empty).
@@ -701,22 +731,9 @@ impl Observer {
     /// Opens a captured multicast record.
     pub fn multicast(&self, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = record::parse(rec)?;
-        if p.kind != kind::MULTICAST || p.fields.len() != 4 {
-            return Err(DropReason::Malformed);
-        }
-        let key = self
-            .ring
-            .get(&key_id(p.fields.first())?)
-            .ok_or(DropReason::UnknownKey)?;
-        let sender: [u8; 8] = match p.fields.get(1) {
-            Some(Item::Bytes(b)) => (*b).try_into().map_err(|_| DropReason::Malformed)?,
-            _ => return Err(DropReason::Malformed),
-        };
-        let counter = u32::try_from(uint(p.fields.get(2))?).map_err(|_| DropReason::Malformed)?;
-        let mut n = [0u8; 12];
-        n[..8].copy_from_slice(&sender);
-        n[8..].copy_from_slice(&counter.to_be_bytes());
-        open_ct(key.multicast(), &n, p.header, p.last)
+        let m = MulticastHeader::of(&p)?;
+        let key = self.ring.get(&m.key_id).ok_or(DropReason::UnknownKey)?;
+        open_ct(key.multicast(), &m.nonce(), p.header, p.last)
     }
 
     /// A captured unicast channel: feed each direction's records in the
@@ -759,11 +776,7 @@ impl ChannelObserver {
     pub fn from_initiator(&mut self, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = record::parse(rec)?;
         if p.kind == kind::OPEN {
-            if p.fields.len() != 3 {
-                return Err(DropReason::Malformed);
-            }
-            let id = key_id(p.fields.first())?;
-            let cr = bytes16(p.fields.get(1))?;
+            let (id, cr, _) = opening_header(&p)?;
             let key = self.ring.get(&id).ok_or(DropReason::UnknownKey)?;
             let mut ch = LazyAead::new(key.channel_key(&cr));
             let pt = open_ct(ch.get(), &nonce(C2S, 0), p.header, p.last)?;
