@@ -28,33 +28,30 @@ enum Key {
 }
 
 fn load_key(args: &NodeArgs) -> Result<Key> {
-    let Some(_p) = &args.key_file else {
-        #[cfg(feature = "quads")]
-        if let Some(pw) = &args.password {
-            let pw = grasp_quads::Password::new(pw.as_str())?;
-            let k = grasp_quads::DomainKey::from_password(
-                &pw,
-                &args.domain,
-                grasp_quads::KdfParams::default(),
-            )?;
-            return Ok(Key::Quads(grasp_quads::Observer::new(
-                grasp_quads::KeyRing::new(k),
-            )));
-        }
-        return Ok(Key::None);
+    use crate::config::QuadsKeySource;
+    let src = match (&args.key_file, &args.password) {
+        (Some(p), _) => QuadsKeySource::File(p.clone()),
+        (None, Some(pw)) => QuadsKeySource::Password {
+            password: zeroize::Zeroizing::new(pw.clone()),
+            domain: args.domain.clone(),
+        },
+        (None, None) => return Ok(Key::None),
     };
     #[cfg(feature = "quads")]
     {
-        if crate::node::is_graspy_key_file(_p) {
-            return Ok(Key::Legacy(grasp_quads::legacy::read_quadsk(_p)?));
-        }
-        let k = grasp_quads::read_key_file(_p)?.key();
-        Ok(Key::Quads(grasp_quads::Observer::new(
-            grasp_quads::KeyRing::new(k),
-        )))
+        use crate::node::QuadsKey;
+        Ok(match crate::node::load_quads_key(&src)? {
+            QuadsKey::Graspy(k) => Key::Legacy(k),
+            QuadsKey::Ours { key, .. } => {
+                Key::Quads(grasp_quads::Observer::new(grasp_quads::KeyRing::new(*key)))
+            }
+        })
     }
     #[cfg(not(feature = "quads"))]
-    bail!("this build has no QUADS support; rebuild with `--features quads` to decrypt")
+    {
+        let _ = src;
+        bail!("this build has no QUADS support; rebuild with `--features quads` to decrypt")
+    }
 }
 
 /// The GRASP message inside a TLS-backend multicast (the signed envelope

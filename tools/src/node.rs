@@ -99,22 +99,22 @@ async fn bind(
         }
         #[cfg(feature = "quads")]
         SecurityChoice::Quads => {
-            use crate::config::QuadsKeySource;
-            match cfg.quads.as_ref() {
-                Some(QuadsKeySource::File(p)) if is_graspy_key_file(p) => {
-                    let key = grasp_quads::legacy::read_quadsk(p)
-                        .map_err(|e| NodeError::Key(e.to_string()))?;
+            let src = cfg
+                .quads
+                .as_ref()
+                .ok_or_else(|| NodeError::Key("no key configured".into()))?;
+            match load_quads_key(src)? {
+                QuadsKey::Graspy(key) => {
                     let (t, i) = grasp_quads::legacy::bind_plain_legacy(plain, key)
                         .await
                         .map_err(|e| bind_err(&e))?;
                     Ok((t.clone(), i, Backend::Legacy(t)))
                 }
-                src => {
-                    let key = quads_key(src)?;
+                QuadsKey::Ours { key, .. } => {
                     info!(key_id = %key.id(), "QUADS key loaded");
                     let (t, i) = grasp_quads::bind_plain(
                         plain,
-                        grasp_quads::KeyRing::new(key),
+                        grasp_quads::KeyRing::new(*key),
                         grasp_quads::QuadsConfig::default(),
                     )
                     .await
@@ -162,22 +162,61 @@ pub fn is_graspy_key_file(p: &std::path::Path) -> bool {
     p.extension().is_some_and(|e| e == "py")
 }
 
+/// A QUADS key as configured: ours, or graspy's (legacy QUADS).
 #[cfg(feature = "quads")]
-fn quads_key(
-    src: Option<&crate::config::QuadsKeySource>,
-) -> Result<grasp_quads::DomainKey, NodeError> {
-    use crate::config::QuadsKeySource;
-    match src {
-        Some(QuadsKeySource::File(p)) => grasp_quads::read_key_file(p)
-            .map(|k| k.key())
-            .map_err(|e| NodeError::Key(e.to_string())),
-        Some(QuadsKeySource::Password { password, domain }) => {
-            let pw = grasp_quads::Password::new(password.as_str())
-                .map_err(|e| NodeError::Key(e.to_string()))?;
-            grasp_quads::DomainKey::from_password(&pw, domain, grasp_quads::KdfParams::default())
-                .map_err(|e| NodeError::Key(e.to_string()))
+pub enum QuadsKey {
+    /// A quadsmaker key file or a password: our QUADS.
+    Ours {
+        /// The domain key (boxed: its cipher states are large).
+        key: Box<grasp_quads::DomainKey>,
+        /// The domain, when a key file names it.
+        domain: Option<String>,
+    },
+    /// graspy's `quadsk.py`: legacy QUADS, for graspy interop only.
+    Graspy(grasp_quads::legacy::LegacyKey),
+}
+
+#[cfg(feature = "quads")]
+impl std::fmt::Debug for QuadsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Identifiers only, never key material.
+        match self {
+            QuadsKey::Ours { key, domain } => write!(f, "QuadsKey::Ours({}, {domain:?})", key.id()),
+            QuadsKey::Graspy(k) => write!(f, "QuadsKey::Graspy({})", k.fingerprint()),
         }
-        None => Err(NodeError::Key("no key configured".into())),
+    }
+}
+
+/// Loads the QUADS key `src` names: a key file (quadsmaker's, or graspy's
+/// `quadsk.py`), or a password and domain (argon2id).
+#[cfg(feature = "quads")]
+pub fn load_quads_key(src: &crate::config::QuadsKeySource) -> Result<QuadsKey, NodeError> {
+    use crate::config::QuadsKeySource;
+    let key_err = |e: grasp_quads::Error| NodeError::Key(e.to_string());
+    match src {
+        QuadsKeySource::File(p) if is_graspy_key_file(p) => Ok(QuadsKey::Graspy(
+            grasp_quads::legacy::read_quadsk(p).map_err(key_err)?,
+        )),
+        QuadsKeySource::File(p) => {
+            let f = grasp_quads::read_key_file(p).map_err(key_err)?;
+            Ok(QuadsKey::Ours {
+                key: Box::new(f.key()),
+                domain: Some(f.domain),
+            })
+        }
+        QuadsKeySource::Password { password, domain } => {
+            let pw = grasp_quads::Password::new(password.as_str()).map_err(key_err)?;
+            let key = grasp_quads::DomainKey::from_password(
+                &pw,
+                domain,
+                grasp_quads::KdfParams::default(),
+            )
+            .map_err(key_err)?;
+            Ok(QuadsKey::Ours {
+                key: Box::new(key),
+                domain: None,
+            })
+        }
     }
 }
 
@@ -215,9 +254,20 @@ impl Node {
             }
             #[cfg(feature = "quads")]
             Backend::Quads(t) => {
-                let key = quads_key(self.config.quads.as_ref()).map_err(|e| e.to_string())?;
+                let src = self
+                    .config
+                    .quads
+                    .as_ref()
+                    .ok_or("no QUADS key configured")?;
+                let QuadsKey::Ours { key, .. } = load_quads_key(src).map_err(|e| e.to_string())?
+                else {
+                    return Err(
+                        "the key file is now graspy's: restart graspd to change QUADS flavour"
+                            .into(),
+                    );
+                };
                 let id = key.id();
-                let ring = grasp_quads::KeyRing::new(key);
+                let ring = grasp_quads::KeyRing::new(*key);
                 t.set_keys(ring);
                 Ok(format!("QUADS key reloaded: key id {id}"))
             }
@@ -349,22 +399,18 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
     match cfg.security {
         #[cfg(feature = "quads")]
         SecurityChoice::Quads => match cfg.quads.as_ref() {
-            Some(crate::config::QuadsKeySource::File(p)) if is_graspy_key_file(p) => {
-                let k = grasp_quads::legacy::read_quadsk(p)
-                    .map_err(|e| format!("quads.key_file: {e}"))?;
-                found.push(format!(
-                    "graspy legacy QUADS key (fingerprint {}): NO INTEGRITY PROTECTION, for graspy interop only",
-                    k.fingerprint()
-                ));
-            }
-            Some(crate::config::QuadsKeySource::File(p)) => {
-                let k =
-                    grasp_quads::read_key_file(p).map_err(|e| format!("quads.key_file: {e}"))?;
-                found.push(format!(
-                    "QUADS key id {} for domain {:?}",
-                    k.key().id(),
-                    k.domain
-                ));
+            Some(src @ crate::config::QuadsKeySource::File(_)) => {
+                match load_quads_key(src).map_err(|e| format!("quads.key_file: {e}"))? {
+                    QuadsKey::Graspy(k) => found.push(format!(
+                        "graspy legacy QUADS key (fingerprint {}): NO INTEGRITY PROTECTION, for graspy interop only",
+                        k.fingerprint()
+                    )),
+                    QuadsKey::Ours { key, domain } => found.push(format!(
+                        "QUADS key id {} for domain {:?}",
+                        key.id(),
+                        domain.unwrap_or_default()
+                    )),
+                }
             }
             _ => found.push("QUADS key from a password (derived at start)".into()),
         },
