@@ -114,22 +114,48 @@ fn links(topology: &str, n: usize) -> Result<Vec<(usize, usize)>> {
     })
 }
 
-/// Hops from node 0 to every node.
-fn distances(n: usize, links: &[(usize, usize)]) -> Vec<usize> {
-    let mut d = vec![usize::MAX; n];
-    d[0] = 0;
-    let mut q = VecDeque::from([0]);
+/// Breadth-first from `root`: each node's hop count and the node before it
+/// on a shortest path from `root` (`usize::MAX` where unreachable).
+fn bfs(n: usize, links: &[(usize, usize)], root: usize) -> (Vec<usize>, Vec<usize>) {
+    let (mut d, mut prev) = (vec![usize::MAX; n], vec![usize::MAX; n]);
+    d[root] = 0;
+    prev[root] = root;
+    let mut q = VecDeque::from([root]);
     while let Some(x) = q.pop_front() {
         for &(a, b) in links {
             for (u, v) in [(a, b), (b, a)] {
                 if u == x && d[v] == usize::MAX {
                     d[v] = d[x] + 1;
+                    prev[v] = x;
                     q.push_back(v);
                 }
             }
         }
     }
-    d
+    (d, prev)
+}
+
+/// Where Briggs goes (the node farthest from Gray's N1, the highest-
+/// numbered of the farthest), how far that is, and the loop count that
+/// reaches across (graspy's 4 at least).
+struct Roles {
+    far: usize,
+    hops: usize,
+    reach: u8,
+}
+
+fn roles(n: usize, links: &[(usize, usize)]) -> Roles {
+    let d = bfs(n, links, 0).0;
+    let far = (0..n)
+        .filter(|&i| d[i] != usize::MAX)
+        .max_by_key(|&i| (d[i], i))
+        .unwrap_or(n - 1);
+    let hops = d[far];
+    Roles {
+        far,
+        hops,
+        reach: REACH.max(u8::try_from(hops + 1).unwrap_or(u8::MAX)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -290,11 +316,7 @@ async fn fabric_lab(
             transport: t,
         });
     }
-    let d = distances(n, topo);
-    let far = (0..n)
-        .filter(|&i| d[i] != usize::MAX)
-        .max_by_key(|&i| (d[i], i))
-        .unwrap_or(n - 1);
+    let Roles { far, hops, reach } = roles(n, topo);
     if !args.quiet {
         grasp_tools::outln!(
             "grasp-lab: {n} nodes, {} topology, security {security}{}; Gray on N1, Briggs on N{} ({} hop(s) away)",
@@ -305,7 +327,7 @@ async fn fabric_lab(
                 SecurityChoice::None => " (NO security: a lab)",
             },
             far + 1,
-            d[far]
+            hops
         );
         for (a, b) in topo {
             grasp_tools::outln!("  link N{} -- N{}", a + 1, b + 1);
@@ -316,8 +338,6 @@ async fn fabric_lab(
         grasp_tools::outln!();
     }
     let t = Arc::new(Transcript::new(args.quiet));
-    // Loop counts that reach across the topology (graspy's 4 at least).
-    let reach = REACH.max(u8::try_from(d[far] + 1).unwrap_or(u8::MAX));
     let bank = briggs_with(
         &nodes[far].grasp,
         args.seed,
@@ -638,19 +658,8 @@ mod netns {
         from: usize,
         to: usize,
     ) -> Option<(usize, usize)> {
-        let mut prev = vec![usize::MAX; n];
-        prev[to] = to;
-        let mut q = VecDeque::from([to]);
-        while let Some(x) = q.pop_front() {
-            for &(a, b) in topo {
-                for (u, v) in [(a, b), (b, a)] {
-                    if u == x && prev[v] == usize::MAX {
-                        prev[v] = x;
-                        q.push_back(v);
-                    }
-                }
-            }
-        }
+        // A shortest path from `to` back to `from` gives the first hop.
+        let prev = bfs(n, topo, to).1;
         let hop = prev[from];
         if hop == usize::MAX || from == to {
             return None;
@@ -759,12 +768,7 @@ mod netns {
                 }
             }
         }
-        let d = distances(n, topo);
-        let far = (0..n)
-            .filter(|&i| d[i] != usize::MAX)
-            .max_by_key(|&i| (d[i], i))
-            .unwrap_or(n - 1);
-        let reach = REACH.max(u8::try_from(d[far] + 1).unwrap_or(u8::MAX));
+        let Roles { far, reach, .. } = roles(n, topo);
         let creds = credentials(dir.path(), security, n, &args.password)?;
         if !args.quiet {
             grasp_tools::outln!(
