@@ -166,10 +166,13 @@ pub fn run(input: &str, args: &NodeArgs, json_out: bool) -> Result<usize> {
 }
 
 /// A TCP direction being put back together.
+#[derive(Default)]
 struct Flow {
     buf: BytesMut,
     next_seq: Option<u32>,
     broken: bool,
+    /// Messages shown from this direction so far.
+    shown: usize,
 }
 
 /// Both directions of one TCP connection.
@@ -254,25 +257,15 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                     },
                 });
                 if syn {
-                    if !payload.is_empty() {
-                        // Data on a SYN is not expected from GRASP peers.
-                    }
-                    let f = flows.entry((src, dst)).or_insert_with(|| Flow {
-                        buf: BytesMut::new(),
-                        next_seq: None,
-                        broken: false,
-                    });
-                    f.next_seq = Some(seq.wrapping_add(1));
+                    // The stream starts after the SYN (GRASP peers send no
+                    // data on it).
+                    flows.entry((src, dst)).or_default().next_seq = Some(seq.wrapping_add(1));
                     continue;
                 }
                 if payload.is_empty() {
                     continue;
                 }
-                let f = flows.entry((src, dst)).or_insert_with(|| Flow {
-                    buf: BytesMut::new(),
-                    next_seq: None,
-                    broken: false,
-                });
+                let f = flows.entry((src, dst)).or_default();
                 match f.next_seq {
                     Some(n) if seq != n => {
                         // A retransmission (already seen) or a gap.
@@ -334,13 +327,13 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                             None => Err("no key".into()),
                         },
                     };
-                    // Not GRASP at all (another protocol on TCP): skip the flow.
-                    if let Ok(m) = &msg {
-                        if decode(m).is_err() && p.count == 0 && matches!(key, Key::None) {
-                            f.broken = true;
-                            break;
-                        }
+                    // A flow whose first item is not GRASP is another
+                    // protocol on TCP (or ciphertext without a key): skip it.
+                    if f.shown == 0 && msg.as_ref().map_or(true, |m| decode(m).is_err()) {
+                        f.broken = true;
+                        break;
                     }
+                    f.shown += 1;
                     p.show(Some(t), &src.to_string(), &dst.to_string(), "tcp", msg);
                 }
             }
