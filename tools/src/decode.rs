@@ -328,9 +328,13 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                         },
                     };
                     // A flow whose first item is not GRASP is another
-                    // protocol on TCP (or ciphertext without a key): skip it.
+                    // protocol on TCP: skipped. With a key, one that does
+                    // not open is shown once (a wrong key?), then skipped.
                     if f.shown == 0 && msg.as_ref().map_or(true, |m| decode(m).is_err()) {
                         f.broken = true;
+                        if !matches!(key, Key::None) {
+                            p.show(Some(t), &src.to_string(), &dst.to_string(), "tcp", msg);
+                        }
                         break;
                     }
                     f.shown += 1;
