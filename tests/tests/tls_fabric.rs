@@ -78,6 +78,21 @@ async fn serve(g: &Grasp, name: &str, v: &str) -> grasp_engine::Asa {
     asa
 }
 
+/// A node outside the domain neither discovers `probe` nor synchronizes
+/// it from `member`.
+async fn shut_out(node: &Grasp, probe: &Objective, member: &AsaLocator) {
+    let asa = node.register_asa("stranger").await.unwrap();
+    let found = asa
+        .discover(probe, DiscoverOptions::all(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(asa
+        .synchronize(probe, Some(member.clone()), T)
+        .await
+        .is_err());
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_operation_over_tls_across_a_relay() {
     let ca = Ca::new("lab");
@@ -155,16 +170,7 @@ async fn strangers_are_refused_and_the_engine_carries_on() {
 
     // Another CA's node: its discovery is dropped, its channel refused.
     let (x, _tx) = node(&f, "X", &[&l], &other.identity("x.other"));
-    let asa_x = x.register_asa("X").await.unwrap();
-    let found = asa_x
-        .discover(&probe, DiscoverOptions::all(Duration::from_millis(300)))
-        .await
-        .unwrap();
-    assert!(found.is_empty(), "{found:?}");
-    assert!(asa_x
-        .synchronize(&probe, Some(b_loc.clone()), T)
-        .await
-        .is_err());
+    shut_out(&x, &probe, &b_loc).await;
     // A node whose certificate has expired.
     let (e, _te) = node(&f, "E", &[&l], &ca.identity_at("e.lab", true));
     let asa_e = e.register_asa("E").await.unwrap();
@@ -177,16 +183,7 @@ async fn strangers_are_refused_and_the_engine_carries_on() {
     let mut c = Config::default();
     c.allow_insecure = true;
     let p = Grasp::start(pt.clone(), pti, c);
-    let asa_p = p.register_asa("P").await.unwrap();
-    let found = asa_p
-        .discover(&probe, DiscoverOptions::all(Duration::from_millis(300)))
-        .await
-        .unwrap();
-    assert!(found.is_empty(), "{found:?}");
-    assert!(asa_p
-        .synchronize(&probe, Some(b_loc.clone()), T)
-        .await
-        .is_err());
+    shut_out(&p, &probe, &b_loc).await;
     // A member's multicast, tampered with and replayed by the plaintext node.
     let m = Multicast::new(&ca.identity("m.lab")).unwrap();
     let noop = Message::Noop.encode();
