@@ -60,20 +60,20 @@ async fn start(
     (Grasp::start(t.clone(), inbound, Config::default()), t)
 }
 
+/// A domain CA: certificate and key, PEM.
+fn new_ca(name: &str) -> (String, String) {
+    let (c, k) = grasp_tls::certs::new_ca(name, 30).unwrap();
+    (c, k.to_string())
+}
+
 #[test]
 fn tls_over_the_plain_acp() {
     if Lab::skip_loudly("tls_over_the_plain_acp") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = {
-        let (c, k) = grasp_tls::certs::new_ca("lab", 30).unwrap();
-        (c, k.to_string())
-    };
-    let other = {
-        let (c, k) = grasp_tls::certs::new_ca("other", 30).unwrap();
-        (c, k.to_string())
-    };
+    let ca = new_ca("lab");
+    let other = new_ca("other");
     let fa = node_files(dir.path(), &ca, "a.lab");
     let fb = node_files(dir.path(), &ca, "b.lab");
     let fx = node_files(dir.path(), &other, "x.other");
@@ -195,10 +195,7 @@ fn renewed_certificate_is_picked_up_without_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = {
-        let (c, k) = grasp_tls::certs::new_ca("lab", 30).unwrap();
-        (c, k.to_string())
-    };
+    let ca = new_ca("lab");
     let fa = node_files(dir.path(), &ca, "a.lab");
     let fb = node_files(dir.path(), &ca, "b.lab");
     let mut lab = Lab::new();
