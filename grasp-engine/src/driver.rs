@@ -22,7 +22,8 @@ use tracing::{debug, info, trace, warn};
 
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, ChannelId, Command, CommandId, Engine, Event, Reply, SessionHandle, Transmit,
+    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, Reply, SessionHandle,
+    Transmit,
 };
 use crate::transport::{AcpTransport, Inbound, InboundStream, MessageIo};
 use crate::wire::Objective;
@@ -63,7 +64,9 @@ enum ChanOut {
 
 enum ChanEvent {
     Msg(ChannelId, Bytes),
-    Closed(ChannelId),
+    Closed(ChannelId, ChannelEnd),
+    /// A message queued for the channel that was never written.
+    Unsent(Bytes),
     ConnectFailed(ChannelId, String),
     /// The transport authenticated the peer of an outgoing channel.
     Identity(ChannelId, String),
@@ -157,10 +160,17 @@ impl Driver {
     fn on_chan_event(&mut self, ev: ChanEvent) {
         match ev {
             ChanEvent::Msg(id, msg) => self.engine.handle_channel_message(now(), id, msg),
-            ChanEvent::Closed(id) => {
+            ChanEvent::Closed(id, ChannelEnd::Lost) => {
                 self.chans.remove(&id);
-                self.engine.handle_channel_closed(now(), id);
+                self.engine.handle_channel_closed(now(), id, ChannelEnd::Lost);
             }
+            // The channel task still writes what the engine queues, until
+            // the engine closes the channel.
+            ChanEvent::Closed(id, ChannelEnd::PeerFinished) => {
+                self.engine
+                    .handle_channel_closed(now(), id, ChannelEnd::PeerFinished);
+            }
+            ChanEvent::Unsent(msg) => self.engine.handle_unsent(&msg),
             ChanEvent::ConnectFailed(id, why) => {
                 self.chans.remove(&id);
                 self.engine.handle_connect_failed(now(), id, why);
@@ -213,8 +223,9 @@ impl Driver {
     async fn transmit(&mut self, t: Transmit) {
         match t {
             Transmit::Multicast { ifindex, msg } => {
-                if let Err(e) = self.transport.send_multicast(ifindex, msg).await {
+                if let Err(e) = self.transport.send_multicast(ifindex, msg.clone()).await {
                     warn!(ifindex, error = %e, "multicast failed");
+                    self.engine.handle_unsent(&msg);
                 }
             }
             Transmit::Connect { channel, peer } => {
@@ -235,6 +246,7 @@ impl Driver {
                         }
                         Err(e) => {
                             debug!(%peer, error = %e, "connect failed");
+                            unsent(rx, &ev).await;
                             let _ = ev
                                 .send(ChanEvent::ConnectFailed(channel, e.to_string()))
                                 .await;
@@ -243,15 +255,23 @@ impl Driver {
                 });
             }
             Transmit::Send { channel, msg } => {
-                let full = match self.chans.get_mut(&channel) {
-                    Some(tx) => tx.try_send(ChanOut::Msg(msg)).is_err(),
-                    None => false,
+                let Some(tx) = self.chans.get_mut(&channel) else {
+                    // Its task ended (the peer is gone).
+                    self.engine.handle_unsent(&msg);
+                    return;
                 };
-                if full {
-                    // The peer does not read: give up on this channel only.
-                    debug!(?channel, "channel queue full; closing it");
+                if let Err(e) = tx.try_send(ChanOut::Msg(msg)) {
+                    let full = e.is_full();
+                    if let ChanOut::Msg(m) = e.into_inner() {
+                        self.engine.handle_unsent(&m);
+                    }
+                    if full {
+                        // The peer does not read: give up on this channel only.
+                        debug!(?channel, "channel queue full; closing it");
+                    }
                     self.chans.remove(&channel);
-                    self.engine.handle_channel_closed(now(), channel);
+                    self.engine
+                        .handle_channel_closed(now(), channel, ChannelEnd::Lost);
                 }
             }
             Transmit::Close { channel, linger } => {
@@ -312,15 +332,35 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// Reports what is still queued for a channel that will never write it.
+async fn unsent(mut out: ChanRx, ev: &mpsc::Sender<ChanEvent>) {
+    out.close();
+    while let Ok(o) = out.try_recv() {
+        if let ChanOut::Msg(b) = o {
+            if ev.send(ChanEvent::Unsent(b)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Moves one channel's messages between its socket and the engine.
+///
+/// When the peer finishes sending (EOF), the task stops reading but goes on
+/// writing what the engine queues until the engine closes the channel: a
+/// peer that half-closes after its request (`shutdown(SHUT_WR)`, `nc -N`)
+/// still gets its answer. Messages that cannot be written are reported
+/// back as unsent.
 async fn channel_task(
     id: ChannelId,
     mut io: Pin<Box<dyn MessageIo>>,
     mut out: ChanRx,
     ev: mpsc::Sender<ChanEvent>,
 ) {
+    let mut read_done = false;
     loop {
         tokio::select! {
-            m = io.next() => match m {
+            m = io.next(), if !read_done => match m {
                 Some(Ok(b)) => {
                     if ev.send(ChanEvent::Msg(id, b)).await.is_err() {
                         return;
@@ -328,24 +368,33 @@ async fn channel_task(
                 }
                 Some(Err(e)) => {
                     debug!(?id, error = %e, "channel error");
-                    let _ = ev.send(ChanEvent::Closed(id)).await;
+                    unsent(out, &ev).await;
+                    let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
                     return;
                 }
                 None => {
-                    let _ = ev.send(ChanEvent::Closed(id)).await;
-                    return;
+                    read_done = true;
+                    if ev
+                        .send(ChanEvent::Closed(id, ChannelEnd::PeerFinished))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             },
             o = out.next() => match o {
                 Some(ChanOut::Msg(b)) => {
-                    if let Err(e) = io.send(b).await {
+                    if let Err(e) = io.send(b.clone()).await {
                         debug!(?id, error = %e, "send failed");
-                        let _ = ev.send(ChanEvent::Closed(id)).await;
+                        let _ = ev.send(ChanEvent::Unsent(b)).await;
+                        unsent(out, &ev).await;
+                        let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
                         return;
                     }
                 }
                 Some(ChanOut::Close { linger }) => {
-                    if linger {
+                    if linger && !read_done {
                         // Let the peer close first so TIME_WAIT stays there.
                         let _ = tokio::time::timeout(LINGER, async {
                             while let Some(Ok(_)) = io.next().await {}

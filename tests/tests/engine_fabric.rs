@@ -550,3 +550,94 @@ async fn hundred_concurrent_synchronizations() {
         assert_eq!(t.await.unwrap().unwrap().value.unwrap().as_u64(), Some(42));
     }
 }
+
+/// A requester that half-closes after its request (`shutdown(SHUT_WR)`,
+/// `nc -N`) still gets the answer, then EOF; one that drops its channel
+/// altogether is counted as unsent, never as sent.
+#[tokio::test(start_paused = true)]
+async fn a_half_closed_requester_still_gets_its_answer() {
+    use futures::{SinkExt, StreamExt};
+    use grasp_engine::wire::{Message, SessionId, SessionObjective};
+    let f = Fabric::new(11);
+    let l = link(&f, "l");
+    let b = node(&f, "B", &[&l]);
+    let (raw, _inbound) = f.node("raw").attach(&l).bind();
+    let asa_b = asa(&b, "server").await;
+    let served = Objective::new("EX.hc", SYNCH).with_value(Value::from(7u32));
+    asa_b
+        .register_objective(&served, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa_b.listen_synchronize(&served).await.unwrap();
+    let Locator::Ipv6 { addr, port, .. } = b.transport.node_locator() else {
+        panic!("no IPv6 locator")
+    };
+    let peer = std::net::SocketAddr::from((addr, port));
+    let req = |sid: u32| {
+        Message::ReqSyn(SessionObjective::new(SessionId(sid), obj("EX.hc", SYNCH))).encode()
+    };
+    for i in 0..50u32 {
+        let mut ch = raw.connect(peer).await.unwrap();
+        // A request then a half-close; every third one is garbage, answered
+        // with M_INVALID.
+        let bad = i % 3 == 0;
+        let msg = if bad {
+            bytes::Bytes::from_static(&[0x82, 0x04, 0xff])
+        } else {
+            req(i + 1)
+        };
+        ch.io.send(msg).await.unwrap();
+        ch.io.close().await.unwrap();
+        let answer = tokio::time::timeout(T, ch.io.next())
+            .await
+            .expect("no answer in time")
+            .expect("EOF before the answer")
+            .unwrap();
+        match Message::decode(&answer).unwrap() {
+            Message::Synch(s) if !bad => {
+                assert_eq!(s.session_id, SessionId(i + 1));
+                assert_eq!(s.objective.value.unwrap().as_u64(), Some(7));
+            }
+            Message::Invalid(_) if bad => {}
+            other => panic!("connection {i}: {other:?}"),
+        }
+        assert!(ch.io.next().await.is_none(), "then EOF");
+    }
+    let (s, _) = b.grasp.stats().await.unwrap();
+    assert_eq!(s.sent.get("M_SYNCH"), 33);
+    assert_eq!(s.sent.get("M_INVALID"), 17);
+    assert_eq!(s.unsent, 0);
+
+    // A negotiation requester that half-closes still reads the ASA's M_END.
+    let neg = Objective::new("EX.hcneg", NEG).with_value(Value::null());
+    asa_b
+        .register_objective(&neg, RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = asa_b.listen_negotiate("EX.hcneg").await.unwrap();
+    let mut ch = raw.connect(peer).await.unwrap();
+    let m = Message::ReqNeg(SessionObjective::new(
+        SessionId(77),
+        Objective::new("EX.hcneg", NEG).with_value(Value::from(5u32)),
+    ));
+    ch.io.send(m.encode()).await.unwrap();
+    ch.io.close().await.unwrap();
+    let (session, _) = listener.next().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    session.accept().await.unwrap();
+    let end = ch.io.next().await.expect("EOF before M_END").unwrap();
+    assert!(
+        matches!(Message::decode(&end).unwrap(), Message::End(e) if e.session_id == SessionId(77)),
+        "{end:?}"
+    );
+    assert!(ch.io.next().await.is_none(), "then EOF");
+
+    // A requester that vanishes before the answer: not counted as sent.
+    let mut ch = raw.connect(peer).await.unwrap();
+    ch.io.send(req(1000)).await.unwrap();
+    drop(ch);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (s, _) = b.grasp.stats().await.unwrap();
+    assert_eq!(s.sent.get("M_SYNCH"), 33, "{s:?}");
+    assert_eq!(s.unsent, 1);
+}

@@ -374,6 +374,7 @@ pub fn engine_json(s: &grasp_engine::proto::EngineStats, open_channels: usize) -
         "open_channels": open_channels,
         "received": by_type(&s.received),
         "sent": by_type(&s.sent),
+        "unsent": s.unsent,
         "malformed": s.malformed,
         "unknown_multicast": s.unknown_multicast,
         "dull_dropped": s.dull_dropped,

@@ -738,14 +738,25 @@ impl Engine {
         }
     }
 
-    /// A channel ended (EOF or error).
-    pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId) {
+    /// A channel ended: the peer finished sending, or the channel is gone.
+    ///
+    /// A half-close ([`ChannelEnd::PeerFinished`]) means "done sending", not
+    /// "gone": what the engine already queued for the channel is still
+    /// delivered (the driver closes after it), and a negotiation whose turn
+    /// is ours stays open so that the ASA's M_END still reaches the peer.
+    pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId, how: ChannelEnd) {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
         if let ChanState::Neg(n) = &mut ch.state {
-            if n.pending.is_none() && !n.early.is_empty() {
+            let keep = match how {
+                // Our turn: the peer can still read our M_END (or our
+                // M_NEGOTIATE, though it cannot answer that).
+                ChannelEnd::PeerFinished => n.pending.is_none(),
                 // Keep what the peer said last for the ASA's next call.
+                ChannelEnd::Lost => n.pending.is_none() && !n.early.is_empty(),
+            };
+            if keep {
                 n.peer_closed = true;
                 return;
             }
@@ -753,6 +764,13 @@ impl Engine {
         let Some(ch) = self.remove_channel(channel) else {
             return;
         };
+        if how == ChannelEnd::PeerFinished {
+            // Closing our side too; the driver sends what is queued first.
+            self.transmits.push_back(Transmit::Close {
+                channel,
+                linger: false,
+            });
+        }
         match ch.state {
             ChanState::Synch { cmd, .. } => self.reply(
                 cmd,
@@ -774,6 +792,15 @@ impl Engine {
             }
             ChanState::Fresh => {}
         }
+    }
+
+    /// A message the engine sent (a [`Transmit::Send`] or
+    /// [`Transmit::Multicast`]) could not be written: the channel was gone,
+    /// its queue full, or the connect or multicast failed. It is taken out
+    /// of the sent counts and counted as unsent.
+    pub fn handle_unsent(&mut self, msg: &[u8]) {
+        self.stats.sent.uncount(msg);
+        self.stats.unsent += 1;
     }
 
     /// A message arrived on a channel.

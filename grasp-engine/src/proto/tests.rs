@@ -140,7 +140,7 @@ impl Net {
             Transmit::Close { channel, .. } => {
                 if let Some((to, ch)) = self.links.remove(&(from, channel)) {
                     self.links.remove(&(to, ch));
-                    self.engines[to].handle_channel_closed(now, ch);
+                    self.engines[to].handle_channel_closed(now, ch, ChannelEnd::Lost);
                 }
             }
         }

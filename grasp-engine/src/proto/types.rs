@@ -416,6 +416,18 @@ pub enum Transmit {
     },
 }
 
+/// How a channel ended, for [`Engine::handle_channel_closed`](super::Engine::handle_channel_closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelEnd {
+    /// The peer finished sending (EOF, a TCP half-close) but may still read:
+    /// what is queued for it, and the answer it waits for, are still
+    /// delivered, then the channel is closed.
+    PeerFinished,
+    /// The channel is gone (reset, write failure, the transport ended it):
+    /// nothing more can be sent on it.
+    Lost,
+}
+
 /// Token bucket parameters: `rate` per second, bursts up to `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
@@ -536,10 +548,9 @@ pub const MESSAGE_TYPE_NAMES: [&str; 12] = [
 ];
 
 impl MessageCounts {
-    /// Counts one encoded message by its type (the first item of its array).
-    pub fn count(&mut self, msg: &[u8]) {
-        // A GRASP message is an array whose first item is the type: one
-        // byte for 0..=23, two (0x18 n) for M_INVALID = 99.
+    /// The slot of `msg`'s type: a GRASP message is an array whose first
+    /// item is the type, one byte for 0..=23, two (0x18 n) for M_INVALID = 99.
+    fn slot(msg: &[u8]) -> usize {
         let skip = match msg.first() {
             Some(b) if b & 0xe0 == 0x80 && b & 0x1f < 24 => 1,
             Some(0x98) => 2,
@@ -552,12 +563,22 @@ impl MessageCounts {
             (_, Some(0x18), Some(t)) => u64::from(*t),
             _ => u64::MAX,
         };
-        let i = match t {
+        match t {
             0..=9 => t as usize,
             99 => 10,
             _ => 11,
-        };
-        self.counts[i] += 1;
+        }
+    }
+
+    /// Counts one encoded message by its type.
+    pub fn count(&mut self, msg: &[u8]) {
+        self.counts[Self::slot(msg)] += 1;
+    }
+
+    /// Takes back one count of `msg`'s type (it was not sent after all).
+    pub fn uncount(&mut self, msg: &[u8]) {
+        let c = &mut self.counts[Self::slot(msg)];
+        *c = c.saturating_sub(1);
     }
 
     /// How many of the message type named `name` (see
@@ -586,8 +607,13 @@ impl MessageCounts {
 pub struct EngineStats {
     /// Messages received (multicast and unicast), by type.
     pub received: MessageCounts,
-    /// Messages sent (multicast and unicast), by type.
+    /// Messages sent (multicast and unicast), by type: handed to the
+    /// transport and not reported back as unsent.
     pub sent: MessageCounts,
+    /// Messages the engine sent that the transport could not write (the
+    /// channel was gone, its queue full, a connect or multicast failed);
+    /// they are not in `sent`.
+    pub unsent: u64,
     /// Times the transport's interfaces or node address changed.
     pub interface_changes: u64,
     /// Messages that failed to decode.

@@ -19,13 +19,29 @@ pub mod prefix_manager;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A timed record of what the ASAs did, printed as it happens (unless
-/// quiet) and kept for the summary.
+/// Lines a printing or quiet [`Transcript`] keeps for [`Transcript::lines`]
+/// (a lab run or a test says a few hundred); later ones are counted, not
+/// kept, so a long run cannot grow without bound.
+pub const KEPT_LINES: usize = 4096;
+
+/// A timed record of what the ASAs did: printed as it happens (or not) and
+/// kept for the summary, or sent to the log.
+///
+/// Memory is bounded: a printing or quiet transcript keeps at most
+/// [`KEPT_LINES`] lines (about 100 bytes each), a logging one keeps none,
+/// since an ASA inside a daemon runs for months.
 #[derive(Debug)]
 pub struct Transcript {
     start: Instant,
     sink: Sink,
-    lines: Mutex<Vec<Line>>,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    lines: Vec<Line>,
+    /// Lines said after [`KEPT_LINES`] were kept.
+    dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,53 +63,69 @@ pub struct Line {
 }
 
 impl Transcript {
-    /// A transcript that prints (or not).
+    /// A transcript that prints (or not) and keeps its lines.
     pub fn new(quiet: bool) -> Self {
-        Transcript {
-            start: Instant::now(),
-            sink: if quiet { Sink::Quiet } else { Sink::Print },
-            lines: Mutex::new(Vec::new()),
-        }
+        Self::with_sink(if quiet { Sink::Quiet } else { Sink::Print })
     }
 
-    /// A transcript that goes to the log (`tracing`, level info), for ASAs
-    /// inside graspd.
+    /// A transcript that goes to the log, for ASAs inside graspd: each line
+    /// at debug level (one per session step: an operator's info log shows
+    /// the ASAs starting and failing, not every loan), values redacted.
+    /// It keeps no lines.
     pub fn logging() -> Self {
+        Self::with_sink(Sink::Log)
+    }
+
+    fn with_sink(sink: Sink) -> Self {
         Transcript {
             start: Instant::now(),
-            sink: Sink::Log,
-            lines: Mutex::new(Vec::new()),
+            sink,
+            kept: Mutex::new(Kept::default()),
         }
     }
 
-    /// Records (and prints) one event.
+    /// Records (and prints, or logs) one event.
     pub fn say(&self, who: &str, what: impl Into<String>) {
-        let line = Line {
-            at: self.start.elapsed(),
-            who: who.to_string(),
-            what: what.into(),
-        };
-        if self.sink == Sink::Log {
-            // Logs carry what the ASA did, never the values it exchanged.
-            tracing::info!(asa = %line.who, "{}", redact(&line.what));
-        }
-        if self.sink == Sink::Print {
-            crate::outln!(
+        let what = what.into();
+        let at = self.start.elapsed();
+        match self.sink {
+            Sink::Log => {
+                // Logs carry what the ASA did, never the values it exchanged.
+                tracing::debug!(asa = %who, "{}", redact(&what));
+                return;
+            }
+            Sink::Print => crate::outln!(
                 "[{:>9.3} ms] {:<8} {}",
-                line.at.as_secs_f64() * 1000.0,
-                line.who,
-                line.what
-            );
+                at.as_secs_f64() * 1000.0,
+                who,
+                what
+            ),
+            Sink::Quiet => {}
         }
-        self.lines
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.lines.len() < KEPT_LINES {
+            kept.lines.push(Line {
+                at,
+                who: who.to_string(),
+                what,
+            });
+        } else {
+            kept.dropped += 1;
+        }
+    }
+
+    /// The lines kept so far (at most [`KEPT_LINES`]; none when logging).
+    pub fn lines(&self) -> Vec<Line> {
+        self.kept
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+            .lines
+            .clone()
     }
 
-    /// Everything recorded so far.
-    pub fn lines(&self) -> Vec<Line> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Lines said but not kept (beyond [`KEPT_LINES`]).
+    pub fn dropped(&self) -> u64 {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).dropped
     }
 }
 
@@ -165,7 +197,24 @@ pub fn fabric_line(n: usize, seed: u64) -> Vec<grasp_engine::Grasp> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, Transcript, KEPT_LINES};
+
+    #[test]
+    fn a_transcript_is_bounded() {
+        let t = Transcript::new(true);
+        for i in 0..KEPT_LINES + 10 {
+            t.say("Briggs", format!("offers {i}"));
+        }
+        assert_eq!(t.lines().len(), KEPT_LINES);
+        assert_eq!(t.dropped(), 10);
+        // A daemon's transcript goes to the log and keeps nothing.
+        let t = Transcript::logging();
+        for _ in 0..100 {
+            t.say("Briggs", "accepts 40 at once");
+        }
+        assert!(t.lines().is_empty());
+        assert_eq!(t.dropped(), 0);
+    }
 
     #[test]
     fn logs_keep_the_story_not_the_values() {
