@@ -463,14 +463,22 @@ impl Engine {
         }
         let src = SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex);
         match msg {
-            Message::Discovery(disc) => self.on_discovery(now, d.ifindex, src, disc),
-            Message::Flood(f) => self.on_flood(now, d.ifindex, f),
+            Message::Discovery(disc) => self.on_discovery(now, d.ifindex, src, disc, &d.msg),
+            Message::Flood(f) => self.on_flood(now, d.ifindex, f, &d.msg),
             Message::Unknown(_) => self.stats.unknown_multicast += 1,
             _ => {} // M_NOOP and unicast-only types: ignore.
         }
     }
 
-    fn on_discovery(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, disc: Discovery) {
+    /// An M_DISCOVERY arrived by multicast (`raw` as received, for relaying).
+    fn on_discovery(
+        &mut self,
+        now: Instant,
+        ifindex: u32,
+        src: SocketAddrV6,
+        disc: Discovery,
+        raw: &[u8],
+    ) {
         let key = (disc.session_id, disc.initiator);
         if self.discoveries.contains_key(&key) || self.recent.contains(&key, now) {
             // Our own (looped back), or one we relayed already.
@@ -518,7 +526,7 @@ impl Engine {
             return;
         }
         if self.relay {
-            self.relay_discovery(now, ifindex, src, disc);
+            self.relay_discovery(now, ifindex, src, disc, raw);
         }
     }
 
@@ -563,7 +571,14 @@ impl Engine {
         });
     }
 
-    fn relay_discovery(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, disc: Discovery) {
+    fn relay_discovery(
+        &mut self,
+        now: Instant,
+        ifindex: u32,
+        src: SocketAddrV6,
+        disc: Discovery,
+        raw: &[u8],
+    ) {
         //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.4.4
         //# it MUST decrement the loop count ... and MUST NOT relay the
         //# M_DISCOVERY if the result is zero
@@ -580,9 +595,11 @@ impl Engine {
             return;
         }
         let key = (disc.session_id, disc.initiator);
-        let mut fwd = disc.clone();
-        fwd.objective.loop_count = lc - 1;
-        let bytes = Message::Discovery(fwd).encode();
+        // Forwarded as received but for the loop count.
+        let Ok(bytes) = crate::wire::with_loop_count(raw, lc - 1) else {
+            self.stats.malformed += 1;
+            return;
+        };
         let others: Vec<u32> = self
             .interfaces
             .iter()
@@ -610,7 +627,8 @@ impl Engine {
         self.stats.discoveries_relayed += 1;
     }
 
-    fn on_flood(&mut self, now: Instant, ifindex: u32, f: Flood) {
+    /// An M_FLOOD arrived (`raw` as received, for relaying).
+    fn on_flood(&mut self, now: Instant, ifindex: u32, f: Flood, raw: &[u8]) {
         let key = (f.session_id, f.initiator);
         if self.recent.contains(&key, now) {
             self.stats.duplicates += 1;
@@ -655,9 +673,11 @@ impl Engine {
             }
             //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.6.2
             //# decrement the loop count of the first objective
-            let mut fwd = f;
-            fwd.tagged[0].objective.loop_count = first_lc - 1;
-            let bytes = Message::Flood(fwd).encode();
+            // Everything else is forwarded as received.
+            let Ok(bytes) = crate::wire::with_loop_count(raw, first_lc - 1) else {
+                self.stats.malformed += 1;
+                return;
+            };
             let others: Vec<u32> = self
                 .interfaces
                 .iter()
@@ -1942,10 +1962,14 @@ impl Engine {
         }
         let sid = self.new_sid(now);
         let key = (sid, self.node_addr);
+        // The value a synchronization or negotiation will carry is for the
+        // peer alone: a multicast is read by every node on the link (and
+        // relayed further), so the discovery carries null, as graspy's does.
+        objective.value = Some(Value::null());
         let msg = Message::Discovery(Discovery {
             session_id: sid,
             initiator: self.node_addr,
-            objective: with_value_slot(objective),
+            objective,
             extensions: Vec::new(),
         })
         .encode();

@@ -778,3 +778,125 @@ fn messages_are_counted_by_type_whatever_their_shape() {
     assert_eq!(c.get("other"), 3);
     assert_eq!(c.total(), 8);
 }
+
+/// A relay forwards a flood or discovery byte for byte but for the first
+/// objective's loop count, and refuses what the CDDL does not allow
+/// instead of rewriting it (issue 11 §6).
+#[test]
+fn relays_forward_what_they_got_or_nothing() {
+    let mut e = two_link_engine(Config {
+        seed: Some(8),
+        ..Config::default()
+    });
+    let now = Instant::now();
+    // Returns what was relayed onto interface 2.
+    let relay = |e: &mut Engine, hex_msg: &str| -> (Vec<u8>, Vec<Vec<u8>>) {
+        let raw = hex::decode(hex_msg).unwrap();
+        e.handle_datagram(
+            now,
+            Datagram {
+                ifindex: 1,
+                src: SocketAddrV6::new(ll(9), 7017, 0, 1),
+                msg: bytes::Bytes::from(raw.clone()),
+            },
+        );
+        let mut out = Vec::new();
+        while let Some(t) = e.poll_transmit() {
+            if let Transmit::Multicast { ifindex: 2, msg } = t {
+                out.push(msg.to_vec());
+            }
+        }
+        (raw, out)
+    };
+    // Changes the byte(s) at `at` to `with`.
+    let patched = |raw: &[u8], at: usize, len: usize, with: &[u8]| {
+        let mut w = raw.to_vec();
+        w.splice(at..at + len, with.iter().copied());
+        w
+    };
+    // [9, 101, initiator, 60000, [["EX.rp1", 5, 3, "a"], []],
+    //  [["EX.rp1b", 5, 3, "b"], []], 7]: the trailing option stays last.
+    let (raw, out) = relay(
+        &mut e,
+        "8709186550fd00000000000000000000000000000919ea6082846645582e727031050361618082846745582e72703162050361628007",
+    );
+    assert_eq!(out, vec![patched(&raw, 34, 1, &[0x02])], "only the first loop count");
+    // [9, 102, initiator, 60000 as a 4-byte head, [["EX.rp2", 5, 24 as 0x18 0x18, "a"], []]]:
+    // encodings are kept as they came; the new loop count is written shortest.
+    let (raw, out) = relay(
+        &mut e,
+        "8509186650fd0000000000000000000000000000091a0000ea6082846645582e727032051818616180",
+    );
+    assert_eq!(out, vec![patched(&raw, 36, 2, &[0x17])]);
+    // [1, 103, initiator, ["EX3", 5, 6, 0], 7]: an unknown trailing option.
+    let (raw, out) = relay(
+        &mut e,
+        "8501186750fd000000000000000000000000000009846345583305060007",
+    );
+    assert_eq!(out, vec![patched(&raw, 27, 1, &[0x05])]);
+
+    // What the CDDL does not allow is neither relayed nor delivered:
+    // [9, 104, initiator, 60000, [["EX.rp3", 5, 3, "a"], []], 7, [["EX.rp3b", 5, 3, "b"], []]]
+    // [9, 105, initiator, 60000, [65536, ["EX.rp4", 5, 3, "a"], []], [["EX.rp4b", 5, 3, "b"], []]]
+    let before = e.stats().malformed;
+    for bad in [
+        "8709186850fd00000000000000000000000000000919ea6082846645582e72703305036161800782846745582e727033620503616280",
+        "8609186950fd00000000000000000000000000000919ea60831a00010000846645582e727034050361618082846745582e727034620503616280",
+    ] {
+        let (_, out) = relay(&mut e, bad);
+        assert!(out.is_empty(), "{bad}");
+    }
+    assert_eq!(e.stats().malformed, before + 2);
+    assert_eq!(e.stats().floods_relayed, 2);
+    assert_eq!(e.stats().discoveries_relayed, 1);
+}
+
+/// The discovery a negotiation or synchronization starts with carries
+/// null, never the value meant for the peer: every node on the link reads
+/// a multicast, and relays carry it further (issue 11 §7).
+#[test]
+fn discovery_for_a_session_does_not_multicast_its_value() {
+    let mut e = two_link_engine(Config {
+        seed: Some(9),
+        ..Config::default()
+    });
+    let now = Instant::now();
+    let asa = match call(&mut e, now, 1, Command::RegisterAsa { name: "a".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    let secret = Value::from("for the peer alone");
+    e.handle_command(
+        now,
+        CommandId(2),
+        Command::RequestNegotiate {
+            asa,
+            objective: Objective::new("EX.secret", ObjectiveFlags::from_bits(3))
+                .with_value(secret.clone()),
+            peer: None,
+            timeout: Duration::from_secs(1),
+        },
+    );
+    e.handle_command(
+        now,
+        CommandId(3),
+        Command::Synchronize {
+            asa,
+            objective: Objective::new("EX.secret2", SYNCH).with_value(secret.clone()),
+            peer: None,
+            timeout: Duration::from_secs(1),
+        },
+    );
+    let mut seen = 0;
+    while let Some(t) = e.poll_transmit() {
+        let Transmit::Multicast { msg, .. } = t else {
+            continue;
+        };
+        let Message::Discovery(d) = Message::decode(&msg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.objective.value, Some(Value::null()), "{}", d.objective.name);
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "two discoveries on two interfaces");
+}

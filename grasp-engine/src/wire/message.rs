@@ -19,8 +19,9 @@ pub struct Discovery {
     pub initiator: IpAddr,
     /// The objective sought.
     pub objective: Objective,
-    /// Elements after the ones the CDDL defines (options from extensions);
-    /// kept so a relay forwards them, re-encoded after the known elements.
+    /// Elements after the ones the CDDL defines (options from extensions),
+    /// in their order. Relays forward the received bytes themselves
+    /// ([`with_loop_count`]).
     pub extensions: Vec<Value>,
 }
 
@@ -1023,10 +1024,26 @@ impl Parser<'_> {
         let ttl_ms = self.u32("M_FLOOD ttl")?;
         let mut tagged = Vec::new();
         let mut extensions = Vec::new();
+        // The CDDL: `+[objective, (locator-option / [])]` right after the
+        // ttl, then only trailing options (§2.8.2; the signed-flood draft
+        // appends its O_COSE_SIGN there). Anything else is refused rather
+        // than reordered: a relay must forward what it got.
         while self.more(seq)? {
             if !matches!(self.shape()?, Shape::Pair) {
+                if tagged.is_empty() {
+                    return Err(DecodeError::Invalid {
+                        context: M,
+                        what: "the element after the ttl is not a tagged objective [objective, locator or []]",
+                    });
+                }
                 extensions.push(self.value(e)?);
                 continue;
+            }
+            if !extensions.is_empty() {
+                return Err(DecodeError::Invalid {
+                    context: M,
+                    what: "a tagged objective follows an option; options come after every tagged objective",
+                });
             }
             let mut pair = self.array("M_FLOOD tagged objective", e)?;
             self.more(&mut pair)?;
@@ -1056,6 +1073,52 @@ impl Parser<'_> {
             extensions,
         }))
     }
+}
+
+/// The encoded M_DISCOVERY or M_FLOOD `raw` with the loop count of its
+/// (first) objective set to `loop_count`, every other byte as it was: what
+/// a relay forwards (RFC 8990 §2.5.4.4, §2.5.6.2). Re-encoding the decoded
+/// message instead could change encodings the decoder accepts (integer
+/// widths, indefinite lengths) and whatever a signature covers.
+///
+/// `raw` must be a message [`Message::decode`] accepted.
+pub fn with_loop_count(raw: &[u8], loop_count: u8) -> Result<Bytes, DecodeError> {
+    let mut r = Reader::new(raw, crate::wire::DEFAULT_MAX_DEPTH);
+    let not = |what| DecodeError::Invalid {
+        context: "relaying",
+        what,
+    };
+    if !matches!(r.head()?, Head::Array(_)) {
+        return Err(not("not a message array"));
+    }
+    let flood = match r.head()? {
+        Head::Uint(1) => false,
+        Head::Uint(9) => true,
+        _ => return Err(not("only M_DISCOVERY and M_FLOOD are relayed")),
+    };
+    r.skip(2)?; // session id
+    r.skip(2)?; // initiator
+    if flood {
+        r.skip(2)?; // ttl
+        if !matches!(r.head()?, Head::Array(_)) {
+            return Err(not("M_FLOOD without a tagged objective"));
+        }
+    }
+    if !matches!(r.head()?, Head::Array(_)) {
+        return Err(not("no objective"));
+    }
+    r.skip(3)?; // name
+    r.skip(3)?; // flags
+    let start = r.pos();
+    if !matches!(r.head()?, Head::Uint(_)) {
+        return Err(not("the loop count is not an integer"));
+    }
+    let end = r.pos();
+    let mut out = Vec::with_capacity(raw.len());
+    out.extend_from_slice(&raw[..start]);
+    cbor::write_uint(&mut out, u64::from(loop_count));
+    out.extend_from_slice(&raw[end..]);
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ mod value;
 pub use error::DecodeError;
 pub use framing::StreamDecoder;
 pub use message::{
-    Discovery, End, EndOption, Flood, Invalid, Message, Response, ResponseTarget, SessionObjective,
-    TaggedObjective, UnknownMessage, Wait,
+    with_loop_count, Discovery, End, EndOption, Flood, Invalid, Message, Response, ResponseTarget,
+    SessionObjective, TaggedObjective, UnknownMessage, Wait,
 };
 pub use value::{Value, ValueError, TAG_ENCODED_CBOR};
 
