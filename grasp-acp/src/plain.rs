@@ -254,7 +254,10 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         port,
         interfaces = ?interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         listen_self = config.listen_self,
-        "plain ACP bound (no security)"
+        layered = config.layer.is_some() || config.framer.is_some(),
+        // The security above these sockets (QUADS, TLS, legacy QUADS, or
+        // none) is logged by whoever stacks it; this says nothing about it.
+        "GRASP sockets bound (UDP multicast and TCP)"
     );
     let transport = Transport {
         now,

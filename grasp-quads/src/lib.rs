@@ -163,11 +163,14 @@ pub enum DropReason {
     Stale,
     /// The unicast replay cache is full; the channel was refused.
     ReplayCacheFull,
+    /// A plain GRASP message, not a QUADS record: a node without QUADS (or
+    /// of a plain-ACP domain) on the link.
+    Plaintext,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Every reason, in [`index`](Self::index) order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -179,6 +182,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::Stale,
         DropReason::ReplayCacheFull,
+        DropReason::Plaintext,
     ];
 
     /// Position in [`QuadsStats::dropped`].
@@ -197,6 +201,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::Stale => "stale",
             DropReason::ReplayCacheFull => "replay-cache-full",
+            DropReason::Plaintext => "plaintext",
         }
     }
 }

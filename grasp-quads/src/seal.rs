@@ -204,8 +204,22 @@ impl Counters {
         }
     }
 
-    pub(crate) fn note_drop(&self, r: DropReason) {
+    /// Counts a drop of `rec` for `r`; a record that did not parse as
+    /// QUADS but is a plain GRASP message counts as
+    /// [`DropReason::Plaintext`] (graspy's M_FLOOD `[9, ...]` would read as
+    /// an unknown record version, an M_DISCOVERY as a malformed record).
+    /// Returns the reason counted.
+    pub(crate) fn note_drop(&self, rec: &[u8], r: DropReason) -> DropReason {
+        let r = match r {
+            DropReason::Malformed | DropReason::UnknownVersion | DropReason::Truncated
+                if grasp_engine::wire::Message::decode_slice(rec).is_ok() =>
+            {
+                DropReason::Plaintext
+            }
+            r => r,
+        };
         self.dropped[r.index()].fetch_add(1, Ordering::Relaxed);
+        r
     }
 }
 
@@ -382,19 +396,18 @@ impl Sealer {
 
     /// Opens a multicast record.
     pub fn open_multicast(&self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
-        let r = self.open_multicast_inner(now_ms, rec);
-        match &r {
-            Ok(_) => {
+        match self.open_multicast_inner(now_ms, rec) {
+            Ok(pt) => {
                 self.counters.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(pt)
             }
             Err(e) => {
-                self.counters.note_drop(*e);
                 self.counters
                     .multicast_dropped
                     .fetch_add(1, Ordering::Relaxed);
+                Err(self.counters.note_drop(rec, e))
             }
         }
-        r
     }
 
     /// Multicast records dropped (all reasons).
@@ -619,14 +632,13 @@ impl UnicastSession {
 
     /// Opens one record from the peer.
     pub fn open(&mut self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
-        let r = self.open_inner(now_ms, rec);
-        match &r {
-            Ok(_) => {
+        match self.open_inner(now_ms, rec) {
+            Ok(pt) => {
                 self.sealer.counters.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(pt)
             }
-            Err(e) => self.sealer.counters.note_drop(*e),
+            Err(e) => Err(self.sealer.counters.note_drop(rec, e)),
         }
-        r
     }
 
     fn open_inner(&mut self, now_ms: u64, rec: &[u8]) -> Result<Vec<u8>, DropReason> {
@@ -980,7 +992,17 @@ mod tests {
         assert!(b.open_multicast(T, &recs[69]).is_ok());
         assert!(b.open_multicast(T, &recs[10]).is_ok());
         assert_eq!(b.open_multicast(T, &recs[3]), Err(DropReason::Replay));
+        // Plain GRASP (RFC 8990 Appendix A's M_DISCOVERY and M_FLOOD) is
+        // counted as plaintext, not as a bad record.
+        for plain in [
+            "84011a00d4d7485020010db8f000baaa28ccdc4c970367818463455831050200",
+            "85091a00357b4e5020010db8f000baaa28ccdc4c97036781192710828463455831050282704578616d706c6520312076616c75653d186480",
+        ] {
+            let plain = hex::decode(plain).unwrap();
+            assert_eq!(b.open_multicast(T, &plain), Err(DropReason::Plaintext));
+        }
         let st = b.stats();
+        assert_eq!(st.dropped(DropReason::Plaintext), 2);
         assert_eq!(st.dropped(DropReason::Replay), 2);
         assert_eq!(st.dropped(DropReason::Stale), 2);
         assert_eq!(st.dropped(DropReason::UnknownVersion), 1);

@@ -268,7 +268,16 @@ impl Multicast {
 
     /// Checks one received multicast and returns its GRASP message.
     pub fn verify(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, McDrop> {
-        let r = self.verify_inner(now, msg);
+        let r = self.verify_inner(now, msg).map_err(|e| match e {
+            // A plain GRASP multicast (from a node outside TLS): graspy's
+            // M_FLOOD `[9, ...]` would read as envelope version 9.
+            McDrop::UnknownVersion | McDrop::Truncated
+                if grasp_engine::wire::Message::decode_slice(msg).is_ok() =>
+            {
+                McDrop::Unsigned
+            }
+            e => e,
+        });
         match &r {
             Ok(_) => {
                 self.verified.fetch_add(1, Ordering::Relaxed);
@@ -442,8 +451,17 @@ mod tests {
         // Another CA's member.
         let mx = x.sign(now, &[0x81, 0x00]).unwrap();
         assert_eq!(b.verify(now, &mx), Err(McDrop::Untrusted));
-        // Unsigned: a plaintext GRASP message.
-        assert_eq!(b.verify(now, &[0x81, 0x00]), Err(McDrop::Unsigned));
+        // Unsigned: plaintext GRASP messages (RFC 8990 Appendix A's
+        // M_NOOP, M_DISCOVERY and M_FLOOD), whatever their first element.
+        for plain in [
+            "8100",
+            "84011a00d4d7485020010db8f000baaa28ccdc4c970367818463455831050200",
+            "85091a00357b4e5020010db8f000baaa28ccdc4c97036781192710828463455831050282704578616d706c6520312076616c75653d186480",
+        ] {
+            let plain = hex::decode(plain).unwrap();
+            assert_eq!(b.verify(now, &plain), Err(McDrop::Unsigned));
+        }
+        assert_eq!(b.stats().dropped(McDrop::UnknownVersion), 0);
         // Stale.
         let old = a
             .sign(now - Duration::from_secs(60), &[0x81, 0x00])
