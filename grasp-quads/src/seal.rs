@@ -306,8 +306,11 @@ pub struct Sealer {
     mc: Mutex<([u8; 8], u64)>,
     windows: Mutex<grasp_acp::replay::CounterWindows<[u8; 8]>>,
     opens: Mutex<OpenCache>,
-    /// When this sealer was made: unicast openings older than this are
-    /// refused (the replay cache did not see them).
+    /// When this sealer was made: multicasts and unicast openings sealed
+    /// before this are refused, because the replay state that would
+    /// recognise a copy (counter windows, opening cache) starts empty.
+    /// A sender whose clock is behind ours by `d` (at most the clock
+    /// window) is refused for the first `d` after a restart.
     started_ms: u64,
     pub(crate) counters: Counters,
 }
@@ -420,7 +423,10 @@ impl Sealer {
         let m = MulticastHeader::of(&p)?;
         let ring = self.ring();
         let key = ring.get(&m.key_id).ok_or(DropReason::UnknownKey)?;
-        if !self.fresh(m.time_ms, now_ms) {
+        // Within the clock window, and not from before this node started:
+        // the counter windows start empty, so a copy captured before a
+        // restart would otherwise open again.
+        if !self.fresh(m.time_ms, now_ms) || m.time_ms < self.started_ms {
             return Err(DropReason::Stale);
         }
         let pt = open_ct(key.multicast(), &m.nonce(), p.header, p.last)?;
@@ -942,6 +948,26 @@ mod tests {
         assert!(other.channel().from_initiator(&h(KAT_OPEN)).is_err());
         // A responder record before any opening is refused, not a panic.
         assert!(o.channel().from_responder(&h(KAT_ANSWER)).is_err());
+    }
+
+    /// A multicast sealed before this node started is refused after it
+    /// starts, even within the clock window (issue 11 §5).
+    #[test]
+    fn a_multicast_from_before_a_restart_is_refused() {
+        let a = sealer(kat_key());
+        let rec = a.seal_multicast(T, b"flood");
+        let before = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T - 5);
+        assert_eq!(before.open_multicast(T + 10, &rec).unwrap(), b"flood");
+        // The same node restarted 5 s later: its windows are empty.
+        let restarted =
+            Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 5_000);
+        assert_eq!(
+            restarted.open_multicast(T + 10_000, &rec),
+            Err(DropReason::Stale)
+        );
+        // What the sender seals after the restart opens.
+        let fresh = a.seal_multicast(T + 9_000, b"flood");
+        assert_eq!(restarted.open_multicast(T + 10_000, &fresh).unwrap(), b"flood");
     }
 
     #[test]

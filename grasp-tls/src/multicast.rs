@@ -199,6 +199,11 @@ pub struct Multicast {
     window: Duration,
     known: Mutex<(std::collections::HashMap<[u8; 32], Known>, u64)>,
     windows: Mutex<CounterWindows<[u8; 32]>>,
+    /// When this node started (Unix ms): multicasts signed before are
+    /// refused, because the counter windows that would recognise a copy
+    /// start empty. A sender whose clock is behind ours by `d` (at most
+    /// the clock window) is refused for the first `d` after a restart.
+    started_ms: u64,
     signed: AtomicU64,
     verified: AtomicU64,
     dropped: [AtomicU64; McDrop::COUNT],
@@ -216,8 +221,12 @@ const KNOWN_SENDERS: usize = 1024;
 impl Multicast {
     /// For `identity` (its leaf certificate and key), trusting its anchors.
     pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
+        Self::new_at(identity, SystemTime::now())
+    }
+
+    fn new_at(identity: &NodeIdentity, started: SystemTime) -> Result<Self, CertError> {
         let keys = Keys::new(identity)?;
-        let start_us = SystemTime::now()
+        let start_us = started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
@@ -227,6 +236,7 @@ impl Multicast {
             window: Duration::from_secs(30),
             known: Mutex::new((std::collections::HashMap::new(), 0)),
             windows: Mutex::new(CounterWindows::new(KNOWN_SENDERS)),
+            started_ms: unix_ms(started),
             signed: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             dropped: Default::default(),
@@ -312,7 +322,7 @@ impl Multicast {
         let cert = bytes(3)?;
         let payload = bytes(4)?;
         let alg = alg_for(scheme).ok_or(McDrop::UnsupportedScheme)?;
-        if t.abs_diff(unix_ms(now)) > self.window.as_millis() as u64 {
+        if t.abs_diff(unix_ms(now)) > self.window.as_millis() as u64 || t < self.started_ms {
             return Err(McDrop::Stale);
         }
         let (fp, der) = self.trust(cert, now)?;
@@ -487,5 +497,24 @@ mod tests {
         assert_eq!(s.dropped(McDrop::Replay), 1);
         assert_eq!(s.dropped(McDrop::Untrusted), 1);
         assert_eq!(s.dropped(McDrop::Stale), 1);
+    }
+
+    /// A multicast signed before this node started is refused after it
+    /// starts, even within the clock window (issue 11 §5).
+    #[test]
+    fn a_multicast_from_before_a_restart_is_refused() {
+        let (ca, ca_key) = new_ca("lab", 30).unwrap();
+        let a = Multicast::new(&identity(&ca, &ca_key, "a.lab")).unwrap();
+        let b_id = identity(&ca, &ca_key, "b.lab");
+        let t0 = SystemTime::now();
+        let m = a.sign(t0, &[0x81, 0x00]).unwrap();
+        let b = Multicast::new_at(&b_id, t0 - Duration::from_secs(1)).unwrap();
+        assert!(b.verify(t0, &m).is_ok());
+        // b restarts 5 s later; the copy is replayed 10 s after it was made.
+        let b = Multicast::new_at(&b_id, t0 + Duration::from_secs(5)).unwrap();
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.verify(later, &m), Err(McDrop::Stale));
+        let fresh = a.sign(later, &[0x81, 0x00]).unwrap();
+        assert!(b.verify(later, &fresh).is_ok());
     }
 }
