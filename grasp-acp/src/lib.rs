@@ -45,6 +45,7 @@ pub mod fabric;
 pub mod interfaces;
 pub mod plain;
 pub mod replay;
+pub mod slots;
 pub mod stream;
 
 /// Errors setting up a backend of this crate.

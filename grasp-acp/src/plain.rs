@@ -21,7 +21,7 @@ use grasp_engine::wire::{
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -48,9 +48,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// Timeout for outgoing TCP connections.
     pub connect_timeout: Duration,
-    /// Most inbound TCP connections open at once; more are closed at once
-    /// and counted.
-    pub max_inbound_connections: usize,
+    /// Limits on inbound TCP connections: in all, per source address, and
+    /// how long one may stay silent when the pool fills
+    /// ([`Admission`](crate::slots::Admission) says who pays when it is full).
+    pub admission: crate::slots::Admission,
     /// Inbound items (datagrams and new channels) queued for the engine;
     /// beyond that they are dropped and counted.
     pub inbound_queue: usize,
@@ -80,7 +81,7 @@ impl Default for Config {
             listen_self: false,
             max_message_size: GRASP_DEF_MAX_SIZE,
             connect_timeout: Duration::from_secs(5),
-            max_inbound_connections: 1024,
+            admission: crate::slots::Admission::default(),
             inbound_queue: 1024,
             node_address: None,
             framer: None,
@@ -146,9 +147,9 @@ impl Config {
         self
     }
 
-    /// Sets the inbound connection limit.
-    pub fn max_inbound_connections(mut self, n: usize) -> Self {
-        self.max_inbound_connections = n;
+    /// Sets the inbound connection limits.
+    pub fn admission(mut self, a: crate::slots::Admission) -> Self {
+        self.admission = a;
         self
     }
 }
@@ -237,7 +238,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
     let inbound = Acceptor {
         listener,
         local: None,
-        permits: Arc::new(Semaphore::new(config.max_inbound_connections)),
+        slots: crate::slots::Slots::new(config.admission),
         limits,
         framer: config.framer.clone(),
         layer: config.layer.clone(),
@@ -565,7 +566,7 @@ struct Acceptor {
     /// Our end of every accepted channel: the listener's address (a
     /// getsockname per connection would cost a syscall for nothing).
     local: Option<SocketAddr>,
-    permits: Arc<Semaphore>,
+    slots: crate::slots::Slots,
     limits: Limits,
     framer: Option<Arc<dyn Framer>>,
     layer: Option<Arc<dyn StreamLayer>>,
@@ -595,10 +596,27 @@ impl Acceptor {
                     continue;
                 }
             };
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                debug!(%peer, "inbound connection limit reached; closing");
-                StatsCounters::bump(&self.stats.channels_refused);
-                continue;
+            let slot = match self.slots.admit(peer.ip(), std::time::Instant::now()) {
+                Ok((slot, done)) => {
+                    if done.evicted > 0 {
+                        debug!(%peer, evicted = done.evicted, "closed silent connections to make room");
+                        self.stats
+                            .channels_evicted
+                            .fetch_add(done.evicted as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    slot
+                }
+                Err(why) => {
+                    debug!(%peer, ?why, "inbound connection refused (reset)");
+                    StatsCounters::bump(&self.stats.channels_refused);
+                    if why == crate::slots::Refusal::SourceFull {
+                        StatsCounters::bump(&self.stats.channels_refused_source);
+                    }
+                    // A reset: nothing lingers, and the client can tell a
+                    // refusal from "nobody listens".
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let local = *self.local.get_or_insert_with(|| {
@@ -615,12 +633,21 @@ impl Acceptor {
                 let ready = self.ready.clone();
                 let timeout = self.handshake_timeout;
                 tokio::spawn(async move {
-                    match tokio::time::timeout(timeout, hs).await {
+                    let hs = tokio::select! {
+                        r = tokio::time::timeout(timeout, hs) => r,
+                        () = slot.evicted() => {
+                            debug!(%peer, "handshake closed to make room");
+                            return;
+                        }
+                    };
+                    match hs {
                         Ok(Ok(l)) => {
+                            // Authenticated: no longer silent.
+                            slot.spoke();
                             let io = StreamChannel::new(l.io, limits)
                                 .with_framer(framer)
                                 .with_stats(stats.clone())
-                                .with_permit(permit);
+                                .with_slot(slot);
                             let ch = Channel {
                                 peer,
                                 local,
@@ -647,7 +674,7 @@ impl Acceptor {
             let io = StreamChannel::new(stream, self.limits)
                 .with_framer(self.framer.clone())
                 .with_stats(self.stats.clone())
-                .with_permit(permit);
+                .with_slot(slot);
             StatsCounters::bump(&self.stats.channels_accepted);
             return Poll::Ready(Inbound::Channel(Channel {
                 peer,

@@ -9,7 +9,6 @@ use futures::{Sink, Stream};
 use grasp_engine::transport::{AcpError, StatsCounters};
 use grasp_engine::wire::{DecodeError, Limits, StreamDecoder};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::io::poll_read_buf;
 
 /// Bytes read from the socket at a time, at most.
@@ -89,8 +88,9 @@ pub struct StreamChannel<S> {
     read_done: bool,
     max: usize,
     stats: Option<Arc<StatsCounters>>,
-    /// Held while the channel lives, to bound concurrent inbound channels.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// An inbound channel's place among the listener's connections, held
+    /// while the channel lives; marked when the first message arrives.
+    slot: Option<crate::slots::Slot>,
 }
 
 impl<S> std::fmt::Debug for StreamChannel<S> {
@@ -115,7 +115,7 @@ impl<S> StreamChannel<S> {
             read_done: false,
             max: limits.max_message_size,
             stats: None,
-            _permit: None,
+            slot: None,
         }
     }
 
@@ -146,9 +146,10 @@ impl<S> StreamChannel<S> {
         }
     }
 
-    /// Keeps `permit` until the channel is dropped.
-    pub fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Self {
-        self._permit = Some(permit);
+    /// Holds `slot` until the channel is dropped (an inbound channel's
+    /// place under the listener's connection limits).
+    pub fn with_slot(mut self, slot: crate::slots::Slot) -> Self {
+        self.slot = Some(slot);
         self
     }
 
@@ -174,12 +175,22 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if !this.read_done && this.slot.as_ref().is_some_and(|s| s.poll_evicted(cx)) {
+            // Closed to make room for another connection (it never spoke).
+            this.read_done = true;
+            return Poll::Ready(Some(Err(AcpError::Closed)));
+        }
         loop {
             if this.read_done {
                 return Poll::Ready(None);
             }
             match this.split() {
-                Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
+                Ok(Some(msg)) => {
+                    if let Some(s) = &this.slot {
+                        s.spoke();
+                    }
+                    return Poll::Ready(Some(Ok(msg)));
+                }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
             }
@@ -202,7 +213,13 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                 Ok(_) => {}
                 Err(e) => {
                     this.read_done = true;
-                    return Poll::Ready(Some(Err(AcpError::io("reading from the peer", e))));
+                    return Poll::Ready(Some(Err(
+                        if e.kind() == std::io::ErrorKind::ConnectionReset {
+                            AcpError::Reset
+                        } else {
+                            AcpError::io("reading from the peer", e)
+                        },
+                    )));
                 }
             }
         }

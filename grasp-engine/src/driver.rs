@@ -25,7 +25,7 @@ use crate::proto::{
     AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, Reply, SessionHandle,
     Transmit,
 };
-use crate::transport::{AcpTransport, Inbound, InboundStream, MessageIo};
+use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
 use crate::wire::Objective;
 
 /// Messages queued towards one channel. The queue is `futures`' mpsc, which
@@ -160,9 +160,9 @@ impl Driver {
     fn on_chan_event(&mut self, ev: ChanEvent) {
         match ev {
             ChanEvent::Msg(id, msg) => self.engine.handle_channel_message(now(), id, msg),
-            ChanEvent::Closed(id, ChannelEnd::Lost) => {
+            ChanEvent::Closed(id, how @ (ChannelEnd::Lost | ChannelEnd::Reset)) => {
                 self.chans.remove(&id);
-                self.engine.handle_channel_closed(now(), id, ChannelEnd::Lost);
+                self.engine.handle_channel_closed(now(), id, how);
             }
             // The channel task still writes what the engine queues, until
             // the engine closes the channel.
@@ -368,8 +368,12 @@ async fn channel_task(
                 }
                 Some(Err(e)) => {
                     debug!(?id, error = %e, "channel error");
+                    let how = match e {
+                        AcpError::Reset => ChannelEnd::Reset,
+                        _ => ChannelEnd::Lost,
+                    };
                     unsent(out, &ev).await;
-                    let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+                    let _ = ev.send(ChanEvent::Closed(id, how)).await;
                     return;
                 }
                 None => {

@@ -143,6 +143,10 @@ pub enum AcpError {
     /// The channel or transport has been closed.
     #[error("the channel is closed")]
     Closed,
+    /// The peer reset the connection: it refused it (it is at its
+    /// connection limit, or holds too many of ours) or it restarted.
+    #[error("the peer reset the connection: it refused it (at its connection limit) or restarted; try again later")]
+    Reset,
     /// A backend-specific error.
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
@@ -245,9 +249,14 @@ pub struct TransportStats {
     pub channels_opened: u64,
     /// Channels peers opened that we accepted.
     pub channels_accepted: u64,
-    /// Inbound connections refused because of the connection limit or a full
-    /// inbound queue.
+    /// Inbound connections refused (reset): the connection limits, or a
+    /// full inbound queue.
     pub channels_refused: u64,
+    /// Of those, refused because their source held its share already.
+    pub channels_refused_source: u64,
+    /// Inbound connections that had not spoken yet, closed to make room for
+    /// a newcomer or for silence while the pool was filling.
+    pub channels_evicted: u64,
     /// Outgoing connections that failed.
     pub connect_failures: u64,
     /// Channels closed because the peer sent a malformed or oversize message.
@@ -266,6 +275,8 @@ pub struct StatsCounters {
     pub channels_opened: AtomicU64,
     pub channels_accepted: AtomicU64,
     pub channels_refused: AtomicU64,
+    pub channels_refused_source: AtomicU64,
+    pub channels_evicted: AtomicU64,
     pub connect_failures: AtomicU64,
     pub malformed_streams: AtomicU64,
 }
@@ -288,6 +299,8 @@ impl StatsCounters {
             channels_opened: g(&self.channels_opened),
             channels_accepted: g(&self.channels_accepted),
             channels_refused: g(&self.channels_refused),
+            channels_refused_source: g(&self.channels_refused_source),
+            channels_evicted: g(&self.channels_evicted),
             connect_failures: g(&self.connect_failures),
             malformed_streams: g(&self.malformed_streams),
         }

@@ -309,6 +309,8 @@ impl Node {
                 "channels_opened": t.channels_opened,
                 "channels_accepted": t.channels_accepted,
                 "channels_refused": t.channels_refused,
+                "channels_refused_source": t.channels_refused_source,
+                "channels_evicted": t.channels_evicted,
                 "connect_failures": t.connect_failures,
                 "malformed_streams": t.malformed_streams,
             }),

@@ -774,7 +774,9 @@ impl Engine {
                 // M_NEGOTIATE, though it cannot answer that).
                 ChannelEnd::PeerFinished => n.pending.is_none(),
                 // Keep what the peer said last for the ASA's next call.
-                ChannelEnd::Lost => n.pending.is_none() && !n.early.is_empty(),
+                ChannelEnd::Lost | ChannelEnd::Reset => {
+                    n.pending.is_none() && !n.early.is_empty()
+                }
             };
             if keep {
                 n.peer_closed = true;
@@ -791,7 +793,14 @@ impl Engine {
                 linger: false,
             });
         }
+        let refused = format!(
+            "{} refused the connection (reset) before answering: it is at its connection limit or restarting; try again later",
+            ch.peer
+        );
         match ch.state {
+            ChanState::Synch { cmd, .. } if how == ChannelEnd::Reset => {
+                self.reply(cmd, Err(err(ErrorCode::SockErrSynRq, refused)))
+            }
             ChanState::Synch { cmd, .. } => self.reply(
                 cmd,
                 Err(err(
@@ -799,17 +808,19 @@ impl Engine {
                     format!("{} closed the connection without answering", ch.peer),
                 )),
             ),
-            ChanState::Neg(n) => {
-                if let Some((cmd, _)) = n.pending {
-                    self.reply(
-                        cmd,
-                        Err(err(
-                            ErrorCode::NoPeer,
-                            format!("{} closed the connection", ch.peer),
-                        )),
-                    );
+            ChanState::Neg(n) => match n.pending {
+                Some((cmd, NegWait::First)) if how == ChannelEnd::Reset => {
+                    self.reply(cmd, Err(err(ErrorCode::SockErrNegRq, refused)))
                 }
-            }
+                Some((cmd, _)) => self.reply(
+                    cmd,
+                    Err(err(
+                        ErrorCode::NoPeer,
+                        format!("{} closed the connection", ch.peer),
+                    )),
+                ),
+                None => {}
+            },
             ChanState::Fresh => {}
         }
     }

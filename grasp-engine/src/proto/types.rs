@@ -423,9 +423,13 @@ pub enum ChannelEnd {
     /// what is queued for it, and the answer it waits for, are still
     /// delivered, then the channel is closed.
     PeerFinished,
-    /// The channel is gone (reset, write failure, the transport ended it):
-    /// nothing more can be sent on it.
+    /// The channel is gone (write failure, malformed input, the transport
+    /// ended it): nothing more can be sent on it.
     Lost,
+    /// The peer reset the connection: it refused it (at its connection
+    /// limit) or restarted. Like [`Lost`](Self::Lost), but the ASA is told
+    /// it was refused rather than that nobody answered.
+    Reset,
 }
 
 /// Token bucket parameters: `rate` per second, bursts up to `burst`.

@@ -1,0 +1,356 @@
+//! Admission of inbound connections: a cap on all of them, a cap per source
+//! address under it, and who pays when the pool is full.
+//!
+//! One on-link host opening thousands of silent TCP connections must not keep
+//! everyone else out. So:
+//!
+//! * a source holds at most [`Admission::per_source`] slots; its next
+//!   connection takes the place of its own oldest silent one, or is refused
+//!   when all of its connections are in use;
+//! * when all [`Admission::max`] slots are taken, a newcomer takes the place
+//!   of the oldest silent connection of the source holding the most slots;
+//!   only when every connection has spoken is the newcomer refused;
+//! * from three quarters full on, connections silent for longer than
+//!   [`Admission::pressured_silence`] are closed as newcomers arrive (the
+//!   engine's first-message timeout, 5 s, applies below that).
+//!
+//! "Silent": it has not delivered a whole message yet or, under a layer such
+//! as TLS, not finished its handshake. A refused connection is reset (RST):
+//! refusing costs nothing, and the client reports a reset as a refusal
+//! ([`AcpError::Reset`](grasp_engine::transport::AcpError::Reset)), not as
+//! "no listener".
+//!
+//! Worst case: `max` connections plus the evicted ones whose tasks have not
+//! yet noticed (they close at their next poll), one table entry (about 64
+//! bytes) each.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Context;
+use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
+
+/// Limits on inbound connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Connections open at once, from everyone.
+    pub max: usize,
+    /// Connections open at once from one source address.
+    pub per_source: usize,
+    /// From three quarters full on, how long a connection may stay silent.
+    pub pressured_silence: Duration,
+}
+
+impl Default for Admission {
+    /// 1024 in all, 128 per source (an eighth: fewer than eight sources
+    /// cannot fill the pool at all), 1 s of silence under pressure.
+    fn default() -> Self {
+        Admission {
+            max: 1024,
+            per_source: 128,
+            pressured_silence: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its source holds its share already, all of it in use.
+    SourceFull,
+    /// Every slot is held by a connection that has spoken.
+    PoolFull,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    spoke: AtomicBool,
+    evicted: AtomicBool,
+    waker: AtomicWaker,
+}
+
+#[derive(Debug)]
+struct Conn {
+    source: IpAddr,
+    opened: Instant,
+    flags: Arc<Flags>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next: u64,
+    /// By admission order: the first silent one of a source is its oldest.
+    conns: BTreeMap<u64, Conn>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+impl Table {
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let c = self.conns.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&c.source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&c.source);
+            }
+        }
+        Some(c)
+    }
+
+    fn evict(&mut self, id: u64) {
+        if let Some(c) = self.remove(id) {
+            c.flags.evicted.store(true, Ordering::Release);
+            c.flags.waker.wake();
+        }
+    }
+
+    fn silent(c: &Conn) -> bool {
+        !c.flags.spoke.load(Ordering::Acquire)
+    }
+}
+
+/// The slot table of one listener.
+#[derive(Debug, Clone)]
+pub(crate) struct Slots {
+    limits: Admission,
+    table: Arc<Mutex<Table>>,
+}
+
+/// What [`Slots::admit`] did besides admitting.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Admitted {
+    /// Silent connections closed to make room.
+    pub(crate) evicted: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(limits: Admission) -> Self {
+        Slots {
+            limits: Admission {
+                max: limits.max.max(1),
+                per_source: limits.per_source.clamp(1, limits.max.max(1)),
+                ..limits
+            },
+            table: Arc::default(),
+        }
+    }
+
+    /// Connections holding a slot now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a connection from `source`, closing silent ones to make room
+    /// as the module documentation says.
+    pub(crate) fn admit(
+        &self,
+        source: IpAddr,
+        now: Instant,
+    ) -> Result<(Slot, Admitted), Refusal> {
+        let l = self.limits;
+        let mut t = self.lock();
+        let mut done = Admitted::default();
+        if t.conns.len() * 4 >= l.max * 3 {
+            let stale: Vec<u64> = t
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    Table::silent(c) && now.saturating_duration_since(c.opened) > l.pressured_silence
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            done.evicted += stale.len();
+            for id in stale {
+                t.evict(id);
+            }
+        }
+        if t.per_source.get(&source).copied().unwrap_or(0) >= l.per_source {
+            // The source pays for itself.
+            let own = t
+                .conns
+                .iter()
+                .find(|(_, c)| c.source == source && Table::silent(c))
+                .map(|(id, _)| *id)
+                .ok_or(Refusal::SourceFull)?;
+            t.evict(own);
+            done.evicted += 1;
+        } else if t.conns.len() >= l.max {
+            // The heaviest source pays: its oldest silent connection.
+            let mut victim: Option<(usize, u64)> = None;
+            for (id, c) in &t.conns {
+                if !Table::silent(c) {
+                    continue;
+                }
+                let weight = t.per_source.get(&c.source).copied().unwrap_or(0);
+                if victim.is_none_or(|(w, _)| weight > w) {
+                    victim = Some((weight, *id));
+                }
+            }
+            let (_, id) = victim.ok_or(Refusal::PoolFull)?;
+            t.evict(id);
+            done.evicted += 1;
+        }
+        let id = t.next;
+        t.next += 1;
+        let flags = Arc::new(Flags::default());
+        t.conns.insert(
+            id,
+            Conn {
+                source,
+                opened: now,
+                flags: flags.clone(),
+            },
+        );
+        *t.per_source.entry(source).or_insert(0) += 1;
+        Ok((
+            Slot {
+                id,
+                flags,
+                table: Arc::downgrade(&self.table),
+            },
+            done,
+        ))
+    }
+}
+
+/// A connection's place in the table, held while it lives.
+#[derive(Debug)]
+pub struct Slot {
+    id: u64,
+    flags: Arc<Flags>,
+    table: Weak<Mutex<Table>>,
+}
+
+impl Slot {
+    /// The connection delivered a whole message (or finished its
+    /// handshake): it is no longer one that can be closed to make room.
+    pub fn spoke(&self) {
+        self.flags.spoke.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was closed to make room; if not, `cx` is
+    /// woken when it is.
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> bool {
+        if self.flags.evicted.load(Ordering::Acquire) {
+            return true;
+        }
+        self.flags.waker.register(cx.waker());
+        self.flags.evicted.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the connection is closed to make room.
+    pub async fn evicted(&self) {
+        std::future::poll_fn(|cx| {
+            if self.poll_evicted(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(t) = self.table.upgrade() {
+            t.lock().unwrap_or_else(|e| e.into_inner()).remove(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn ip(n: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, n))
+    }
+
+    fn slots(max: usize, per_source: usize) -> Slots {
+        Slots::new(Admission {
+            max,
+            per_source,
+            pressured_silence: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn a_source_pays_for_itself() {
+        let s = slots(100, 3);
+        let now = Instant::now();
+        let a: Vec<Slot> = (0..3).map(|_| s.admit(ip(1), now).unwrap().0).collect();
+        // A fourth from the same source takes the place of its oldest
+        // silent connection.
+        let (_d, done) = s.admit(ip(1), now).unwrap();
+        assert_eq!(done.evicted, 1);
+        assert!(a[0].flags.evicted.load(Ordering::Acquire));
+        assert_eq!(s.len(), 3);
+        // All of its connections in use: refused.
+        for x in &a[1..] {
+            x.spoke();
+        }
+        _d.spoke();
+        assert_eq!(s.admit(ip(1), now).unwrap_err(), Refusal::SourceFull);
+        // Another source is not affected.
+        assert!(s.admit(ip(2), now).is_ok());
+    }
+
+    #[test]
+    fn the_heaviest_source_pays_when_the_pool_is_full() {
+        let s = slots(10, 8);
+        let now = Instant::now();
+        let heavy: Vec<Slot> = (0..7).map(|_| s.admit(ip(1), now).unwrap().0).collect();
+        let light: Vec<Slot> = (0..3).map(|_| s.admit(ip(2), now).unwrap().0).collect();
+        // Full: a newcomer evicts the heavy source's oldest silent one.
+        let (n, done) = s.admit(ip(3), now).unwrap();
+        assert_eq!(done.evicted, 1);
+        assert!(heavy[0].flags.evicted.load(Ordering::Acquire));
+        assert!(light.iter().all(|l| !l.flags.evicted.load(Ordering::Acquire)));
+        // Connections that spoke are never evicted: with everything in
+        // use, the newcomer is refused.
+        n.spoke();
+        for x in heavy[1..].iter().chain(&light) {
+            x.spoke();
+        }
+        assert_eq!(s.admit(ip(4), now).unwrap_err(), Refusal::PoolFull);
+        // A slot given back is free again.
+        drop(light);
+        assert!(s.admit(ip(4), now).is_ok());
+    }
+
+    #[test]
+    fn under_pressure_silence_is_short() {
+        let s = slots(8, 8);
+        let t0 = Instant::now();
+        let old: Vec<Slot> = (0..6).map(|_| s.admit(ip(1), t0).unwrap().0).collect();
+        old[0].spoke();
+        // Six of eight is three quarters: the next admission closes the
+        // silent ones older than a second.
+        let (_n, done) = s.admit(ip(2), t0 + Duration::from_millis(1500)).unwrap();
+        assert_eq!(done.evicted, 5);
+        assert_eq!(s.len(), 2);
+        assert!(!old[0].flags.evicted.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn an_evicted_slot_wakes_its_task() {
+        let s = slots(1, 1);
+        let (a, _) = s.admit(ip(1), Instant::now()).unwrap();
+        let waiter = tokio::spawn(async move { a.evicted().await });
+        tokio::task::yield_now().await;
+        let _b = s.admit(ip(2), Instant::now()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the evicted connection was not woken")
+            .unwrap();
+    }
+}
