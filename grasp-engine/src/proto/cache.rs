@@ -336,12 +336,22 @@ impl Bucket {
         }
     }
 
+    /// The tokens there are at `now`.
+    pub(crate) fn level(&mut self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + dt * self.limit.rate).min(self.limit.burst);
+        self.tokens
+    }
+
+    /// Its rate and burst.
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.limit.rate).min(self.limit.burst);
-        if self.tokens >= 1.0 {
+        if self.level(now) >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {

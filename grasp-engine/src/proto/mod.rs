@@ -17,6 +17,7 @@
 //! §2.5.4.4), relays are rate limited and duplicate-suppressed, the flood
 //! cache is keyed by source, and everything is bounded.
 
+mod budget;
 mod cache;
 pub mod types;
 
@@ -34,7 +35,8 @@ use crate::wire::{
     Discovery, End, EndOption, Flood, Invalid, Locator, Message, Objective, ObjectiveFlags,
     Response, ResponseTarget, SessionId, SessionObjective, TaggedObjective, Value, Wait,
 };
-use cache::{Bucket, DiscoveryCache, FloodCache, RecentSessions};
+use budget::{Budgets, Rates, Refused, Source, Work};
+use cache::{DiscoveryCache, FloodCache, RecentSessions};
 pub use types::*;
 
 /// Largest multicast payload that keeps the IPv6 packet within 1280 bytes
@@ -96,7 +98,25 @@ struct Disc {
     found: Vec<AsaLocator>,
     /// For a relayed discovery: where to send what we learn.
     relay_to: Option<SocketAddrV6>,
+    /// Our own discovery's repeats while nothing is found: what to send,
+    /// the next gap, and the session ids used so far after the first.
+    repeat: Option<Repeat>,
 }
+
+/// Repeats of a discovery within its timeout (RFC 8990 §2.5.4.2: "MAY be
+/// repeated, with a newly generated Session ID", with exponential backoff):
+/// at a quarter of the timeout, then at three quarters, while nothing has
+/// answered. A discovery lost to a full queue or a relay's rate limit on a
+/// busy link gets two more chances within the time the ASA gave it.
+#[derive(Debug)]
+struct Repeat {
+    objective: Objective,
+    gap: Duration,
+    aliases: Vec<SessionId>,
+}
+
+/// Repeats of one discovery at most.
+const DISCOVERY_REPEATS: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NegWait {
@@ -146,14 +166,9 @@ struct Chan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Disc(SessionId, IpAddr),
+    /// Repeat our discovery (keyed by its first session id).
+    Repeat(SessionId, IpAddr),
     Chan(ChannelId),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum BucketKind {
-    Relay,
-    FloodRelay,
-    Response,
 }
 
 /// The GRASP protocol engine (sans-IO).
@@ -171,12 +186,14 @@ pub struct Engine {
     disc_cache: DiscoveryCache,
     flood_cache: FloodCache,
     discoveries: HashMap<(SessionId, IpAddr), Disc>,
+    /// The session ids of discovery repeats, to their discovery's first.
+    disc_alias: HashMap<(SessionId, IpAddr), (SessionId, IpAddr)>,
     recent: RecentSessions,
     own_sids: HashSet<SessionId>,
     neg_clash: HashSet<(SessionId, IpAddr)>,
     channels: HashMap<ChannelId, Chan>,
     timers: BTreeSet<(Instant, Timer)>,
-    buckets: HashMap<(u32, BucketKind), Bucket>,
+    budgets: Budgets,
     next_channel: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -228,11 +245,12 @@ impl Engine {
             asas: HashMap::new(),
             objectives: HashMap::new(),
             discoveries: HashMap::new(),
+            disc_alias: HashMap::new(),
             own_sids: HashSet::new(),
             neg_clash: HashSet::new(),
             channels: HashMap::new(),
             timers: BTreeSet::new(),
-            buckets: HashMap::new(),
+            budgets: Budgets::new(),
             next_channel: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -313,6 +331,7 @@ impl Engine {
             let sid = SessionId(self.rng.random());
             let key = (sid, self.node_addr);
             if !self.discoveries.contains_key(&key)
+                && !self.disc_alias.contains_key(&key)
                 && !self.recent.contains(&key, now)
                 && !self.own_sids.contains(&sid)
             {
@@ -373,16 +392,37 @@ impl Engine {
         });
     }
 
-    fn take_token(&mut self, ifindex: u32, kind: BucketKind, now: Instant) -> bool {
-        let limit = match kind {
-            BucketKind::Relay => self.config.relay_rate,
-            BucketKind::FloodRelay => self.config.flood_relay_rate,
-            BucketKind::Response => self.config.response_rate,
+    /// Takes a token for `work` on `ifindex` for `sources` (see
+    /// [`budget`]), counting a refusal against the pool or the source.
+    fn budget(&mut self, now: Instant, ifindex: u32, work: Work, sources: &[Source]) -> bool {
+        let c = &self.config;
+        let rates = match work {
+            Work::Relay => Rates {
+                pool: c.relay_rate,
+                per_source: c.relay_per_source,
+            },
+            Work::FloodRelay => Rates {
+                pool: c.flood_relay_rate,
+                per_source: c.flood_relay_per_source,
+            },
+            Work::Response => Rates {
+                pool: c.response_rate,
+                per_source: c.response_per_source,
+            },
         };
-        self.buckets
-            .entry((ifindex, kind))
-            .or_insert_with(|| Bucket::new(limit, now))
-            .take(now)
+        let Err(why) = self.budgets.take(now, ifindex, work, rates, sources) else {
+            return true;
+        };
+        let s = &mut self.stats;
+        *match (work, why) {
+            (Work::Relay, Refused::Pool) => &mut s.relay_rate_limited,
+            (Work::Relay, Refused::Source) => &mut s.relay_source_limited,
+            (Work::FloodRelay, Refused::Pool) => &mut s.flood_relay_rate_limited,
+            (Work::FloodRelay, Refused::Source) => &mut s.flood_relay_source_limited,
+            (Work::Response, Refused::Pool) => &mut s.response_rate_limited,
+            (Work::Response, Refused::Source) => &mut s.response_source_limited,
+        } += 1;
+        false
     }
 
     fn secure_ok(&self) -> bool {
@@ -464,7 +504,7 @@ impl Engine {
         let src = SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex);
         match msg {
             Message::Discovery(disc) => self.on_discovery(now, d.ifindex, src, disc, &d.msg),
-            Message::Flood(f) => self.on_flood(now, d.ifindex, f, &d.msg),
+            Message::Flood(f) => self.on_flood(now, d.ifindex, src, f, &d.msg),
             Message::Unknown(_) => self.stats.unknown_multicast += 1,
             _ => {} // M_NOOP and unicast-only types: ignore.
         }
@@ -480,7 +520,10 @@ impl Engine {
         raw: &[u8],
     ) {
         let key = (disc.session_id, disc.initiator);
-        if self.discoveries.contains_key(&key) || self.recent.contains(&key, now) {
+        if self.discoveries.contains_key(&key)
+            || self.disc_alias.contains_key(&key)
+            || self.recent.contains(&key, now)
+        {
             // Our own (looped back), or one we relayed already.
             self.stats.duplicates += 1;
             return;
@@ -541,8 +584,10 @@ impl Engine {
         target: ResponseTarget,
         objective: Option<Objective>,
     ) {
-        if !self.take_token(ifindex, BucketKind::Response, now) {
-            self.stats.response_rate_limited += 1;
+        // Keyed by the address we would connect to: a storm of discoveries
+        // claiming one sender gets that sender at most its own rate of
+        // connections (no reflection at the pool's rate).
+        if !self.budget(now, ifindex, Work::Response, &[Source::Neighbour(IpAddr::V6(*to.ip()))]) {
             return;
         }
         let msg = Message::Response(Response {
@@ -590,8 +635,11 @@ impl Engine {
             self.stats.bounded_refusals += 1;
             return;
         }
-        if !self.take_token(ifindex, BucketKind::Relay, now) {
-            self.stats.relay_rate_limited += 1;
+        let sources = [
+            Source::Neighbour(IpAddr::V6(*src.ip())),
+            Source::Initiator(disc.initiator),
+        ];
+        if !self.budget(now, ifindex, Work::Relay, &sources) {
             return;
         }
         let key = (disc.session_id, disc.initiator);
@@ -621,6 +669,7 @@ impl Engine {
                 waiters: Vec::new(),
                 found: Vec::new(),
                 relay_to: Some(src),
+                repeat: None,
             },
         );
         self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
@@ -628,7 +677,7 @@ impl Engine {
     }
 
     /// An M_FLOOD arrived (`raw` as received, for relaying).
-    fn on_flood(&mut self, now: Instant, ifindex: u32, f: Flood, raw: &[u8]) {
+    fn on_flood(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, f: Flood, raw: &[u8]) {
         let key = (f.session_id, f.initiator);
         if self.recent.contains(&key, now) {
             self.stats.duplicates += 1;
@@ -667,8 +716,11 @@ impl Engine {
             });
         }
         if self.relay && first_lc > 1 {
-            if !self.take_token(ifindex, BucketKind::FloodRelay, now) {
-                self.stats.flood_relay_rate_limited += 1;
+            let sources = [
+                Source::Neighbour(IpAddr::V6(*src.ip())),
+                Source::Initiator(f.initiator),
+            ];
+            if !self.budget(now, ifindex, Work::FloodRelay, &sources) {
                 return;
             }
             //= https://www.rfc-editor.org/rfc/rfc8990#section-2.5.6.2
@@ -941,6 +993,7 @@ impl Engine {
 
     fn on_response(&mut self, now: Instant, learnt_on: u32, r: Response) {
         let key = (r.session_id, r.initiator);
+        let key = self.disc_alias.get(&key).copied().unwrap_or(key);
         let Some(disc) = self.discoveries.get(&key) else {
             return; // unknown or expired session: drop silently (§2.5.4.3)
         };
@@ -1083,6 +1136,7 @@ impl Engine {
             self.timers.pop_first();
             match timer {
                 Timer::Disc(sid, init) => self.finish_discovery(now, (sid, init)),
+                Timer::Repeat(sid, init) => self.repeat_discovery(now, (sid, init)),
                 Timer::Chan(id) => self.channel_timeout(now, id),
             }
         }
@@ -1094,6 +1148,54 @@ impl Engine {
             // Remember it a while so late copies are not relayed again.
             let hold = (d.deadline - now).max(Duration::from_secs(10));
             self.recent.insert(key, now + hold, now);
+            for sid in d.repeat.iter().flat_map(|r| &r.aliases) {
+                let alias = (*sid, key.1);
+                self.disc_alias.remove(&alias);
+                self.recent.insert(alias, now + hold, now);
+            }
+        }
+    }
+
+    /// Sends our discovery `key` again under a new session id if nothing
+    /// has answered yet, and plans the next repeat.
+    fn repeat_discovery(&mut self, now: Instant, key: (SessionId, IpAddr)) {
+        let Some(d) = self.discoveries.get(&key) else {
+            return;
+        };
+        let Some(r) = d.repeat.as_ref() else {
+            return;
+        };
+        if !d.found.is_empty() || r.aliases.len() >= DISCOVERY_REPEATS {
+            return;
+        }
+        let (objective, deadline) = (r.objective.clone(), d.deadline);
+        let sid = self.new_sid(now);
+        let msg = Message::Discovery(Discovery {
+            session_id: sid,
+            initiator: key.1,
+            objective,
+            extensions: Vec::new(),
+        })
+        .encode();
+        for i in &self.interfaces {
+            self.transmits.push_back(Transmit::Multicast {
+                ifindex: i.index,
+                msg: msg.clone(),
+            });
+        }
+        self.stats.discoveries_repeated += 1;
+        self.disc_alias.insert((sid, key.1), key);
+        if let Some(r) = self
+            .discoveries
+            .get_mut(&key)
+            .and_then(|d| d.repeat.as_mut())
+        {
+            r.aliases.push(sid);
+            r.gap *= 2;
+            let next = now + r.gap;
+            if next < deadline && r.aliases.len() < DISCOVERY_REPEATS {
+                self.timers.insert((next, Timer::Repeat(key.0, key.1)));
+            }
         }
     }
 
@@ -1980,7 +2082,7 @@ impl Engine {
         let msg = Message::Discovery(Discovery {
             session_id: sid,
             initiator: self.node_addr,
-            objective,
+            objective: objective.clone(),
             extensions: Vec::new(),
         })
         .encode();
@@ -2005,9 +2107,16 @@ impl Engine {
                 waiters: vec![w],
                 found: Vec::new(),
                 relay_to: None,
+                repeat: Some(Repeat {
+                    objective,
+                    gap: timeout / 4,
+                    aliases: Vec::new(),
+                }),
             },
         );
         self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
+        self.timers
+            .insert((now + timeout / 4, Timer::Repeat(key.0, key.1)));
         Ok(())
     }
 

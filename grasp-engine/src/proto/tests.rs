@@ -206,13 +206,20 @@ fn discovery_and_synchronization_on_virtual_time() {
         },
     );
     assert!(net.reply(0, id).is_none(), "waits for the whole timeout");
-    // ...which is 100 ms x loop count 6.
+    // ...which is 100 ms x loop count 6 (the repeat planned at 150 ms does
+    // nothing: B answered).
     let t0 = net.now;
-    net.advance(Duration::from_secs(5));
-    assert_eq!(net.now - t0, Duration::from_millis(600));
-    let Some(Ok(Reply::Locators(locs))) = net.reply(0, id) else {
-        panic!()
+    let locs = loop {
+        net.advance(Duration::from_secs(5));
+        if let Some(r) = net.reply(0, id) {
+            let Ok(Reply::Locators(locs)) = r else {
+                panic!("{r:?}")
+            };
+            break locs;
+        }
     };
+    assert_eq!(net.now - t0, Duration::from_millis(600));
+    assert_eq!(net.engines[0].stats().discoveries_repeated, 0);
     assert_eq!(locs.len(), 1);
     assert_eq!(locs[0].locator, Locator::tcp6(ula(2), 7017));
     // Synchronize from the cache: no multicast.
@@ -899,4 +906,182 @@ fn discovery_for_a_session_does_not_multicast_its_value() {
         seen += 1;
     }
     assert_eq!(seen, 4, "two discoveries on two interfaces");
+}
+
+/// A discovery nobody answers is sent again under a new session id at a
+/// quarter and at three quarters of its timeout; an answer to a repeat
+/// completes it (issue 11 §4).
+#[test]
+fn an_unanswered_discovery_is_repeated_within_its_timeout() {
+    let mut e = two_link_engine(Config {
+        seed: Some(10),
+        relay: Some(false),
+        ..Config::default()
+    });
+    let t0 = Instant::now();
+    let asa = match call(&mut e, t0, 1, Command::RegisterAsa { name: "a".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    e.handle_command(
+        t0,
+        CommandId(2),
+        Command::Discover {
+            asa,
+            objective: Objective::new("EX.far", SYNCH), // loop count 6: 600 ms
+            options: DiscoverOptions::first(Duration::from_millis(600)),
+        },
+    );
+    let sids = |e: &mut Engine| {
+        let mut v = Vec::new();
+        while let Some(t) = e.poll_transmit() {
+            if let Transmit::Multicast { msg, .. } = t {
+                let Message::Discovery(d) = Message::decode(&msg).unwrap() else {
+                    panic!()
+                };
+                v.push(d.session_id);
+            }
+        }
+        v.dedup();
+        v
+    };
+    let first = sids(&mut e);
+    assert_eq!(first.len(), 1);
+    assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_millis(150)));
+    e.handle_timeout(t0 + Duration::from_millis(150));
+    let second = sids(&mut e);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "a new session id");
+    assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_millis(450)));
+    e.handle_timeout(t0 + Duration::from_millis(450));
+    let third = sids(&mut e);
+    assert_eq!(third.len(), 1);
+    assert_eq!(e.stats().discoveries_repeated, 2);
+    // The answer to the second copy arrives: the discovery is done.
+    let ch = e.allocate_channel();
+    let peer = SocketAddr::V6(SocketAddrV6::new(ll(5), 7017, 0, 1));
+    e.handle_inbound_channel(t0 + Duration::from_millis(460), ch, peer);
+    let resp = Message::Response(crate::wire::Response {
+        session_id: second[0],
+        initiator: std::net::IpAddr::V6(ula(1)),
+        ttl_ms: 60_000,
+        target: crate::wire::ResponseTarget::Locators(vec![Locator::tcp6(ula(5), 7017)]),
+        objective: None,
+        extensions: Vec::new(),
+    });
+    e.handle_channel_message(t0 + Duration::from_millis(460), ch, resp.encode());
+    let mut got = None;
+    while let Some(ev) = e.poll_event() {
+        if let Event::Reply {
+            cmd: CommandId(2),
+            result,
+        } = ev
+        {
+            got = Some(result);
+        }
+    }
+    let Some(Ok(Reply::Locators(l))) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(l[0].locator, Locator::tcp6(ula(5), 7017));
+    // No repeat is left, and our own copies looped back are duplicates.
+    e.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(sids(&mut e).is_empty());
+    let dup = Datagram {
+        ifindex: 1,
+        src: SocketAddrV6::new(ll(1), 7017, 0, 1),
+        msg: Message::Discovery(crate::wire::Discovery {
+            session_id: third[0],
+            initiator: std::net::IpAddr::V6(ula(1)),
+            objective: Objective::new("EX.far", SYNCH),
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    let before = e.stats().duplicates;
+    e.handle_datagram(t0 + Duration::from_secs(1), dup);
+    assert_eq!(e.stats().duplicates, before + 1);
+}
+
+/// A storm from one neighbour gets that neighbour's share of the relay and
+/// of the responses; another neighbour on the same link is still relayed
+/// and answered (issue 11 §4).
+#[test]
+fn one_storming_neighbour_gets_its_share_only() {
+    let mut e = two_link_engine(Config {
+        seed: Some(11),
+        ..Config::default()
+    });
+    let now = Instant::now();
+    let asa = match call(&mut e, now, 1, Command::RegisterAsa { name: "r".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    call(
+        &mut e,
+        now,
+        2,
+        Command::RegisterObjective {
+            asa,
+            objective: Objective::new("EX.here", SYNCH),
+            options: RegisterOptions {
+                discoverable: true,
+                ..RegisterOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    let disc = |sid: u32, from: usize, name: &str| Datagram {
+        ifindex: 1,
+        src: SocketAddrV6::new(ll(from), 5000, 0, 1),
+        msg: Message::Discovery(crate::wire::Discovery {
+            session_id: SessionId(sid),
+            initiator: std::net::IpAddr::V6(ula(from)),
+            objective: Objective::new(name, SYNCH),
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    // (relayed, connections opened, and to whom)
+    let out = |e: &mut Engine| {
+        let (mut relayed, mut to) = (0, Vec::new());
+        while let Some(t) = e.poll_transmit() {
+            match t {
+                Transmit::Multicast { .. } => relayed += 1,
+                Transmit::Connect { peer, .. } => to.push(peer.ip()),
+                _ => {}
+            }
+        }
+        (relayed, to)
+    };
+    let (mut storm_relayed, mut storm_answered) = (0, 0);
+    let (mut other_relayed, mut other_answered) = (0, 0);
+    // 10 s: the storm sends 2,000 a second of each; the other neighbour
+    // one of each a second.
+    for ms in 0..10_000u32 {
+        let t = now + Duration::from_millis(u64::from(ms));
+        for k in 0..2 {
+            let sid = 1_000_000 + ms * 4 + k * 2;
+            e.handle_datagram(t, disc(sid, 9, "EX.far"));
+            storm_relayed += out(&mut e).0;
+            e.handle_datagram(t, disc(sid + 1, 9, "EX.here"));
+            storm_answered += out(&mut e).1.len();
+        }
+        if ms % 1000 == 0 {
+            e.handle_datagram(t, disc(ms * 4 + 1, 7, "EX.far"));
+            other_relayed += out(&mut e).0;
+            e.handle_datagram(t, disc(ms * 4 + 3, 7, "EX.here"));
+            other_answered += out(&mut e).1.len();
+        }
+        // Relayed discoveries time out; keep the table small.
+        e.handle_timeout(t);
+        out(&mut e);
+    }
+    assert_eq!(other_relayed, 10, "every discovery of the other neighbour relayed");
+    assert_eq!(other_answered, 10, "and answered");
+    // The storm: its own rate (25/s relayed, 100/s answered) plus a burst.
+    assert!(storm_relayed <= 25 * 10 + 50, "{storm_relayed}");
+    assert!(storm_answered <= 100 * 10 + 200, "{storm_answered}");
+    assert!(e.stats().relay_source_limited > 10_000);
+    assert!(e.stats().response_source_limited > 10_000);
 }

@@ -485,10 +485,20 @@ pub struct Config {
     pub flood_memory: Duration,
     /// Relayed discoveries per interface.
     pub relay_rate: RateLimit,
+    /// Relayed discoveries per source under `relay_rate`: per link-local
+    /// sender and per initiator claimed (both must have budget).
+    pub relay_per_source: RateLimit,
     /// Relayed floods per interface.
     pub flood_relay_rate: RateLimit,
+    /// Relayed floods per source under `flood_relay_rate` (link-local
+    /// sender and initiator).
+    pub flood_relay_per_source: RateLimit,
     /// Discovery responses sent per interface.
     pub response_rate: RateLimit,
+    /// Discovery responses per address answered to, under
+    /// `response_rate`: the connections a storm of discoveries claiming
+    /// one sender can make this node open towards it.
+    pub response_per_source: RateLimit,
 }
 
 impl Default for Config {
@@ -517,13 +527,29 @@ impl Default for Config {
                 rate: 50.0,
                 burst: 100.0,
             },
+            // A source gets half of a relay pool at most; heavy sources
+            // cannot take its last quarter (see `budget`).
+            relay_per_source: RateLimit {
+                rate: 25.0,
+                burst: 50.0,
+            },
             flood_relay_rate: RateLimit {
                 rate: 50.0,
                 burst: 100.0,
             },
+            flood_relay_per_source: RateLimit {
+                rate: 25.0,
+                burst: 50.0,
+            },
             response_rate: RateLimit {
                 rate: 2000.0,
                 burst: 4000.0,
+            },
+            // Twice the relay pool: a relay passing on every discovery it
+            // may relay is still answered in full.
+            response_per_source: RateLimit {
+                rate: 100.0,
+                burst: 200.0,
             },
         }
     }
@@ -628,19 +654,31 @@ pub struct EngineStats {
     pub dull_dropped: u64,
     /// Discoveries relayed.
     pub discoveries_relayed: u64,
+    /// Our discoveries sent again (new session id) because nothing had
+    /// answered within a quarter, then three quarters, of their timeout.
+    pub discoveries_repeated: u64,
     /// Floods relayed.
     pub floods_relayed: u64,
     /// Discovery relays refused by the relay rate limit.
     pub relay_rate_limited: u64,
+    /// Discovery relays refused because their sender or initiator had
+    /// spent its share (`relay_per_source`).
+    pub relay_source_limited: u64,
     /// Flood relays refused by the flood-relay rate limit (the flood is
     /// still cached and delivered to local ASAs).
     pub flood_relay_rate_limited: u64,
+    /// Flood relays refused because their sender or initiator had spent its
+    /// share (still cached and delivered locally).
+    pub flood_relay_source_limited: u64,
     /// Duplicate relayed discoveries/floods suppressed.
     pub duplicates: u64,
     /// Discovery responses sent.
     pub responses_sent: u64,
     /// Discovery responses not sent because of the rate limit.
     pub response_rate_limited: u64,
+    /// Discovery responses not sent because the address to answer had
+    /// spent its share (`response_per_source`).
+    pub response_source_limited: u64,
     /// Inbound channels closed for silence.
     pub idle_channels_closed: u64,
     /// Things refused because a bound was reached.
