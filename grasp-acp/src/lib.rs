@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 
 pub mod envelope;
 pub mod fabric;
+pub mod fair;
 pub mod interfaces;
 pub mod plain;
 pub mod replay;

@@ -52,9 +52,17 @@ pub struct Config {
     /// how long one may stay silent when the pool fills
     /// ([`Admission`](crate::slots::Admission) says who pays when it is full).
     pub admission: crate::slots::Admission,
-    /// Inbound items (datagrams and new channels) queued for the engine;
-    /// beyond that they are dropped and counted.
+    /// Received multicasts queued for the engine, in all; beyond that the
+    /// heaviest source's newest is dropped (counted). Sources are served in
+    /// turn ([`fair`](crate::fair) explains).
     pub inbound_queue: usize,
+    /// Received multicasts queued from one link-local source at most.
+    pub inbound_per_source: usize,
+    /// The multicast socket's receive buffer in bytes (`SO_RCVBUFFORCE`
+    /// when privileged, else `SO_RCVBUF`, which the kernel caps at
+    /// `net.core.rmem_max`). Datagrams the kernel drops when it is full are
+    /// counted (`SO_RXQ_OVFL`).
+    pub receive_buffer: usize,
     /// Override the node address (otherwise ULA, else global, else
     /// link-local).
     pub node_address: Option<Ipv6Addr>,
@@ -83,6 +91,11 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             admission: crate::slots::Admission::default(),
             inbound_queue: 1024,
+            // A storming source holds at most a sixteenth of the queue.
+            inbound_per_source: 64,
+            // About 5,000 small datagrams: a few milliseconds of a storm
+            // while the engine is busy, a few hundred KiB when idle.
+            receive_buffer: 4 << 20,
             node_address: None,
             framer: None,
             layer: None,
@@ -208,7 +221,12 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         max_message_size: config.max_message_size,
         ..Limits::default()
     };
-    let (tx, rx) = mpsc::channel(config.inbound_queue.max(1));
+    // Interface changes and channels whose handshake finished.
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let fair = Arc::new(crate::fair::Fair::new(
+        config.inbound_queue,
+        config.inbound_per_source,
+    ));
     let now = Arc::new(std::sync::RwLock::new(Current::new(
         interfaces.clone(),
         Locator::tcp6(node_addr, port),
@@ -219,7 +237,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         now.clone(),
         config.listen_self,
         config.max_message_size,
-        tx.clone(),
+        Arc::downgrade(&fair),
         stats.clone(),
     ))];
     if let Some(every) = config.rescan_interval {
@@ -245,7 +263,8 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         handshake_timeout: config.connect_timeout,
         ready: tx.clone(),
         stats: stats.clone(),
-        datagrams: rx,
+        datagrams: fair,
+        events: rx,
         backoff: None,
         accept_first: true,
     };
@@ -278,6 +297,10 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     let context = context.into();
     move |source| Error::Io { context, source }
 }
+
+/// Interface changes and handshaken channels queued for the engine (a few
+/// at a time in practice; full means a handshaken channel is refused).
+const EVENT_QUEUE: usize = 256;
 
 /// A TCP listener and a UDP sending socket on the same port number: discovery
 /// responders connect by TCP to the UDP source port of our multicasts
@@ -360,6 +383,12 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
         .map_err(io_err("setting SO_REUSEPORT"))?;
     s.set_nonblocking(true)
         .map_err(io_err("setting O_NONBLOCK"))?;
+    set_receive_buffer(&s, config.receive_buffer);
+    // Each datagram carries the socket's drop count (SO_RXQ_OVFL), so the
+    // kernel's drops in a storm are counted, not invisible.
+    if let Err(e) = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RxqOvfl, &1) {
+        debug!(error = %e, "SO_RXQ_OVFL unavailable: kernel receive drops are not counted");
+    }
     s.bind(&SockAddr::from(SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
         config.multicast_port,
@@ -378,6 +407,17 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
             )))?;
     }
     UdpSocket::from_std(s.into()).map_err(io_err("registering the multicast socket"))
+}
+
+/// Sizes a receive buffer: `SO_RCVBUFFORCE` (privileged, not capped by
+/// `net.core.rmem_max`), else `SO_RCVBUF`.
+fn set_receive_buffer(s: &Socket, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::RcvBufForce, &bytes).is_err() {
+        if let Err(e) = s.set_recv_buffer_size(bytes) {
+            debug!(error = %e, bytes, "cannot size the multicast receive buffer");
+        }
+    }
 }
 
 /// What the plain ACP uses now: interfaces, node locator, and our own
@@ -499,23 +539,69 @@ async fn rescan_loop(
     }
 }
 
+/// One datagram from the multicast socket: its length, source, and the
+/// socket's count of datagrams the kernel dropped so far (SO_RXQ_OVFL).
+fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(u32);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let r = recvmsg::<SockaddrIn6>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+    )
+    .map_err(io::Error::from)?;
+    let mut dropped = None;
+    if let Ok(cmsgs) = r.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::RxqOvfl(n) = c {
+                dropped = Some(n);
+            }
+        }
+    }
+    let src = r.address.map(|a| SocketAddr::V6(SocketAddrV6::from(a)));
+    Ok((r.bytes, src, dropped))
+}
+
 async fn multicast_receive_loop(
     sock: Arc<UdpSocket>,
     now: Arc<std::sync::RwLock<Current>>,
     listen_self: bool,
     max: usize,
-    tx: mpsc::Sender<Inbound>,
+    queue: std::sync::Weak<crate::fair::Fair>,
     stats: Arc<StatsCounters>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut buf = vec![0u8; 65536];
+    // The kernel's drop count at the last datagram (it counts from the
+    // socket's creation and wraps at 2^32).
+    let mut kernel_drops: u32 = 0;
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let (n, src) = match sock
+            .async_io(tokio::io::Interest::READABLE, || receive(&sock, &mut buf))
+            .await
+        {
+            Ok((n, Some(src), dropped)) => {
+                if let Some(d) = dropped {
+                    let new = d.wrapping_sub(kernel_drops);
+                    kernel_drops = d;
+                    stats
+                        .multicast_dropped_kernel
+                        .fetch_add(u64::from(new), Relaxed);
+                }
+                (n, src)
+            }
+            Ok((_, None, _)) => continue,
             Err(e) => {
                 warn!(error = %e, "multicast receive error");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(queue) = queue.upgrade() else {
+            return; // the inbound stream is gone
         };
         let SocketAddr::V6(src) = src else { continue };
         // Link-local sources carry the arrival interface as their scope id.
@@ -549,12 +635,17 @@ async fn multicast_receive_loop(
             src,
             msg: Bytes::copy_from_slice(&buf[..n]),
         };
-        match tx.try_send(Inbound::Datagram(d)) {
+        match queue.push(d) {
             Ok(()) => StatsCounters::bump(&stats.multicast_received),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            // One datagram dropped: this one (its source holds its share),
+            // or the heaviest source's newest to make room for it.
+            Err(crate::fair::Dropped::SourceShare) => {
                 StatsCounters::bump(&stats.multicast_dropped_queue_full)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(crate::fair::Dropped::Heaviest) => {
+                StatsCounters::bump(&stats.multicast_received);
+                StatsCounters::bump(&stats.multicast_dropped_queue_full)
+            }
         }
     }
 }
@@ -574,7 +665,10 @@ struct Acceptor {
     /// Where layered channels go once their handshake is done.
     ready: mpsc::Sender<Inbound>,
     stats: Arc<StatsCounters>,
-    datagrams: mpsc::Receiver<Inbound>,
+    /// Received multicasts, fair among sources.
+    datagrams: Arc<crate::fair::Fair>,
+    /// Interface changes and channels whose handshake finished.
+    events: mpsc::Receiver<Inbound>,
     /// After an accept error (EMFILE and friends): wait instead of spinning.
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Alternates which source is polled first, so neither starves.
@@ -686,23 +780,36 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// The next datagram or queued event (neither ends the stream: unicast
+    /// still works without them).
+    fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        if let Poll::Ready(Some(i)) = self.events.poll_recv(cx) {
+            return Poll::Ready(i);
+        }
+        if let Poll::Ready(Some(d)) = self.datagrams.poll_pop(cx) {
+            return Poll::Ready(Inbound::Datagram(d));
+        }
+        Poll::Pending
+    }
+}
+
 impl Stream for Acceptor {
     type Item = Inbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         let this = &mut *self;
+        // Alternate which is polled first, so neither starves.
         this.accept_first = !this.accept_first;
         if this.accept_first {
             if let Poll::Ready(i) = this.poll_accept(cx) {
                 return Poll::Ready(Some(i));
             }
-            // The multicast task ending does not end the stream: unicast
-            // still works.
-            if let Poll::Ready(Some(i)) = this.datagrams.poll_recv(cx) {
+            if let Poll::Ready(i) = this.poll_queued(cx) {
                 return Poll::Ready(Some(i));
             }
         } else {
-            if let Poll::Ready(Some(i)) = this.datagrams.poll_recv(cx) {
+            if let Poll::Ready(i) = this.poll_queued(cx) {
                 return Poll::Ready(Some(i));
             }
             if let Poll::Ready(i) = this.poll_accept(cx) {

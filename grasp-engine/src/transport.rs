@@ -240,8 +240,13 @@ pub struct TransportStats {
     pub multicast_received: u64,
     /// Multicasts dropped because they exceeded the maximum size.
     pub multicast_dropped_oversize: u64,
-    /// Multicasts dropped because the inbound queue was full.
+    /// Multicasts dropped on their way to the engine: their source held
+    /// its share of the inbound queue, or the queue was full (then the
+    /// heaviest source's newest is dropped).
     pub multicast_dropped_queue_full: u64,
+    /// Multicasts the kernel dropped because the socket's receive buffer
+    /// was full (`SO_RXQ_OVFL`; 0 where the system does not report it).
+    pub multicast_dropped_kernel: u64,
     /// Multicasts dropped because their interface is not a GRASP interface,
     /// or they failed authentication or decryption.
     pub multicast_dropped_other: u64,
@@ -271,6 +276,7 @@ pub struct StatsCounters {
     pub multicast_received: AtomicU64,
     pub multicast_dropped_oversize: AtomicU64,
     pub multicast_dropped_queue_full: AtomicU64,
+    pub multicast_dropped_kernel: AtomicU64,
     pub multicast_dropped_other: AtomicU64,
     pub channels_opened: AtomicU64,
     pub channels_accepted: AtomicU64,
@@ -295,6 +301,7 @@ impl StatsCounters {
             multicast_received: g(&self.multicast_received),
             multicast_dropped_oversize: g(&self.multicast_dropped_oversize),
             multicast_dropped_queue_full: g(&self.multicast_dropped_queue_full),
+            multicast_dropped_kernel: g(&self.multicast_dropped_kernel),
             multicast_dropped_other: g(&self.multicast_dropped_other),
             channels_opened: g(&self.channels_opened),
             channels_accepted: g(&self.channels_accepted),

@@ -305,6 +305,7 @@ impl Node {
                 "multicast_received": t.multicast_received,
                 "multicast_dropped_oversize": t.multicast_dropped_oversize,
                 "multicast_dropped_queue_full": t.multicast_dropped_queue_full,
+                "multicast_dropped_kernel": t.multicast_dropped_kernel,
                 "multicast_dropped_other": t.multicast_dropped_other,
                 "channels_opened": t.channels_opened,
                 "channels_accepted": t.channels_accepted,
