@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
@@ -260,8 +260,8 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         limits,
         framer: config.framer.clone(),
         layer: config.layer.clone(),
-        handshake_timeout: config.connect_timeout,
-        ready: tx.clone(),
+        silence: config.admission.silence,
+        waiting: futures::stream::FuturesUnordered::new(),
         stats: stats.clone(),
         datagrams: fair,
         events: rx,
@@ -661,9 +661,10 @@ struct Acceptor {
     limits: Limits,
     framer: Option<Arc<dyn Framer>>,
     layer: Option<Arc<dyn StreamLayer>>,
-    handshake_timeout: Duration,
-    /// Where layered channels go once their handshake is done.
-    ready: mpsc::Sender<Inbound>,
+    /// How long an admitted connection may stay silent.
+    silence: Duration,
+    /// Admitted connections that have not spoken yet.
+    waiting: futures::stream::FuturesUnordered<BoxFuture<'static, Option<Channel>>>,
     stats: Arc<StatsCounters>,
     /// Received multicasts, fair among sources.
     datagrams: Arc<crate::fair::Fair>,
@@ -676,19 +677,37 @@ struct Acceptor {
 }
 
 impl Acceptor {
+    /// Accepts what the listener has (admitting or refusing each
+    /// connection), then returns a connection of the waiting room that has
+    /// spoken, if one has.
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        // Those already waiting first: a storm of new connections must not
+        // spend the task's budget before the ones that spoke are read.
+        if let Poll::Ready(ch) = self.poll_waiting(cx) {
+            return Poll::Ready(ch);
+        }
+        let mut budget = ACCEPTS_PER_POLL;
         loop {
+            if budget == 0 {
+                // More may be waiting in the backlog: come back soon.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            budget -= 1;
             if let Some(b) = &mut self.backoff {
-                ready!(b.as_mut().poll(cx));
+                if b.as_mut().poll(cx).is_pending() {
+                    break;
+                }
                 self.backoff = None;
             }
-            let (stream, peer) = match ready!(self.listener.poll_accept(cx)) {
-                Ok(r) => r,
-                Err(e) => {
+            let (stream, peer) = match self.listener.poll_accept(cx) {
+                Poll::Ready(Ok(r)) => r,
+                Poll::Ready(Err(e)) => {
                     warn!(error = %e, "accept failed");
                     self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
                     continue;
                 }
+                Poll::Pending => break,
             };
             let slot = match self.slots.admit(peer.ip(), std::time::Instant::now()) {
                 Ok((slot, done)) => {
@@ -718,64 +737,107 @@ impl Acceptor {
                     .local_addr()
                     .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
             });
-            if let Some(layer) = &self.layer {
-                // The handshake runs in its own task; the channel joins the
-                // inbound queue when it is done (or is dropped, counted).
-                let hs = layer.accept(stream, peer);
-                let (limits, framer, stats) =
-                    (self.limits, self.framer.clone(), self.stats.clone());
-                let ready = self.ready.clone();
-                let timeout = self.handshake_timeout;
-                tokio::spawn(async move {
-                    let hs = tokio::select! {
-                        r = tokio::time::timeout(timeout, hs) => r,
-                        () = slot.evicted() => {
-                            debug!(%peer, "handshake closed to make room");
-                            return;
-                        }
-                    };
-                    match hs {
-                        Ok(Ok(l)) => {
-                            // Authenticated: no longer silent.
-                            slot.spoke();
-                            let io = StreamChannel::new(l.io, limits)
-                                .with_framer(framer)
-                                .with_stats(stats.clone())
-                                .with_slot(slot);
-                            let ch = Channel {
-                                peer,
-                                local,
-                                io: Box::pin(io),
-                                identity: l.identity,
-                            };
-                            match ready.try_send(Inbound::Channel(ch)) {
-                                Ok(()) => StatsCounters::bump(&stats.channels_accepted),
-                                Err(_) => StatsCounters::bump(&stats.channels_refused),
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            debug!(%peer, error = %e, "inbound handshake failed");
-                            StatsCounters::bump(&stats.channels_refused);
-                        }
-                        Err(_) => {
-                            debug!(%peer, "inbound handshake timed out");
-                            StatsCounters::bump(&stats.channels_refused);
-                        }
-                    }
-                });
-                continue;
+            self.waiting.push(
+                first_words(
+                    stream,
+                    peer,
+                    local,
+                    slot,
+                    self.layer.clone(),
+                    self.limits,
+                    self.framer.clone(),
+                    self.stats.clone(),
+                    self.silence,
+                )
+                .boxed(),
+            );
+        }
+        self.poll_waiting(cx)
+    }
+
+    /// A connection of the waiting room that has spoken, if one has.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        // An empty waiting room is "nothing yet", not the end.
+        while let Poll::Ready(Some(done)) = self.waiting.poll_next_unpin(cx) {
+            if let Some(ch) = done {
+                StatsCounters::bump(&self.stats.channels_accepted);
+                return Poll::Ready(Inbound::Channel(ch));
             }
-            let io = StreamChannel::new(stream, self.limits)
-                .with_framer(self.framer.clone())
-                .with_stats(self.stats.clone())
+        }
+        Poll::Pending
+    }
+}
+
+/// Connections accepted per poll of the inbound stream at most (the rest
+/// wait in the kernel's backlog until the next poll).
+const ACCEPTS_PER_POLL: usize = 32;
+
+/// An admitted connection in the waiting room: it becomes a channel for the
+/// engine once it has spoken (its first whole message has arrived, or its
+/// layer's handshake has finished), and is dropped if it has not within
+/// `silence` or is closed to make room. Until then it costs its socket and
+/// a few hundred bytes here, and nothing in the engine.
+#[allow(clippy::too_many_arguments)]
+async fn first_words(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    slot: crate::slots::Slot,
+    layer: Option<Arc<dyn StreamLayer>>,
+    limits: Limits,
+    framer: Option<Arc<dyn Framer>>,
+    stats: Arc<StatsCounters>,
+    silence: Duration,
+) -> Option<Channel> {
+    let speak = async {
+        let Some(layer) = layer else {
+            let mut io = StreamChannel::new(stream, limits)
+                .with_framer(framer)
+                .with_stats(stats.clone())
                 .with_slot(slot);
-            StatsCounters::bump(&self.stats.channels_accepted);
-            return Poll::Ready(Inbound::Channel(Channel {
+            // Evicted, EOF or garbage before a message: nothing to hand on.
+            if !std::future::poll_fn(|cx| io.poll_first(cx)).await {
+                return None;
+            }
+            return Some(Channel {
                 peer,
                 local,
                 io: Box::pin(io),
                 identity: None,
-            }));
+            });
+        };
+        let l = tokio::select! {
+            l = layer.accept(stream, peer) => l,
+            () = slot.evicted() => return None,
+        };
+        match l {
+            Ok(l) => {
+                // Authenticated: no longer silent.
+                slot.spoke();
+                let io = StreamChannel::new(l.io, limits)
+                    .with_framer(framer)
+                    .with_stats(stats.clone())
+                    .with_slot(slot);
+                Some(Channel {
+                    peer,
+                    local,
+                    io: Box::pin(io),
+                    identity: l.identity,
+                })
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "inbound handshake failed");
+                StatsCounters::bump(&stats.channels_refused);
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(silence, speak).await {
+        Ok(ch) => ch,
+        Err(_) => {
+            debug!(%peer, "inbound connection silent too long; closed");
+            StatsCounters::bump(&stats.channels_silent);
+            None
         }
     }
 }

@@ -24,7 +24,7 @@
 //! yet noticed (they close at their next poll), one table entry (about 64
 //! bytes) each.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -40,17 +40,22 @@ pub struct Admission {
     pub max: usize,
     /// Connections open at once from one source address.
     pub per_source: usize,
+    /// How long a connection may stay silent (not deliver its first
+    /// message, or not finish its handshake) before it is closed.
+    pub silence: Duration,
     /// From three quarters full on, how long a connection may stay silent.
     pub pressured_silence: Duration,
 }
 
 impl Default for Admission {
     /// 1024 in all, 128 per source (an eighth: fewer than eight sources
-    /// cannot fill the pool at all), 1 s of silence under pressure.
+    /// cannot fill the pool at all), 5 s of silence (the engine's
+    /// first-message timeout), 1 s under pressure.
     fn default() -> Self {
         Admission {
             max: 1024,
             per_source: 128,
+            silence: Duration::from_secs(5),
             pressured_silence: Duration::from_secs(1),
         }
     }
@@ -80,23 +85,53 @@ struct Conn {
 }
 
 #[derive(Debug, Default)]
+struct Source {
+    /// Connections held.
+    held: usize,
+    /// Its connections in admission order, oldest first (some may have
+    /// spoken or gone since: skipped when looked at).
+    order: VecDeque<u64>,
+}
+
+#[derive(Debug, Default)]
 struct Table {
     next: u64,
-    /// By admission order: the first silent one of a source is its oldest.
+    /// By admission order.
     conns: BTreeMap<u64, Conn>,
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<IpAddr, Source>,
+    /// When silent connections were last swept for pressure.
+    swept: Option<Instant>,
 }
 
 impl Table {
     fn remove(&mut self, id: u64) -> Option<Conn> {
         let c = self.conns.remove(&id)?;
-        if let Some(n) = self.per_source.get_mut(&c.source) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(s) = self.per_source.get_mut(&c.source) {
+            s.held -= 1;
+            if s.held == 0 {
                 self.per_source.remove(&c.source);
             }
         }
         Some(c)
+    }
+
+    fn held(&self, source: &IpAddr) -> usize {
+        self.per_source.get(source).map_or(0, |s| s.held)
+    }
+
+    /// The oldest silent connection of `source`, forgetting those that
+    /// spoke or went (amortised O(1)).
+    fn oldest_silent(&mut self, source: &IpAddr) -> Option<u64> {
+        let s = self.per_source.get_mut(source)?;
+        while let Some(&id) = s.order.front() {
+            match self.conns.get(&id) {
+                Some(c) if Table::silent(c) => return Some(id),
+                _ => {
+                    s.order.pop_front();
+                }
+            }
+        }
+        None
     }
 
     fn evict(&mut self, id: u64) {
@@ -157,7 +192,12 @@ impl Slots {
         let l = self.limits;
         let mut t = self.lock();
         let mut done = Admitted::default();
-        if t.conns.len() * 4 >= l.max * 3 {
+        // Under pressure, a sweep at most every tenth of the silence allowed.
+        let sweep_due = t
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= l.pressured_silence / 10);
+        if t.conns.len() * 4 >= l.max * 3 && sweep_due {
+            t.swept = Some(now);
             let stale: Vec<u64> = t
                 .conns
                 .iter()
@@ -171,29 +211,20 @@ impl Slots {
                 t.evict(id);
             }
         }
-        if t.per_source.get(&source).copied().unwrap_or(0) >= l.per_source {
+        if t.held(&source) >= l.per_source {
             // The source pays for itself.
-            let own = t
-                .conns
-                .iter()
-                .find(|(_, c)| c.source == source && Table::silent(c))
-                .map(|(id, _)| *id)
-                .ok_or(Refusal::SourceFull)?;
+            let own = t.oldest_silent(&source).ok_or(Refusal::SourceFull)?;
             t.evict(own);
             done.evicted += 1;
         } else if t.conns.len() >= l.max {
-            // The heaviest source pays: its oldest silent connection.
-            let mut victim: Option<(usize, u64)> = None;
-            for (id, c) in &t.conns {
-                if !Table::silent(c) {
-                    continue;
-                }
-                let weight = t.per_source.get(&c.source).copied().unwrap_or(0);
-                if victim.is_none_or(|(w, _)| weight > w) {
-                    victim = Some((weight, *id));
-                }
-            }
-            let (_, id) = victim.ok_or(Refusal::PoolFull)?;
+            // The heaviest source with a silent connection pays: its oldest.
+            let mut by_weight: Vec<(usize, IpAddr)> =
+                t.per_source.iter().map(|(ip, s)| (s.held, *ip)).collect();
+            by_weight.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            let id = by_weight
+                .iter()
+                .find_map(|(_, ip)| t.oldest_silent(ip))
+                .ok_or(Refusal::PoolFull)?;
             t.evict(id);
             done.evicted += 1;
         }
@@ -208,7 +239,16 @@ impl Slots {
                 flags: flags.clone(),
             },
         );
-        *t.per_source.entry(source).or_insert(0) += 1;
+        let Table {
+            conns, per_source, ..
+        } = &mut *t;
+        let s = per_source.entry(source).or_default();
+        s.held += 1;
+        s.order.push_back(id);
+        if s.order.len() > 2 * s.held + 8 {
+            // Bounded: forget the ones that spoke or went.
+            s.order.retain(|id| conns.get(id).is_some_and(Table::silent));
+        }
         Ok((
             Slot {
                 id,
@@ -279,7 +319,7 @@ mod tests {
         Slots::new(Admission {
             max,
             per_source,
-            pressured_silence: Duration::from_secs(1),
+            ..Admission::default()
         })
     }
 
@@ -339,6 +379,26 @@ mod tests {
         assert_eq!(done.evicted, 5);
         assert_eq!(s.len(), 2);
         assert!(!old[0].flags.evicted.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_busy_source_does_not_grow_the_table() {
+        let s = slots(100, 10);
+        let now = Instant::now();
+        for _ in 0..10_000 {
+            let (slot, _) = s.admit(ip(1), now).unwrap();
+            slot.spoke();
+        }
+        let t = s.lock();
+        assert!(t.conns.is_empty() && t.per_source.is_empty());
+        drop(t);
+        let held: Vec<Slot> = (0..5).map(|_| s.admit(ip(1), now).unwrap().0).collect();
+        for _ in 0..10_000 {
+            let (slot, _) = s.admit(ip(1), now).unwrap();
+            slot.spoke();
+        }
+        assert!(s.lock().per_source[&ip(1)].order.len() <= 2 * 6 + 8);
+        drop(held);
     }
 
     #[tokio::test]

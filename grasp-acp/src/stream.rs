@@ -50,9 +50,9 @@ impl std::fmt::Debug for LayeredIo {
 }
 
 /// A layer between TCP and the message framing, such as TLS. The plain ACP
-/// runs `accept` for every inbound connection in its own task (bounded by
-/// the inbound connection limit and the connect timeout), and `connect`
-/// after every outgoing TCP connect.
+/// runs `accept` for every admitted inbound connection while it waits for
+/// it to speak (bounded by the connection limits and their silence
+/// timeout), and `connect` after every outgoing TCP connect.
 pub trait StreamLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Wraps an accepted connection (a TLS server handshake).
     fn accept(
@@ -91,6 +91,8 @@ pub struct StreamChannel<S> {
     /// An inbound channel's place among the listener's connections, held
     /// while the channel lives; marked when the first message arrives.
     slot: Option<crate::slots::Slot>,
+    /// A message read ahead by [`poll_first`](Self::poll_first).
+    peeked: Option<Bytes>,
 }
 
 impl<S> std::fmt::Debug for StreamChannel<S> {
@@ -116,6 +118,7 @@ impl<S> StreamChannel<S> {
             max: limits.max_message_size,
             stats: None,
             slot: None,
+            peeked: None,
         }
     }
 
@@ -175,6 +178,9 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(m) = this.peeked.take() {
+            return Poll::Ready(Some(Ok(m)));
+        }
         if !this.read_done && this.slot.as_ref().is_some_and(|s| s.poll_evicted(cx)) {
             // Closed to make room for another connection (it never spoke).
             this.read_done = true;
@@ -222,6 +228,24 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                     )));
                 }
             }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> StreamChannel<S> {
+    /// Reads until the first whole message has arrived and keeps it for
+    /// the stream: true once there is one, false if the channel ended (or
+    /// failed, or was closed to make room) before.
+    pub(crate) fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.peeked.is_some() {
+            return Poll::Ready(true);
+        }
+        match ready!(Pin::new(&mut *self).poll_next(cx)) {
+            Some(Ok(m)) => {
+                self.peeked = Some(m);
+                Poll::Ready(true)
+            }
+            _ => Poll::Ready(false),
         }
     }
 }

@@ -262,6 +262,9 @@ pub struct TransportStats {
     /// Inbound connections that had not spoken yet, closed to make room for
     /// a newcomer or for silence while the pool was filling.
     pub channels_evicted: u64,
+    /// Inbound connections closed because they sent no whole message (or
+    /// did not finish their handshake) in time.
+    pub channels_silent: u64,
     /// Outgoing connections that failed.
     pub connect_failures: u64,
     /// Channels closed because the peer sent a malformed or oversize message.
@@ -283,6 +286,7 @@ pub struct StatsCounters {
     pub channels_refused: AtomicU64,
     pub channels_refused_source: AtomicU64,
     pub channels_evicted: AtomicU64,
+    pub channels_silent: AtomicU64,
     pub connect_failures: AtomicU64,
     pub malformed_streams: AtomicU64,
 }
@@ -308,6 +312,7 @@ impl StatsCounters {
             channels_refused: g(&self.channels_refused),
             channels_refused_source: g(&self.channels_refused_source),
             channels_evicted: g(&self.channels_evicted),
+            channels_silent: g(&self.channels_silent),
             connect_failures: g(&self.connect_failures),
             malformed_streams: g(&self.malformed_streams),
         }

@@ -162,6 +162,20 @@ impl Lab {
         )
     }
 
+    /// A bridge `name` in `ns` (a switch: several nodes on one link), up,
+    /// forwarding multicast to every port (no MLD snooping).
+    pub fn bridge(&self, ns: &Netns, name: &str) -> Result<(), String> {
+        ip(&[
+            "-n", &ns.name, "link", "add", name, "type", "bridge", "mcast_snooping", "0",
+        ])?;
+        ip(&["-n", &ns.name, "link", "set", name, "up"])
+    }
+
+    /// Makes interface `ifname` of `ns` a port of bridge `bridge`.
+    pub fn bridge_port(&self, ns: &Netns, ifname: &str, bridge: &str) -> Result<(), String> {
+        ip(&["-n", &ns.name, "link", "set", ifname, "master", bridge])
+    }
+
     /// Removes an address from an interface.
     pub fn del_addr(&self, ns: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
         ip(&["-n", &ns.name, "addr", "del", cidr, "dev", ifname])
