@@ -541,7 +541,10 @@ async fn rescan_loop(
 
 /// One datagram from the multicast socket: its length, source, and the
 /// socket's count of datagrams the kernel dropped so far (SO_RXQ_OVFL).
-fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+fn receive(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
     use std::os::fd::AsRawFd;
     let mut cmsg = nix::cmsg_space!(u32);

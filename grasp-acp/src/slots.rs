@@ -184,11 +184,7 @@ impl Slots {
 
     /// Admits a connection from `source`, closing silent ones to make room
     /// as the module documentation says.
-    pub(crate) fn admit(
-        &self,
-        source: IpAddr,
-        now: Instant,
-    ) -> Result<(Slot, Admitted), Refusal> {
+    pub(crate) fn admit(&self, source: IpAddr, now: Instant) -> Result<(Slot, Admitted), Refusal> {
         let l = self.limits;
         let mut t = self.lock();
         let mut done = Admitted::default();
@@ -202,7 +198,8 @@ impl Slots {
                 .conns
                 .iter()
                 .filter(|(_, c)| {
-                    Table::silent(c) && now.saturating_duration_since(c.opened) > l.pressured_silence
+                    Table::silent(c)
+                        && now.saturating_duration_since(c.opened) > l.pressured_silence
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -247,7 +244,8 @@ impl Slots {
         s.order.push_back(id);
         if s.order.len() > 2 * s.held + 8 {
             // Bounded: forget the ones that spoke or went.
-            s.order.retain(|id| conns.get(id).is_some_and(Table::silent));
+            s.order
+                .retain(|id| conns.get(id).is_some_and(Table::silent));
         }
         Ok((
             Slot {
@@ -354,7 +352,9 @@ mod tests {
         let (n, done) = s.admit(ip(3), now).unwrap();
         assert_eq!(done.evicted, 1);
         assert!(heavy[0].flags.evicted.load(Ordering::Acquire));
-        assert!(light.iter().all(|l| !l.flags.evicted.load(Ordering::Acquire)));
+        assert!(light
+            .iter()
+            .all(|l| !l.flags.evicted.load(Ordering::Acquire)));
         // Connections that spoke are never evicted: with everything in
         // use, the newcomer is refused.
         n.spoke();

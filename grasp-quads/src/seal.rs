@@ -959,15 +959,17 @@ mod tests {
         let before = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T - 5);
         assert_eq!(before.open_multicast(T + 10, &rec).unwrap(), b"flood");
         // The same node restarted 5 s later: its windows are empty.
-        let restarted =
-            Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 5_000);
+        let restarted = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 5_000);
         assert_eq!(
             restarted.open_multicast(T + 10_000, &rec),
             Err(DropReason::Stale)
         );
         // What the sender seals after the restart opens.
         let fresh = a.seal_multicast(T + 9_000, b"flood");
-        assert_eq!(restarted.open_multicast(T + 10_000, &fresh).unwrap(), b"flood");
+        assert_eq!(
+            restarted.open_multicast(T + 10_000, &fresh).unwrap(),
+            b"flood"
+        );
     }
 
     #[test]

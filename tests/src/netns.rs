@@ -166,7 +166,15 @@ impl Lab {
     /// forwarding multicast to every port (no MLD snooping).
     pub fn bridge(&self, ns: &Netns, name: &str) -> Result<(), String> {
         ip(&[
-            "-n", &ns.name, "link", "add", name, "type", "bridge", "mcast_snooping", "0",
+            "-n",
+            &ns.name,
+            "link",
+            "add",
+            name,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
         ])?;
         ip(&["-n", &ns.name, "link", "set", name, "up"])
     }

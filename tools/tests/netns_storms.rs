@@ -74,11 +74,19 @@ struct Domain {
     _lab: Lab,
 }
 
-fn graspd(ns: &Netns, conf: &std::path::Path, sock: &std::path::Path, log: &std::path::Path) -> Reap {
+fn graspd(
+    ns: &Netns,
+    conf: &std::path::Path,
+    sock: &std::path::Path,
+    log: &std::path::Path,
+) -> Reap {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &ns.name, &graspd_bin()])
         .args(["--config", conf.to_str().unwrap()])
-        .env("RUST_LOG", std::env::var("GRASP_STORM_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("GRASP_STORM_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
     let mut d = Reap(c.spawn().unwrap());
@@ -108,8 +116,17 @@ fn domain() -> Domain {
         (&a, "a0", "fe80::1:66", "fd00:1::66", "sw-a", "fe80::ff:2"),
         (&r, "r0", "fe80::1:2", "fd00:1::2", "sw-r", "fe80::ff:3"),
     ] {
-        lab.veth(ns, ifname, a6(ll), Some(a6(ula)), &sw, port, a6(sw_ll), None)
-            .unwrap();
+        lab.veth(
+            ns,
+            ifname,
+            a6(ll),
+            Some(a6(ula)),
+            &sw,
+            port,
+            a6(sw_ll),
+            None,
+        )
+        .unwrap();
         lab.bridge_port(&sw, port, "br0").unwrap();
     }
     // The connection flood comes from sixteen addresses of A.
@@ -152,7 +169,10 @@ fn domain() -> Domain {
 /// Successes and attempts per kind of operation, and the first failure of
 /// each.
 #[derive(Debug, Default)]
-struct Tally(BTreeMap<&'static str, (u32, u32)>, BTreeMap<&'static str, String>);
+struct Tally(
+    BTreeMap<&'static str, (u32, u32)>,
+    BTreeMap<&'static str, String>,
+);
 
 impl Tally {
     fn add(&mut self, what: &'static str, ok: bool) {
@@ -171,7 +191,12 @@ impl Tally {
     fn line(&self) -> String {
         self.0
             .iter()
-            .map(|(k, (ok, n))| format!("{k} {ok}/{n} ({:.0}%)", 100.0 * f64::from(*ok) / f64::from((*n).max(1))))
+            .map(|(k, (ok, n))| {
+                format!(
+                    "{k} {ok}/{n} ({:.0}%)",
+                    100.0 * f64::from(*ok) / f64::from((*n).max(1))
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
             + &self
@@ -184,7 +209,11 @@ impl Tally {
 
     fn check(&self, storm: &str) {
         for (k, (ok, n)) in &self.0 {
-            assert!(*n >= 2, "{storm}: only {n} attempts of {k}: {}", self.line());
+            assert!(
+                *n >= 2,
+                "{storm}: only {n} attempts of {k}: {}",
+                self.line()
+            );
             assert!(
                 f64::from(*ok) >= 0.95 * f64::from(*n),
                 "{storm}: {k} succeeded {ok} of {n} times: {}",
@@ -218,12 +247,19 @@ async fn legit(secs: u64) -> Tally {
     let mut window = (t0 + Duration::from_secs(2), None::<Instant>, false);
     while Instant::now() < end {
         let far = asa
-            .discover(&Objective::new("EX.far", SYNCH), fresh(Duration::from_secs(1)))
+            .discover(
+                &Objective::new("EX.far", SYNCH),
+                fresh(Duration::from_secs(1)),
+            )
             .await;
         let peer = far.as_ref().ok().and_then(|f| f.first().cloned());
         tally.add("discover-far", peer.is_some());
         let got = asa
-            .synchronize(&Objective::new("EX.far", SYNCH), peer, Duration::from_secs(2))
+            .synchronize(
+                &Objective::new("EX.far", SYNCH),
+                peer,
+                Duration::from_secs(2),
+            )
             .await;
         let ok = got
             .as_ref()
@@ -232,16 +268,25 @@ async fn legit(secs: u64) -> Tally {
         let n = asa
             .request_negotiate(&loan, None, Duration::from_secs(3))
             .await;
-        tally.add_why("negotiate-far", matches!(n, Ok(Negotiation::Accepted)), || {
-            format!("{n:?}")
-        });
+        tally.add_why(
+            "negotiate-far",
+            matches!(n, Ok(Negotiation::Accepted)),
+            || format!("{n:?}"),
+        );
         let near = asa
-            .discover(&Objective::new("EX.near", SYNCH), fresh(Duration::from_secs(1)))
+            .discover(
+                &Objective::new("EX.near", SYNCH),
+                fresh(Duration::from_secs(1)),
+            )
             .await;
         let peer = near.as_ref().ok().and_then(|f| f.first().cloned());
         tally.add("discover-near", peer.is_some());
         let got = asa
-            .synchronize(&Objective::new("EX.near", SYNCH), peer, Duration::from_secs(2))
+            .synchronize(
+                &Objective::new("EX.near", SYNCH),
+                peer,
+                Duration::from_secs(2),
+            )
             .await;
         tally.add_why("sync-near", got.is_ok(), || format!("{got:?}"));
         // Floods: has the cached EX.far been refreshed in this window?
@@ -340,8 +385,7 @@ async fn attack(kind: Storm, secs: u64) -> (u64, u64) {
     s.set_multicast_if_v6(ifindex).unwrap();
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, STORM_PORT)).into())
         .unwrap();
-    let dst: socket2::SockAddr =
-        SocketAddrV6::new(a6("ff02::13"), 7017, 0, ifindex).into();
+    let dst: socket2::SockAddr = SocketAddrV6::new(a6("ff02::13"), 7017, 0, ifindex).into();
     let mut sent = 0u64;
     let mut sid = 0x4000_0000u32;
     while Instant::now() < end {
@@ -365,7 +409,9 @@ fn connection_flood(end: Instant) -> u64 {
     while Instant::now() < end {
         let from = SocketAddr::from((a6(&format!("fd00:1::1{:02x}", opened % 16)), 0));
         let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
-        if s.bind(&from.into()).is_ok() && s.connect_timeout(&to, Duration::from_millis(200)).is_ok() {
+        if s.bind(&from.into()).is_ok()
+            && s.connect_timeout(&to, Duration::from_millis(200)).is_ok()
+        {
             opened += 1;
             held.push_back(s);
         } else {
@@ -404,7 +450,12 @@ fn legitimate_traffic_survives_a_storm_from_one_source() {
     }
     let mut failures = Vec::new();
     let only = std::env::var("GRASP_STORM_ONLY").unwrap_or_default();
-    for kind in [Storm::Discovery, Storm::Flood, Storm::Served, Storm::Connections] {
+    for kind in [
+        Storm::Discovery,
+        Storm::Flood,
+        Storm::Served,
+        Storm::Connections,
+    ] {
         if !only.is_empty() && !format!("{kind:?}").eq_ignore_ascii_case(&only) {
             continue;
         }

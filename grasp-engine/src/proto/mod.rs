@@ -587,7 +587,12 @@ impl Engine {
         // Keyed by the address we would connect to: a storm of discoveries
         // claiming one sender gets that sender at most its own rate of
         // connections (no reflection at the pool's rate).
-        if !self.budget(now, ifindex, Work::Response, &[Source::Neighbour(IpAddr::V6(*to.ip()))]) {
+        if !self.budget(
+            now,
+            ifindex,
+            Work::Response,
+            &[Source::Neighbour(IpAddr::V6(*to.ip()))],
+        ) {
             return;
         }
         let msg = Message::Response(Response {
@@ -826,9 +831,7 @@ impl Engine {
                 // M_NEGOTIATE, though it cannot answer that).
                 ChannelEnd::PeerFinished => n.pending.is_none(),
                 // Keep what the peer said last for the ASA's next call.
-                ChannelEnd::Lost | ChannelEnd::Reset => {
-                    n.pending.is_none() && !n.early.is_empty()
-                }
+                ChannelEnd::Lost | ChannelEnd::Reset => n.pending.is_none() && !n.early.is_empty(),
             };
             if keep {
                 n.peer_closed = true;

@@ -827,7 +827,11 @@ fn relays_forward_what_they_got_or_nothing() {
         &mut e,
         "8709186550fd00000000000000000000000000000919ea6082846645582e727031050361618082846745582e72703162050361628007",
     );
-    assert_eq!(out, vec![patched(&raw, 34, 1, &[0x02])], "only the first loop count");
+    assert_eq!(
+        out,
+        vec![patched(&raw, 34, 1, &[0x02])],
+        "only the first loop count"
+    );
     // [9, 102, initiator, 60000 as a 4-byte head, [["EX.rp2", 5, 24 as 0x18 0x18, "a"], []]]:
     // encodings are kept as they came; the new loop count is written shortest.
     let (raw, out) = relay(
@@ -902,7 +906,12 @@ fn discovery_for_a_session_does_not_multicast_its_value() {
         let Message::Discovery(d) = Message::decode(&msg).unwrap() else {
             panic!()
         };
-        assert_eq!(d.objective.value, Some(Value::null()), "{}", d.objective.name);
+        assert_eq!(
+            d.objective.value,
+            Some(Value::null()),
+            "{}",
+            d.objective.name
+        );
         seen += 1;
     }
     assert_eq!(seen, 4, "two discoveries on two interfaces");
@@ -1077,7 +1086,10 @@ fn one_storming_neighbour_gets_its_share_only() {
         e.handle_timeout(t);
         out(&mut e);
     }
-    assert_eq!(other_relayed, 10, "every discovery of the other neighbour relayed");
+    assert_eq!(
+        other_relayed, 10,
+        "every discovery of the other neighbour relayed"
+    );
     assert_eq!(other_answered, 10, "and answered");
     // The storm: its own rate (25/s relayed, 100/s answered) plus a burst.
     assert!(storm_relayed <= 25 * 10 + 50, "{storm_relayed}");

@@ -691,7 +691,11 @@ async fn hold_node(iface: &str, port: u16) -> Result<(Arc<grasp_acp::plain::Tran
         grasp_acp::plain::Config::default()
             .interfaces([iface])
             .port(port)
-            .admission(grasp_acp::slots::Admission { max: 200_000, per_source: 200_000, ..Default::default() }),
+            .admission(grasp_acp::slots::Admission {
+                max: 200_000,
+                per_source: 200_000,
+                ..Default::default()
+            }),
     )
     .await?;
     Ok((t.clone(), Grasp::start(t, inbound, bench_config())))

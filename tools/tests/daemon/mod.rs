@@ -115,4 +115,3 @@ pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
