@@ -291,3 +291,118 @@ fn renewed_certificate_is_picked_up_without_restart() {
         vec![Some("b.lab".to_string()), Some("b2.lab".to_string())]
     );
 }
+
+/// One host holding 1,500 silent connections to a TLS node from sixteen
+/// addresses, and reconnecting as they are closed, does not keep a member
+/// out: the pool is full, the member's handshake takes the place of a
+/// silent connection and its synchronizations succeed (issue 11 §3; before,
+/// the member's handshake was reset).
+#[test]
+fn a_connection_flood_does_not_keep_a_member_out() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    if Lab::skip_loudly("a_connection_flood_does_not_keep_a_member_out") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca("lab");
+    let fa = node_files(dir.path(), &ca, "a.lab");
+    let fb = node_files(dir.path(), &ca, "b.lab");
+    let mut lab = Lab::new();
+    let (na, nb) = lab.pair().unwrap();
+    // The flood's sources: another prefix on A's link, so A's own
+    // sessions keep fd00:1::1.
+    for i in 0..16 {
+        lab.addr(&na, "ab0", &format!("fd00:9::{:x}/64", i + 1))
+            .unwrap();
+    }
+    lab.route(&nb, "fd00:9::/64", "fe80::1:1", "ba0").unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let b = spawn_in(&nb, move || async move {
+        let (g, t) = start("ba0", &fb).await;
+        let asa = g.register_asa("sync").await.unwrap();
+        let o = Objective::new("EX.sync", SYNCH).with_value(Value::from("tls ok"));
+        asa.register_objective(&o, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&o).await.unwrap();
+        let port = match t.node_locator() {
+            Locator::Ipv6 { port, .. } => port,
+            other => panic!("{other:?}"),
+        };
+        port_tx.send(port).unwrap();
+        port_tx.send(port).unwrap();
+        done_rx.await.unwrap();
+        t.stats()
+    });
+    let port = port_rx.recv().unwrap();
+    let held = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (held2, stop2) = (held.clone(), stop.clone());
+    let flood = spawn_in(&na, move || async move {
+        let to = std::net::SocketAddr::from((a6("fd00:1::2"), port));
+        let mut conns = std::collections::VecDeque::new();
+        let mut opened = 0u64;
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+            let from = std::net::SocketAddr::from((
+                Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, (opened % 16) as u16 + 1),
+                0,
+            ));
+            let s = tokio::net::TcpSocket::new_v6().unwrap();
+            s.bind(from).unwrap();
+            match tokio::time::timeout(Duration::from_millis(200), s.connect(to)).await {
+                Ok(Ok(c)) => {
+                    opened += 1;
+                    conns.push_back(c);
+                }
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+            if conns.len() > 1500 {
+                conns.pop_front();
+            }
+            held2.store(conns.len() as u64, Ordering::Relaxed);
+        }
+        opened
+    });
+    let member = spawn_in(&na, move || async move {
+        let (g, t) = start("ab0", &fa).await;
+        let asa = g.register_asa("A").await.unwrap();
+        let b = AsaLocator::new(Locator::tcp6(a6("fd00:1::2"), port_rx.recv().unwrap()));
+        for _ in 0..300 {
+            if held.load(Ordering::Relaxed) >= 1500 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let probe = Objective::new("EX.sync", SYNCH);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(
+                asa.synchronize(&probe, Some(b.clone()), T)
+                    .await
+                    .map(|o| o.value.and_then(|v| v.as_str().map(str::to_string))),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        (got, t.stats(), held.load(Ordering::Relaxed))
+    });
+    let (got, ta, held) = member.join().expect("the member panicked").unwrap();
+    let opened = flood.join().expect("the flood panicked").unwrap();
+    done_tx.send(()).unwrap();
+    let tb = b.join().expect("B panicked").unwrap();
+    println!("flood: {opened} connections opened, {held} held; B: {tb:?}");
+    assert!(held >= 1500, "the flood held only {held} connections");
+    for g in &got {
+        assert_eq!(
+            g.as_ref().ok().and_then(|v| v.as_deref()),
+            Some("tls ok"),
+            "{got:?} {ta:?}"
+        );
+    }
+    assert!(
+        tb.channels_evicted >= 1,
+        "the pool never filled, so nothing was tested: {tb:?}"
+    );
+    assert!(tb.channels_accepted >= 1, "{tb:?}");
+}

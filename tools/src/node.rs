@@ -55,6 +55,29 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Raises the soft open-file limit to the hard one: a node holds one
+/// descriptor per connection, and a soft limit of 1,024 (a common default)
+/// would hit EMFILE below the connection cap. Warns when even the hard
+/// limit leaves less than `needed` plus some room for listeners and
+/// outgoing sessions.
+pub fn raise_open_files(needed: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        warn!(soft, hard, "could not raise the open-file limit");
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    if now < needed + 256 {
+        warn!(
+            limit = now,
+            needed = needed + 256,
+            "the open-file limit is below the connection cap: raise it (ulimit -n, or LimitNOFILE= in the service unit)"
+        );
+    }
+}
+
 /// The plain ACP's settings for `cfg`.
 pub fn plain_config(cfg: &NodeConfig) -> grasp_acp::plain::Config {
     let mut p = grasp_acp::plain::Config::default()
@@ -223,6 +246,7 @@ pub fn load_quads_key(src: &crate::config::QuadsKeySource) -> Result<QuadsKey, N
 impl Node {
     /// Starts a node (inside a tokio runtime).
     pub async fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
+        raise_open_files(grasp_acp::slots::Admission::default().max as u64);
         let (transport, inbound, backend) = bind(cfg).await?;
         let grasp = Grasp::start(transport.clone(), inbound, engine_config(cfg));
         Ok(Node {

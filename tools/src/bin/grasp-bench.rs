@@ -676,17 +676,9 @@ async fn client(
     Ok(())
 }
 
-/// Raises the open-file limit to its hard maximum (one socket per session).
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 /// A plain-ACP node with room for many open sessions.
 async fn hold_node(iface: &str, port: u16) -> Result<(Arc<grasp_acp::plain::Transport>, Grasp)> {
-    raise_nofile();
+    grasp_tools::node::raise_open_files(0);
     let (t, inbound) = grasp_acp::plain::bind(
         grasp_acp::plain::Config::default()
             .interfaces([iface])
