@@ -454,3 +454,92 @@ fn silent_and_slow_peers_do_not_hold_up_the_responder() {
     assert_eq!(stats.idle_channels_closed, 0, "{stats:?}");
     assert_eq!(open, 0, "nothing left open on the responder");
 }
+
+/// Clients that send their request and half-close (`shutdown(SHUT_WR)`, as
+/// `nc -N` and scripts do) get their answer, then EOF: M_SYNCH for a
+/// synchronization, M_INVALID for a malformed message; one at a time and 48
+/// at once. The responder counts as sent exactly what it wrote (issue 11
+/// §2; before, 30 of 500 got their answer).
+#[test]
+fn half_closed_clients_get_their_answers_over_tcp() {
+    if Lab::skip_loudly("half_closed_clients_get_their_answers_over_tcp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (na, nb) = lab.pair().unwrap();
+    let (ready_tx, ready_rx) = oneshot::channel::<u16>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    const ONE_BY_ONE: u32 = 200;
+    const AT_ONCE: u32 = 300;
+
+    let b = spawn_in(&nb, move || async move {
+        let (t, inbound) = plain::bind(plain::Config::default().interfaces(["ba0"]))
+            .await
+            .expect("bind the plain ACP");
+        let port = t.port();
+        let g = Grasp::start(t, inbound, config());
+        let asa = g.register_asa("B").await.unwrap();
+        let legit = Objective::new("EX.legit", SYNCH)
+            .with_loop_count(6)
+            .with_value(Value::from(7u32));
+        asa.register_objective(&legit, RegisterOptions::default())
+            .await
+            .unwrap();
+        asa.listen_synchronize(&legit).await.unwrap();
+        ready_tx.send(port).unwrap();
+        done_rx.await.unwrap();
+        g.stats().await.unwrap().0
+    });
+
+    let a = spawn_in(&na, move || async move {
+        use grasp_engine::wire::Message;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = ready_rx.await.unwrap();
+        let peer = std::net::SocketAddr::from((a6("fd00:1::2"), port));
+        // The issue's M_REQ_SYN [4, 7, ["EX.legit", 5, 6, null]], and [4, 7]:
+        // CBOR, but not a GRASP message.
+        let req = hex::decode("830407846845582e6c656769740506f6").unwrap();
+        let bad = vec![0x82, 0x04, 0x07];
+        let one = |i: u32| {
+            let msg = if i % 3 == 0 { bad.clone() } else { req.clone() };
+            async move {
+                let mut s = tokio::net::TcpStream::connect(peer).await.unwrap();
+                s.write_all(&msg).await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                tokio::time::timeout(T, s.read_to_end(&mut got))
+                    .await
+                    .expect("no EOF in time")
+                    .expect("read");
+                match Message::decode(&bytes::Bytes::from(got)) {
+                    Ok(Message::Synch(s)) if i % 3 != 0 => {
+                        s.objective.value.and_then(|v| v.as_u64()) == Some(7)
+                    }
+                    Ok(Message::Invalid(_)) => i % 3 == 0,
+                    _ => false,
+                }
+            }
+        };
+        let mut answered = 0u32;
+        for i in 0..ONE_BY_ONE {
+            answered += u32::from(one(i).await);
+        }
+        let mut at_once = futures::stream::iter(ONE_BY_ONE..ONE_BY_ONE + AT_ONCE)
+            .map(one)
+            .buffer_unordered(48);
+        use futures::StreamExt;
+        while let Some(ok) = at_once.next().await {
+            answered += u32::from(ok);
+        }
+        done_tx.send(()).unwrap();
+        answered
+    });
+    let answered = a.join().expect("A panicked").unwrap();
+    let s = b.join().expect("B panicked").unwrap();
+    let total = ONE_BY_ONE + AT_ONCE;
+    let bad = (0..total).filter(|i| i % 3 == 0).count() as u64;
+    assert_eq!(answered, total, "answers read before EOF");
+    assert_eq!(s.sent.get("M_SYNCH"), u64::from(total) - bad, "{s:?}");
+    assert_eq!(s.sent.get("M_INVALID"), bad, "{s:?}");
+    assert_eq!(s.unsent, 0, "{s:?}");
+}
