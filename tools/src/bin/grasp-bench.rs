@@ -156,6 +156,35 @@ enum Mode {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
+    /// Constant mixed load on a graspd that runs Briggs (`asas =
+    /// ["briggs"]`), for RSS over a long run: `--rate` operations a second,
+    /// 45% loan negotiations (EX3 `["NZD", 40]`, accepted at once), 45%
+    /// synchronizations of EX2 and 10% discoveries of EX2 with the cache
+    /// flushed. Every minute it prints the operations done and failed and
+    /// the daemon's RSS (`--pid`); at the end the growth from minute 2 to
+    /// the last, and fails when it is over `--max-growth-kib`.
+    /// `tools/bench/soak.sh` runs it against graspd between namespaces.
+    Soak {
+        /// Interface.
+        #[arg(long, default_value = "ab0")]
+        iface: String,
+        /// graspd's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// Run time in minutes (at least 3).
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Operations started per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Operations in flight at most (when all are busy, a tick is
+        /// counted as skipped: the load was not constant).
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Allowed RSS growth from minute 2 to the last minute, KiB.
+        #[arg(long, default_value_t = 2048)]
+        max_growth_kib: u64,
+    },
     /// Two nodes on the in-memory fabric, one core.
     Fabric {
         /// Run time.
@@ -283,6 +312,21 @@ fn main() -> Result<()> {
             std::net::SocketAddr::from((peer, port)),
             sessions,
         )),
+        Mode::Soak {
+            iface,
+            pid,
+            minutes,
+            rate,
+            in_flight,
+            max_growth_kib,
+        } => runtime(0)?.block_on(soak(
+            iface,
+            pid,
+            minutes.max(3),
+            rate.max(1),
+            in_flight.max(1),
+            max_growth_kib,
+        )),
         Mode::Memory { sessions } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -319,7 +363,12 @@ fn cpu_time() -> Duration {
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of("self")
+}
+
+/// Resident set size of process `pid` ("self" or a number), in KiB.
+fn rss_kib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -383,6 +432,9 @@ fn bench_config() -> Config {
     // The plain ACP has no security; this is a lab.
     c.allow_insecure = true;
     c.max_channels = 100_000;
+    // One client discovers as fast as it can: measure the engine, not the
+    // per-source response budget that guards against storms.
+    c.response_per_source = c.response_rate;
     c
 }
 
@@ -978,4 +1030,144 @@ async fn fabric(run: Duration, concurrency: usize, negotiate: bool, quads: bool)
         bail!("nothing completed");
     }
     Ok(total as f64 / secs)
+}
+
+/// Counts of one kind of soak operation.
+#[derive(Default)]
+struct SoakCounts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The soak's operations, in the proportions of `soak_op`.
+const SOAK_OPS: [&str; 3] = ["negotiate", "synchronize", "discover"];
+
+/// The soak operation for tick `i`: 9 of 20 negotiations, 9 of 20
+/// synchronizations, 2 of 20 discoveries.
+fn soak_op(i: u64) -> usize {
+    match i % 20 {
+        0..=8 => 0,
+        9..=17 => 1,
+        _ => 2,
+    }
+}
+
+async fn soak(
+    iface: String,
+    pid: u32,
+    minutes: u64,
+    rate: u32,
+    in_flight: usize,
+    max_growth_kib: u64,
+) -> Result<()> {
+    let pid = pid.to_string();
+    if rss_kib_of(&pid) == 0 {
+        bail!("no process {pid} to watch (--pid is graspd's process id)");
+    }
+    let (t, inbound) =
+        bind_node(grasp_acp::plain::Config::default().interfaces([iface.as_str()]), false).await?;
+    let g = Grasp::start(t, inbound, bench_config());
+    let asa = Arc::new(g.register_asa("soak").await?);
+    let sync = Objective::new("EX2", ObjectiveFlags::from_bits(5));
+    let loan = Objective::new("EX3", ObjectiveFlags::from_bits(3))
+        .with_loop_count(6)
+        .with_value(Value::from_serialize(&("NZD", 40))?);
+    let found = asa
+        .discover(&sync, grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)))
+        .await?;
+    if found.is_empty() {
+        bail!("no graspd with Briggs answered a discovery of EX2 (asas = [\"briggs\"])");
+    }
+    let counts: Arc<[SoakCounts; 3]> = Arc::new(Default::default());
+    let skipped = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let step = Duration::from_secs(1) / rate;
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut rss = vec![rss_kib_of(&pid)];
+    println!(
+        "soak: {rate} operations/s for {minutes} min, graspd {pid} at {} KiB",
+        rss[0]
+    );
+    let mut i = 0u64;
+    let mut next_minute = t0 + Duration::from_secs(60);
+    while rss.len() <= minutes as usize {
+        tick.tick().await;
+        i += 1;
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (asa, counts) = (asa.clone(), counts.clone());
+                let (sync, loan) = (sync.clone(), loan.clone());
+                let op = soak_op(i);
+                tokio::spawn(async move {
+                    let t = Duration::from_secs(3);
+                    let ok = match op {
+                        0 => matches!(
+                            asa.request_negotiate(&loan, None, t).await,
+                            Ok(Negotiation::Accepted)
+                        ),
+                        1 => asa.synchronize(&sync, None, t).await.is_ok(),
+                        _ => asa
+                            .discover(
+                                &sync,
+                                grasp_engine::proto::DiscoverOptions {
+                                    flush: true,
+                                    ..grasp_engine::proto::DiscoverOptions::first(t)
+                                },
+                            )
+                            .await
+                            .is_ok_and(|f| !f.is_empty()),
+                    };
+                    let c = &counts[op];
+                    if ok { &c.ok } else { &c.failed }.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if Instant::now() >= next_minute {
+            next_minute += Duration::from_secs(60);
+            rss.push(rss_kib_of(&pid));
+            let ops = SOAK_OPS
+                .iter()
+                .zip(counts.iter())
+                .map(|(n, c)| {
+                    format!(
+                        "{n} {} ok {} failed",
+                        c.ok.load(Ordering::Relaxed),
+                        c.failed.load(Ordering::Relaxed)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "minute {:2}: graspd RSS {} KiB; {ops}; {} ticks skipped",
+                rss.len() - 1,
+                rss[rss.len() - 1],
+                skipped.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let last = rss[rss.len() - 1];
+    let growth = last as i64 - rss[2] as i64;
+    let total: u64 = counts
+        .iter()
+        .map(|c| c.ok.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed))
+        .sum();
+    let failed: u64 = counts.iter().map(|c| c.failed.load(Ordering::Relaxed)).sum();
+    println!(
+        "soak: {total} operations ({failed} failed) in {:.0} s; graspd RSS minute 2 {} KiB, minute {minutes} {last} KiB: growth {growth} KiB (allowed {max_growth_kib})",
+        t0.elapsed().as_secs_f64(),
+        rss[2],
+    );
+    if failed * 100 > total {
+        bail!("{failed} of {total} operations failed: the load was not served");
+    }
+    if growth > max_growth_kib as i64 {
+        bail!("graspd's RSS grew {growth} KiB between minute 2 and minute {minutes} at constant load");
+    }
+    Ok(())
 }
