@@ -191,6 +191,9 @@ impl Driver {
             Command::StopNegotiate { asa, name } => {
                 self.listeners.remove(&(*asa, name.clone()));
             }
+            Command::DeregisterObjective { asa, name } => {
+                self.listeners.remove(&(*asa, name.clone()));
+            }
             Command::DeregisterAsa { asa } => {
                 self.listeners.retain(|(a, _), _| a != asa);
             }
@@ -314,6 +317,10 @@ impl Driver {
                     None => false,
                 };
                 if !delivered {
+                    // A listener dropped without stop_negotiate: forget it.
+                    if self.listeners.get(&key).is_some_and(|l| l.is_closed()) {
+                        self.listeners.remove(&key);
+                    }
                     trace!(?session, "no room for the negotiation request; dropping it");
                     let cmd = CommandId(self.next_cmd);
                     self.next_cmd += 1;

@@ -124,6 +124,9 @@ pub struct MuxStats {
     /// Streams reset because their peer sent more than the engine had
     /// taken, or a message over the size limit.
     pub streams_reset: u64,
+    /// Connections closed because the peer kept opening streams (or making
+    /// us answer with FINs) while not reading what we wrote.
+    pub connections_stalled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +139,7 @@ pub(crate) struct Counters {
     streams_accepted: AtomicU64,
     streams_refused: AtomicU64,
     streams_reset: AtomicU64,
+    connections_stalled: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -154,6 +158,7 @@ impl Counters {
             streams_accepted: g(&self.streams_accepted),
             streams_refused: g(&self.streams_refused),
             streams_reset: g(&self.streams_reset),
+            connections_stalled: g(&self.connections_stalled),
         }
     }
 }
@@ -201,9 +206,11 @@ struct Conn {
     max_msg: usize,
     cfg: MuxConfig,
     out: mpsc::Sender<Out>,
-    /// Streams whose channel was dropped (at most one entry per stream, and
-    /// streams are bounded by `max_streams`), and GOAWAY requests (at most
-    /// one is acted on), so this stays bounded.
+    /// Streams whose channel was dropped (one entry per stream), and
+    /// GOAWAY requests (at most one is acted on). Bounded because the
+    /// driver closes a connection whose peer opens more than twice
+    /// `max_streams` streams while not reading: at most the live streams
+    /// plus that many.
     dropped: mpsc::UnboundedSender<Ctl>,
     state: Mutex<State>,
     counters: Arc<Counters>,
@@ -393,6 +400,7 @@ fn start(
         dropped_rx,
         goaway_sent: false,
         control: Vec::new(),
+        opened_unwritten: 0,
         accepted,
         idle,
         tick: tokio::time::interval_at(tokio::time::Instant::now() + tick, tick),
@@ -453,6 +461,10 @@ struct Driver {
     goaway_sent: bool,
     /// FINs for dropped streams, written before the next queued frame.
     control: Vec<Bytes>,
+    /// Streams the peer opened since we last wrote anything: a peer that
+    /// opens streams but does not read cannot make `control` and the
+    /// dropped queue grow past twice `max_streams`.
+    opened_unwritten: usize,
     accepted: Option<Accepted>,
     idle: Duration,
     tick: tokio::time::Interval,
@@ -503,6 +515,7 @@ impl Driver {
                     return Poll::Ready(());
                 }
                 self.flush = true;
+                self.opened_unwritten = 0;
                 continue;
             }
             match Pin::new(&mut self.out_rx).poll_next(cx) {
@@ -514,6 +527,7 @@ impl Driver {
                         return Poll::Ready(());
                     }
                     self.flush = true;
+                    self.opened_unwritten = 0;
                     continue;
                 }
                 Poll::Ready(None) => return Poll::Ready(()),
@@ -595,6 +609,9 @@ impl Driver {
 
     /// Handles one received frame; `false` closes the connection.
     fn on_frame(&mut self, f: Bytes) -> bool {
+        if self.control.len() > 2 * self.conn.cfg.max_streams {
+            return self.stalled();
+        }
         let (kind, sid, range) = match envelope::parse(&f, VERSION) {
             Ok(p) => match (p.kind, p.fields.len(), p.fields.first()) {
                 (KIND_GOAWAY, 1, _) if self.conn.dialled && p.last.is_empty() => {
@@ -654,6 +671,11 @@ impl Driver {
             return true; // a late frame for a stream that has ended
         }
         st.next_sid = sid + 1;
+        self.opened_unwritten += 1;
+        if self.opened_unwritten > 2 * self.conn.cfg.max_streams {
+            drop(st);
+            return self.stalled();
+        }
         let Some(accepted) = &self.accepted else {
             return true;
         };
@@ -687,6 +709,14 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// The peer makes us queue answers (FINs, streams' frames) it does not
+    /// read: end the connection rather than queue without bound.
+    fn stalled(&self) -> bool {
+        bump(&self.conn.counters.connections_stalled);
+        debug!(peer = %self.conn.peer, "the peer opens streams but does not read; closing the TLS connection");
+        false
     }
 
     fn malformed(&self, why: &str) -> bool {
@@ -1122,6 +1152,43 @@ mod tests {
         assert_eq!(recv(&mut b).await, Some(msg(1)));
         assert_eq!(recv(&mut b).await, Some(msg(8)));
         assert!(lab.accepted.try_recv().is_err());
+    }
+
+    /// A peer that opens stream after stream but never reads the FINs
+    /// refusing them is cut off once the writer is stuck, instead of
+    /// having them queued without end (issue 11 §1).
+    #[tokio::test]
+    async fn a_peer_that_opens_streams_but_never_reads_is_cut_off() {
+        let cfg = MuxConfig {
+            max_streams: 2,
+            ..MuxConfig::default()
+        };
+        let lab = Lab::new(cfg);
+        let (mut raw, far) = pipe();
+        serve(
+            far,
+            MAX,
+            cfg,
+            lab.server_counters.clone(),
+            lab.accepted_tx.clone(),
+        );
+        let mut sent = 0u64;
+        for sid in 0..50_000u64 {
+            let f = frame(KIND_DATA, sid, &msg(1));
+            match tokio::time::timeout(Duration::from_secs(2), raw.io.send(f)).await {
+                Ok(Ok(())) => sent += 1,
+                _ => break,
+            }
+        }
+        for _ in 0..100 {
+            if lab.server_counters.snapshot().connections_stalled == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let st = lab.server_counters.snapshot();
+        assert_eq!(st.connections_stalled, 1, "after {sent} frames: {st:?}");
+        assert!(sent < 50_000, "the connection was never closed");
     }
 
     #[tokio::test(start_paused = true)]

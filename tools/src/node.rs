@@ -381,6 +381,7 @@ impl Node {
                         "streams_accepted": x.streams_accepted,
                         "streams_refused": x.streams_refused,
                         "streams_reset": x.streams_reset,
+                        "connections_stalled": x.connections_stalled,
                     }),
                 );
             }
@@ -409,6 +410,9 @@ pub fn engine_json(s: &grasp_engine::proto::EngineStats, open_channels: usize) -
         "discoveries_relayed": s.discoveries_relayed,
         "floods_relayed": s.floods_relayed,
         "discoveries_repeated": s.discoveries_repeated,
+        "discovery_answers_dropped": s.discovery_answers_dropped,
+        "waits_capped": s.waits_capped,
+        "asa_oversize": s.asa_oversize,
         "relay_rate_limited": s.relay_rate_limited,
         "relay_source_limited": s.relay_source_limited,
         "flood_relay_rate_limited": s.flood_relay_rate_limited,

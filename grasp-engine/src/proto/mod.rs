@@ -118,6 +118,9 @@ struct Repeat {
 /// Repeats of one discovery at most.
 const DISCOVERY_REPEATS: usize = 2;
 
+/// The longest ASA name, in bytes (names are for logs and dumps).
+const MAX_ASA_NAME: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NegWait {
     /// Waiting for the answer to our M_REQ_NEG.
@@ -1024,9 +1027,17 @@ impl Engine {
         let Some(disc) = self.discoveries.get_mut(&key) else {
             return;
         };
+        // Bounded like the cache: answers beyond it are counted, not kept
+        // (anyone who saw the multicast can answer, as often as it likes).
+        let cap = self.config.discovery_cache_locators;
         for l in &new {
-            if !disc.found.iter().any(|f| f.locator == l.locator) {
+            if disc.found.iter().any(|f| f.locator == l.locator) {
+                continue;
+            }
+            if disc.found.len() < cap {
                 disc.found.push(l.clone());
+            } else {
+                self.stats.discovery_answers_dropped += 1;
             }
         }
         // Relayed: pass the answer back at once (§2.5.4.4), as a divert to
@@ -1064,7 +1075,7 @@ impl Engine {
         let Some(disc) = self.discoveries.get_mut(&key) else {
             return;
         };
-        if disc.found.is_empty() && !finished {
+        if (disc.found.is_empty() && !finished) || disc.waiters.is_empty() {
             return;
         }
         let found = disc.found.clone();
@@ -1556,8 +1567,13 @@ impl Engine {
                 if let Some(n) = self.neg_mut(channel) {
                     n.pending = Some((cmd, wait));
                 }
-                let t = Duration::from_millis(u64::from(w.waiting_time_ms));
-                self.set_deadline(channel, Some(now + t));
+                // Bounded: a peer's M_WAIT of 49 days would hold the
+                // channel, its connection slot and the ASA's call that long.
+                let asked = Duration::from_millis(u64::from(w.waiting_time_ms));
+                if asked > self.config.max_wait {
+                    self.stats.waits_capped += 1;
+                }
+                self.set_deadline(channel, Some(now + asked.min(self.config.max_wait)));
             }
             Message::End(e) => {
                 let out = match e.option {
@@ -1650,6 +1666,12 @@ impl Engine {
                 self.reply(cmd, Ok(reply));
             }
             Command::RegisterAsa { name } => {
+                if name.len() > MAX_ASA_NAME {
+                    return Err(err(
+                        ErrorCode::Unspec,
+                        format!("an ASA name is at most {MAX_ASA_NAME} bytes"),
+                    ));
+                }
                 if self.asas.values().any(|n| *n == name) {
                     return Err(err(
                         ErrorCode::DupAsa,
@@ -1692,6 +1714,17 @@ impl Engine {
                 options,
             } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
+                if options.locators.len() > self.config.discovery_cache_locators {
+                    return Err(err(
+                        ErrorCode::Unspec,
+                        format!(
+                            "{} locators given; at most {} are announced",
+                            options.locators.len(),
+                            self.config.discovery_cache_locators
+                        ),
+                    ));
+                }
                 let f = objective.flags;
                 if f.contains(ObjectiveFlags::NEG) && f.contains(ObjectiveFlags::SYNCH) {
                     return Err(ErrorCode::NotBoth.into());
@@ -1754,6 +1787,7 @@ impl Engine {
                 options,
             } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
                 self.discover(now, cmd, objective, options, |cmd, first_only, _, _| {
                     Waiter::Api { cmd, first_only }
                 })?;
@@ -1765,6 +1799,7 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
                 if !objective.flags.contains(ObjectiveFlags::SYNCH) {
                     return Err(ErrorCode::NotSynch.into());
                 }
@@ -1785,7 +1820,7 @@ impl Engine {
                         "synchronization needs a secured transport",
                     ));
                 }
-                let deadline = now + timeout;
+                let deadline = now + timeout.min(self.config.max_asa_timeout);
                 match peer {
                     Some(p) => self.synch_with(now, cmd, p, objective, deadline),
                     None => {
@@ -1808,6 +1843,7 @@ impl Engine {
             }
             Command::ListenSynchronize { asa, objective } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
                 if !self.secure_ok() {
                     return Err(err(
                         ErrorCode::NoSecurity,
@@ -1842,6 +1878,9 @@ impl Engine {
                 tagged,
             } => {
                 self.check_asa(asa)?;
+                for t in &tagged {
+                    self.fits(&t.objective)?;
+                }
                 self.flood(now, cmd, asa, ttl_ms, tagged)?;
             }
             Command::GetFlood { asa, name } => {
@@ -1863,6 +1902,7 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
                 if !self.secure_ok() {
                     return Err(err(
                         ErrorCode::NoSecurity,
@@ -1872,7 +1912,7 @@ impl Engine {
                 if !objective.flags.contains(ObjectiveFlags::NEG) {
                     return Err(ErrorCode::NotNeg.into());
                 }
-                let deadline = now + timeout;
+                let deadline = now + timeout.min(self.config.max_asa_timeout);
                 match peer {
                     Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline),
                     None => {
@@ -1926,6 +1966,7 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
+                self.fits(&objective)?;
                 self.our_turn(asa, session)?;
                 let ch = session.channel;
                 // Something the peer already said answers this step.
@@ -1952,7 +1993,7 @@ impl Engine {
                     ch,
                     &Message::Negotiate(SessionObjective::new(session.session_id, objective)),
                 );
-                self.set_deadline(ch, Some(now + timeout));
+                self.set_deadline(ch, Some(now + timeout.min(self.config.max_asa_timeout)));
             }
             Command::NegotiateWait { asa, session, wait } => {
                 self.check_asa(asa)?;
@@ -1969,7 +2010,10 @@ impl Engine {
                 // We promised to answer within `wait`; give ourselves that long.
                 self.set_deadline(
                     session.channel,
-                    Some(now + wait + self.config.first_message_timeout),
+                    Some(
+                        now + wait.min(self.config.max_asa_timeout)
+                            + self.config.first_message_timeout,
+                    ),
                 );
                 self.reply(cmd, Ok(Reply::Done));
             }
@@ -2027,6 +2071,27 @@ impl Engine {
     /// Common discovery path for `discover`, `synchronize` and
     /// `request_negotiate`: local registrations and the cache first, then the
     /// network. `waiter` builds what to do with the results.
+    /// Refuses an objective from an ASA that could not travel in one
+    /// message (its name and value alone are over the size limit): it
+    /// would be kept, then fail at every send.
+    fn fits(&mut self, o: &Objective) -> Result<(), ApiError> {
+        // The objective's array head, flags and loop count: a few bytes.
+        const OVERHEAD: usize = 16;
+        let size = o.name.len() + o.value.as_ref().map_or(0, |v| v.as_cbor().len()) + OVERHEAD;
+        let max = self.config.limits.max_message_size;
+        if size > max {
+            self.stats.asa_oversize += 1;
+            return Err(err(
+                ErrorCode::Unspec,
+                format!(
+                    "objective {:?} is about {size} bytes with its value; a message is at most {max} bytes",
+                    o.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn discover(
         &mut self,
         now: Instant,
@@ -2061,9 +2126,12 @@ impl Engine {
                 }
             }
         }
-        let timeout = opts.timeout.unwrap_or(Duration::from_millis(
-            100 * u64::from(objective.loop_count.max(1)),
-        ));
+        let timeout = opts
+            .timeout
+            .unwrap_or(Duration::from_millis(
+                100 * u64::from(objective.loop_count.max(1)),
+            ))
+            .min(self.config.max_asa_timeout);
         let w = waiter(cmd, opts.first_only, objective.clone(), ());
         if !found.is_empty() || timeout.is_zero() {
             self.resolve_waiter(now, w, &found);

@@ -1097,3 +1097,165 @@ fn one_storming_neighbour_gets_its_share_only() {
     assert!(e.stats().relay_source_limited > 10_000);
     assert!(e.stats().response_source_limited > 10_000);
 }
+
+/// What peers and ASAs hand the engine is bounded: answers to a discovery
+/// (at `discovery_cache_locators`, the rest counted), a peer's M_WAIT (cut
+/// to `max_wait`), an ASA's timeout (`Duration::MAX` neither panics nor
+/// holds anything for ever) and an ASA's objective (over the message size:
+/// refused, counted). Issue 11 §1.
+#[test]
+fn peer_and_asa_input_is_bounded() {
+    let mut e = two_link_engine(Config {
+        seed: Some(12),
+        relay: Some(false),
+        ..Config::default()
+    });
+    let t0 = Instant::now();
+    let asa = match call(&mut e, t0, 1, Command::RegisterAsa { name: "a".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    while e.poll_transmit().is_some() {}
+    // A collect-all discovery answered by 3 responses of 80 locators each.
+    e.handle_command(
+        t0,
+        CommandId(2),
+        Command::Discover {
+            asa,
+            objective: Objective::new("EX.many", SYNCH),
+            options: DiscoverOptions::all(Duration::from_millis(600)),
+        },
+    );
+    let mut sid = None;
+    while let Some(t) = e.poll_transmit() {
+        if let Transmit::Multicast { msg, .. } = t {
+            if let Ok(Message::Discovery(d)) = Message::decode(&msg) {
+                sid = Some(d.session_id);
+            }
+        }
+    }
+    for r in 0..3u16 {
+        let ch = e.allocate_channel();
+        let peer = SocketAddr::V6(SocketAddrV6::new(ll(5), 7017, 0, 1));
+        e.handle_inbound_channel(t0, ch, peer);
+        let locs = (0..80u16)
+            .map(|i| Locator::tcp6(Ipv6Addr::new(0xfd00, 7, r, 0, 0, 0, 0, i + 1), 7017))
+            .collect();
+        let resp = Message::Response(crate::wire::Response {
+            session_id: sid.unwrap(),
+            initiator: std::net::IpAddr::V6(ula(1)),
+            ttl_ms: 60_000,
+            target: crate::wire::ResponseTarget::Locators(locs),
+            objective: None,
+            extensions: Vec::new(),
+        });
+        e.handle_channel_message(t0, ch, resp.encode());
+    }
+    let cap = Config::default().discovery_cache_locators;
+    assert_eq!(e.stats().discovery_answers_dropped, (240 - cap) as u64);
+    e.handle_timeout(t0 + Duration::from_millis(600));
+    let mut found = None;
+    while let Some(ev) = e.poll_event() {
+        if let Event::Reply {
+            cmd: CommandId(2),
+            result,
+        } = ev
+        {
+            found = Some(result);
+        }
+    }
+    match found {
+        Some(Ok(Reply::Locators(l))) => assert_eq!(l.len(), cap),
+        other => panic!("{other:?}"),
+    }
+
+    // A negotiation whose peer asks to wait 49 days waits max_wait.
+    let peer = AsaLocator::new(Locator::tcp6(ula(5), 7017));
+    let neg = Objective::new("EX.neg", ObjectiveFlags::from_bits(3)).with_value(Value::from(1u32));
+    e.handle_command(
+        t0,
+        CommandId(3),
+        Command::RequestNegotiate {
+            asa,
+            objective: neg.clone(),
+            peer: Some(peer.clone()),
+            timeout: Duration::MAX,
+        },
+    );
+    let mut ch = None;
+    while let Some(t) = e.poll_transmit() {
+        if let Transmit::Connect { channel, .. } = t {
+            ch = Some(channel);
+        }
+    }
+    let ch = ch.expect("a connection to the peer");
+    // The session id is the engine's: read it from its session table.
+    let sent_sid = e
+        .channels
+        .get(&ch)
+        .and_then(|c| match &c.state {
+            ChanState::Neg(n) => Some(n.sid),
+            _ => None,
+        })
+        .expect("a negotiation on the channel");
+    let wait = Message::Wait(crate::wire::Wait {
+        session_id: sent_sid,
+        waiting_time_ms: u32::MAX,
+        extensions: Vec::new(),
+    });
+    e.handle_channel_message(t0, ch, wait.encode());
+    assert_eq!(e.stats().waits_capped, 1);
+    let max_wait = Config::default().max_wait;
+    assert!(
+        e.poll_timeout().is_some_and(|t| t <= t0 + max_wait),
+        "{:?}",
+        e.poll_timeout()
+    );
+    // A synchronization and a discovery with Duration::MAX: no panic, and
+    // nothing waits longer than max_asa_timeout.
+    for (id, c) in [
+        (
+            5,
+            Command::Synchronize {
+                asa,
+                objective: Objective::new("EX.s", SYNCH),
+                peer: None,
+                timeout: Duration::MAX,
+            },
+        ),
+        (
+            6,
+            Command::Discover {
+                asa,
+                objective: Objective::new("EX.d", SYNCH),
+                options: DiscoverOptions::first(Duration::MAX),
+            },
+        ),
+    ] {
+        e.handle_command(t0, CommandId(id), c);
+    }
+    e.handle_timeout(t0 + Config::default().max_asa_timeout);
+    let mut done = Vec::new();
+    while let Some(ev) = e.poll_event() {
+        if let Event::Reply { cmd, .. } = ev {
+            done.push(cmd.0);
+        }
+    }
+    assert!(done.contains(&5) && done.contains(&6), "{done:?}");
+
+    // An objective too big for any message is refused at registration.
+    let big = Objective::new("EX.big", SYNCH)
+        .with_value(Value::from_serialize(&vec![7u8; 3000]).unwrap());
+    let r = call(
+        &mut e,
+        t0,
+        7,
+        Command::RegisterObjective {
+            asa,
+            objective: big,
+            options: RegisterOptions::default(),
+        },
+    );
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(e.stats().asa_oversize, 1);
+}

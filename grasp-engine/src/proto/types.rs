@@ -481,6 +481,12 @@ pub struct Config {
     pub first_message_timeout: Duration,
     /// How long a negotiation may wait for its ASA to act.
     pub session_idle_timeout: Duration,
+    /// The longest wait a peer's M_WAIT may ask for (longer ones are cut
+    /// to it and counted); it may ask again.
+    pub max_wait: Duration,
+    /// The longest timeout an ASA call may ask for (longer ones are cut to
+    /// it: a discovery or session held for days holds its slot for days).
+    pub max_asa_timeout: Duration,
     /// How long relayed floods are remembered (RFC: at least 2 × GRASP_DEF_TIMEOUT).
     pub flood_memory: Duration,
     /// Relayed discoveries per interface.
@@ -522,6 +528,9 @@ impl Default for Config {
             session_idle_timeout: Duration::from_millis(u64::from(
                 crate::wire::GRASP_DEF_TIMEOUT_MS,
             )),
+            // GRASP_DEF_TIMEOUT, the default for a whole negotiation step.
+            max_wait: Duration::from_millis(u64::from(crate::wire::GRASP_DEF_TIMEOUT_MS)),
+            max_asa_timeout: Duration::from_secs(3600),
             flood_memory: Duration::from_secs(120),
             relay_rate: RateLimit {
                 rate: 50.0,
@@ -657,6 +666,14 @@ pub struct EngineStats {
     /// Our discoveries sent again (new session id) because nothing had
     /// answered within a quarter, then three quarters, of their timeout.
     pub discoveries_repeated: u64,
+    /// Locators answered to a discovery beyond the
+    /// `discovery_cache_locators` it keeps (not kept, not passed on).
+    pub discovery_answers_dropped: u64,
+    /// Waits a peer asked for (M_WAIT) cut to `max_wait`.
+    pub waits_capped: u64,
+    /// Floods, values and objectives an ASA gave that were over the
+    /// message size limit (refused with an error).
+    pub asa_oversize: u64,
     /// Floods relayed.
     pub floods_relayed: u64,
     /// Discovery relays refused by the relay rate limit.

@@ -82,6 +82,12 @@ fn value_of(p: &Pref) -> Value {
     Value::from_serialize(p).unwrap_or_else(|_| Value::null())
 }
 
+/// Delegations a delegator keeps at most: RFC 8992's example has no
+/// leases, so nothing is ever given back, and a peer could otherwise ask
+/// until memory (and the quadratic search of `Pool::take`) runs out. Beyond
+/// it requests are declined ("Delegation table full"); about 50 bytes each.
+pub const MAX_DELEGATIONS: usize = 4096;
+
 /// A pool of prefixes of one base, handed out in order.
 #[derive(Debug)]
 struct Pool {
@@ -190,6 +196,14 @@ pub async fn delegator(
             if !(32..=96).contains(&len) {
                 t.say("pfxm", format!("declines a /{len}: out of range"));
                 let _ = session.decline(Some("Prefix length out of range")).await;
+                continue;
+            }
+            if pool.lock().unwrap_or_else(|e| e.into_inner()).used.len() >= MAX_DELEGATIONS {
+                t.say(
+                    "pfxm",
+                    format!("declines a /{len}: {MAX_DELEGATIONS} delegations held"),
+                );
+                let _ = session.decline(Some("Delegation table full")).await;
                 continue;
             }
             let Some(net) = pool.lock().unwrap_or_else(|e| e.into_inner()).take(len) else {

@@ -1064,8 +1064,11 @@ async fn soak(
     if rss_kib_of(&pid) == 0 {
         bail!("no process {pid} to watch (--pid is graspd's process id)");
     }
-    let (t, inbound) =
-        bind_node(grasp_acp::plain::Config::default().interfaces([iface.as_str()]), false).await?;
+    let (t, inbound) = bind_node(
+        grasp_acp::plain::Config::default().interfaces([iface.as_str()]),
+        false,
+    )
+    .await?;
     let g = Grasp::start(t, inbound, bench_config());
     let asa = Arc::new(g.register_asa("soak").await?);
     let sync = Objective::new("EX2", ObjectiveFlags::from_bits(5));
@@ -1073,7 +1076,10 @@ async fn soak(
         .with_loop_count(6)
         .with_value(Value::from_serialize(&("NZD", 40))?);
     let found = asa
-        .discover(&sync, grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)))
+        .discover(
+            &sync,
+            grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)),
+        )
         .await?;
     if found.is_empty() {
         bail!("no graspd with Briggs answered a discovery of EX2 (asas = [\"briggs\"])");
@@ -1157,7 +1163,10 @@ async fn soak(
         .iter()
         .map(|c| c.ok.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed))
         .sum();
-    let failed: u64 = counts.iter().map(|c| c.failed.load(Ordering::Relaxed)).sum();
+    let failed: u64 = counts
+        .iter()
+        .map(|c| c.failed.load(Ordering::Relaxed))
+        .sum();
     println!(
         "soak: {total} operations ({failed} failed) in {:.0} s; graspd RSS minute 2 {} KiB, minute {minutes} {last} KiB: growth {growth} KiB (allowed {max_growth_kib})",
         t0.elapsed().as_secs_f64(),
@@ -1167,7 +1176,9 @@ async fn soak(
         bail!("{failed} of {total} operations failed: the load was not served");
     }
     if growth > max_growth_kib as i64 {
-        bail!("graspd's RSS grew {growth} KiB between minute 2 and minute {minutes} at constant load");
+        bail!(
+            "graspd's RSS grew {growth} KiB between minute 2 and minute {minutes} at constant load"
+        );
     }
     Ok(())
 }
