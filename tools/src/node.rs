@@ -45,6 +45,9 @@ pub struct Node {
     backend: Backend,
     config: NodeConfig,
     started: std::time::Instant,
+    /// Held while a reload runs: one at a time (a password-derived QUADS
+    /// key costs argon2id's 64 MiB per derivation).
+    reloading: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -255,6 +258,7 @@ impl Node {
             backend,
             config: cfg.clone(),
             started: std::time::Instant::now(),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -267,6 +271,9 @@ impl Node {
     /// or a new QUADS key file (the old key is still accepted, so peers
     /// can be moved over one by one).
     pub fn reload(&self) -> Result<String, String> {
+        let Ok(_one) = self.reloading.try_lock() else {
+            return Err("a reload is already running; try again when it has finished".into());
+        };
         match &self.backend {
             #[cfg(feature = "tls")]
             Backend::Tls(t) => {
@@ -522,8 +529,11 @@ pub async fn serve_objectives(
             .with_loop_count(s.loop_count);
         // Discoverable in its own right: a DULL node answers discovery
         // without listening for synchronization.
+        // `ttl_ms`: how long what this node tells others is valid, in its
+        // floods and in its discovery responses alike.
         let opts = RegisterOptions {
             discoverable: true,
+            ttl_ms: s.ttl_ms,
             ..RegisterOptions::default()
         };
         asa.register_objective(&o, opts).await?;

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! For each storm, L runs rounds of: discover EX.far (behind the relay)
-//! and synchronize it, negotiate a loan with Briggs on S (through R),
+//! and synchronize it, four times a second discover EX.deep (behind the
+//! relay, answers valid 50 ms: never from a cache) and synchronize it, negotiate a loan with Briggs on S (through R),
 //! discover and synchronize EX.near (R itself), and checks that S's flood
 //! of EX.far keeps arriving across R. Every kind of operation must succeed
 //! at least 95% of the time. The figures are printed.
@@ -150,7 +151,7 @@ fn domain() -> Domain {
     let (s_conf, s_sock) = daemon_config(
         dir.path(),
         "s",
-        "security = \"none\"\ninterfaces = [\"s0\"]\nasas = [\"briggs\"]\n[[serve]]\nname = \"EX.far\"\nvalue = '\"far\"'\nflood_every_secs = 1\nloop_count = 3",
+        "security = \"none\"\ninterfaces = [\"s0\"]\nasas = [\"briggs\"]\n[[serve]]\nname = \"EX.far\"\nvalue = '\"far\"'\nflood_every_secs = 1\nloop_count = 3\n[[serve]]\nname = \"EX.deep\"\nvalue = '\"deep\"'\nttl_ms = 50",
     );
     let daemons = vec![
         graspd(&r, &r_conf, &r_sock, &logs.join("r.log")),
@@ -245,7 +246,31 @@ async fn legit(secs: u64) -> Tally {
     let end = t0 + Duration::from_secs(secs);
     // S floods EX.far every second: each 2-second window must see a new one.
     let mut window = (t0 + Duration::from_secs(2), None::<Instant>, false);
+    // EX.deep's answers live 50 ms, so no cache answers for it: R must relay
+    // each discovery. Four a second (L's own relay share is 25/s).
+    let mut next_deep = t0;
     while Instant::now() < end {
+        if Instant::now() >= next_deep {
+            next_deep = Instant::now() + Duration::from_millis(250);
+            let deep = asa
+                .discover(
+                    &Objective::new("EX.deep", SYNCH),
+                    fresh(Duration::from_secs(1)),
+                )
+                .await;
+            let peer = deep.as_ref().ok().and_then(|f| f.first().cloned());
+            tally.add("discover-deep", peer.is_some());
+            if let Some(p) = peer {
+                let got = asa
+                    .synchronize(
+                        &Objective::new("EX.deep", SYNCH),
+                        Some(p),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                tally.add_why("sync-deep", got.is_ok(), || format!("{got:?}"));
+            }
+        }
         let far = asa
             .discover(
                 &Objective::new("EX.far", SYNCH),

@@ -183,8 +183,12 @@ impl DiscoveryCache {
     }
 
     /// Whether anything at all is cached for `name` (before interface filtering).
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+    pub(crate) fn has(&self, name: &str, now: Instant) -> bool {
+        // Expired locators do not count: an objective whose answers have
+        // all expired is unknown again (and a relay must relay it).
+        self.map
+            .get(name)
+            .is_some_and(|o| o.locs.iter().any(|c| c.loc.expires.is_none_or(|e| e > now)))
     }
 }
 
@@ -393,12 +397,14 @@ mod tests {
         c.insert("B", loc("fd00::4", 1, None), 1);
         c.get("A", t0);
         c.insert("C", loc("fd00::5", 1, None), 1);
-        assert!(!c.has("B"));
-        assert!(c.has("A") && c.has("C"));
-        // Expiry.
+        assert!(!c.has("B", t0));
+        assert!(c.has("A", t0) && c.has("C", t0));
+        // Expiry: an objective whose locators have all expired is unknown
+        // (a relay relays it again).
+        assert!(!c.has("A", t0 + Duration::from_secs(60)));
         assert!(c.get("A", t0 + Duration::from_secs(60)).is_empty());
         c.flush("C", t0, None);
-        assert!(!c.has("C"));
+        assert!(!c.has("C", t0));
     }
 
     fn flood(name: &str, init: &str, t: Option<Instant>) -> FloodEntry {

@@ -566,7 +566,7 @@ impl Engine {
             );
             return;
         }
-        if self.disc_cache.has(&name) {
+        if self.disc_cache.has(&name, now) {
             // Known only on the link the discovery came from: the responder
             // there answers itself.
             return;
