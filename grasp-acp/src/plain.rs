@@ -58,7 +58,7 @@ pub struct Config {
     pub inbound_queue: usize,
     /// Received multicasts queued from one link-local source at most.
     pub inbound_per_source: usize,
-    /// The multicast socket's receive buffer in bytes (`SO_RCVBUFFORCE`
+    /// Each interface's multicast socket's receive buffer in bytes (`SO_RCVBUFFORCE`
     /// when privileged, else `SO_RCVBUF`, which the kernel caps at
     /// `net.core.rmem_max`). Datagrams the kernel drops when it is full are
     /// counted (`SO_RXQ_OVFL`).
@@ -181,6 +181,8 @@ pub struct Transport {
     connect_timeout: Duration,
     stats: Arc<StatsCounters>,
     tasks: Vec<JoinHandle<()>>,
+    /// One multicast socket and receive task per interface.
+    _receivers: Arc<std::sync::Mutex<Receivers>>,
 }
 
 impl Drop for Transport {
@@ -214,7 +216,6 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         .ok_or(Error::NoInterfaces)?;
 
     let (listener, send, port) = bind_unicast_pair(&config)?;
-    let mc = bind_multicast_receiver(&config, &interfaces)?;
 
     let stats = Arc::new(StatsCounters::default());
     let limits = Limits {
@@ -231,21 +232,31 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         interfaces.clone(),
         Locator::tcp6(node_addr, port),
     )));
-    let mc = Arc::new(mc);
-    let mut tasks = vec![tokio::spawn(multicast_receive_loop(
-        mc.clone(),
-        now.clone(),
-        config.listen_self,
-        config.max_message_size,
-        Arc::downgrade(&fair),
-        stats.clone(),
-    ))];
+    let receivers = Arc::new(std::sync::Mutex::new(Receivers {
+        config: ReceiveConfig {
+            port: config.multicast_port,
+            buffer: config.receive_buffer,
+            listen_self: config.listen_self,
+            max: config.max_message_size,
+        },
+        now: now.clone(),
+        queue: Arc::downgrade(&fair),
+        stats: stats.clone(),
+        running: std::collections::HashMap::new(),
+    }));
+    {
+        let mut r = receivers.lock().unwrap_or_else(|e| e.into_inner());
+        for i in &interfaces {
+            r.start(i)?;
+        }
+    }
+    let mut tasks = Vec::new();
     if let Some(every) = config.rescan_interval {
         tasks.push(tokio::spawn(rescan_loop(
             every,
             config.interfaces.clone(),
             config.node_address,
-            mc,
+            receivers.clone(),
             now.clone(),
             tx.clone(),
         )));
@@ -289,6 +300,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         connect_timeout: config.connect_timeout,
         stats,
         tasks,
+        _receivers: receivers,
     };
     Ok((Arc::new(transport), inbound.boxed()))
 }
@@ -373,7 +385,64 @@ fn bind_unicast_pair(config: &Config) -> Result<(TcpListener, UdpSocket, u16), E
 /// The shared multicast receiver: `[::]:7017` with SO_REUSEADDR and
 /// SO_REUSEPORT so that every GRASP instance on the host receives every
 /// multicast (RFC 8990 §2.3), joined to ff02::13 on each interface by index.
-fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<UdpSocket, Error> {
+/// How each interface's multicast socket is set up and read.
+#[derive(Clone, Copy, Debug)]
+struct ReceiveConfig {
+    port: u16,
+    buffer: usize,
+    listen_self: bool,
+    max: usize,
+}
+
+/// The multicast receivers: one socket per interface, bound to it
+/// (SO_BINDTODEVICE), each with its own kernel buffer and task, so a storm
+/// on one link fills only that link's buffer and the other links' datagrams
+/// still arrive. Dropping it stops every task.
+#[derive(Debug)]
+struct Receivers {
+    config: ReceiveConfig,
+    now: Arc<std::sync::RwLock<Current>>,
+    queue: std::sync::Weak<crate::fair::Fair>,
+    stats: Arc<StatsCounters>,
+    running: std::collections::HashMap<u32, JoinHandle<()>>,
+}
+
+impl Receivers {
+    /// Opens `i`'s socket, joins ff02::13 on it and starts its task.
+    fn start(&mut self, i: &Interface) -> Result<(), Error> {
+        if self.running.contains_key(&i.index) {
+            return Ok(());
+        }
+        let sock = bind_multicast_receiver(&self.config, i)?;
+        let task = tokio::spawn(multicast_receive_loop(
+            Arc::new(sock),
+            i.index,
+            self.now.clone(),
+            self.config,
+            self.queue.clone(),
+            self.stats.clone(),
+        ));
+        self.running.insert(i.index, task);
+        Ok(())
+    }
+
+    /// Stops interface `index`'s task and closes its socket.
+    fn stop(&mut self, index: u32) {
+        if let Some(t) = self.running.remove(&index) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        for t in self.running.values() {
+            t.abort();
+        }
+    }
+}
+
+fn bind_multicast_receiver(config: &ReceiveConfig, i: &Interface) -> Result<UdpSocket, Error> {
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         .map_err(io_err("creating the multicast socket"))?;
     s.set_only_v6(true).map_err(io_err("setting IPV6_V6ONLY"))?;
@@ -383,7 +452,13 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
         .map_err(io_err("setting SO_REUSEPORT"))?;
     s.set_nonblocking(true)
         .map_err(io_err("setting O_NONBLOCK"))?;
-    set_receive_buffer(&s, config.receive_buffer);
+    // This interface's datagrams only. Without it (an old kernel, no
+    // privilege) the socket hears every interface's and the receive loop
+    // keeps its own: correct, but the links share a fate in a storm.
+    if let Err(e) = s.bind_device(Some(i.name.as_bytes())) {
+        warn!(interface = %i.name, error = %e, "SO_BINDTODEVICE refused: a multicast storm on one link can crowd out the others");
+    }
+    set_receive_buffer(&s, config.buffer);
     // Each datagram carries the socket's drop count (SO_RXQ_OVFL), so the
     // kernel's drops in a storm are counted, not invisible.
     if let Err(e) = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RxqOvfl, &1) {
@@ -391,21 +466,16 @@ fn bind_multicast_receiver(config: &Config, interfaces: &[Interface]) -> Result<
     }
     s.bind(&SockAddr::from(SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
-        config.multicast_port,
+        config.port,
         0,
         0,
     )))
-    .map_err(io_err(format!(
-        "binding UDP port {}",
-        config.multicast_port
-    )))?;
-    for i in interfaces {
-        s.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index)
-            .map_err(io_err(format!(
-                "joining ff02::13 on {} (index {})",
-                i.name, i.index
-            )))?;
-    }
+    .map_err(io_err(format!("binding UDP port {}", config.port)))?;
+    s.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index)
+        .map_err(io_err(format!(
+            "joining ff02::13 on {} (index {})",
+            i.name, i.index
+        )))?;
     UdpSocket::from_std(s.into()).map_err(io_err("registering the multicast socket"))
 }
 
@@ -458,7 +528,7 @@ async fn rescan_loop(
     every: Duration,
     wanted: Option<Vec<String>>,
     fixed_address: Option<Ipv6Addr>,
-    mc: Arc<UdpSocket>,
+    receivers: Arc<std::sync::Mutex<Receivers>>,
     now: Arc<std::sync::RwLock<Current>>,
     tx: mpsc::Sender<Inbound>,
 ) {
@@ -493,12 +563,12 @@ async fn rescan_loop(
             });
         let locator = addr.map_or(old_locator.clone(), |a| Locator::tcp6(a, port));
         if fresh != old || locator != old_locator {
-            let sock = socket2::SockRef::from(&*mc);
+            let mut r = receivers.lock().unwrap_or_else(|e| e.into_inner());
             for i in fresh
                 .iter()
                 .filter(|i| !old.iter().any(|o| o.index == i.index))
             {
-                match sock.join_multicast_v6(&ALL_GRASP_NEIGHBORS, i.index) {
+                match r.start(i) {
                     Ok(()) => {
                         info!(interface = %i.name, index = i.index, "interface up: joined ff02::13")
                     }
@@ -509,10 +579,10 @@ async fn rescan_loop(
                 .iter()
                 .filter(|o| !fresh.iter().any(|i| i.index == o.index))
             {
-                // Fails when the interface is already gone; nothing to undo.
-                let _ = sock.leave_multicast_v6(&ALL_GRASP_NEIGHBORS, o.index);
+                r.stop(o.index);
                 info!(interface = %o.name, index = o.index, "interface gone");
             }
+            drop(r);
             if locator != old_locator {
                 info!(%locator, "node address changed");
             }
@@ -568,14 +638,18 @@ fn receive(
     Ok((r.bytes, src, dropped))
 }
 
+/// Reads interface `index`'s multicast socket into the fair queue.
 async fn multicast_receive_loop(
     sock: Arc<UdpSocket>,
+    index: u32,
     now: Arc<std::sync::RwLock<Current>>,
-    listen_self: bool,
-    max: usize,
+    config: ReceiveConfig,
     queue: std::sync::Weak<crate::fair::Fair>,
     stats: Arc<StatsCounters>,
 ) {
+    let ReceiveConfig {
+        listen_self, max, ..
+    } = config;
     use std::sync::atomic::Ordering::Relaxed;
     let mut buf = vec![0u8; 65536];
     // The kernel's drop count at the last datagram (it counts from the
@@ -609,6 +683,11 @@ async fn multicast_receive_loop(
         let SocketAddr::V6(src) = src else { continue };
         // Link-local sources carry the arrival interface as their scope id.
         let ifindex = src.scope_id();
+        if ifindex != index && ifindex != 0 {
+            // Another interface's (a socket not bound to its device hears
+            // them all): that interface's own socket has it.
+            continue;
+        }
         let (ours, mine) = {
             let c = read(&now);
             (

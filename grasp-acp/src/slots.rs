@@ -217,7 +217,7 @@ impl Slots {
             // The heaviest source with a silent connection pays: its oldest.
             let mut by_weight: Vec<(usize, IpAddr)> =
                 t.per_source.iter().map(|(ip, s)| (s.held, *ip)).collect();
-            by_weight.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            by_weight.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
             let id = by_weight
                 .iter()
                 .find_map(|(_, ip)| t.oldest_silent(ip))

@@ -110,7 +110,7 @@ impl Grasp {
             Reply::Stats {
                 stats,
                 open_channels,
-            } => Ok((stats, open_channels)),
+            } => Ok((*stats, open_channels)),
             other => Err(unexpected(other)),
         }
     }

@@ -501,7 +501,11 @@ fn half_closed_clients_get_their_answers_over_tcp() {
         let req = hex::decode("830407846845582e6c656769740506f6").unwrap();
         let bad = vec![0x82, 0x04, 0x07];
         let one = |i: u32| {
-            let msg = if i % 3 == 0 { bad.clone() } else { req.clone() };
+            let msg = if i.is_multiple_of(3) {
+                bad.clone()
+            } else {
+                req.clone()
+            };
             async move {
                 let mut s = tokio::net::TcpStream::connect(peer).await.unwrap();
                 s.write_all(&msg).await.unwrap();
@@ -512,10 +516,10 @@ fn half_closed_clients_get_their_answers_over_tcp() {
                     .expect("no EOF in time")
                     .expect("read");
                 match Message::decode(&bytes::Bytes::from(got)) {
-                    Ok(Message::Synch(s)) if i % 3 != 0 => {
+                    Ok(Message::Synch(s)) if !i.is_multiple_of(3) => {
                         s.objective.value.and_then(|v| v.as_u64()) == Some(7)
                     }
-                    Ok(Message::Invalid(_)) => i % 3 == 0,
+                    Ok(Message::Invalid(_)) => i.is_multiple_of(3),
                     _ => false,
                 }
             }
@@ -537,7 +541,7 @@ fn half_closed_clients_get_their_answers_over_tcp() {
     let answered = a.join().expect("A panicked").unwrap();
     let s = b.join().expect("B panicked").unwrap();
     let total = ONE_BY_ONE + AT_ONCE;
-    let bad = (0..total).filter(|i| i % 3 == 0).count() as u64;
+    let bad = (0..total).filter(|i| i.is_multiple_of(3)).count() as u64;
     assert_eq!(answered, total, "answers read before EOF");
     assert_eq!(s.sent.get("M_SYNCH"), u64::from(total) - bad, "{s:?}");
     assert_eq!(s.sent.get("M_INVALID"), bad, "{s:?}");

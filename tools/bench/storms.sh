@@ -2,8 +2,8 @@
 # Legitimate traffic under storms from one on-link source, before and after:
 # runs the namespace storm test (tools/tests/netns_storms.rs: discovery,
 # flood, served-discovery and connection storms; discovery, synchronization,
-# negotiation and flooding directly and through a relay) against graspd
-# built at REV, then against this checkout's graspd, printing the success
+# negotiation and flooding directly and through a relay) with the relay
+# under attack running graspd built at REV, then this checkout's graspd, printing the success
 # rates and the relay's counters of each. Release builds, so the storms run
 # at full speed. Root only; the test creates and deletes its namespaces.
 #

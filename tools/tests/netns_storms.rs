@@ -17,7 +17,8 @@
 //! at least 95% of the time. The figures are printed.
 //!
 //! `GRASP_STORM_SECS` sets each storm's length (default 6); with
-//! `GRASP_STORM_GRASPD=PATH` R and S run that graspd instead, and with
+//! `GRASP_STORM_GRASPD=PATH` R (the node under attack) runs that graspd
+//! instead (S stays this build's: its 50 ms answers need `ttl_ms`), and with
 //! `GRASP_STORM_REPORT_ONLY=1` nothing is asserted: `tools/bench/storms.sh`
 //! uses both to measure an older graspd beside this one.
 
@@ -76,13 +77,14 @@ struct Domain {
 }
 
 fn graspd(
+    bin: &str,
     ns: &Netns,
     conf: &std::path::Path,
     sock: &std::path::Path,
     log: &std::path::Path,
 ) -> Reap {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &ns.name, &graspd_bin()])
+    c.args(["netns", "exec", &ns.name, bin])
         .args(["--config", conf.to_str().unwrap()])
         .env(
             "RUST_LOG",
@@ -154,8 +156,8 @@ fn domain() -> Domain {
         "security = \"none\"\ninterfaces = [\"s0\"]\nasas = [\"briggs\"]\n[[serve]]\nname = \"EX.far\"\nvalue = '\"far\"'\nflood_every_secs = 1\nloop_count = 3\n[[serve]]\nname = \"EX.deep\"\nvalue = '\"deep\"'\nttl_ms = 50",
     );
     let daemons = vec![
-        graspd(&r, &r_conf, &r_sock, &logs.join("r.log")),
-        graspd(&s, &s_conf, &s_sock, &logs.join("s.log")),
+        graspd(&graspd_bin(), &r, &r_conf, &r_sock, &logs.join("r.log")),
+        graspd(GRASPD, &s, &s_conf, &s_sock, &logs.join("s.log")),
     ];
     Domain {
         _daemons: daemons,
@@ -177,7 +179,7 @@ struct Tally(
 
 impl Tally {
     fn add(&mut self, what: &'static str, ok: bool) {
-        self.add_why(what, ok, || String::new());
+        self.add_why(what, ok, String::new);
     }
 
     fn add_why(&mut self, what: &'static str, ok: bool, why: impl FnOnce() -> String) {

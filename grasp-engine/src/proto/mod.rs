@@ -1660,7 +1660,7 @@ impl Engine {
         match command {
             Command::Stats => {
                 let reply = Reply::Stats {
-                    stats: self.stats,
+                    stats: Box::new(self.stats),
                     open_channels: self.open_channels(),
                 };
                 self.reply(cmd, Ok(reply));

@@ -346,8 +346,8 @@ pub enum Reply {
     Negotiation(NegotiationOutcome),
     /// The engine's counters and how many channels it has open.
     Stats {
-        /// Counters since start.
-        stats: EngineStats,
+        /// Counters since start (boxed: they are most of a reply's size).
+        stats: Box<EngineStats>,
         /// Unicast channels open now.
         open_channels: usize,
     },
