@@ -28,16 +28,8 @@ cadir=$(mktemp -d)
 target/release/grasp-ca init --domain bench.lab --dir "$cadir" >/dev/null
 cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; rm -rf "$cadir"; }
 trap cleanup EXIT
-ip netns add "$a"; ip netns add "$b"
-ip -n "$a" link set lo up; ip -n "$b" link set lo up
-ip -n "$a" link add ab0 type veth peer name ba0 netns "$b"
-for x in "$a ab0 fe80::1:1 fd00:1::1" "$b ba0 fe80::1:2 fd00:1::2"; do
-  set -- $x
-  ip -n "$1" link set "$2" addrgenmode none
-  ip -n "$1" link set "$2" up
-  ip -n "$1" addr add "$3/64" dev "$2" nodad
-  ip -n "$1" addr add "$4/64" dev "$2" nodad
-done
+. tools/bench/pair.sh
+veth_pair "$a" "$b"
 
 tw() { ip netns exec "$a" ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l; }
 
