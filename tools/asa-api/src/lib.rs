@@ -1,0 +1,400 @@
+//! The GRASP ASA protocol: how ASAs in other processes use graspd's GRASP
+//! core (RFC 8991 §2.1). This crate holds its wire layer, shared by the
+//! daemon and the clients: [`codec`] cuts the byte stream into frames (a
+//! 4-byte big-endian length, then one CBOR item) and refuses oversized ones
+//! from their length alone; [`Frame`] is the envelope, requests
+//! `[0, id, method, params]`, responses `[1, id, err, result]`, events
+//! `[2, subscription, kind, data]` and cancels `[3, id]`.
+//!
+//! The protocol itself (methods, parameters, results, lifecycle) is
+//! `asa-protocol.cddl` beside this crate, version [`VERSION`]. Issue 12
+//! builds the daemon side and the Rust client on this layer; neither
+//! exists yet.
+#![warn(missing_docs)]
+
+use ciborium::Value;
+
+/// The protocol version this crate speaks.
+pub const VERSION: u64 = 1;
+
+/// The largest frame either side accepts until `hello` agrees on another.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// How deep a frame's CBOR may nest (the envelope, params, and a few levels
+/// of structure; objective values travel as byte strings and do not count).
+pub const MAX_DEPTH: usize = 32;
+
+/// A frame codec for a Unix stream: a 4-byte big-endian length, then that
+/// many bytes; a frame whose length is over `max_frame` is an error from
+/// its length alone, before its bytes are read (tokio-util's length codec
+/// does exactly this framing, so it is not written here again).
+pub fn codec(max_frame: usize) -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// One frame of the protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// Client to daemon: call `method`. `id` is the client's, unique among
+    /// its outstanding requests.
+    Request {
+        /// The client's request id.
+        id: u64,
+        /// The method, e.g. `"hello"`, `"discover"`.
+        method: String,
+        /// The parameters, a map with text keys, in the order sent.
+        params: Vec<(String, Value)>,
+    },
+    /// Daemon to client: the answer to request `id`.
+    Response {
+        /// The request answered.
+        id: u64,
+        /// The error, or `None` on success.
+        err: Option<WireError>,
+        /// The result (null on error).
+        result: Value,
+    },
+    /// Daemon to client, unasked.
+    Event {
+        /// The request that created the subscription, or 0 for the
+        /// connection as a whole.
+        subscription: u64,
+        /// What happened, e.g. `"negotiation"`, `"flood"`, `"closing"`.
+        kind: String,
+        /// Its data.
+        data: Value,
+    },
+    /// Client to daemon: give up request `id`.
+    Cancel {
+        /// The request to cancel.
+        id: u64,
+    },
+}
+
+/// An error as it travels: RFC 8991's code (or one of [`ApiCode`]), its
+/// name, and a detail for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireError {
+    /// The numeric code.
+    pub code: u64,
+    /// Its short name, e.g. `noListener` or `badRequest`.
+    pub name: String,
+    /// What happened, for people (never keys or exchanged values).
+    pub detail: String,
+}
+
+/// The protocol's own error codes, beside RFC 8991's 0..=38.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiCode {
+    /// Params missing, of the wrong type, or out of range.
+    BadRequest = 100,
+    /// Unknown method or feature.
+    Unsupported = 101,
+    /// The policy does not allow this user this call.
+    NotAuthorized = 102,
+    /// Cancelled, stopped, or the ASA went away.
+    Cancelled = 103,
+    /// A per-connection or global limit.
+    TooMany = 104,
+    /// A frame or value over the limits.
+    TooLarge = 105,
+    /// A request before `hello`.
+    NotHello = 106,
+}
+
+impl ApiCode {
+    /// Its name in frames.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiCode::BadRequest => "badRequest",
+            ApiCode::Unsupported => "unsupported",
+            ApiCode::NotAuthorized => "notAuthorized",
+            ApiCode::Cancelled => "cancelled",
+            ApiCode::TooMany => "tooMany",
+            ApiCode::TooLarge => "tooLarge",
+            ApiCode::NotHello => "notHello",
+        }
+    }
+
+    /// A [`WireError`] of this code with `detail`.
+    pub fn error(self, detail: impl Into<String>) -> WireError {
+        WireError {
+            code: self as u64,
+            name: self.name().to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a frame's bytes are not a [`Frame`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not one well-formed CBOR item (or nested deeper than [`MAX_DEPTH`]).
+    #[error("the frame is not one well-formed CBOR item: {0}")]
+    NotCbor(String),
+    /// Bytes after the item.
+    #[error("the frame has {0} bytes after its CBOR item; a frame holds exactly one")]
+    Trailing(usize),
+    /// Well-formed CBOR, but not a frame of the protocol. `id` is the
+    /// request id when it could be read, so the daemon can answer it
+    /// (badRequest) instead of closing the connection.
+    #[error("not a frame of the ASA protocol: {why}")]
+    NotAFrame {
+        /// The request's id, if it could be read.
+        id: Option<u64>,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl Frame {
+    /// The frame's CBOR item (without its length prefix).
+    pub fn encode(&self) -> Vec<u8> {
+        let uint = |n: u64| Value::Integer(n.into());
+        let item = match self {
+            Frame::Request { id, method, params } => Value::Array(vec![
+                uint(0),
+                uint(*id),
+                Value::Text(method.clone()),
+                Value::Map(
+                    params
+                        .iter()
+                        .map(|(k, v)| (Value::Text(k.clone()), v.clone()))
+                        .collect(),
+                ),
+            ]),
+            Frame::Response { id, err, result } => Value::Array(vec![
+                uint(1),
+                uint(*id),
+                err.as_ref().map_or(Value::Null, |e| {
+                    Value::Array(vec![
+                        uint(e.code),
+                        Value::Text(e.name.clone()),
+                        Value::Text(e.detail.clone()),
+                    ])
+                }),
+                result.clone(),
+            ]),
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } => Value::Array(vec![
+                uint(2),
+                uint(*subscription),
+                Value::Text(kind.clone()),
+                data.clone(),
+            ]),
+            Frame::Cancel { id } => Value::Array(vec![uint(3), uint(*id)]),
+        };
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = ciborium::ser::into_writer(&item, &mut out);
+        out
+    }
+
+    /// Reads a frame's CBOR item (without its length prefix).
+    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        let mut rest = bytes;
+        let item: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
+            .map_err(|e| FrameError::NotCbor(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FrameError::Trailing(rest.len()));
+        }
+        let Value::Array(items) = item else {
+            return Err(not_a_frame(None, "a frame is an array"));
+        };
+        let kind = items.first().and_then(as_u64);
+        let id = items.get(1).and_then(as_u64);
+        let bad = |why: &str| Err(not_a_frame(id.filter(|_| kind == Some(0)), why));
+        let mut it = items.into_iter();
+        let (_, second) = (it.next(), it.next());
+        let Some(second) = second.as_ref().and_then(as_u64) else {
+            return bad("its second item is an id (an unsigned integer)");
+        };
+        match (kind, it.len()) {
+            (Some(0), 2) => {
+                let (Some(Value::Text(method)), Some(Value::Map(map))) = (it.next(), it.next())
+                else {
+                    return bad("a request is [0, id, method (text), params (map)]");
+                };
+                let mut params = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    let Value::Text(k) = k else {
+                        return bad("params have text keys");
+                    };
+                    params.push((k, v));
+                }
+                Ok(Frame::Request {
+                    id: second,
+                    method,
+                    params,
+                })
+            }
+            (Some(1), 2) => {
+                let (err, result) = (it.next(), it.next());
+                let err = match err {
+                    Some(Value::Null) => None,
+                    Some(Value::Array(e)) => match e.as_slice() {
+                        [c, Value::Text(name), Value::Text(detail)] if as_u64(c).is_some() => {
+                            Some(WireError {
+                                code: as_u64(c).unwrap_or_default(),
+                                name: name.clone(),
+                                detail: detail.clone(),
+                            })
+                        }
+                        _ => return bad("an error is [code, name, detail]"),
+                    },
+                    _ => return bad("a response's error is null or [code, name, detail]"),
+                };
+                Ok(Frame::Response {
+                    id: second,
+                    err,
+                    result: result.unwrap_or(Value::Null),
+                })
+            }
+            (Some(2), 2) => {
+                let (Some(Value::Text(kind)), Some(data)) = (it.next(), it.next()) else {
+                    return bad("an event is [2, subscription, kind (text), data]");
+                };
+                Ok(Frame::Event {
+                    subscription: second,
+                    kind,
+                    data,
+                })
+            }
+            (Some(3), 0) => Ok(Frame::Cancel { id: second }),
+            _ => bad("a frame is [0, ...] (request), [1, ...] (response), [2, ...] (event) or [3, id] (cancel), with 4, 4, 4 or 2 items"),
+        }
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+fn not_a_frame(id: Option<u64>, why: &str) -> FrameError {
+    FrameError::NotAFrame {
+        id,
+        why: why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+
+    fn hello() -> Frame {
+        Frame::Request {
+            id: 1,
+            method: "hello".into(),
+            params: vec![(
+                "versions".into(),
+                Value::Array(vec![Value::Integer(1.into())]),
+            )],
+        }
+    }
+
+    /// The spec's hello, byte for byte: [0, 1, "hello", {"versions": [1]}].
+    #[test]
+    fn a_hello_request_is_these_bytes() {
+        let golden = "8400016568656c6c6fa16876657273696f6e738101";
+        assert_eq!(hex::encode(hello().encode()), golden);
+        assert_eq!(Frame::decode(&hex::decode(golden).unwrap()), Ok(hello()));
+    }
+
+    #[test]
+    fn every_kind_of_frame_round_trips() {
+        let frames = [
+            hello(),
+            Frame::Response {
+                id: 7,
+                err: Some(ApiCode::NotAuthorized.error("uid 1000 may not own EX.x")),
+                result: Value::Null,
+            },
+            Frame::Response {
+                id: 8,
+                err: None,
+                result: Value::Bytes(vec![0x84, 0x61, 0x78, 5, 6, 1]),
+            },
+            Frame::Event {
+                subscription: 9,
+                kind: "flood".into(),
+                data: Value::Map(Vec::new()),
+            },
+            Frame::Cancel { id: 10 },
+        ];
+        for f in frames {
+            assert_eq!(Frame::decode(&f.encode()), Ok(f.clone()), "{f:?}");
+        }
+        assert_eq!(hex::encode(Frame::Cancel { id: 10 }.encode()), "82030a");
+    }
+
+    #[test]
+    fn what_is_not_a_frame_says_why_and_keeps_a_request_id() {
+        let cases: [(&str, Option<u64>); 7] = [
+            ("83000565", None),                // truncated CBOR
+            ("01", None),                      // not an array
+            ("8400056568656c6c6f01", Some(5)), // params not a map
+            ("84000501a0", Some(5)),           // method not text
+            ("8409056568656c6c6fa0", None),    // unknown kind
+            ("830005a0", Some(5)),             // too few items
+            ("82030a00", None),                // trailing byte
+        ];
+        for (hex_in, id) in cases {
+            match Frame::decode(&hex::decode(hex_in).unwrap()) {
+                Err(FrameError::NotAFrame { id: got, .. }) => assert_eq!(got, id, "{hex_in}"),
+                Err(FrameError::NotCbor(_) | FrameError::Trailing(_)) => {
+                    assert_eq!(id, None, "{hex_in}")
+                }
+                Ok(f) => panic!("{hex_in} decoded as {f:?}"),
+            }
+        }
+        // Deeper than MAX_DEPTH: refused, not a stack overflow.
+        let deep = vec![0x81u8; 10_000];
+        assert!(matches!(Frame::decode(&deep), Err(FrameError::NotCbor(_))));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (seed.rotate_left(i as u32 * 7) & 0xff) as u8)
+                .collect();
+            let _ = Frame::decode(&bytes);
+        }
+    }
+
+    /// Over a byte stream: length-prefixed frames, and an oversized length
+    /// is an error before its bytes arrive.
+    #[tokio::test]
+    async fn frames_over_a_stream_and_an_oversized_one() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut tx = tokio_util::codec::Framed::new(a, codec(DEFAULT_MAX_FRAME));
+        let mut rx = tokio_util::codec::Framed::new(b, codec(DEFAULT_MAX_FRAME));
+        tx.send(bytes::Bytes::from(hello().encode())).await.unwrap();
+        let got = rx.next().await.unwrap().unwrap();
+        assert_eq!(&got[..], &hello().encode()[..]);
+        assert_eq!(Frame::decode(&got), Ok(hello()));
+        // A length of 64 KiB + 1 and no body: refused at once.
+        use tokio::io::AsyncWriteExt;
+        let mut raw = tx.into_inner();
+        raw.write_all(&((DEFAULT_MAX_FRAME as u32 + 1).to_be_bytes()))
+            .await
+            .unwrap();
+        assert!(rx.next().await.unwrap().is_err());
+    }
+}
