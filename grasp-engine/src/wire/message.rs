@@ -239,24 +239,7 @@ impl Message {
 
     /// Decodes exactly one message, enforcing `limits`.
     pub fn decode_with(buf: &Bytes, limits: &Limits) -> Result<Message, DecodeError> {
-        if buf.len() > limits.max_message_size {
-            return Err(DecodeError::TooLarge {
-                len: buf.len(),
-                max: limits.max_message_size,
-            });
-        }
-        let mut p = Parser {
-            r: Reader::new(buf, limits.max_depth),
-            src: buf,
-        };
-        let msg = p.message()?;
-        if p.r.remaining() != 0 {
-            return Err(DecodeError::TrailingBytes {
-                offset: p.r.pos(),
-                extra: p.r.remaining(),
-            });
-        }
-        Ok(msg)
+        parse_alone(buf, limits, |p| p.message())
     }
 
     /// Encodes the message.
@@ -393,6 +376,65 @@ fn write_addr(out: &mut Vec<u8>, a: &IpAddr) {
         IpAddr::V6(a) => cbor::write_bytes(out, &a.octets()),
         IpAddr::V4(a) => cbor::write_bytes(out, &a.octets()),
     }
+}
+
+impl Objective {
+    /// The objective's RFC 8990 encoding on its own, `[name, flags,
+    /// loop-count, ?value]`: what the ASA protocol carries (values
+    /// byte-exact).
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(16 + self.name.len());
+        write_objective(&mut out, self);
+        Bytes::from(out)
+    }
+
+    /// Reads exactly one objective in its RFC 8990 encoding, enforcing
+    /// `limits` (the value shares `buf`'s storage).
+    pub fn decode_with(buf: &Bytes, limits: &Limits) -> Result<Objective, DecodeError> {
+        parse_alone(buf, limits, |p| p.objective("objective", ARRAY_DEPTH_MSG))
+    }
+}
+
+impl Locator {
+    /// The locator option's RFC 8990 encoding on its own, e.g.
+    /// `[103, address, protocol, port]`.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(32);
+        write_locator(&mut out, self);
+        Bytes::from(out)
+    }
+
+    /// Reads exactly one locator option in its RFC 8990 encoding.
+    pub fn decode_with(buf: &Bytes, limits: &Limits) -> Result<Locator, DecodeError> {
+        parse_alone(buf, limits, |p| p.locator("locator", ARRAY_DEPTH_MSG))
+    }
+}
+
+/// Runs `f` over `buf` as one whole item under `limits`: refuses it over
+/// the size limit first, and with bytes left over after.
+fn parse_alone<T>(
+    buf: &Bytes,
+    limits: &Limits,
+    f: impl FnOnce(&mut Parser<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    if buf.len() > limits.max_message_size {
+        return Err(DecodeError::TooLarge {
+            len: buf.len(),
+            max: limits.max_message_size,
+        });
+    }
+    let mut p = Parser {
+        r: Reader::new(buf, limits.max_depth),
+        src: buf,
+    };
+    let out = f(&mut p)?;
+    if p.r.remaining() != 0 {
+        return Err(DecodeError::TrailingBytes {
+            offset: p.r.pos(),
+            extra: p.r.remaining(),
+        });
+    }
+    Ok(out)
 }
 
 fn write_objective(out: &mut Vec<u8>, o: &Objective) {
@@ -1130,6 +1172,39 @@ mod tests {
         let m = Message::decode(&b).unwrap();
         assert_eq!(m.encode(), b, "re-encode of {m:?}");
         m
+    }
+
+    /// Objectives and locators alone (the ASA protocol's `bstr .cbor`
+    /// forms): byte-exact round trips, values untouched, and whole items
+    /// only.
+    #[test]
+    fn objectives_and_locators_alone() {
+        let lim = Limits::default();
+        // ["EX2", 5, 6, 24(h'01ff')], graspy's tag-24 byte value: kept as sent.
+        let o = Bytes::from(hex::decode("84634558320506d8184201ff").unwrap());
+        let obj = Objective::decode_with(&o, &lim).unwrap();
+        assert_eq!(obj.name, "EX2");
+        assert_eq!(obj.loop_count, 6);
+        assert_eq!(obj.encode(), o, "byte-exact");
+        let bare = Objective::new("EX.n", ObjectiveFlags::from_bits(3));
+        assert_eq!(Objective::decode_with(&bare.encode(), &lim).unwrap(), bare);
+        let l = Locator::tcp6("fd00:1::2".parse().unwrap(), 7017);
+        assert_eq!(Locator::decode_with(&l.encode(), &lim).unwrap(), l);
+        // Trailing bytes, truncation, the wrong shape, over the size limit.
+        let mut extra = bare.encode().to_vec();
+        extra.push(0);
+        assert!(Objective::decode_with(&Bytes::from(extra), &lim).is_err());
+        let enc = l.encode();
+        assert!(Locator::decode_with(&enc.slice(..enc.len() - 1), &lim).is_err());
+        assert!(Locator::decode_with(&bare.encode(), &lim).is_err());
+        let small = Limits {
+            max_message_size: 4,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Objective::decode_with(&bare.encode(), &small),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
