@@ -178,6 +178,7 @@ struct FileConfig {
     tls: TlsFile,
     log: LogFile,
     control: ControlFile,
+    api: ApiFile,
     serve: Vec<ServeFile>,
     asas: Vec<String>,
     asa_loop_count: Option<u8>,
@@ -209,6 +210,12 @@ struct LogFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ControlFile {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ApiFile {
     socket: Option<PathBuf>,
 }
 
@@ -361,6 +368,9 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Control socket for `grasp stats`.
     pub control: Option<PathBuf>,
+    /// The ASA socket (`[api] socket`): ASAs in other processes use this
+    /// node through it (`grasp_tools::api`).
+    pub api_socket: Option<PathBuf>,
     /// Objectives served.
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
@@ -515,6 +525,7 @@ impl NodeConfig {
             log_format,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             control: daemon.control.clone().or(file.control.socket),
+            api_socket: file.api.socket,
             dull_objectives: file
                 .dull_objectives
                 .iter()
@@ -655,6 +666,16 @@ impl NodeConfig {
                 "none (grasp stats cannot reach this node)".into(),
                 |p| format!("{} (grasp stats --control {})", p.display(), p.display())
             )
+        );
+        let _ = writeln!(
+            o,
+            "  ASA socket   {}",
+            self.api_socket
+                .as_ref()
+                .map_or("none (only built-in ASAs)".into(), |p| format!(
+                    "{} (mode 0600: ASA processes of this user and root; first slice of issue 12)",
+                    p.display()
+                ))
         );
         o
     }

@@ -9,6 +9,7 @@
 //! `grasp-ca`, `grasp-bench`.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod asa;
 pub mod config;
 pub mod control;

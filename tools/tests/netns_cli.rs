@@ -567,3 +567,71 @@ fn listen_self_lets_two_nodes_on_one_host_find_each_other() {
         text(&o)
     );
 }
+
+/// An ASA in another process serves an objective through graspd's ASA
+/// socket (`[api] socket`), and `grasp sync` in the other namespace reads
+/// it from graspd's node (issue 12's first slice, over real sockets).
+#[test]
+fn an_asa_process_serves_through_graspds_socket() {
+    if Lab::skip_loudly("an_asa_process_serves_through_graspds_socket") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("asa.sock");
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "graspd",
+        &format!(
+            "security = \"none\"\ninterfaces = [\"ba0\"]\n[api]\nsocket = \"{}\"",
+            api.display()
+        ),
+    );
+    let o = check_config(&b, &conf);
+    assert!(text(&o).contains("ASA socket"), "{}", text(&o));
+    let _d = start_graspd(&b, &conf, &sock, &dir.path().join("graspd.log"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The ASA process: hello, an ASA, EX.remote served with a value. The
+    // socket is a file: reachable from outside graspd's namespace.
+    let c = rt.block_on(async {
+        let mut c = asa_client::Client::new(tokio::net::UnixStream::connect(&api).await.unwrap());
+        c.hello().await;
+        let asa = c
+            .call("register_asa", vec![("name", "remote".into())])
+            .await
+            .unwrap();
+        let asa = asa_client::get(&asa, "asa").unwrap().clone();
+        let o = grasp_engine::wire::Objective::new(
+            "EX.remote",
+            grasp_engine::wire::ObjectiveFlags::from_bits(5),
+        )
+        .with_value("from afar");
+        let o = ciborium::Value::Bytes(o.encode().to_vec());
+        for m in ["register_objective", "listen_synchronize"] {
+            c.call(m, vec![("asa", asa.clone()), ("objective", o.clone())])
+                .await
+                .unwrap();
+        }
+        c
+    });
+    let out = grasp(&a, "ab0", &["sync", "EX.remote"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"from afar\""), "{}", text(&out));
+    // The ASA process goes; so does its objective.
+    drop(c);
+    drop(rt);
+    let mut gone = false;
+    for _ in 0..20 {
+        let out = grasp(&a, "ab0", &["sync", "EX.remote", "--timeout-ms", "500"]);
+        if !out.status.success() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "EX.remote is still served after its ASA left");
+}

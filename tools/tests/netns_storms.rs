@@ -525,9 +525,11 @@ fn legitimate_traffic_survives_a_storm_from_one_source() {
         }
         if let Storm::Served = kind {
             // R answers the claimed sender at its own rate (100/s, a burst
-            // of 200), not at R's whole response rate.
+            // of 200), not at R's whole response rate (2,000/s). Counted
+            // over the storm plus the second after it (R still works
+            // through its queue then).
             assert!(
-                reflected <= 100 * (secs + 1) + 200,
+                reflected <= 100 * (secs + 2) + 200,
                 "R opened {reflected} connections towards the storm's source"
             );
         }

@@ -125,6 +125,34 @@ async fn run(cfg: NodeConfig) -> ExitCode {
         },
         None => None,
     };
+    let _api = match &cfg.api_socket {
+        Some(p) => {
+            let relay = match cfg.relay {
+                grasp_tools::config::RelayChoice::Always => true,
+                grasp_tools::config::RelayChoice::Never => false,
+                grasp_tools::config::RelayChoice::Auto => {
+                    !cfg.dull && node.transport.interfaces().len() > 1
+                }
+            };
+            let core = grasp_tools::api::Core {
+                grasp: node.grasp.clone(),
+                facts: grasp_tools::api::NodeFacts {
+                    transport: node.transport.clone(),
+                    relay,
+                    dull: cfg.dull,
+                },
+                limits: grasp_tools::api::Limits::default(),
+            };
+            match grasp_tools::api::serve(p, core) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    eprintln!("graspd: ASA socket {}: {e}", p.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => None,
+    };
     let floods = match serve_objectives(&node.grasp, &cfg.serve, cfg.dull).await {
         Ok(t) => t,
         Err(e) => {

@@ -2,6 +2,8 @@
 //! configurations, daemons that are reaped by PID, and waiting.
 #![allow(dead_code)] // each test file uses its own part
 
+pub(crate) mod asa_client;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};

@@ -1,0 +1,403 @@
+//! graspd's ASA socket (`grasp_tools::api`, issue 12's first slice) over the
+//! in-memory fabric: a client on a Unix socket pair uses node N1's engine
+//! to discover, synchronize, serve and flood across a relay (N2) to N3;
+//! bad requests get errors that say why; what a client registered goes
+//! when it goes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ciborium::Value;
+use futures::{SinkExt, StreamExt};
+use grasp_acp::fabric::{Fabric, LinkConfig};
+use grasp_asa_api::Frame;
+use grasp_engine::proto::{Config, RegisterOptions};
+use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
+use grasp_engine::Grasp;
+use grasp_tools::api::{connection, Core, Limits as ApiLimits, NodeFacts};
+use tokio::net::UnixStream;
+
+mod daemon;
+use daemon::asa_client::{get, Client};
+
+const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
+const T: Duration = Duration::from_secs(5);
+
+/// N1 - N2 - N3 on the fabric; N1's engine and transport for the socket.
+fn line() -> (Core, Grasp) {
+    let f = Fabric::new(12);
+    let cfg = LinkConfig {
+        loss: 0.0,
+        delay: Duration::from_millis(1),
+    };
+    let (l1, l2) = (f.link("l1", cfg), f.link("l2", cfg));
+    let bind = |name: &str, links: &[&grasp_acp::fabric::Link]| {
+        let mut b = f.node(name).simulated_security(Security::Quads);
+        for l in links {
+            b = b.attach(l);
+        }
+        let (t, inbound) = b.bind();
+        (t.clone(), Grasp::start(t, inbound, Config::default()))
+    };
+    let (t1, g1) = bind("N1", &[&l1]);
+    let (_, g2) = bind("N2", &[&l1, &l2]);
+    std::mem::forget(g2); // the relay runs for the test's life
+    let (_, g3) = bind("N3", &[&l2]);
+    let t1: std::sync::Arc<dyn AcpTransport> = t1;
+    (
+        Core {
+            grasp: g1,
+            facts: NodeFacts {
+                transport: t1,
+                relay: false,
+                dull: false,
+            },
+            limits: ApiLimits::default(),
+        },
+        g3,
+    )
+}
+
+/// A client of a connection served in this process.
+fn client(core: Core) -> Client {
+    let (a, b) = UnixStream::pair().unwrap();
+    tokio::spawn(connection(b, core));
+    Client::new(a)
+}
+
+fn obj(o: &Objective) -> Value {
+    Value::Bytes(o.encode().to_vec())
+}
+
+fn decode_obj(v: &Value) -> Objective {
+    let Value::Bytes(b) = v else { panic!("{v:?}") };
+    Objective::decode_with(&Bytes::copy_from_slice(b), &Limits::default()).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_uses_the_nodes_core_through_the_socket() {
+    let (core, n3) = line();
+    // N3 serves EX.far.
+    let far_asa = n3.register_asa("far").await.unwrap();
+    let far = Objective::new("EX.far", SYNCH).with_value("far");
+    far_asa
+        .register_objective(&far, RegisterOptions::default())
+        .await
+        .unwrap();
+    far_asa.listen_synchronize(&far).await.unwrap();
+
+    let mut c = client(core.clone());
+    // Nothing before hello.
+    assert_eq!(
+        c.call("register_asa", vec![("name", "x".into())]).await,
+        Err(106)
+    );
+    let r = c
+        .call("hello", vec![("versions", Value::Array(vec![1.into()]))])
+        .await
+        .unwrap();
+    let node = get(&r, "node").unwrap();
+    assert_eq!(get(node, "security"), Some(&Value::from("quads")));
+    let asa = c
+        .call("register_asa", vec![("name", "remote".into())])
+        .await
+        .unwrap();
+    let asa = get(&asa, "asa").unwrap().clone();
+
+    // Discovery across the relay, then synchronization.
+    let found = c
+        .call(
+            "discover",
+            vec![
+                ("asa", asa.clone()),
+                ("objective", obj(&Objective::new("EX.far", SYNCH))),
+                ("flush", true.into()),
+                ("timeout_ms", 2000.into()),
+                ("first_only", true.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let Value::Array(found) = found else {
+        panic!("{found:?}")
+    };
+    assert_eq!(found.len(), 1);
+    let Some(Value::Bytes(loc)) = get(&found[0], "locator") else {
+        panic!()
+    };
+    let loc = Locator::decode_with(&Bytes::copy_from_slice(loc), &Limits::default()).unwrap();
+    assert!(matches!(loc, Locator::Ipv6 { .. }), "{loc:?}");
+    let got = c
+        .call(
+            "synchronize",
+            vec![
+                ("asa", asa.clone()),
+                ("objective", obj(&Objective::new("EX.far", SYNCH))),
+                ("timeout_ms", 3000.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(decode_obj(&got).value.unwrap().as_str(), Some("far"));
+
+    // The client serves EX.mine and floods EX.news; N3 sees both.
+    let mine = Objective::new("EX.mine", SYNCH).with_value(7u32);
+    for m in ["register_objective", "listen_synchronize"] {
+        c.call(m, vec![("asa", asa.clone()), ("objective", obj(&mine))])
+            .await
+            .unwrap();
+    }
+    let probe = n3.register_asa("probe").await.unwrap();
+    let got = probe
+        .synchronize(&Objective::new("EX.mine", SYNCH), None, T)
+        .await
+        .unwrap();
+    assert_eq!(got.value.unwrap().as_u64(), Some(7));
+    let news = Objective::new("EX.news", SYNCH).with_value("hello");
+    c.call(
+        "register_objective",
+        vec![("asa", asa.clone()), ("objective", obj(&news))],
+    )
+    .await
+    .unwrap();
+    c.call(
+        "flood",
+        vec![
+            ("asa", asa.clone()),
+            ("ttl_ms", 60_000.into()),
+            (
+                "tagged",
+                Value::Array(vec![Value::Map(vec![("objective".into(), obj(&news))])]),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if !probe.get_flood("EX.news").await.unwrap().is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "N3 got the client's flood");
+    // ...and the client reads N3's flood from N1's cache.
+    let fl = Objective::new("EX.fl", SYNCH).with_value(1u32);
+    far_asa
+        .register_objective(&fl, RegisterOptions::default())
+        .await
+        .unwrap();
+    far_asa
+        .flood(
+            60_000,
+            vec![TaggedObjective {
+                objective: fl,
+                locator: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        let r = c
+            .call(
+                "get_flood",
+                vec![("asa", asa.clone()), ("name", "EX.fl".into())],
+            )
+            .await
+            .unwrap();
+        if let Value::Array(a) = r {
+            if !a.is_empty() {
+                entries = a;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        decode_obj(get(&entries[0], "objective").unwrap())
+            .value
+            .unwrap()
+            .as_u64(),
+        Some(1)
+    );
+
+    // When the client goes, so does what it registered: its ASA name is
+    // free again, and so is EX.mine (registering it again would be objReg),
+    // and N3 can no longer synchronize it.
+    drop(c);
+    let mut c2 = client(core);
+    c2.hello().await;
+    let mut again = Err(0);
+    for _ in 0..100 {
+        again = c2
+            .call("register_asa", vec![("name", "remote".into())])
+            .await;
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asa2 = get(&again.expect("the name is free again"), "asa")
+        .unwrap()
+        .clone();
+    c2.call(
+        "register_objective",
+        vec![("asa", asa2), ("objective", obj(&mine))],
+    )
+    .await
+    .expect("EX.mine is free again");
+    let r = probe
+        .synchronize(&Objective::new("EX.mine", SYNCH), None, T)
+        .await;
+    assert!(r.is_err(), "nobody listens for EX.mine now: {r:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_errors_that_say_why() {
+    let (core, _n3) = line();
+    let mut c = client(core.clone());
+    c.hello().await;
+    let asa = c
+        .call("register_asa", vec![("name", "a".into())])
+        .await
+        .unwrap();
+    let asa = get(&asa, "asa").unwrap().clone();
+    // Unknown method, unknown ASA handle, wrong types, missing keys, an
+    // objective that is not RFC 8990 CBOR.
+    assert_eq!(c.call("teleport", vec![]).await, Err(101));
+    assert_eq!(
+        c.call(
+            "discover",
+            vec![
+                ("asa", 999.into()),
+                ("objective", obj(&Objective::new("EX.x", SYNCH)))
+            ]
+        )
+        .await,
+        Err(6),
+        "noASA"
+    );
+    assert_eq!(
+        c.call(
+            "discover",
+            vec![("asa", asa.clone()), ("objective", "EX.x".into())]
+        )
+        .await,
+        Err(100)
+    );
+    assert_eq!(
+        c.call("discover", vec![("asa", asa.clone())]).await,
+        Err(100)
+    );
+    assert_eq!(
+        c.call(
+            "discover",
+            vec![
+                ("asa", asa.clone()),
+                ("objective", Value::Bytes(vec![0x83, 0x01]))
+            ]
+        )
+        .await,
+        Err(100)
+    );
+    assert_eq!(
+        c.call(
+            "register_objective",
+            vec![
+                ("asa", asa.clone()),
+                ("objective", obj(&Objective::new("EX.y", SYNCH))),
+                ("ttl_ms", "soon".into()),
+            ]
+        )
+        .await,
+        Err(100)
+    );
+    // A request whose params are not a map: answered, not a disconnect.
+    c.io.send(Bytes::from_static(&[
+        0x84, 0x00, 0x18, 0x63, 0x61, b'x', 0x01,
+    ]))
+    .await
+    .unwrap();
+    match c.frame().await {
+        Frame::Response {
+            id: 99,
+            err: Some(e),
+            ..
+        } => assert_eq!(e.code, 100),
+        other => panic!("{other:?}"),
+    }
+    // Still serving this client; then garbage closes the connection.
+    assert!(c
+        .call("get_flood", vec![("asa", asa), ("name", "EX.z".into())])
+        .await
+        .is_ok());
+    c.io.send(Bytes::from_static(&[0xff, 0xff])).await.unwrap();
+    match c.frame().await {
+        Frame::Event { kind, .. } => assert_eq!(kind, "closing"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(T, c.io.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "then the connection ends"
+    );
+}
+
+#[tokio::test]
+async fn calls_outstanding_are_bounded_and_can_be_cancelled() {
+    let (mut core, _n3) = line();
+    core.limits.requests = 1;
+    core.limits.asas = 1;
+    let mut c = client(core);
+    c.hello().await;
+    let asa = c
+        .call("register_asa", vec![("name", "a".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.call("register_asa", vec![("name", "b".into())]).await,
+        Err(104),
+        "one ASA per connection here"
+    );
+    let asa = get(&asa, "asa").unwrap().clone();
+    let slow = |asa: Value| {
+        vec![
+            ("asa", asa),
+            ("objective", obj(&Objective::new("EX.nobody", SYNCH))),
+            ("flush", true.into()),
+            ("timeout_ms", 3000.into()),
+        ]
+    };
+    let first = c.send("discover", slow(asa.clone())).await;
+    let second = c.send("discover", slow(asa.clone())).await;
+    match c.frame().await {
+        Frame::Response {
+            id, err: Some(e), ..
+        } => {
+            assert_eq!((id, e.code), (second, 104), "tooMany")
+        }
+        other => panic!("{other:?}"),
+    }
+    c.io.send(Bytes::from(Frame::Cancel { id: first }.encode()))
+        .await
+        .unwrap();
+    match c.frame().await {
+        Frame::Response {
+            id, err: Some(e), ..
+        } => {
+            assert_eq!((id, e.code), (first, 103), "cancelled")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The slot is free again.
+    assert!(c
+        .call("get_flood", vec![("asa", asa), ("name", "EX.z".into())])
+        .await
+        .is_ok());
+}
