@@ -4,15 +4,17 @@
 //! envelopes come from `grasp_asa_api`.
 //!
 //! This first slice serves `hello`, ASA and objective registration,
-//! discovery, synchronization (and listening for it) and flooding.
-//! Negotiation, subscriptions, the raw channel, `dump` and the
-//! authorization policy are still to come: those methods answer
-//! `unsupported`, and until the policy exists the socket is mode 0600, so
-//! only graspd's own user (and root) can connect.
+//! discovery, synchronization (and listening for it), flooding and
+//! negotiation (request, step, wait, end, send_invalid, listen, stop).
+//! Subscriptions, streamed discovery, the raw channel, `expire_flood`,
+//! `dump` and the authorization policy are still to come: those methods
+//! answer `unsupported`, and until the policy exists the socket is mode
+//! 0600, so only graspd's own user (and root) can connect.
 //!
 //! An ASA belongs to the connection that registered it: when the connection
-//! ends, its outstanding calls are abandoned and its ASAs (with their
-//! objectives and listeners) deregistered. Per connection: at most
+//! ends, its outstanding calls are abandoned, its open negotiation
+//! sessions declined ("ASA gone") and its ASAs (with their objectives and
+//! listeners) deregistered. Per connection: at most
 //! [`Limits::requests`] calls outstanding and [`Limits::asas`] ASAs; in
 //! all, [`Limits::connections`] connections.
 
@@ -29,9 +31,10 @@ use grasp_asa_api::{ApiCode, Frame, FrameError, WireError};
 use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Limits as WireLimits, Locator, Objective, TaggedObjective};
-use grasp_engine::{ApiError, Asa, Grasp};
+use grasp_engine::{ApiError, Asa, Grasp, Negotiation, NegotiationListener, Session};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Bounds of the ASA socket.
@@ -43,6 +46,8 @@ pub struct Limits {
     pub requests: usize,
     /// ASAs per connection.
     pub asas: usize,
+    /// Negotiation sessions per connection.
+    pub sessions: usize,
     /// Largest frame, either way.
     pub max_frame: usize,
 }
@@ -53,6 +58,7 @@ impl Default for Limits {
             connections: 256,
             requests: 256,
             asas: 16,
+            sessions: 256,
             max_frame: grasp_asa_api::DEFAULT_MAX_FRAME,
         }
     }
@@ -166,6 +172,9 @@ pub async fn connection(stream: UnixStream, core: Core) {
         registering: AtomicUsize::new(0),
         next_asa: AtomicU64::new(1),
         closed: AtomicBool::new(false),
+        sessions: Mutex::new(HashMap::new()),
+        next_session: AtomicU64::new(1),
+        listeners: Mutex::new(HashMap::new()),
     });
     let mut calls: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -261,6 +270,14 @@ pub async fn connection(stream: UnixStream, core: Core) {
     // The client is gone: abandon its calls, then deregister its ASAs.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    for (_, (_, stop)) in lock(&conn.listeners).drain() {
+        stop.cancel();
+    }
+    // Its open sessions end with a decline the peer can read.
+    let sessions: Vec<Session> = lock(&conn.sessions).drain().map(|(_, (_, s))| s).collect();
+    for s in sessions {
+        let _ = s.decline(Some("ASA gone")).await;
+    }
     let asas: Vec<Asa> = {
         let mut a = lock(&conn.asas);
         conn.closed.store(true, Ordering::SeqCst);
@@ -364,6 +381,7 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, WireError> {
             "limits",
             map(vec![
                 ("asas", uint(core.limits.asas)),
+                ("sessions", uint(core.limits.sessions)),
                 ("requests", uint(core.limits.requests)),
                 ("max_message", uint(t.max_message_size())),
             ]),
@@ -380,7 +398,18 @@ struct Conn {
     next_asa: AtomicU64,
     /// The client is gone: ASAs registered now are deregistered at once.
     closed: AtomicBool,
+    /// Negotiation sessions where it is the client's turn, by handle. A
+    /// session is taken out while a call uses it.
+    sessions: Mutex<HashMap<u64, (u64, Session)>>,
+    next_session: AtomicU64,
+    /// Negotiation listeners by (ASA, objective name), shared by the
+    /// outstanding listen_negotiate calls; stop_negotiate cancels them.
+    listeners: Mutex<HashMap<(u64, String), Listening>>,
 }
+
+/// A negotiation listener shared by the listen_negotiate calls of one
+/// (ASA, objective), and what stops them.
+type Listening = (Arc<NegotiationListener>, CancellationToken);
 
 /// A register_asa under way, counted until it is dropped.
 struct Reserved(Arc<Conn>);
@@ -410,6 +439,72 @@ impl Conn {
             .get(&h)
             .cloned()
             .ok_or_else(|| engine_error(&ApiError::from(grasp_engine::ErrorCode::NoAsa)))
+    }
+
+    fn room_for_a_session(&self) -> Result<(), WireError> {
+        if lock(&self.sessions).len() >= self.core.limits.sessions {
+            return Err(ApiCode::TooMany.error(format!(
+                "{} negotiation sessions open on this connection",
+                self.core.limits.sessions
+            )));
+        }
+        Ok(())
+    }
+
+    fn keep_session(&self, asa: u64, s: Session) -> u64 {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sessions).insert(id, (asa, s));
+        id
+    }
+
+    /// Takes session `params.session` of ASA `params.asa` out for a call.
+    fn session(&self, p: &Params<'_>) -> Result<(u64, Session), WireError> {
+        let (asa, id) = (p.u64("asa")?, p.u64("session")?);
+        let mut sessions = lock(&self.sessions);
+        let no = || engine_error(&ApiError::from(grasp_engine::ErrorCode::NoSession));
+        match sessions.remove(&id) {
+            Some((owner, s)) if owner == asa => Ok((owner, s)),
+            Some(other) => {
+                // Another ASA's (of this connection): not for this caller.
+                sessions.insert(id, other);
+                Err(no())
+            }
+            None => Err(no()),
+        }
+    }
+
+    /// A negotiation's result; a step keeps the session (under `id` when
+    /// it continues one).
+    fn outcome(&self, asa: u64, n: Negotiation, id: Option<u64>) -> Value {
+        match n {
+            Negotiation::Accepted => map(vec![("outcome", Value::Text("accepted".into()))]),
+            Negotiation::Declined { reason } => {
+                let mut kv = vec![("outcome", Value::Text("declined".into()))];
+                if let Some(r) = reason {
+                    kv.push(("reason", Value::Text(r)));
+                }
+                map(kv)
+            }
+            Negotiation::Step { session, objective } => {
+                let peer = session.peer();
+                let id = match id {
+                    Some(id) => {
+                        lock(&self.sessions).insert(id, (asa, session));
+                        id
+                    }
+                    None => self.keep_session(asa, session),
+                };
+                let mut kv = vec![
+                    ("outcome", Value::Text("step".into())),
+                    ("session", Value::Integer(id.into())),
+                    ("objective", Value::Bytes(objective.encode().to_vec())),
+                ];
+                if let Some(p) = peer {
+                    kv.push(("peer", peer_value(p)));
+                }
+                map(kv)
+            }
+        }
     }
 
     fn limits(&self) -> WireLimits {
@@ -568,6 +663,117 @@ impl Conn {
                 let v = asa.get_flood(&p.text("name")?).await.map_err(e)?;
                 Ok(Value::Array(v.iter().map(flood_entry_value).collect()))
             }
+            "request_negotiate" => {
+                let asa = self.asa(&p)?;
+                let h = p.u64("asa")?;
+                let objective = p.objective("objective", &lim)?;
+                let peer = match p.get("peer") {
+                    None => None,
+                    Some(v) => Some(asa_locator_of(v, &lim)?),
+                };
+                if p.opt_bool("noloop")?.unwrap_or(false) {
+                    return Err(
+                        ApiCode::Unsupported.error("noloop (the raw channel) is not served yet")
+                    );
+                }
+                self.room_for_a_session()?;
+                let timeout = Duration::from_millis(p.u64("timeout_ms")?);
+                let n = asa
+                    .request_negotiate(&objective, peer, timeout)
+                    .await
+                    .map_err(e)?;
+                Ok(self.outcome(h, n, None))
+            }
+            "negotiate_step" => {
+                let (h, session) = self.session(&p)?;
+                let objective = p.objective("objective", &lim)?;
+                let timeout = Duration::from_millis(p.u64("timeout_ms")?);
+                let id = p.u64("session")?;
+                let n = session.step(&objective, timeout).await.map_err(e)?;
+                Ok(self.outcome(h, n, Some(id)))
+            }
+            "negotiate_wait" => {
+                let (h, session) = self.session(&p)?;
+                let id = p.u64("session")?;
+                let wait = Duration::from_millis(p.u64("wait_ms")?);
+                let r = session.wait(wait).await;
+                lock(&self.sessions).insert(id, (h, session));
+                r.map_err(e)?;
+                Ok(Value::Null)
+            }
+            "end_negotiate" => {
+                let (_, session) = self.session(&p)?;
+                let accept = p
+                    .opt_bool("accept")?
+                    .ok_or_else(|| ApiCode::BadRequest.error("missing \"accept\""))?;
+                let reason = match p.get("reason") {
+                    None => None,
+                    Some(_) => Some(p.text("reason")?),
+                };
+                if accept {
+                    session.accept().await.map_err(e)?;
+                } else {
+                    session.decline(reason.as_deref()).await.map_err(e)?;
+                }
+                Ok(Value::Null)
+            }
+            "send_invalid" => {
+                let (_, session) = self.session(&p)?;
+                let info = p.get("info").map(|v| {
+                    let mut b = Vec::new();
+                    let _ = ciborium::ser::into_writer(v, &mut b);
+                    grasp_engine::wire::Value::from_cbor(b)
+                });
+                let info = info
+                    .transpose()
+                    .map_err(|e| ApiCode::BadRequest.error(format!("info: {e}")))?;
+                session.send_invalid(info).await.map_err(e)?;
+                Ok(Value::Null)
+            }
+            "listen_negotiate" => {
+                let asa = self.asa(&p)?;
+                let h = p.u64("asa")?;
+                let name = p.text("name")?;
+                let existing = lock(&self.listeners).get(&(h, name.clone())).cloned();
+                let (listener, stop) = match existing {
+                    Some(l) => l,
+                    None => {
+                        let l = Arc::new(asa.listen_negotiate(&name).await.map_err(e)?);
+                        lock(&self.listeners)
+                            .entry((h, name.clone()))
+                            .or_insert((l, CancellationToken::new()))
+                            .clone()
+                    }
+                };
+                let next = tokio::select! {
+                    n = listener.next() => n,
+                    () = stop.cancelled() => None,
+                };
+                let Some((session, objective)) = next else {
+                    return Err(ApiCode::Cancelled.error(format!("stop_negotiate for {name:?}")));
+                };
+                self.room_for_a_session()?;
+                let peer = session.peer();
+                let id = self.keep_session(h, session);
+                let mut kv = vec![
+                    ("session", Value::Integer(id.into())),
+                    ("objective", Value::Bytes(objective.encode().to_vec())),
+                ];
+                if let Some(p) = peer {
+                    kv.push(("peer", peer_value(p)));
+                }
+                Ok(map(kv))
+            }
+            "stop_negotiate" => {
+                let asa = self.asa(&p)?;
+                let h = p.u64("asa")?;
+                let name = p.text("name")?;
+                if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name.clone())) {
+                    stop.cancel();
+                }
+                asa.stop_negotiate(&name).await.map_err(e)?;
+                Ok(Value::Null)
+            }
             other => Err(ApiCode::Unsupported.error(format!(
                 "method {other:?} is not served (yet) by this graspd"
             ))),
@@ -618,6 +824,34 @@ fn asa_locator_value(l: &AsaLocator) -> Value {
         kv.push(("objective", Value::Bytes(o.encode().to_vec())));
     }
     map(kv)
+}
+
+/// A peer's socket address as an asa-locator.
+fn peer_value(p: std::net::SocketAddr) -> Value {
+    match p {
+        std::net::SocketAddr::V6(a) => {
+            let mut kv = vec![(
+                "locator",
+                Value::Bytes(Locator::tcp6(*a.ip(), a.port()).encode().to_vec()),
+            )];
+            if a.scope_id() != 0 {
+                kv.push(("ifindex", Value::Integer(a.scope_id().into())));
+            }
+            map(kv)
+        }
+        std::net::SocketAddr::V4(a) => map(vec![(
+            "locator",
+            Value::Bytes(
+                Locator::Ipv4 {
+                    addr: *a.ip(),
+                    protocol: grasp_engine::wire::Protocol::TCP,
+                    port: a.port(),
+                }
+                .encode()
+                .to_vec(),
+            ),
+        )]),
+    }
 }
 
 fn flood_entry_value(f: &FloodEntry) -> Value {

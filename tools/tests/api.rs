@@ -4,6 +4,7 @@
 //! bad requests get errors that say why; what a client registered goes
 //! when it goes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -400,4 +401,214 @@ async fn calls_outstanding_are_bounded_and_can_be_cancelled() {
         .call("get_flood", vec![("asa", asa), ("name", "EX.z".into())])
         .await
         .is_ok());
+}
+
+/// Negotiation both ways through the socket: the client requests from an
+/// ASA on N3 that counters once, and serves N3's request as a listener
+/// (countering, then accepting); a client that goes mid-negotiation leaves
+/// its peer a decline, "ASA gone".
+#[tokio::test]
+async fn negotiation_through_the_socket_both_ways() {
+    const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+    let (core, n3) = line();
+    let bank = n3.register_asa("bank").await.unwrap();
+    let loan = Objective::new("EX.loan", NEG).with_value(0u32);
+    bank.register_objective(&loan, RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = bank.listen_negotiate("EX.loan").await.unwrap();
+    // N3's bank: counter with 50, then accept.
+    let served = tokio::spawn(async move {
+        let (s, req) = listener.next().await.unwrap();
+        let asked = req.value.as_ref().and_then(|v| v.as_u64());
+        match s.step(&req.with_value(50u32), T).await.unwrap() {
+            grasp_engine::Negotiation::Step { session, objective } => {
+                let second = objective.value.as_ref().and_then(|v| v.as_u64());
+                session.accept().await.unwrap();
+                (asked, second)
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let mut c = client(core.clone());
+    c.hello().await;
+    let asa = c
+        .call("register_asa", vec![("name", "borrower".into())])
+        .await
+        .unwrap();
+    let asa = get(&asa, "asa").unwrap().clone();
+    let want = Objective::new("EX.loan", NEG).with_value(80u32);
+    c.call(
+        "register_objective",
+        vec![("asa", asa.clone()), ("objective", obj(&want))],
+    )
+    .await
+    .unwrap();
+    let r = c
+        .call(
+            "request_negotiate",
+            vec![
+                ("asa", asa.clone()),
+                ("objective", obj(&want)),
+                ("timeout_ms", 3000.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "outcome"), Some(&Value::from("step")), "{r:?}");
+    assert_eq!(
+        decode_obj(get(&r, "objective").unwrap())
+            .value
+            .unwrap()
+            .as_u64(),
+        Some(50)
+    );
+    let session = get(&r, "session").unwrap().clone();
+    // Another ASA's handle may not touch it; a wait is fine; then a step.
+    assert_eq!(
+        c.call(
+            "negotiate_wait",
+            vec![
+                ("asa", 999.into()),
+                ("session", session.clone()),
+                ("wait_ms", 10.into())
+            ]
+        )
+        .await,
+        Err(19),
+        "noSession"
+    );
+    c.call(
+        "negotiate_wait",
+        vec![
+            ("asa", asa.clone()),
+            ("session", session.clone()),
+            ("wait_ms", 500.into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let r = c
+        .call(
+            "negotiate_step",
+            vec![
+                ("asa", asa.clone()),
+                ("session", session.clone()),
+                ("objective", obj(&want.clone().with_value(60u32))),
+                ("timeout_ms", 3000.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "outcome"), Some(&Value::from("accepted")), "{r:?}");
+    assert_eq!(served.await.unwrap(), (Some(80), Some(60)));
+
+    // The other way: the client listens; N3 requests.
+    let offer = Objective::new("EX.offer", NEG).with_value(0u32);
+    c.call(
+        "register_objective",
+        vec![("asa", asa.clone()), ("objective", obj(&offer))],
+    )
+    .await
+    .unwrap();
+    let listen = c
+        .send(
+            "listen_negotiate",
+            vec![("asa", asa.clone()), ("name", "EX.offer".into())],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let buyer = n3.register_asa("buyer").await.unwrap();
+    let ask = Objective::new("EX.offer", NEG).with_value(5u32);
+    buyer
+        .register_objective(&ask, RegisterOptions::default())
+        .await
+        .unwrap();
+    let asking = tokio::spawn(async move {
+        match buyer.request_negotiate(&ask, None, T).await.unwrap() {
+            grasp_engine::Negotiation::Step { session, objective } => {
+                let v = objective.value.as_ref().and_then(|v| v.as_u64());
+                session.accept().await.unwrap();
+                (v, buyer)
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let incoming = match c.frame().await {
+        Frame::Response {
+            id,
+            err: None,
+            result,
+        } if id == listen => result,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        decode_obj(get(&incoming, "objective").unwrap())
+            .value
+            .unwrap()
+            .as_u64(),
+        Some(5)
+    );
+    let s = get(&incoming, "session").unwrap().clone();
+    let r = c
+        .call(
+            "negotiate_step",
+            vec![
+                ("asa", asa.clone()),
+                ("session", s),
+                ("objective", obj(&offer.clone().with_value(7u32))),
+                ("timeout_ms", 3000.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "outcome"), Some(&Value::from("accepted")));
+    let (got, buyer) = asking.await.unwrap();
+    assert_eq!(got, Some(7));
+
+    // stop_negotiate completes an outstanding listen with `cancelled`.
+    let listen = c
+        .send(
+            "listen_negotiate",
+            vec![("asa", asa.clone()), ("name", "EX.offer".into())],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stop = c
+        .send(
+            "stop_negotiate",
+            vec![("asa", asa.clone()), ("name", "EX.offer".into())],
+        )
+        .await;
+    let mut seen = HashMap::new();
+    for _ in 0..2 {
+        if let Frame::Response { id, err, .. } = c.frame().await {
+            seen.insert(id, err.map(|e| e.code));
+        }
+    }
+    assert_eq!(seen.get(&listen), Some(&Some(103)), "{seen:?}");
+    assert_eq!(seen.get(&stop), Some(&None), "{seen:?}");
+
+    // A client that goes in the middle: its peer reads "ASA gone".
+    let listen = c
+        .send(
+            "listen_negotiate",
+            vec![("asa", asa.clone()), ("name", "EX.offer".into())],
+        )
+        .await;
+    // (A long poll says nothing when it starts listening: give it a moment.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ask = Objective::new("EX.offer", NEG).with_value(9u32);
+    let pending = tokio::spawn(async move { buyer.request_negotiate(&ask, None, T).await });
+    match c.frame().await {
+        Frame::Response { id, err: None, .. } if id == listen => {}
+        other => panic!("{other:?}"),
+    }
+    drop(c);
+    match pending.await.unwrap() {
+        Ok(grasp_engine::Negotiation::Declined { reason }) => {
+            assert_eq!(reason.as_deref(), Some("ASA gone"))
+        }
+        other => panic!("{other:?}"),
+    }
 }
