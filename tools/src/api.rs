@@ -6,7 +6,7 @@
 //! This first slice serves `hello`, ASA and objective registration,
 //! discovery, synchronization (and listening for it), flooding and
 //! negotiation (request, step, wait, end, send_invalid, listen, stop).
-//! Subscriptions, streamed discovery, the raw channel, `expire_flood`,
+//! `expire_flood` too. Subscriptions, streamed discovery, the raw channel,
 //! `dump` and the authorization policy are still to come: those methods
 //! answer `unsupported`, and until the policy exists the socket is mode
 //! 0600, so only graspd's own user (and root) can connect.
@@ -64,6 +64,43 @@ impl Default for Limits {
     }
 }
 
+/// The ASA socket's counters (in `grasp stats` under "api").
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections refused (too many at once).
+    pub connections_refused: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Calls answered.
+    pub calls: AtomicU64,
+    /// Calls answered with an error (of the engine or the API).
+    pub calls_failed: AtomicU64,
+    /// Requests refused as malformed (badRequest), or frames that closed
+    /// their connection (not a frame, oversized, a response from a client).
+    pub bad_requests: AtomicU64,
+}
+
+impl Stats {
+    /// The counters as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "connections": g(&self.connections),
+            "connections_refused": g(&self.connections_refused),
+            "open": g(&self.open),
+            "calls": g(&self.calls),
+            "calls_failed": g(&self.calls_failed),
+            "bad_requests": g(&self.bad_requests),
+        })
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
 /// What `hello` tells a client about this node.
 #[derive(Clone)]
 pub struct NodeFacts {
@@ -95,6 +132,8 @@ pub struct Core {
     pub facts: NodeFacts,
     /// Bounds.
     pub limits: Limits,
+    /// Counters.
+    pub stats: Arc<Stats>,
 }
 
 /// Listens on `path` (replacing a stale socket there, mode 0600) until the
@@ -123,6 +162,7 @@ pub fn serve(path: &Path, core: Core) -> std::io::Result<ApiGuard> {
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 warn!("ASA client refused: too many connections");
+                bump(&core.stats.connections_refused);
                 continue;
             };
             let core = core.clone();
@@ -154,6 +194,14 @@ impl Drop for ApiGuard {
 
 /// One client, until it goes; then everything it registered goes too.
 pub async fn connection(stream: UnixStream, core: Core) {
+    let stats = core.stats.clone();
+    bump(&stats.connections);
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    serve_connection(stream, core).await;
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_connection(stream: UnixStream, core: Core) {
     let framed =
         tokio_util::codec::Framed::new(stream, grasp_asa_api::codec(core.limits.max_frame));
     let (mut sink, mut source) = framed.split();
@@ -195,6 +243,7 @@ pub async fn connection(stream: UnixStream, core: Core) {
             Some(Err(e)) => {
                 // Oversized (refused from its length) or an I/O error.
                 debug!(error = %e, "ASA client frame refused; closing");
+                bump(&conn.core.stats.bad_requests);
                 let _ = tx.try_send(closing(ApiCode::TooLarge.error(e.to_string())));
                 break;
             }
@@ -203,11 +252,13 @@ pub async fn connection(stream: UnixStream, core: Core) {
         let frame = match Frame::decode(&raw) {
             Ok(f) => f,
             Err(FrameError::NotAFrame { id: Some(id), why }) => {
+                bump(&conn.core.stats.bad_requests);
                 respond(&tx, id, Err(ApiCode::BadRequest.error(why))).await;
                 continue;
             }
             Err(e) => {
                 debug!(error = %e, "ASA client sent what is not a frame; closing");
+                bump(&conn.core.stats.bad_requests);
                 let _ = tx.try_send(closing(ApiCode::BadRequest.error(e.to_string())));
                 break;
             }
@@ -248,6 +299,13 @@ pub async fn connection(stream: UnixStream, core: Core) {
                 let (conn, tx) = (conn.clone(), tx.clone());
                 let h = tasks.spawn(async move {
                     let r = conn.call(&method, &params).await;
+                    bump(&conn.core.stats.calls);
+                    if let Err(e) = &r {
+                        bump(&conn.core.stats.calls_failed);
+                        if e.code == ApiCode::BadRequest as u64 {
+                            bump(&conn.core.stats.bad_requests);
+                        }
+                    }
                     respond(&tx, id, r).await;
                     id
                 });
@@ -662,6 +720,42 @@ impl Conn {
                 let asa = self.asa(&p)?;
                 let v = asa.get_flood(&p.text("name")?).await.map_err(e)?;
                 Ok(Value::Array(v.iter().map(flood_entry_value).collect()))
+            }
+            "expire_flood" => {
+                let asa = self.asa(&p)?;
+                let entry = entries(
+                    p.get("entry")
+                        .ok_or_else(|| ApiCode::BadRequest.error("missing \"entry\""))?,
+                    "entry",
+                )?;
+                let entry = Params(&entry);
+                let initiator = match entry.get("initiator") {
+                    Some(Value::Bytes(b)) => match b.len() {
+                        16 => <[u8; 16]>::try_from(b.as_slice())
+                            .map(|a| std::net::IpAddr::from(std::net::Ipv6Addr::from(a)))
+                            .ok(),
+                        4 => <[u8; 4]>::try_from(b.as_slice())
+                            .map(|a| std::net::IpAddr::from(std::net::Ipv4Addr::from(a)))
+                            .ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    ApiCode::BadRequest.error("entry's \"initiator\" is 4 or 16 bytes")
+                })?;
+                let flood = FloodEntry {
+                    objective: entry.objective("objective", &lim)?,
+                    locator: match entry.get("locator") {
+                        None => None,
+                        Some(l) => Some(locator_of(l, &lim)?),
+                    },
+                    initiator,
+                    expires: None,
+                    ifindex: 0,
+                };
+                asa.expire_flood(&flood).await.map_err(e)?;
+                Ok(Value::Null)
             }
             "request_negotiate" => {
                 let asa = self.asa(&p)?;

@@ -42,6 +42,8 @@ pub struct Node {
     pub grasp: Grasp,
     /// The transport.
     pub transport: Arc<dyn AcpTransport>,
+    /// The ASA socket's counters (when `api.socket` is set).
+    pub api_stats: Arc<crate::api::Stats>,
     backend: Backend,
     config: NodeConfig,
     started: std::time::Instant,
@@ -255,6 +257,7 @@ impl Node {
         Ok(Node {
             grasp,
             transport,
+            api_stats: Arc::default(),
             backend,
             config: cfg.clone(),
             started: std::time::Instant::now(),
@@ -327,6 +330,9 @@ impl Node {
         );
         if let Ok((s, open)) = self.grasp.stats().await {
             out.insert("engine".into(), engine_json(&s, open));
+        }
+        if self.config.api_socket.is_some() {
+            out.insert("api".into(), self.api_stats.json());
         }
         let t = self.transport.stats();
         out.insert(

@@ -55,6 +55,7 @@ fn line() -> (Core, Grasp) {
                 dull: false,
             },
             limits: ApiLimits::default(),
+            stats: Default::default(),
         },
         g3,
     )
@@ -225,6 +226,21 @@ async fn a_client_uses_the_nodes_core_through_the_socket() {
             .as_u64(),
         Some(1)
     );
+    // expire_flood takes back what get_flood gave.
+    c.call(
+        "expire_flood",
+        vec![("asa", asa.clone()), ("entry", entries[0].clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.call(
+            "get_flood",
+            vec![("asa", asa.clone()), ("name", "EX.fl".into())]
+        )
+        .await,
+        Ok(Value::Array(Vec::new()))
+    );
 
     // When the client goes, so does what it registered: its ASA name is
     // free again, and so is EX.mine (registering it again would be objReg),
@@ -348,6 +364,13 @@ async fn bad_requests_get_errors_that_say_why() {
             .is_none(),
         "then the connection ends"
     );
+    // Counted: four bad params, the bad frame, the garbage; six calls
+    // failed (those four, the unknown method, the unknown ASA).
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &core.stats;
+    assert_eq!(st.bad_requests.load(Relaxed), 6, "{st:?}");
+    assert_eq!(st.calls_failed.load(Relaxed), 6, "{st:?}");
+    assert_eq!(st.connections.load(Relaxed), 1, "{st:?}");
 }
 
 #[tokio::test]

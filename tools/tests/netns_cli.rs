@@ -621,6 +621,12 @@ fn an_asa_process_serves_through_graspds_socket() {
     let out = grasp(&a, "ab0", &["sync", "EX.remote"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("\"from afar\""), "{}", text(&out));
+    let st = run(&b, GRASP, &["stats", "--control", sock.to_str().unwrap()]);
+    assert!(
+        text(&st).contains("\"api\"") && text(&st).contains("\"calls\""),
+        "{}",
+        text(&st)
+    );
     // The ASA process goes; so does its objective.
     drop(c);
     drop(rt);

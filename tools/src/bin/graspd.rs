@@ -142,6 +142,7 @@ async fn run(cfg: NodeConfig) -> ExitCode {
                     dull: cfg.dull,
                 },
                 limits: grasp_tools::api::Limits::default(),
+                stats: node.api_stats.clone(),
             };
             match grasp_tools::api::serve(p, core) {
                 Ok(g) => Some(g),
