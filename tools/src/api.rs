@@ -19,7 +19,7 @@
 //! all, [`Limits::connections`] connections.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,9 @@ use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptio
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Limits as WireLimits, Locator, Objective, TaggedObjective};
 use grasp_engine::{ApiError, Asa, Grasp, Negotiation, NegotiationListener, Session};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
+
+use crate::socket::SocketGuard;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -138,58 +140,22 @@ pub struct Core {
 
 /// Listens on `path` (replacing a stale socket there, mode 0600) until the
 /// returned guard is dropped.
-pub fn serve(path: &Path, core: Core) -> std::io::Result<ApiGuard> {
-    if path.exists() {
-        use std::os::unix::fs::FileTypeExt;
-        if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a socket; remove it or choose another api.socket",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    info!(socket = %path.display(), "ASA socket listening");
+pub fn serve(path: &Path, core: Core) -> std::io::Result<SocketGuard> {
     let permits = Arc::new(tokio::sync::Semaphore::new(core.limits.connections));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                warn!("ASA client refused: too many connections");
-                bump(&core.stats.connections_refused);
-                continue;
-            };
-            let core = core.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                connection(s, core).await;
-            });
-        }
-    });
-    Ok(ApiGuard {
-        path: path.to_path_buf(),
-        task,
-    })
-}
-
-/// Stops the ASA socket and removes its file when dropped.
-#[derive(Debug)]
-pub struct ApiGuard {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ApiGuard {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
+    let guard = crate::socket::serve_private(path, "api.socket", move |s| {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!("ASA client refused: too many connections");
+            bump(&core.stats.connections_refused);
+            return;
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(s, core).await;
+        });
+    })?;
+    info!(socket = %path.display(), "ASA socket listening");
+    Ok(guard)
 }
 
 /// One client, until it goes; then everything it registered goes too.

@@ -3,13 +3,15 @@
 //! re-read its keys. One request line (`stats` or `reload`), one JSON reply
 //! line. Clients are bounded (8 at once, 2 s each, 64-byte requests).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
+
+use crate::socket::SocketGuard;
 use tracing::{debug, warn};
 
 use crate::node::Node;
@@ -19,65 +21,25 @@ const CLIENT_TIME: Duration = Duration::from_secs(2);
 const MAX_REQUEST: u64 = 64;
 
 /// Listens on `path` (replacing a stale socket there) and answers until
-/// the returned task is aborted. The socket file is removed on drop of the
-/// returned guard.
-pub fn serve(path: &Path, node: Arc<Node>) -> std::io::Result<ControlGuard> {
-    if path.exists() {
-        // A socket left by a previous run; anything else is refused.
-        let meta = std::fs::symlink_metadata(path)?;
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a socket; remove it or choose another control path",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+/// the returned guard is dropped (which also removes the socket file).
+pub fn serve(path: &Path, node: Arc<Node>) -> std::io::Result<SocketGuard> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                debug!("control client refused: too many at once");
-                continue;
-            };
-            let node = node.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                if tokio::time::timeout(CLIENT_TIME, answer(s, &node))
-                    .await
-                    .is_err()
-                {
-                    debug!("control client timed out");
-                }
-            });
-        }
-    });
-    Ok(ControlGuard {
-        path: path.to_path_buf(),
-        task,
+    crate::socket::serve_private(path, "control path", move |s| {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!("control client refused: too many at once");
+            return;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if tokio::time::timeout(CLIENT_TIME, answer(s, &node))
+                .await
+                .is_err()
+            {
+                debug!("control client timed out");
+            }
+        });
     })
-}
-
-/// Stops the control socket and removes its file when dropped.
-#[derive(Debug)]
-pub struct ControlGuard {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ControlGuard {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 async fn answer(s: UnixStream, node: &Node) {

@@ -16,6 +16,7 @@ pub mod control;
 pub mod decode;
 pub mod node;
 pub mod pretty;
+pub mod socket;
 pub mod value;
 
 pub use config::{NodeArgs, NodeConfig, SecurityChoice};
