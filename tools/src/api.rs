@@ -39,6 +39,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The smallest frame limit a client may ask for in `hello`.
+pub const MIN_FRAME: usize = 1024;
+
 /// Bounds of the ASA socket.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -173,13 +176,36 @@ async fn serve_connection(stream: UnixStream, core: Core) {
     let (mut sink, mut source) = framed.split();
     // Answers wait here for the writer; bounded by the outstanding calls.
     let (tx, mut rx) = mpsc::channel::<Frame>(core.limits.requests + 2);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if sink.send(Bytes::from(f.encode())).await.is_err() {
-                return;
+    // The largest frame the client takes (hello may lower it).
+    let max_out = Arc::new(AtomicUsize::new(core.limits.max_frame));
+    let writer = {
+        let max_out = max_out.clone();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                let mut bytes = f.encode();
+                let max = max_out.load(Ordering::Relaxed);
+                if bytes.len() > max {
+                    // Never more than the client said it takes: an answer
+                    // becomes tooLarge; anything else cannot be sent.
+                    let Frame::Response { id, .. } = f else {
+                        continue;
+                    };
+                    bytes = Frame::Response {
+                        id,
+                        err: Some(ApiCode::TooLarge.error(format!(
+                            "the answer is {} bytes; this connection takes {max}",
+                            bytes.len()
+                        ))),
+                        result: Value::Null,
+                    }
+                    .encode();
+                }
+                if sink.send(Bytes::from(bytes)).await.is_err() {
+                    return;
+                }
             }
-        }
-    });
+        })
+    };
     let conn = Arc::new(Conn {
         core,
         asas: Mutex::new(HashMap::new()),
@@ -246,6 +272,11 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                         continue;
                     }
                     let r = hello(&conn.core, &params);
+                    if let Ok(v) = &r {
+                        if let Some(m) = get_key(v, "max_frame").and_then(as_u64) {
+                            max_out.store(m as usize, Ordering::Relaxed);
+                        }
+                    }
                     greeted = r.is_ok();
                     respond(&tx, id, r).await;
                     continue;
@@ -362,8 +393,9 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, WireError> {
             grasp_asa_api::VERSION
         )));
     }
+    // At least MIN_FRAME, so an error always fits.
     let max_frame = p.opt_u64("max_frame")?.map_or(core.limits.max_frame, |m| {
-        (m as usize).min(core.limits.max_frame)
+        (m as usize).clamp(MIN_FRAME, core.limits.max_frame.max(MIN_FRAME))
     });
     let t = &core.facts.transport;
     let interfaces = t
@@ -859,6 +891,16 @@ fn map(kv: Vec<(&str, Value)>) -> Value {
             .map(|(k, v)| (Value::Text(k.to_string()), v))
             .collect(),
     )
+}
+
+fn get_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
 }
 
 fn as_u64(v: &Value) -> Option<u64> {

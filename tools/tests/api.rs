@@ -635,3 +635,60 @@ async fn negotiation_through_the_socket_both_ways() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A client that takes small frames gets `tooLarge` instead of an answer
+/// over its limit, and the connection goes on.
+#[tokio::test]
+async fn answers_respect_the_clients_frame_limit() {
+    let (core, _n3) = line();
+    let mut c = client(core);
+    let r = c
+        .call(
+            "hello",
+            vec![
+                ("versions", Value::Array(vec![1.into()])),
+                ("max_frame", 1024.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "max_frame"), Some(&Value::from(1024)));
+    let asa = c
+        .call("register_asa", vec![("name", "small".into())])
+        .await
+        .unwrap();
+    let asa = get(&asa, "asa").unwrap().clone();
+    let big = Objective::new("EX.big", SYNCH).with_value("x".repeat(1100).as_str());
+    c.call(
+        "register_objective",
+        vec![("asa", asa.clone()), ("objective", obj(&big))],
+    )
+    .await
+    .unwrap();
+    c.call(
+        "flood",
+        vec![
+            ("asa", asa.clone()),
+            ("ttl_ms", 60_000.into()),
+            (
+                "tagged",
+                Value::Array(vec![Value::Map(vec![("objective".into(), obj(&big))])]),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.call(
+            "get_flood",
+            vec![("asa", asa.clone()), ("name", "EX.big".into())]
+        )
+        .await,
+        Err(105),
+        "tooLarge"
+    );
+    assert!(c
+        .call("get_flood", vec![("asa", asa), ("name", "EX.none".into())])
+        .await
+        .is_ok());
+}
