@@ -6,8 +6,9 @@
 //! This first slice serves `hello`, ASA and objective registration,
 //! discovery, synchronization (and listening for it), flooding and
 //! negotiation (request, step, wait, end, send_invalid, listen, stop).
-//! `expire_flood` too. Subscriptions, streamed discovery, the raw channel,
-//! `dump` and the authorization policy are still to come: those methods
+//! `expire_flood` and negotiation subscriptions (requests as events) too.
+//! Flood subscriptions, streamed discovery, the raw channel, `dump` and the
+//! authorization policy are still to come: those methods
 //! answer `unsupported`, and until the policy exists the socket is mode
 //! 0600, so only graspd's own user (and root) can connect.
 //!
@@ -85,6 +86,10 @@ pub struct Stats {
     /// Requests refused as malformed (badRequest), or frames that closed
     /// their connection (not a frame, oversized, a response from a client).
     pub bad_requests: AtomicU64,
+    /// Events sent to subscribers.
+    pub events: AtomicU64,
+    /// Events a client lost because it was not reading (its queue full).
+    pub events_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -98,6 +103,8 @@ impl Stats {
             "calls": g(&self.calls),
             "calls_failed": g(&self.calls_failed),
             "bad_requests": g(&self.bad_requests),
+            "events": g(&self.events),
+            "events_dropped": g(&self.events_dropped),
         })
     }
 }
@@ -215,6 +222,8 @@ async fn serve_connection(stream: UnixStream, core: Core) {
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
         listeners: Mutex::new(HashMap::new()),
+        events: tx.clone(),
+        subscriptions: Mutex::new(HashMap::new()),
     });
     let mut calls: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -295,7 +304,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                 }
                 let (conn, tx) = (conn.clone(), tx.clone());
                 let h = tasks.spawn(async move {
-                    let r = conn.call(&method, &params).await;
+                    let r = conn.call(id, &method, &params).await;
                     bump(&conn.core.stats.calls);
                     if let Err(e) = &r {
                         bump(&conn.core.stats.calls_failed);
@@ -325,6 +334,9 @@ async fn serve_connection(stream: UnixStream, core: Core) {
     // The client is gone: abandon its calls, then deregister its ASAs.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    for (_, t) in lock(&conn.subscriptions).drain() {
+        t.abort();
+    }
     for (_, (_, stop)) in lock(&conn.listeners).drain() {
         stop.cancel();
     }
@@ -342,6 +354,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
         let _ = a.deregister().await;
     }
     drop(tx);
+    drop(conn); // its copy of the writer's queue
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
 
@@ -461,6 +474,11 @@ struct Conn {
     /// Negotiation listeners by (ASA, objective name), shared by the
     /// outstanding listen_negotiate calls; stop_negotiate cancels them.
     listeners: Mutex<HashMap<(u64, String), Listening>>,
+    /// Where events go (the writer's queue; full: the event is dropped and
+    /// counted, never waited for).
+    events: mpsc::Sender<Frame>,
+    /// Subscriptions by id, with their tasks.
+    subscriptions: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
 }
 
 /// A negotiation listener shared by the listen_negotiate calls of one
@@ -505,6 +523,37 @@ impl Conn {
             )));
         }
         Ok(())
+    }
+
+    /// The listener of (`h`, `name`), made on first use and shared.
+    async fn listening(&self, asa: &Asa, h: u64, name: &str) -> Result<Listening, WireError> {
+        if let Some(l) = lock(&self.listeners).get(&(h, name.to_string())).cloned() {
+            return Ok(l);
+        }
+        let l = Arc::new(
+            asa.listen_negotiate(name)
+                .await
+                .map_err(|e| engine_error(&e))?,
+        );
+        Ok(lock(&self.listeners)
+            .entry((h, name.to_string()))
+            .or_insert((l, CancellationToken::new()))
+            .clone())
+    }
+
+    /// A peer's request, kept as a session of ASA `h`: what the client is
+    /// told of it.
+    fn incoming(&self, h: u64, session: Session, objective: Objective) -> Value {
+        let peer = session.peer();
+        let id = self.keep_session(h, session);
+        let mut kv = vec![
+            ("session", Value::Integer(id.into())),
+            ("objective", Value::Bytes(objective.encode().to_vec())),
+        ];
+        if let Some(p) = peer {
+            kv.push(("peer", peer_value(p)));
+        }
+        map(kv)
     }
 
     fn keep_session(&self, asa: u64, s: Session) -> u64 {
@@ -572,6 +621,7 @@ impl Conn {
 
     async fn call(
         self: &Arc<Self>,
+        id: u64,
         method: &str,
         params: &[(String, Value)],
     ) -> Result<Value, WireError> {
@@ -826,17 +876,7 @@ impl Conn {
                 let asa = self.asa(&p)?;
                 let h = p.u64("asa")?;
                 let name = p.text("name")?;
-                let existing = lock(&self.listeners).get(&(h, name.clone())).cloned();
-                let (listener, stop) = match existing {
-                    Some(l) => l,
-                    None => {
-                        let l = Arc::new(asa.listen_negotiate(&name).await.map_err(e)?);
-                        lock(&self.listeners)
-                            .entry((h, name.clone()))
-                            .or_insert((l, CancellationToken::new()))
-                            .clone()
-                    }
-                };
+                let (listener, stop) = self.listening(&asa, h, &name).await?;
                 let next = tokio::select! {
                     n = listener.next() => n,
                     () = stop.cancelled() => None,
@@ -845,16 +885,59 @@ impl Conn {
                     return Err(ApiCode::Cancelled.error(format!("stop_negotiate for {name:?}")));
                 };
                 self.room_for_a_session()?;
-                let peer = session.peer();
-                let id = self.keep_session(h, session);
-                let mut kv = vec![
-                    ("session", Value::Integer(id.into())),
-                    ("objective", Value::Bytes(objective.encode().to_vec())),
-                ];
-                if let Some(p) = peer {
-                    kv.push(("peer", peer_value(p)));
+                Ok(self.incoming(h, session, objective))
+            }
+            "subscribe" => {
+                let asa = self.asa(&p)?;
+                let h = p.u64("asa")?;
+                if p.text("kind")? != "negotiation" {
+                    return Err(ApiCode::Unsupported.error(
+                        "only \"negotiation\" subscriptions are served yet (flood: use get_flood)",
+                    ));
                 }
-                Ok(map(kv))
+                let name = p.text("name")?;
+                if lock(&self.subscriptions).len() >= self.core.limits.requests {
+                    return Err(ApiCode::TooMany.error("too many subscriptions on this connection"));
+                }
+                let (listener, stop) = self.listening(&asa, h, &name).await?;
+                // Requests arrive as events until unsubscribe or
+                // stop_negotiate; one the client has no room for is ended.
+                let me = self.clone();
+                let task = tokio::spawn(async move {
+                    loop {
+                        let next = tokio::select! {
+                            n = listener.next() => n,
+                            () = stop.cancelled() => None,
+                        };
+                        let Some((session, objective)) = next else {
+                            return;
+                        };
+                        if me.room_for_a_session().is_err() {
+                            continue; // dropped: the peer's session ends
+                        }
+                        let data = me.incoming(h, session, objective);
+                        let ev = Frame::Event {
+                            subscription: id,
+                            kind: "negotiation".into(),
+                            data,
+                        };
+                        if me.events.try_send(ev).is_ok() {
+                            bump(&me.core.stats.events);
+                        } else {
+                            bump(&me.core.stats.events_dropped);
+                        }
+                    }
+                });
+                lock(&self.subscriptions).insert(id, task.abort_handle());
+                Ok(map(vec![("subscription", Value::Integer(id.into()))]))
+            }
+            "unsubscribe" => {
+                let sub = p.u64("subscription")?;
+                let t = lock(&self.subscriptions)
+                    .remove(&sub)
+                    .ok_or_else(|| ApiCode::BadRequest.error("no such subscription"))?;
+                t.abort();
+                Ok(Value::Null)
             }
             "stop_negotiate" => {
                 let asa = self.asa(&p)?;

@@ -692,3 +692,94 @@ async fn answers_respect_the_clients_frame_limit() {
         .await
         .is_ok());
 }
+
+/// RFC 8991's event-loop model: a subscription turns peers' negotiation
+/// requests into events; the client answers each on its session.
+#[tokio::test]
+async fn negotiation_requests_arrive_as_events() {
+    const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+    let (core, n3) = line();
+    let stats = core.stats.clone();
+    let mut c = client(core);
+    c.hello().await;
+    let asa = c
+        .call("register_asa", vec![("name", "events".into())])
+        .await
+        .unwrap();
+    let asa = get(&asa, "asa").unwrap().clone();
+    let o = Objective::new("EX.sub", NEG).with_value(0u32);
+    c.call(
+        "register_objective",
+        vec![("asa", asa.clone()), ("objective", obj(&o))],
+    )
+    .await
+    .unwrap();
+    let r = c
+        .call(
+            "subscribe",
+            vec![
+                ("asa", asa.clone()),
+                ("kind", "negotiation".into()),
+                ("name", "EX.sub".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let sub = get(&r, "subscription").unwrap().clone();
+    let buyer = n3.register_asa("buyer").await.unwrap();
+    let ask = Objective::new("EX.sub", NEG).with_value(3u32);
+    buyer
+        .register_objective(&ask, RegisterOptions::default())
+        .await
+        .unwrap();
+    for round in 0..2u64 {
+        let (b, a) = (buyer.clone(), ask.clone());
+        let asking = tokio::spawn(async move { b.request_negotiate(&a, None, T).await });
+        let data = match c.frame().await {
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } => {
+                assert_eq!(
+                    (Value::from(subscription), kind.as_str()),
+                    (sub.clone(), "negotiation")
+                );
+                data
+            }
+            other => panic!("round {round}: {other:?}"),
+        };
+        let s = get(&data, "session").unwrap().clone();
+        c.call(
+            "end_negotiate",
+            vec![
+                ("asa", asa.clone()),
+                ("session", s),
+                ("accept", true.into()),
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            asking.await.unwrap(),
+            Ok(grasp_engine::Negotiation::Accepted)
+        ));
+    }
+    c.call("unsubscribe", vec![("subscription", sub)])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.call(
+            "subscribe",
+            vec![
+                ("asa", asa),
+                ("kind", "flood".into()),
+                ("name", "EX.sub".into())
+            ]
+        )
+        .await,
+        Err(101),
+        "flood subscriptions are not served yet"
+    );
+    assert_eq!(stats.events.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
