@@ -282,7 +282,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                     }
                     let r = hello(&conn.core, &params);
                     if let Ok(v) = &r {
-                        if let Some(m) = get_key(v, "max_frame").and_then(as_u64) {
+                        if let Some(m) = grasp_asa_api::get(v, "max_frame").and_then(as_u64) {
                             max_out.store(m as usize, Ordering::Relaxed);
                         }
                     }
@@ -974,16 +974,6 @@ fn map(kv: Vec<(&str, Value)>) -> Value {
             .map(|(k, v)| (Value::Text(k.to_string()), v))
             .collect(),
     )
-}
-
-fn get_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match v {
-        Value::Map(m) => m
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(key))
-            .map(|(_, v)| v),
-        _ => None,
-    }
 }
 
 fn as_u64(v: &Value) -> Option<u64> {

@@ -101,11 +101,7 @@ async fn a_client_uses_the_nodes_core_through_the_socket() {
         .unwrap();
     let node = get(&r, "node").unwrap();
     assert_eq!(get(node, "security"), Some(&Value::from("quads")));
-    let asa = c
-        .call("register_asa", vec![("name", "remote".into())])
-        .await
-        .unwrap();
-    let asa = get(&asa, "asa").unwrap().clone();
+    let asa = c.register_asa("remote").await;
 
     // Discovery across the relay, then synchronization.
     let found = c
@@ -163,19 +159,7 @@ async fn a_client_uses_the_nodes_core_through_the_socket() {
     )
     .await
     .unwrap();
-    c.call(
-        "flood",
-        vec![
-            ("asa", asa.clone()),
-            ("ttl_ms", 60_000.into()),
-            (
-                "tagged",
-                Value::Array(vec![Value::Map(vec![("objective".into(), obj(&news))])]),
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    c.flood(&asa, obj(&news)).await.unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if !probe.get_flood("EX.news").await.unwrap().is_empty() {
@@ -278,11 +262,7 @@ async fn bad_requests_get_errors_that_say_why() {
     let (core, _n3) = line();
     let mut c = client(core.clone());
     c.hello().await;
-    let asa = c
-        .call("register_asa", vec![("name", "a".into())])
-        .await
-        .unwrap();
-    let asa = get(&asa, "asa").unwrap().clone();
+    let asa = c.register_asa("a").await;
     // Unknown method, unknown ASA handle, wrong types, missing keys, an
     // objective that is not RFC 8990 CBOR.
     assert_eq!(c.call("teleport", vec![]).await, Err(101));
@@ -455,11 +435,7 @@ async fn negotiation_through_the_socket_both_ways() {
     });
     let mut c = client(core.clone());
     c.hello().await;
-    let asa = c
-        .call("register_asa", vec![("name", "borrower".into())])
-        .await
-        .unwrap();
-    let asa = get(&asa, "asa").unwrap().clone();
+    let asa = c.register_asa("borrower").await;
     let want = Objective::new("EX.loan", NEG).with_value(80u32);
     c.call(
         "register_objective",
@@ -653,11 +629,7 @@ async fn answers_respect_the_clients_frame_limit() {
         .await
         .unwrap();
     assert_eq!(get(&r, "max_frame"), Some(&Value::from(1024)));
-    let asa = c
-        .call("register_asa", vec![("name", "small".into())])
-        .await
-        .unwrap();
-    let asa = get(&asa, "asa").unwrap().clone();
+    let asa = c.register_asa("small").await;
     let big = Objective::new("EX.big", SYNCH).with_value("x".repeat(1100).as_str());
     c.call(
         "register_objective",
@@ -665,19 +637,7 @@ async fn answers_respect_the_clients_frame_limit() {
     )
     .await
     .unwrap();
-    c.call(
-        "flood",
-        vec![
-            ("asa", asa.clone()),
-            ("ttl_ms", 60_000.into()),
-            (
-                "tagged",
-                Value::Array(vec![Value::Map(vec![("objective".into(), obj(&big))])]),
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    c.flood(&asa, obj(&big)).await.unwrap();
     assert_eq!(
         c.call(
             "get_flood",
@@ -702,11 +662,7 @@ async fn negotiation_requests_arrive_as_events() {
     let stats = core.stats.clone();
     let mut c = client(core);
     c.hello().await;
-    let asa = c
-        .call("register_asa", vec![("name", "events".into())])
-        .await
-        .unwrap();
-    let asa = get(&asa, "asa").unwrap().clone();
+    let asa = c.register_asa("events").await;
     let o = Objective::new("EX.sub", NEG).with_value(0u32);
     c.call(
         "register_objective",

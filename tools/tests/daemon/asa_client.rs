@@ -68,6 +68,31 @@ impl Client {
         }
     }
 
+    /// register_asa: the new ASA's handle.
+    pub(crate) async fn register_asa(&mut self, name: &str) -> Value {
+        let r = self
+            .call("register_asa", vec![("name", name.into())])
+            .await
+            .unwrap();
+        get(&r, "asa").unwrap().clone()
+    }
+
+    /// Floods one objective (RFC 8990 bytes) for a minute.
+    pub(crate) async fn flood(&mut self, asa: &Value, objective: Value) -> Result<Value, u64> {
+        self.call(
+            "flood",
+            vec![
+                ("asa", asa.clone()),
+                ("ttl_ms", 60_000.into()),
+                (
+                    "tagged",
+                    Value::Array(vec![Value::Map(vec![("objective".into(), objective)])]),
+                ),
+            ],
+        )
+        .await
+    }
+
     pub(crate) async fn hello(&mut self) {
         let r = self
             .call("hello", vec![("versions", Value::Array(vec![1.into()]))])
@@ -77,12 +102,4 @@ impl Client {
     }
 }
 
-pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match v {
-        Value::Map(m) => m
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(key))
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
+pub(crate) use grasp_asa_api::get;
