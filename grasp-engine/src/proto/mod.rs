@@ -1657,6 +1657,7 @@ impl Engine {
     }
 
     fn dispatch(&mut self, now: Instant, cmd: CommandId, command: Command) -> Result<(), ApiError> {
+        self.objectives_fit(&command)?;
         match command {
             Command::Stats => {
                 let reply = Reply::Stats {
@@ -1714,7 +1715,6 @@ impl Engine {
                 options,
             } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 if options.locators.len() > self.config.discovery_cache_locators {
                     return Err(err(
                         ErrorCode::Unspec,
@@ -1787,7 +1787,6 @@ impl Engine {
                 options,
             } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 self.discover(now, cmd, objective, options, |cmd, first_only, _, _| {
                     Waiter::Api { cmd, first_only }
                 })?;
@@ -1799,7 +1798,6 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 if !objective.flags.contains(ObjectiveFlags::SYNCH) {
                     return Err(ErrorCode::NotSynch.into());
                 }
@@ -1820,7 +1818,7 @@ impl Engine {
                         "synchronization needs a secured transport",
                     ));
                 }
-                let deadline = now + timeout.min(self.config.max_asa_timeout);
+                let deadline = self.asa_deadline(now, timeout);
                 match peer {
                     Some(p) => self.synch_with(now, cmd, p, objective, deadline),
                     None => {
@@ -1843,7 +1841,6 @@ impl Engine {
             }
             Command::ListenSynchronize { asa, objective } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 if !self.secure_ok() {
                     return Err(err(
                         ErrorCode::NoSecurity,
@@ -1878,9 +1875,6 @@ impl Engine {
                 tagged,
             } => {
                 self.check_asa(asa)?;
-                for t in &tagged {
-                    self.fits(&t.objective)?;
-                }
                 self.flood(now, cmd, asa, ttl_ms, tagged)?;
             }
             Command::GetFlood { asa, name } => {
@@ -1902,7 +1896,6 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 if !self.secure_ok() {
                     return Err(err(
                         ErrorCode::NoSecurity,
@@ -1912,7 +1905,7 @@ impl Engine {
                 if !objective.flags.contains(ObjectiveFlags::NEG) {
                     return Err(ErrorCode::NotNeg.into());
                 }
-                let deadline = now + timeout.min(self.config.max_asa_timeout);
+                let deadline = self.asa_deadline(now, timeout);
                 match peer {
                     Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline),
                     None => {
@@ -1966,7 +1959,6 @@ impl Engine {
                 timeout,
             } => {
                 self.check_asa(asa)?;
-                self.fits(&objective)?;
                 self.our_turn(asa, session)?;
                 let ch = session.channel;
                 // Something the peer already said answers this step.
@@ -1993,7 +1985,7 @@ impl Engine {
                     ch,
                     &Message::Negotiate(SessionObjective::new(session.session_id, objective)),
                 );
-                self.set_deadline(ch, Some(now + timeout.min(self.config.max_asa_timeout)));
+                self.set_deadline(ch, Some(self.asa_deadline(now, timeout)));
             }
             Command::NegotiateWait { asa, session, wait } => {
                 self.check_asa(asa)?;
@@ -2010,10 +2002,7 @@ impl Engine {
                 // We promised to answer within `wait`; give ourselves that long.
                 self.set_deadline(
                     session.channel,
-                    Some(
-                        now + wait.min(self.config.max_asa_timeout)
-                            + self.config.first_message_timeout,
-                    ),
+                    Some(self.asa_deadline(now, wait) + self.config.first_message_timeout),
                 );
                 self.reply(cmd, Ok(Reply::Done));
             }
@@ -2068,9 +2057,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Common discovery path for `discover`, `synchronize` and
-    /// `request_negotiate`: local registrations and the cache first, then the
-    /// network. `waiter` builds what to do with the results.
     /// Refuses an objective from an ASA that could not travel in one
     /// message (its name and value alone are over the size limit): it
     /// would be kept, then fail at every send.
@@ -2092,6 +2078,31 @@ impl Engine {
         Ok(())
     }
 
+    /// Every objective an ASA hands the engine in `c` must fit a message.
+    fn objectives_fit(&mut self, c: &Command) -> Result<(), ApiError> {
+        match c {
+            Command::RegisterObjective { objective, .. }
+            | Command::Discover { objective, .. }
+            | Command::Synchronize { objective, .. }
+            | Command::ListenSynchronize { objective, .. }
+            | Command::RequestNegotiate { objective, .. }
+            | Command::NegotiateStep { objective, .. } => self.fits(objective),
+            Command::Flood { tagged, .. } => {
+                tagged.iter().try_for_each(|t| self.fits(&t.objective))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// When a wait an ASA asked for ends: never later than
+    /// `max_asa_timeout` from now (`Duration::MAX` must not overflow).
+    fn asa_deadline(&self, now: Instant, t: Duration) -> Instant {
+        now + t.min(self.config.max_asa_timeout)
+    }
+
+    /// Common discovery path for `discover`, `synchronize` and
+    /// `request_negotiate`: local registrations and the cache first, then the
+    /// network. `waiter` builds what to do with the results.
     fn discover(
         &mut self,
         now: Instant,
