@@ -9,7 +9,6 @@
 //! channel; every queue between them is bounded.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
+use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, Reply, SessionHandle,
-    Transmit,
+    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, Reply, Transmit,
 };
 use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
-use crate::wire::Objective;
 
 /// Messages queued towards one channel. The queue is `futures`' mpsc, which
 /// allocates per queued message rather than a block of slots up front: an
@@ -43,15 +41,6 @@ pub(crate) struct Request {
     pub(crate) reply: Option<oneshot::Sender<Result<Reply, ApiError>>>,
     /// For `ListenNegotiate`: where to deliver incoming requests.
     pub(crate) listener: Option<mpsc::Sender<Incoming>>,
-}
-
-/// An incoming negotiation request, for a listener.
-#[derive(Debug)]
-pub(crate) struct Incoming {
-    pub(crate) session: SessionHandle,
-    pub(crate) objective: Objective,
-    pub(crate) peer: SocketAddr,
-    pub(crate) identity: Option<String>,
 }
 
 type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
@@ -310,7 +299,7 @@ impl Driver {
                         .try_send(Incoming {
                             session,
                             objective,
-                            peer,
+                            peer: Some(peer),
                             identity,
                         })
                         .is_ok(),

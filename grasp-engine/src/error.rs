@@ -5,7 +5,9 @@ use std::fmt;
 macro_rules! codes {
     ($($var:ident = $n:expr, $name:expr, $text:expr;)*) => {
         /// An RFC 8991 error code (Appendix A). `Ok` is 0; the numbers are the
-        /// RFC's and graspy's.
+        /// RFC's and graspy's. Codes from 100 are not RFC 8991's: a GRASP
+        /// core in another process (graspd's ASA socket) gives them, and an
+        /// ASA sees them the same whichever core it uses.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrorCode {
@@ -73,6 +75,13 @@ codes! {
     NoSynchReply = 36, "noSynchReply", "No reply to synchronization request";
     NoValidSynch = 37, "noValidSynch", "No valid reply to synchronization request";
     InvalidLoc = 38, "invalidLoc", "Invalid locator";
+    BadRequest = 100, "badRequest", "Bad request: parameters missing, of the wrong type or out of range";
+    Unsupported = 101, "unsupported", "Not supported by this GRASP core";
+    NotAuthorized = 102, "notAuthorized", "Not authorized by the GRASP core's policy";
+    Cancelled = 103, "cancelled", "Cancelled";
+    TooMany = 104, "tooMany", "Too many (a limit of the GRASP core)";
+    TooLarge = 105, "tooLarge", "Too large for the GRASP core's limits";
+    NotHello = 106, "notHello", "Not greeted: hello comes first";
 }
 
 impl fmt::Display for ErrorCode {
@@ -121,6 +130,8 @@ mod tests {
             assert_eq!(c.code(), n);
         }
         assert_eq!(ErrorCode::from_code(39), None);
+        assert_eq!(ErrorCode::from_code(104), Some(ErrorCode::TooMany));
+        assert_eq!(ErrorCode::from_code(107), None);
         assert_eq!(ErrorCode::NoListener.code(), 35);
         assert_eq!(ErrorCode::IdClash.name(), "IDclash");
         let e = ApiError::new(ErrorCode::NoListener, "closed at once by [fd00::2]:7017");

@@ -28,11 +28,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use ciborium::Value;
 use futures::{SinkExt, StreamExt};
-use grasp_asa_api::{ApiCode, Frame, FrameError, WireError};
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
+use grasp_asa_api::form::{self, map, uint, Fields};
+use grasp_asa_api::{Frame, FrameError, WireError};
 use grasp_engine::transport::AcpTransport;
-use grasp_engine::wire::{Limits as WireLimits, Locator, Objective, TaggedObjective};
-use grasp_engine::{ApiError, Asa, Grasp, Negotiation, NegotiationListener, Session};
+use grasp_engine::wire::{Limits as WireLimits, Objective};
+use grasp_engine::{ApiError, Asa, ErrorCode, Grasp, Negotiation, NegotiationListener, Session};
 use tokio::net::UnixStream;
 
 use crate::socket::SocketGuard;
@@ -199,9 +199,12 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                     };
                     bytes = Frame::Response {
                         id,
-                        err: Some(ApiCode::TooLarge.error(format!(
-                            "the answer is {} bytes; this connection takes {max}",
-                            bytes.len()
+                        err: Some(WireError::from(&ApiError::new(
+                            ErrorCode::TooLarge,
+                            format!(
+                                "the answer is {} bytes; this connection takes {max}",
+                                bytes.len()
+                            ),
                         ))),
                         result: Value::Null,
                     }
@@ -245,7 +248,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                 // Oversized (refused from its length) or an I/O error.
                 debug!(error = %e, "ASA client frame refused; closing");
                 bump(&conn.core.stats.bad_requests);
-                let _ = tx.try_send(closing(ApiCode::TooLarge.error(e.to_string())));
+                let _ = tx.try_send(closing(ApiError::new(ErrorCode::TooLarge, e.to_string())));
                 break;
             }
             None => break,
@@ -254,13 +257,13 @@ async fn serve_connection(stream: UnixStream, core: Core) {
             Ok(f) => f,
             Err(FrameError::NotAFrame { id: Some(id), why }) => {
                 bump(&conn.core.stats.bad_requests);
-                respond(&tx, id, Err(ApiCode::BadRequest.error(why))).await;
+                respond(&tx, id, Err(ApiError::new(ErrorCode::BadRequest, why))).await;
                 continue;
             }
             Err(e) => {
                 debug!(error = %e, "ASA client sent what is not a frame; closing");
                 bump(&conn.core.stats.bad_requests);
-                let _ = tx.try_send(closing(ApiCode::BadRequest.error(e.to_string())));
+                let _ = tx.try_send(closing(ApiError::new(ErrorCode::BadRequest, e.to_string())));
                 break;
             }
         };
@@ -270,19 +273,27 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                     respond(
                         &tx,
                         id,
-                        Err(ApiCode::BadRequest.error("this id is outstanding already")),
+                        Err(ApiError::new(
+                            ErrorCode::BadRequest,
+                            "this id is outstanding already",
+                        )),
                     )
                     .await;
                     continue;
                 }
                 if !greeted {
                     if method != "hello" {
-                        respond(&tx, id, Err(ApiCode::NotHello.error("call hello first"))).await;
+                        respond(
+                            &tx,
+                            id,
+                            Err(ApiError::new(ErrorCode::NotHello, "call hello first")),
+                        )
+                        .await;
                         continue;
                     }
                     let r = hello(&conn.core, &params);
                     if let Ok(v) = &r {
-                        if let Some(m) = grasp_asa_api::get(v, "max_frame").and_then(as_u64) {
+                        if let Some(m) = grasp_asa_api::get(v, "max_frame").and_then(form::as_u64) {
                             max_out.store(m as usize, Ordering::Relaxed);
                         }
                     }
@@ -294,10 +305,10 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                     respond(
                         &tx,
                         id,
-                        Err(ApiCode::TooMany.error(format!(
-                            "{} calls outstanding on this connection",
-                            calls.len()
-                        ))),
+                        Err(ApiError::new(
+                            ErrorCode::TooMany,
+                            format!("{} calls outstanding on this connection", calls.len()),
+                        )),
                     )
                     .await;
                     continue;
@@ -308,7 +319,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
                     bump(&conn.core.stats.calls);
                     if let Err(e) = &r {
                         bump(&conn.core.stats.calls_failed);
-                        if e.code == ApiCode::BadRequest as u64 {
+                        if e.code == ErrorCode::BadRequest {
                             bump(&conn.core.stats.bad_requests);
                         }
                     }
@@ -320,13 +331,19 @@ async fn serve_connection(stream: UnixStream, core: Core) {
             Frame::Cancel { id } => {
                 if let Some(h) = calls.remove(&id) {
                     h.abort();
-                    respond(&tx, id, Err(ApiCode::Cancelled.error("cancelled"))).await;
+                    respond(
+                        &tx,
+                        id,
+                        Err(ApiError::new(ErrorCode::Cancelled, "cancelled")),
+                    )
+                    .await;
                 }
             }
             Frame::Response { .. } | Frame::Event { .. } => {
-                let _ = tx.try_send(closing(
-                    ApiCode::BadRequest.error("clients send requests and cancels only"),
-                ));
+                let _ = tx.try_send(closing(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "clients send requests and cancels only",
+                )));
                 break;
             }
         }
@@ -334,7 +351,8 @@ async fn serve_connection(stream: UnixStream, core: Core) {
     // The client is gone: abandon its calls, then deregister its ASAs.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    for (_, t) in lock(&conn.subscriptions).drain() {
+    let subscriptions: Vec<_> = lock(&conn.subscriptions).drain().collect();
+    for (_, t) in subscriptions {
         t.abort();
     }
     for (_, (_, stop)) in lock(&conn.listeners).drain() {
@@ -362,23 +380,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn closing(e: WireError) -> Frame {
+/// The event that tells a client why its connection is closed.
+fn closing(e: ApiError) -> Frame {
     Frame::Event {
         subscription: 0,
         kind: "closing".into(),
-        data: wire_error_value(&e),
+        data: WireError::from(&e).value(),
     }
 }
 
-fn wire_error_value(e: &WireError) -> Value {
-    Value::Array(vec![
-        Value::Integer(e.code.into()),
-        Value::Text(e.name.clone()),
-        Value::Text(e.detail.clone()),
-    ])
-}
-
-async fn respond(tx: &mpsc::Sender<Frame>, id: u64, r: Result<Value, WireError>) {
+async fn respond(tx: &mpsc::Sender<Frame>, id: u64, r: Result<Value, ApiError>) {
     let f = match r {
         Ok(result) => Frame::Response {
             id,
@@ -387,24 +398,27 @@ async fn respond(tx: &mpsc::Sender<Frame>, id: u64, r: Result<Value, WireError>)
         },
         Err(e) => Frame::Response {
             id,
-            err: Some(e),
+            err: Some(WireError::from(&e)),
             result: Value::Null,
         },
     };
     let _ = tx.send(f).await;
 }
 
-fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, WireError> {
-    let p = Params(params);
+fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, ApiError> {
+    let p = Fields::params(params);
     let versions = p.list("versions")?;
     if !versions
         .iter()
-        .any(|v| as_u64(v) == Some(grasp_asa_api::VERSION))
+        .any(|v| form::as_u64(v) == Some(grasp_asa_api::VERSION))
     {
-        return Err(ApiCode::Unsupported.error(format!(
-            "this graspd speaks version {} of the ASA protocol",
-            grasp_asa_api::VERSION
-        )));
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "this graspd speaks version {} of the ASA protocol",
+                grasp_asa_api::VERSION
+            ),
+        ));
     }
     // At least MIN_FRAME, so an error always fits.
     let max_frame = p.opt_u64("max_frame")?.map_or(core.limits.max_frame, |m| {
@@ -449,10 +463,10 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, WireError> {
         (
             "limits",
             map(vec![
-                ("asas", uint(core.limits.asas)),
-                ("sessions", uint(core.limits.sessions)),
-                ("requests", uint(core.limits.requests)),
-                ("max_message", uint(t.max_message_size())),
+                ("asas", uint(core.limits.asas as u64)),
+                ("sessions", uint(core.limits.sessions as u64)),
+                ("requests", uint(core.limits.requests as u64)),
+                ("max_message", uint(t.max_message_size() as u64)),
             ]),
         ),
     ]))
@@ -485,6 +499,15 @@ struct Conn {
 /// (ASA, objective), and what stops them.
 type Listening = (Arc<NegotiationListener>, CancellationToken);
 
+/// A subscription's task leaves the table when it ends.
+struct Leave(Arc<Conn>, u64);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        lock(&self.0.subscriptions).remove(&self.1);
+    }
+}
+
 /// A register_asa under way, counted until it is dropped.
 struct Reserved(Arc<Conn>);
 
@@ -507,34 +530,33 @@ impl Drop for Reserved {
 }
 
 impl Conn {
-    fn asa(&self, p: &Params<'_>) -> Result<Asa, WireError> {
+    fn asa(&self, p: &Fields<'_>) -> Result<Asa, ApiError> {
         let h = p.u64("asa")?;
         lock(&self.asas)
             .get(&h)
             .cloned()
-            .ok_or_else(|| engine_error(&ApiError::from(grasp_engine::ErrorCode::NoAsa)))
+            .ok_or_else(|| ApiError::from(ErrorCode::NoAsa))
     }
 
-    fn room_for_a_session(&self) -> Result<(), WireError> {
+    fn room_for_a_session(&self) -> Result<(), ApiError> {
         if lock(&self.sessions).len() >= self.core.limits.sessions {
-            return Err(ApiCode::TooMany.error(format!(
-                "{} negotiation sessions open on this connection",
-                self.core.limits.sessions
-            )));
+            return Err(ApiError::new(
+                ErrorCode::TooMany,
+                format!(
+                    "{} negotiation sessions open on this connection",
+                    self.core.limits.sessions
+                ),
+            ));
         }
         Ok(())
     }
 
     /// The listener of (`h`, `name`), made on first use and shared.
-    async fn listening(&self, asa: &Asa, h: u64, name: &str) -> Result<Listening, WireError> {
+    async fn listening(&self, asa: &Asa, h: u64, name: &str) -> Result<Listening, ApiError> {
         if let Some(l) = lock(&self.listeners).get(&(h, name.to_string())).cloned() {
             return Ok(l);
         }
-        let l = Arc::new(
-            asa.listen_negotiate(name)
-                .await
-                .map_err(|e| engine_error(&e))?,
-        );
+        let l = Arc::new(asa.listen_negotiate(name).await?);
         Ok(lock(&self.listeners)
             .entry((h, name.to_string()))
             .or_insert((l, CancellationToken::new()))
@@ -544,15 +566,13 @@ impl Conn {
     /// A peer's request, kept as a session of ASA `h`: what the client is
     /// told of it.
     fn incoming(&self, h: u64, session: Session, objective: Objective) -> Value {
-        let peer = session.peer();
+        let peer = peer_of(&session);
         let id = self.keep_session(h, session);
         let mut kv = vec![
-            ("session", Value::Integer(id.into())),
-            ("objective", Value::Bytes(objective.encode().to_vec())),
+            ("session", uint(id)),
+            ("objective", form::objective(&objective)),
         ];
-        if let Some(p) = peer {
-            kv.push(("peer", peer_value(p)));
-        }
+        kv.extend(peer);
         map(kv)
     }
 
@@ -563,10 +583,10 @@ impl Conn {
     }
 
     /// Takes session `params.session` of ASA `params.asa` out for a call.
-    fn session(&self, p: &Params<'_>) -> Result<(u64, Session), WireError> {
+    fn session(&self, p: &Fields<'_>) -> Result<(u64, Session), ApiError> {
         let (asa, id) = (p.u64("asa")?, p.u64("session")?);
         let mut sessions = lock(&self.sessions);
-        let no = || engine_error(&ApiError::from(grasp_engine::ErrorCode::NoSession));
+        let no = || ApiError::from(ErrorCode::NoSession);
         match sessions.remove(&id) {
             Some((owner, s)) if owner == asa => Ok((owner, s)),
             Some(other) => {
@@ -591,7 +611,7 @@ impl Conn {
                 map(kv)
             }
             Negotiation::Step { session, objective } => {
-                let peer = session.peer();
+                let peer = peer_of(&session);
                 let id = match id {
                     Some(id) => {
                         lock(&self.sessions).insert(id, (asa, session));
@@ -601,12 +621,10 @@ impl Conn {
                 };
                 let mut kv = vec![
                     ("outcome", Value::Text("step".into())),
-                    ("session", Value::Integer(id.into())),
-                    ("objective", Value::Bytes(objective.encode().to_vec())),
+                    ("session", uint(id)),
+                    ("objective", form::objective(&objective)),
                 ];
-                if let Some(p) = peer {
-                    kv.push(("peer", peer_value(p)));
-                }
+                kv.extend(peer);
                 map(kv)
             }
         }
@@ -624,20 +642,21 @@ impl Conn {
         id: u64,
         method: &str,
         params: &[(String, Value)],
-    ) -> Result<Value, WireError> {
-        let p = Params(params);
+    ) -> Result<Value, ApiError> {
+        let p = Fields::params(params);
         let lim = self.limits();
-        let e = |r: ApiError| engine_error(&r);
         match method {
-            "hello" => Err(ApiCode::BadRequest.error("hello is said once")),
+            "hello" => Err(ApiError::new(ErrorCode::BadRequest, "hello is said once")),
             "register_asa" => {
                 let name = p.text("name")?;
                 // Counted before the engine is asked, so calls at once
                 // cannot pass the limit together.
                 let reserved = Reserved::new(self.clone());
                 if lock(&self.asas).len() + reserved.others() >= self.core.limits.asas {
-                    return Err(ApiCode::TooMany
-                        .error(format!("{} ASAs on this connection", self.core.limits.asas)));
+                    return Err(ApiError::new(
+                        ErrorCode::TooMany,
+                        format!("{} ASAs on this connection", self.core.limits.asas),
+                    ));
                 }
                 // Not cancellable half way: a cancel or a disconnect must not
                 // leave an ASA in the engine that nobody tracks.
@@ -655,92 +674,73 @@ impl Conn {
                     }
                     // The connection ended meanwhile.
                     let _ = asa.deregister().await;
-                    Err(ApiError::from(grasp_engine::ErrorCode::NoAsa))
+                    Err(ApiError::from(ErrorCode::NoAsa))
                 });
-                let h = job
-                    .await
-                    .map_err(|_| ApiCode::Cancelled.error("register_asa did not finish"))?
-                    .map_err(e)?;
-                Ok(map(vec![("asa", Value::Integer(h.into()))]))
+                let h = job.await.map_err(|_| {
+                    ApiError::new(ErrorCode::Cancelled, "register_asa did not finish")
+                })??;
+                Ok(map(vec![("asa", uint(h))]))
             }
             "deregister_asa" => {
                 let h = p.u64("asa")?;
                 let asa = lock(&self.asas)
                     .remove(&h)
-                    .ok_or_else(|| engine_error(&ApiError::from(grasp_engine::ErrorCode::NoAsa)))?;
+                    .ok_or_else(|| ApiError::from(ErrorCode::NoAsa))?;
+                // Its listeners and sessions go with it (the engine ends
+                // them; the tables forget them).
+                lock(&self.listeners).retain(|(owner, _), (_, stop)| {
+                    if *owner == h {
+                        stop.cancel();
+                    }
+                    *owner != h
+                });
+                lock(&self.sessions).retain(|_, (owner, _)| *owner != h);
                 // Not cancellable half way either (see register_asa).
-                tokio::spawn(asa.deregister())
-                    .await
-                    .map_err(|_| ApiCode::Cancelled.error("deregister_asa did not finish"))?
-                    .map_err(e)?;
+                tokio::spawn(asa.deregister()).await.map_err(|_| {
+                    ApiError::new(ErrorCode::Cancelled, "deregister_asa did not finish")
+                })??;
                 Ok(Value::Null)
             }
             "register_objective" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
-                let d = RegisterOptions::default();
-                let locators = match p.get("locators") {
-                    None => Vec::new(),
-                    Some(_) => p
-                        .list("locators")?
-                        .iter()
-                        .map(|v| locator_of(v, &lim))
-                        .collect::<Result<_, _>>()?,
-                };
-                let opts = RegisterOptions {
-                    ttl_ms: p.opt_u32("ttl_ms")?.unwrap_or(d.ttl_ms),
-                    discoverable: p.opt_bool("discoverable")?.unwrap_or(d.discoverable),
-                    overlap: p.opt_bool("overlap")?.unwrap_or(d.overlap),
-                    local: p.opt_bool("local")?.unwrap_or(d.local),
-                    rapid: p.opt_bool("rapid")?.unwrap_or(d.rapid),
-                    locators,
-                };
-                asa.register_objective(&objective, opts).await.map_err(e)?;
+                let opts = form::register_options_of(&p, &lim)?;
+                asa.register_objective(&objective, opts).await?;
                 Ok(Value::Null)
             }
             "deregister_objective" => {
                 let asa = self.asa(&p)?;
-                asa.deregister_objective(&p.text("name")?)
-                    .await
-                    .map_err(e)?;
+                let name = p.text("name")?;
+                asa.deregister_objective(&name).await?;
+                if let Some((_, stop)) = lock(&self.listeners).remove(&(p.u64("asa")?, name)) {
+                    stop.cancel();
+                }
                 Ok(Value::Null)
             }
             "discover" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
-                let opts = DiscoverOptions {
-                    timeout: p.opt_u64("timeout_ms")?.map(Duration::from_millis),
-                    min_ttl: p.opt_u64("min_ttl_ms")?.map(Duration::from_millis),
-                    flush: p.opt_bool("flush")?.unwrap_or(false),
-                    first_only: p.opt_bool("first_only")?.unwrap_or(false),
-                };
-                let found = asa.discover(&objective, opts).await.map_err(e)?;
-                Ok(Value::Array(found.iter().map(asa_locator_value).collect()))
+                let opts = form::discover_options_of(&p)?;
+                let found = asa.discover(&objective, opts).await?;
+                Ok(Value::Array(found.iter().map(form::asa_locator).collect()))
             }
             "synchronize" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
-                let peer = match p.get("peer") {
-                    None => None,
-                    Some(v) => Some(asa_locator_of(v, &lim)?),
-                };
-                let timeout = Duration::from_millis(p.u64("timeout_ms")?);
-                let got = asa
-                    .synchronize(&objective, peer, timeout)
-                    .await
-                    .map_err(e)?;
+                let peer = p.opt_asa_locator("peer", &lim)?;
+                let timeout = p.ms("timeout_ms")?;
+                let got = asa.synchronize(&objective, peer, timeout).await?;
                 Ok(Value::Bytes(got.encode().to_vec()))
             }
             "listen_synchronize" => {
                 let asa = self.asa(&p)?;
                 asa.listen_synchronize(&p.objective("objective", &lim)?)
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 Ok(Value::Null)
             }
             "stop_synchronize" => {
                 let asa = self.asa(&p)?;
-                asa.stop_synchronize(&p.text("name")?).await.map_err(e)?;
+                asa.stop_synchronize(&p.text("name")?).await?;
                 Ok(Value::Null)
             }
             "flood" => {
@@ -749,113 +749,66 @@ impl Conn {
                 let tagged = p
                     .list("tagged")?
                     .iter()
-                    .map(|t| {
-                        let t = entries(t, "tagged")?;
-                        let t = Params(&t);
-                        Ok(TaggedObjective {
-                            objective: t.objective("objective", &lim)?,
-                            locator: match t.get("locator") {
-                                None => None,
-                                Some(l) => Some(locator_of(l, &lim)?),
-                            },
-                        })
-                    })
-                    .collect::<Result<Vec<_>, WireError>>()?;
-                asa.flood(ttl_ms, tagged).await.map_err(e)?;
+                    .map(|t| form::tagged_of(&Fields::of(t, "tagged")?, &lim))
+                    .collect::<Result<Vec<_>, ApiError>>()?;
+                asa.flood(ttl_ms, tagged).await?;
                 Ok(Value::Null)
             }
             "get_flood" => {
                 let asa = self.asa(&p)?;
-                let v = asa.get_flood(&p.text("name")?).await.map_err(e)?;
-                Ok(Value::Array(v.iter().map(flood_entry_value).collect()))
+                let v = asa.get_flood(&p.text("name")?).await?;
+                Ok(Value::Array(v.iter().map(form::flood_entry).collect()))
             }
             "expire_flood" => {
                 let asa = self.asa(&p)?;
-                let entry = entries(
-                    p.get("entry")
-                        .ok_or_else(|| ApiCode::BadRequest.error("missing \"entry\""))?,
-                    "entry",
-                )?;
-                let entry = Params(&entry);
-                let initiator = match entry.get("initiator") {
-                    Some(Value::Bytes(b)) => match b.len() {
-                        16 => <[u8; 16]>::try_from(b.as_slice())
-                            .map(|a| std::net::IpAddr::from(std::net::Ipv6Addr::from(a)))
-                            .ok(),
-                        4 => <[u8; 4]>::try_from(b.as_slice())
-                            .map(|a| std::net::IpAddr::from(std::net::Ipv4Addr::from(a)))
-                            .ok(),
-                        _ => None,
-                    },
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    ApiCode::BadRequest.error("entry's \"initiator\" is 4 or 16 bytes")
-                })?;
-                let flood = FloodEntry {
-                    objective: entry.objective("objective", &lim)?,
-                    locator: match entry.get("locator") {
-                        None => None,
-                        Some(l) => Some(locator_of(l, &lim)?),
-                    },
-                    initiator,
-                    expires: None,
-                    ifindex: 0,
-                };
-                asa.expire_flood(&flood).await.map_err(e)?;
+                let mut flood = form::flood_entry_of(&p.fields("entry")?, &lim)?;
+                // Entries are matched on objective, locator and initiator.
+                flood.expires = None;
+                flood.ifindex = 0;
+                asa.expire_flood(&flood).await?;
                 Ok(Value::Null)
             }
             "request_negotiate" => {
                 let asa = self.asa(&p)?;
                 let h = p.u64("asa")?;
                 let objective = p.objective("objective", &lim)?;
-                let peer = match p.get("peer") {
-                    None => None,
-                    Some(v) => Some(asa_locator_of(v, &lim)?),
-                };
+                let peer = p.opt_asa_locator("peer", &lim)?;
                 if p.opt_bool("noloop")?.unwrap_or(false) {
-                    return Err(
-                        ApiCode::Unsupported.error("noloop (the raw channel) is not served yet")
-                    );
+                    return Err(ApiError::new(
+                        ErrorCode::Unsupported,
+                        "noloop (the raw channel) is not served yet",
+                    ));
                 }
                 self.room_for_a_session()?;
-                let timeout = Duration::from_millis(p.u64("timeout_ms")?);
-                let n = asa
-                    .request_negotiate(&objective, peer, timeout)
-                    .await
-                    .map_err(e)?;
+                let timeout = p.ms("timeout_ms")?;
+                let n = asa.request_negotiate(&objective, peer, timeout).await?;
                 Ok(self.outcome(h, n, None))
             }
             "negotiate_step" => {
                 let (h, session) = self.session(&p)?;
                 let objective = p.objective("objective", &lim)?;
-                let timeout = Duration::from_millis(p.u64("timeout_ms")?);
+                let timeout = p.ms("timeout_ms")?;
                 let id = p.u64("session")?;
-                let n = session.step(&objective, timeout).await.map_err(e)?;
+                let n = session.step(&objective, timeout).await?;
                 Ok(self.outcome(h, n, Some(id)))
             }
             "negotiate_wait" => {
                 let (h, session) = self.session(&p)?;
                 let id = p.u64("session")?;
-                let wait = Duration::from_millis(p.u64("wait_ms")?);
+                let wait = p.ms("wait_ms")?;
                 let r = session.wait(wait).await;
                 lock(&self.sessions).insert(id, (h, session));
-                r.map_err(e)?;
+                r?;
                 Ok(Value::Null)
             }
             "end_negotiate" => {
                 let (_, session) = self.session(&p)?;
-                let accept = p
-                    .opt_bool("accept")?
-                    .ok_or_else(|| ApiCode::BadRequest.error("missing \"accept\""))?;
-                let reason = match p.get("reason") {
-                    None => None,
-                    Some(_) => Some(p.text("reason")?),
-                };
+                let accept = p.bool("accept")?;
+                let reason = p.opt_text("reason")?;
                 if accept {
-                    session.accept().await.map_err(e)?;
+                    session.accept().await?;
                 } else {
-                    session.decline(reason.as_deref()).await.map_err(e)?;
+                    session.decline(reason.as_deref()).await?;
                 }
                 Ok(Value::Null)
             }
@@ -868,8 +821,8 @@ impl Conn {
                 });
                 let info = info
                     .transpose()
-                    .map_err(|e| ApiCode::BadRequest.error(format!("info: {e}")))?;
-                session.send_invalid(info).await.map_err(e)?;
+                    .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("info: {e}")))?;
+                session.send_invalid(info).await?;
                 Ok(Value::Null)
             }
             "listen_negotiate" => {
@@ -882,7 +835,10 @@ impl Conn {
                     () = stop.cancelled() => None,
                 };
                 let Some((session, objective)) = next else {
-                    return Err(ApiCode::Cancelled.error(format!("stop_negotiate for {name:?}")));
+                    return Err(ApiError::new(
+                        ErrorCode::Cancelled,
+                        format!("stop_negotiate for {name:?}"),
+                    ));
                 };
                 self.room_for_a_session()?;
                 Ok(self.incoming(h, session, objective))
@@ -891,19 +847,27 @@ impl Conn {
                 let asa = self.asa(&p)?;
                 let h = p.u64("asa")?;
                 if p.text("kind")? != "negotiation" {
-                    return Err(ApiCode::Unsupported.error(
+                    return Err(ApiError::new(
+                        ErrorCode::Unsupported,
                         "only \"negotiation\" subscriptions are served yet (flood: use get_flood)",
                     ));
                 }
                 let name = p.text("name")?;
                 if lock(&self.subscriptions).len() >= self.core.limits.requests {
-                    return Err(ApiCode::TooMany.error("too many subscriptions on this connection"));
+                    return Err(ApiError::new(
+                        ErrorCode::TooMany,
+                        "too many subscriptions on this connection",
+                    ));
                 }
                 let (listener, stop) = self.listening(&asa, h, &name).await?;
                 // Requests arrive as events until unsubscribe or
                 // stop_negotiate; one the client has no room for is ended.
                 let me = self.clone();
+                // The table is held while the task starts, so the task's
+                // own removal (when listening stops) comes after its entry.
+                let mut subscriptions = lock(&self.subscriptions);
                 let task = tokio::spawn(async move {
+                    let _leave = Leave(me.clone(), id);
                     loop {
                         let next = tokio::select! {
                             n = listener.next() => n,
@@ -928,15 +892,25 @@ impl Conn {
                         }
                     }
                 });
-                lock(&self.subscriptions).insert(id, task.abort_handle());
-                Ok(map(vec![("subscription", Value::Integer(id.into()))]))
+                subscriptions.insert(id, task.abort_handle());
+                drop(subscriptions);
+                Ok(map(vec![("subscription", uint(id))]))
             }
             "unsubscribe" => {
                 let sub = p.u64("subscription")?;
                 let t = lock(&self.subscriptions)
                     .remove(&sub)
-                    .ok_or_else(|| ApiCode::BadRequest.error("no such subscription"))?;
+                    .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "no such subscription"))?;
                 t.abort();
+                Ok(Value::Null)
+            }
+            "abort_session" => {
+                // The client's side of a session it will not answer (its
+                // listener is full or gone): dropped, the engine aborts it.
+                let id = p.u64("session")?;
+                lock(&self.sessions)
+                    .remove(&id)
+                    .ok_or_else(|| ApiError::from(ErrorCode::NoSession))?;
                 Ok(Value::Null)
             }
             "stop_negotiate" => {
@@ -946,209 +920,19 @@ impl Conn {
                 if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name.clone())) {
                     stop.cancel();
                 }
-                asa.stop_negotiate(&name).await.map_err(e)?;
+                asa.stop_negotiate(&name).await?;
                 Ok(Value::Null)
             }
-            other => Err(ApiCode::Unsupported.error(format!(
-                "method {other:?} is not served (yet) by this graspd"
-            ))),
+            other => Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!("method {other:?} is not served (yet) by this graspd"),
+            )),
         }
     }
 }
 
-fn engine_error(e: &ApiError) -> WireError {
-    WireError {
-        code: u64::from(e.code.code()),
-        name: e.code.name().to_string(),
-        detail: e.detail.clone(),
-    }
-}
-
-fn uint(n: usize) -> Value {
-    Value::Integer((n as u64).into())
-}
-
-fn map(kv: Vec<(&str, Value)>) -> Value {
-    Value::Map(
-        kv.into_iter()
-            .map(|(k, v)| (Value::Text(k.to_string()), v))
-            .collect(),
-    )
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        _ => None,
-    }
-}
-
-fn asa_locator_value(l: &AsaLocator) -> Value {
-    let mut kv = vec![("locator", Value::Bytes(l.locator.encode().to_vec()))];
-    if l.ifindex != 0 {
-        kv.push(("ifindex", Value::Integer(l.ifindex.into())));
-    }
-    if let Some(e) = l.expires {
-        let left = e.saturating_duration_since(std::time::Instant::now());
-        kv.push(("ttl_ms", uint(left.as_millis() as usize)));
-    }
-    if l.diverted {
-        kv.push(("diverted", Value::Bool(true)));
-    }
-    if let Some(o) = &l.objective {
-        kv.push(("objective", Value::Bytes(o.encode().to_vec())));
-    }
-    map(kv)
-}
-
-/// A peer's socket address as an asa-locator.
-fn peer_value(p: std::net::SocketAddr) -> Value {
-    match p {
-        std::net::SocketAddr::V6(a) => {
-            let mut kv = vec![(
-                "locator",
-                Value::Bytes(Locator::tcp6(*a.ip(), a.port()).encode().to_vec()),
-            )];
-            if a.scope_id() != 0 {
-                kv.push(("ifindex", Value::Integer(a.scope_id().into())));
-            }
-            map(kv)
-        }
-        std::net::SocketAddr::V4(a) => map(vec![(
-            "locator",
-            Value::Bytes(
-                Locator::Ipv4 {
-                    addr: *a.ip(),
-                    protocol: grasp_engine::wire::Protocol::TCP,
-                    port: a.port(),
-                }
-                .encode()
-                .to_vec(),
-            ),
-        )]),
-    }
-}
-
-fn flood_entry_value(f: &FloodEntry) -> Value {
-    let initiator = match f.initiator {
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-    };
-    let mut kv = vec![
-        ("objective", Value::Bytes(f.objective.encode().to_vec())),
-        ("initiator", Value::Bytes(initiator)),
-    ];
-    if let Some(l) = &f.locator {
-        kv.push(("locator", Value::Bytes(l.encode().to_vec())));
-    }
-    if let Some(e) = f.expires {
-        let left = e.saturating_duration_since(std::time::Instant::now());
-        kv.push(("ttl_ms", uint(left.as_millis() as usize)));
-    }
-    map(kv)
-}
-
-fn locator_of(v: &Value, lim: &WireLimits) -> Result<Locator, WireError> {
-    let Value::Bytes(b) = v else {
-        return Err(ApiCode::BadRequest.error("a locator is a byte string (its RFC 8990 option)"));
-    };
-    Locator::decode_with(&Bytes::copy_from_slice(b), lim)
-        .map_err(|e| ApiCode::BadRequest.error(format!("locator: {e}")))
-}
-
-fn asa_locator_of(v: &Value, lim: &WireLimits) -> Result<AsaLocator, WireError> {
-    let p = entries(v, "peer")?;
-    let p = Params(&p);
-    let mut l = AsaLocator::new(locator_of(
-        p.get("locator")
-            .ok_or_else(|| ApiCode::BadRequest.error("peer: no \"locator\""))?,
-        lim,
-    )?);
-    l.ifindex = p.opt_u32("ifindex")?.unwrap_or(0);
-    Ok(l)
-}
-
-/// A request's params (a map with text keys): typed lookups that say what
-/// was wrong.
-struct Params<'a>(&'a [(String, Value)]);
-
-/// The entries of a nested map with text keys (for [`Params`]).
-fn entries(v: &Value, what: &str) -> Result<Vec<(String, Value)>, WireError> {
-    let Value::Map(m) = v else {
-        return Err(ApiCode::BadRequest.error(format!("{what} is a map")));
-    };
-    m.iter()
-        .map(|(k, v)| match k {
-            Value::Text(k) => Ok((k.clone(), v.clone())),
-            _ => Err(ApiCode::BadRequest.error(format!("{what} has text keys"))),
-        })
-        .collect()
-}
-
-impl<'a> Params<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    fn missing(key: &str) -> WireError {
-        ApiCode::BadRequest.error(format!("missing {key:?}"))
-    }
-
-    fn wrong(key: &str, what: &str) -> WireError {
-        ApiCode::BadRequest.error(format!("{key:?} must be {what}"))
-    }
-
-    fn u64(&self, key: &str) -> Result<u64, WireError> {
-        self.opt_u64(key)?.ok_or_else(|| Self::missing(key))
-    }
-
-    fn u32(&self, key: &str) -> Result<u32, WireError> {
-        self.opt_u32(key)?.ok_or_else(|| Self::missing(key))
-    }
-
-    fn opt_u64(&self, key: &str) -> Result<Option<u64>, WireError> {
-        self.get(key)
-            .map(|v| as_u64(v).ok_or_else(|| Self::wrong(key, "an unsigned integer")))
-            .transpose()
-    }
-
-    fn opt_u32(&self, key: &str) -> Result<Option<u32>, WireError> {
-        self.opt_u64(key)?
-            .map(|n| u32::try_from(n).map_err(|_| Self::wrong(key, "at most 2^32 - 1")))
-            .transpose()
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>, WireError> {
-        self.get(key)
-            .map(|v| match v {
-                Value::Bool(b) => Ok(*b),
-                _ => Err(Self::wrong(key, "true or false")),
-            })
-            .transpose()
-    }
-
-    fn text(&self, key: &str) -> Result<String, WireError> {
-        match self.get(key) {
-            Some(Value::Text(t)) => Ok(t.clone()),
-            Some(_) => Err(Self::wrong(key, "text")),
-            None => Err(Self::missing(key)),
-        }
-    }
-
-    fn list(&self, key: &str) -> Result<&'a [Value], WireError> {
-        match self.get(key) {
-            Some(Value::Array(a)) => Ok(a),
-            Some(_) => Err(Self::wrong(key, "an array")),
-            None => Err(Self::missing(key)),
-        }
-    }
-
-    fn objective(&self, key: &str, lim: &WireLimits) -> Result<Objective, WireError> {
-        match self.get(key) {
-            Some(Value::Bytes(b)) => Objective::decode_with(&Bytes::copy_from_slice(b), lim)
-                .map_err(|e| ApiCode::BadRequest.error(format!("{key:?}: {e}"))),
-            Some(_) => Err(Self::wrong(key, "a byte string (the RFC 8990 objective)")),
-            None => Err(Self::missing(key)),
-        }
-    }
+/// A session's peer as the `peer` field (an asa-locator with the peer's
+/// authenticated identity), when the engine knows its address.
+fn peer_of(s: &Session) -> Option<(&'static str, Value)> {
+    s.peer().map(|p| ("peer", form::peer(p, s.peer_identity())))
 }

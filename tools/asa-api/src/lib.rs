@@ -7,12 +7,18 @@
 //! `[2, subscription, kind, data]` and cancels `[3, id]`.
 //!
 //! The protocol itself (methods, parameters, results, lifecycle) is
-//! `asa-protocol.cddl` beside this crate, version [`VERSION`]. Issue 12
-//! builds the daemon side and the Rust client on this layer; neither
-//! exists yet.
+//! `asa-protocol.cddl` beside this crate, version [`VERSION`]. [`form`]
+//! holds how the engine's types travel in it (both sides use it, so they
+//! cannot disagree), and [`client`] is the Rust client: it gives a
+//! [`grasp_engine::Grasp`] backed by graspd, so an ASA written for the
+//! engine in its own process runs against graspd's core unchanged.
 #![warn(missing_docs)]
 
 use ciborium::Value;
+use grasp_engine::{ApiError, ErrorCode};
+
+pub mod client;
+pub mod form;
 
 /// The protocol version this crate speaks.
 pub const VERSION: u64 = 1;
@@ -75,8 +81,9 @@ pub enum Frame {
     },
 }
 
-/// An error as it travels: RFC 8991's code (or one of [`ApiCode`]), its
-/// name, and a detail for people.
+/// An error as it travels: RFC 8991's code (or one of the protocol's own,
+/// [`ErrorCode::BadRequest`] and the others from 100), its name, and a
+/// detail for people. An [`ApiError`] on either side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireError {
     /// The numeric code.
@@ -87,45 +94,38 @@ pub struct WireError {
     pub detail: String,
 }
 
-/// The protocol's own error codes, beside RFC 8991's 0..=38.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApiCode {
-    /// Params missing, of the wrong type, or out of range.
-    BadRequest = 100,
-    /// Unknown method or feature.
-    Unsupported = 101,
-    /// The policy does not allow this user this call.
-    NotAuthorized = 102,
-    /// Cancelled, stopped, or the ASA went away.
-    Cancelled = 103,
-    /// A per-connection or global limit.
-    TooMany = 104,
-    /// A frame or value over the limits.
-    TooLarge = 105,
-    /// A request before `hello`.
-    NotHello = 106,
+impl WireError {
+    /// Its CBOR form, `[code, name, detail]` (a response's `err`, a
+    /// `closing` event's data).
+    pub fn value(&self) -> Value {
+        Value::Array(vec![
+            form::uint(self.code),
+            Value::Text(self.name.clone()),
+            Value::Text(self.detail.clone()),
+        ])
+    }
 }
 
-impl ApiCode {
-    /// Its name in frames.
-    pub fn name(self) -> &'static str {
-        match self {
-            ApiCode::BadRequest => "badRequest",
-            ApiCode::Unsupported => "unsupported",
-            ApiCode::NotAuthorized => "notAuthorized",
-            ApiCode::Cancelled => "cancelled",
-            ApiCode::TooMany => "tooMany",
-            ApiCode::TooLarge => "tooLarge",
-            ApiCode::NotHello => "notHello",
+impl From<&ApiError> for WireError {
+    fn from(e: &ApiError) -> Self {
+        WireError {
+            code: u64::from(e.code.code()),
+            name: e.code.name().to_string(),
+            detail: e.detail.clone(),
         }
     }
+}
 
-    /// A [`WireError`] of this code with `detail`.
-    pub fn error(self, detail: impl Into<String>) -> WireError {
-        WireError {
-            code: self as u64,
-            name: self.name().to_string(),
-            detail: detail.into(),
+impl From<WireError> for ApiError {
+    /// A code this build does not know (a newer daemon's) becomes `unspec`,
+    /// its name and number kept in the detail.
+    fn from(e: WireError) -> Self {
+        match u32::try_from(e.code).ok().and_then(ErrorCode::from_code) {
+            Some(code) => ApiError::new(code, e.detail),
+            None => ApiError::new(
+                ErrorCode::Unspec,
+                format!("{} ({}): {}", e.name, e.code, e.detail),
+            ),
         }
     }
 }
@@ -154,7 +154,7 @@ pub enum FrameError {
 impl Frame {
     /// The frame's CBOR item (without its length prefix).
     pub fn encode(&self) -> Vec<u8> {
-        let uint = |n: u64| Value::Integer(n.into());
+        let uint = form::uint;
         let item = match self {
             Frame::Request { id, method, params } => Value::Array(vec![
                 uint(0),
@@ -170,13 +170,7 @@ impl Frame {
             Frame::Response { id, err, result } => Value::Array(vec![
                 uint(1),
                 uint(*id),
-                err.as_ref().map_or(Value::Null, |e| {
-                    Value::Array(vec![
-                        uint(e.code),
-                        Value::Text(e.name.clone()),
-                        Value::Text(e.detail.clone()),
-                    ])
-                }),
+                err.as_ref().map_or(Value::Null, WireError::value),
                 result.clone(),
             ]),
             Frame::Event {
@@ -208,12 +202,12 @@ impl Frame {
         let Value::Array(items) = item else {
             return Err(not_a_frame(None, "a frame is an array"));
         };
-        let kind = items.first().and_then(as_u64);
-        let id = items.get(1).and_then(as_u64);
+        let kind = items.first().and_then(form::as_u64);
+        let id = items.get(1).and_then(form::as_u64);
         let bad = |why: &str| Err(not_a_frame(id.filter(|_| kind == Some(0)), why));
         let mut it = items.into_iter();
         let (_, second) = (it.next(), it.next());
-        let Some(second) = second.as_ref().and_then(as_u64) else {
+        let Some(second) = second.as_ref().and_then(form::as_u64) else {
             return bad("its second item is an id (an unsigned integer)");
         };
         match (kind, it.len()) {
@@ -240,13 +234,14 @@ impl Frame {
                 let err = match err {
                     Some(Value::Null) => None,
                     Some(Value::Array(e)) => match e.as_slice() {
-                        [c, Value::Text(name), Value::Text(detail)] if as_u64(c).is_some() => {
-                            Some(WireError {
-                                code: as_u64(c).unwrap_or_default(),
+                        [c, Value::Text(name), Value::Text(detail)] => match form::as_u64(c) {
+                            Some(code) => Some(WireError {
+                                code,
                                 name: name.clone(),
                                 detail: detail.clone(),
-                            })
-                        }
+                            }),
+                            None => return bad("an error's code is an unsigned integer"),
+                        },
                         _ => return bad("an error is [code, name, detail]"),
                     },
                     _ => return bad("a response's error is null or [code, name, detail]"),
@@ -280,13 +275,6 @@ pub fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
             .iter()
             .find(|(k, _)| k.as_text() == Some(key))
             .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
         _ => None,
     }
 }
@@ -328,7 +316,10 @@ mod tests {
             hello(),
             Frame::Response {
                 id: 7,
-                err: Some(ApiCode::NotAuthorized.error("uid 1000 may not own EX.x")),
+                err: Some(WireError::from(&ApiError::new(
+                    ErrorCode::NotAuthorized,
+                    "uid 1000 may not own EX.x",
+                ))),
                 result: Value::Null,
             },
             Frame::Response {

@@ -3,8 +3,13 @@
 //! [`Grasp::start`] runs an engine over a transport and returns a handle.
 //! Every RFC 8991 function is an `async fn` on [`Grasp`], [`Asa`] or a
 //! negotiation [`Session`]; failures are [`ApiError`]s carrying the RFC's
-//! numeric code. Calls never block one another: each is a message to the
-//! engine task and a reply back.
+//! numeric code. Calls never block one another.
+//!
+//! Behind the handle is a [`GraspCore`]: the engine in this process
+//! ([`Grasp::start`]), or another process's GRASP core, such as graspd's
+//! ASA socket (the `grasp-asa-api` client gives a [`Grasp`] through
+//! [`Grasp::with_core`]). An ASA written against [`Grasp`] runs on either
+//! unchanged (RFC 8991 §2.1: one GRASP core per node, shared by its ASAs).
 //!
 //! | RFC 8991 | here |
 //! | --- | --- |
@@ -18,38 +23,149 @@
 //! | listen_synchronize / stop_listen_synchronize | [`Asa::listen_synchronize`], [`Asa::stop_synchronize`] |
 //! | flood / get_flood / expire_flood | [`Asa::flood`], [`Asa::get_flood`], [`Asa::expire_flood`] |
 
+mod local;
+
+use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
-use crate::driver::{Driver, Incoming, Request};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Engine, EngineStats, FloodEntry,
-    NegotiationOutcome, RegisterOptions, Reply, SessionHandle, TransportInfo,
+    AsaHandle, AsaLocator, Config, DiscoverOptions, EngineStats, FloodEntry, NegotiationOutcome,
+    RegisterOptions, SessionHandle,
 };
 use crate::transport::{AcpTransport, InboundStream};
 use crate::wire::{Objective, TaggedObjective, Value, GRASP_DEF_TIMEOUT_MS};
 
-/// Requests queued towards the engine task.
-const REQUEST_QUEUE: usize = 1024;
-/// Negotiation requests queued per listened objective.
-const LISTEN_QUEUE: usize = 64;
-
 /// `GRASP_DEF_TIMEOUT` as a duration.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(GRASP_DEF_TIMEOUT_MS as u64);
+
+/// A call into a [`GraspCore`]: it owns its arguments and borrows only the
+/// core.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
+
+/// A peer's negotiation request, as a core hands it to a listener.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The session it opened.
+    pub session: SessionHandle,
+    /// The requested objective (as received; the first answer keeps its
+    /// loop count).
+    pub objective: Objective,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// The peer's authenticated identity, if the transport has one.
+    pub identity: Option<String>,
+}
+
+/// A GRASP core: what the ASA API's handles talk to. One method per
+/// RFC 8991 call, taking the ASA's handle; an implementation answers each
+/// call on its own (calls run concurrently) and never panics on a bad
+/// argument (it answers an [`ApiError`]).
+///
+/// ASAs do not use this trait; they use [`Grasp`], [`Asa`] and [`Session`].
+/// It is public so that a core in another process can be reached through
+/// the same handles.
+pub trait GraspCore: Send + Sync + fmt::Debug {
+    /// The core's counters and open unicast channels (not RFC 8991).
+    fn stats(&self) -> Call<'_, (EngineStats, usize)>;
+    /// `register_asa`.
+    fn register_asa(&self, name: String) -> Call<'_, AsaHandle>;
+    /// `deregister_asa`.
+    fn deregister_asa(&self, asa: AsaHandle) -> Call<'_, ()>;
+    /// `register_objective`.
+    fn register_objective(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        options: RegisterOptions,
+    ) -> Call<'_, ()>;
+    /// `deregister_objective`.
+    fn deregister_objective(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
+    /// `discover`.
+    fn discover(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        options: DiscoverOptions,
+    ) -> Call<'_, Vec<AsaLocator>>;
+    /// `synchronize`.
+    fn synchronize(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, Objective>;
+    /// `listen_synchronize`.
+    fn listen_synchronize(&self, asa: AsaHandle, objective: Objective) -> Call<'_, ()>;
+    /// `stop_listen_synchronize`.
+    fn stop_synchronize(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
+    /// `flood`.
+    fn flood(&self, asa: AsaHandle, ttl_ms: u32, tagged: Vec<TaggedObjective>) -> Call<'_, ()>;
+    /// `get_flood`.
+    fn get_flood(&self, asa: AsaHandle, name: String) -> Call<'_, Vec<FloodEntry>>;
+    /// `expire_flood`.
+    fn expire_flood(&self, asa: AsaHandle, entry: FloodEntry) -> Call<'_, ()>;
+    /// `request_negotiate`.
+    fn request_negotiate(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, NegotiationOutcome>;
+    /// `negotiate_step`.
+    fn negotiate_step(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        objective: Objective,
+        timeout: Duration,
+    ) -> Call<'_, NegotiationOutcome>;
+    /// `negotiate_wait`.
+    fn negotiate_wait(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        wait: Duration,
+    ) -> Call<'_, ()>;
+    /// `end_negotiate`.
+    fn end_negotiate(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        accept: bool,
+        reason: Option<String>,
+    ) -> Call<'_, ()>;
+    /// `send_invalid`.
+    fn send_invalid(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        info: Option<Value>,
+    ) -> Call<'_, ()>;
+    /// A session dropped without ending it: abandon it (the peer sees the
+    /// connection close). Never waits.
+    fn abort_session(&self, asa: AsaHandle, session: SessionHandle);
+    /// `listen_negotiate`: requests arrive on the receiver until
+    /// `stop_negotiate` (or the ASA or objective goes); dropping the
+    /// receiver stops listening too.
+    fn listen_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<Incoming>>;
+    /// `stop_listen_negotiate`.
+    fn stop_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
+}
 
 /// A running GRASP instance. Cheap to clone; the engine stops when every
 /// clone (and every [`Asa`]) is gone.
 #[derive(Clone, Debug)]
 pub struct Grasp {
-    tx: mpsc::Sender<Request>,
-}
-
-fn unexpected(r: Reply) -> ApiError {
-    ApiError::new(ErrorCode::Unspec, format!("unexpected engine reply {r:?}"))
+    core: Arc<dyn GraspCore>,
 }
 
 impl Grasp {
@@ -60,75 +176,29 @@ impl Grasp {
         inbound: InboundStream,
         config: Config,
     ) -> Grasp {
-        let info = TransportInfo {
-            security: transport.security(),
-            interfaces: transport.interfaces(),
-            node_locator: transport.node_locator(),
-            max_message_size: transport.max_message_size(),
-        };
-        let engine = Engine::new(config, info);
-        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-        tokio::spawn(Driver::new(engine, transport, inbound, rx).run());
-        Grasp { tx }
+        Grasp::with_core(Arc::new(local::Local::start(transport, inbound, config)))
     }
 
-    async fn call(&self, command: Command) -> Result<Reply, ApiError> {
-        self.call_with(command, None).await
-    }
-
-    async fn call_with(
-        &self,
-        command: Command,
-        listener: Option<mpsc::Sender<Incoming>>,
-    ) -> Result<Reply, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                command,
-                reply: Some(reply),
-                listener,
-            })
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped"))?
-    }
-
-    fn fire(&self, command: Command) {
-        let _ = self.tx.try_send(Request {
-            command,
-            reply: None,
-            listener: None,
-        });
+    /// The API over another GRASP core (such as graspd's, through its ASA
+    /// socket).
+    pub fn with_core(core: Arc<dyn GraspCore>) -> Grasp {
+        Grasp { core }
     }
 
     /// The engine's counters (every drop is counted) and the number of
     /// unicast channels open now. Not an RFC 8991 call: for operators and
     /// tests.
     pub async fn stats(&self) -> Result<(EngineStats, usize), ApiError> {
-        match self.call(Command::Stats).await? {
-            Reply::Stats {
-                stats,
-                open_channels,
-            } => Ok((*stats, open_channels)),
-            other => Err(unexpected(other)),
-        }
+        self.core.stats().await
     }
 
     /// `register_asa`: every ASA's first call.
     pub async fn register_asa(&self, name: &str) -> Result<Asa, ApiError> {
-        match self
-            .call(Command::RegisterAsa {
-                name: name.to_string(),
-            })
-            .await?
-        {
-            Reply::Asa(handle) => Ok(Asa {
-                grasp: self.clone(),
-                handle,
-            }),
-            other => Err(unexpected(other)),
-        }
+        let handle = self.core.register_asa(name.to_string()).await?;
+        Ok(Asa {
+            grasp: self.clone(),
+            handle,
+        })
     }
 }
 
@@ -145,16 +215,13 @@ impl Asa {
         self.handle
     }
 
-    async fn done(&self, c: Command) -> Result<(), ApiError> {
-        match self.grasp.call(c).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+    fn core(&self) -> &dyn GraspCore {
+        &*self.grasp.core
     }
 
     /// `deregister_asa`: removes its objectives and listeners.
     pub async fn deregister(self) -> Result<(), ApiError> {
-        self.done(Command::DeregisterAsa { asa: self.handle }).await
+        self.core().deregister_asa(self.handle).await
     }
 
     /// `register_objective`.
@@ -163,21 +230,16 @@ impl Asa {
         objective: &Objective,
         options: RegisterOptions,
     ) -> Result<(), ApiError> {
-        self.done(Command::RegisterObjective {
-            asa: self.handle,
-            objective: objective.clone(),
-            options,
-        })
-        .await
+        self.core()
+            .register_objective(self.handle, objective.clone(), options)
+            .await
     }
 
     /// `deregister_objective`.
     pub async fn deregister_objective(&self, name: &str) -> Result<(), ApiError> {
-        self.done(Command::DeregisterObjective {
-            asa: self.handle,
-            name: name.to_string(),
-        })
-        .await
+        self.core()
+            .deregister_objective(self.handle, name.to_string())
+            .await
     }
 
     /// `discover`: cached answers at once when there are any; otherwise asks
@@ -188,18 +250,9 @@ impl Asa {
         objective: &Objective,
         options: DiscoverOptions,
     ) -> Result<Vec<AsaLocator>, ApiError> {
-        match self
-            .grasp
-            .call(Command::Discover {
-                asa: self.handle,
-                objective: objective.clone(),
-                options,
-            })
-            .await?
-        {
-            Reply::Locators(l) => Ok(l),
-            other => Err(unexpected(other)),
-        }
+        self.core()
+            .discover(self.handle, objective.clone(), options)
+            .await
     }
 
     /// `synchronize`: from `peer`, or (with `None`) the flood cache, then a
@@ -210,71 +263,38 @@ impl Asa {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Result<Objective, ApiError> {
-        match self
-            .grasp
-            .call(Command::Synchronize {
-                asa: self.handle,
-                objective: objective.clone(),
-                peer,
-                timeout,
-            })
-            .await?
-        {
-            Reply::Synch(o) => Ok(o),
-            other => Err(unexpected(other)),
-        }
+        self.core()
+            .synchronize(self.handle, objective.clone(), peer, timeout)
+            .await
     }
 
     /// `listen_synchronize`: serve `objective`'s value; call again to update it.
     pub async fn listen_synchronize(&self, objective: &Objective) -> Result<(), ApiError> {
-        self.done(Command::ListenSynchronize {
-            asa: self.handle,
-            objective: objective.clone(),
-        })
-        .await
+        self.core()
+            .listen_synchronize(self.handle, objective.clone())
+            .await
     }
 
     /// `stop_listen_synchronize`.
     pub async fn stop_synchronize(&self, name: &str) -> Result<(), ApiError> {
-        self.done(Command::StopSynchronize {
-            asa: self.handle,
-            name: name.to_string(),
-        })
-        .await
+        self.core()
+            .stop_synchronize(self.handle, name.to_string())
+            .await
     }
 
     /// `flood`: `ttl_ms` 0 is indefinite.
     pub async fn flood(&self, ttl_ms: u32, tagged: Vec<TaggedObjective>) -> Result<(), ApiError> {
-        self.done(Command::Flood {
-            asa: self.handle,
-            ttl_ms,
-            tagged,
-        })
-        .await
+        self.core().flood(self.handle, ttl_ms, tagged).await
     }
 
     /// `get_flood`: every unexpired copy, one per source and tag.
     pub async fn get_flood(&self, name: &str) -> Result<Vec<FloodEntry>, ApiError> {
-        match self
-            .grasp
-            .call(Command::GetFlood {
-                asa: self.handle,
-                name: name.to_string(),
-            })
-            .await?
-        {
-            Reply::Floods(v) => Ok(v),
-            other => Err(unexpected(other)),
-        }
+        self.core().get_flood(self.handle, name.to_string()).await
     }
 
     /// `expire_flood`.
     pub async fn expire_flood(&self, entry: &FloodEntry) -> Result<(), ApiError> {
-        self.done(Command::ExpireFlood {
-            asa: self.handle,
-            entry: entry.clone(),
-        })
-        .await
+        self.core().expire_flood(self.handle, entry.clone()).await
     }
 
     /// `request_negotiate`: to `peer`, or to the first peer discovery finds.
@@ -285,66 +305,46 @@ impl Asa {
         timeout: Duration,
     ) -> Result<Negotiation, ApiError> {
         let out = self
-            .grasp
-            .call(Command::RequestNegotiate {
-                asa: self.handle,
-                objective: objective.clone(),
-                peer,
-                timeout,
-            })
+            .core()
+            .request_negotiate(self.handle, objective.clone(), peer, timeout)
             .await?;
-        self.outcome(out)
+        Ok(self.outcome(out))
     }
 
-    fn outcome(&self, r: Reply) -> Result<Negotiation, ApiError> {
-        match r {
-            Reply::Negotiation(NegotiationOutcome::Accepted) => Ok(Negotiation::Accepted),
-            Reply::Negotiation(NegotiationOutcome::Declined { reason }) => {
-                Ok(Negotiation::Declined { reason })
-            }
-            Reply::Negotiation(NegotiationOutcome::Step {
+    fn outcome(&self, out: NegotiationOutcome) -> Negotiation {
+        match out {
+            NegotiationOutcome::Accepted => Negotiation::Accepted,
+            NegotiationOutcome::Declined { reason } => Negotiation::Declined { reason },
+            NegotiationOutcome::Step {
                 session,
                 objective,
                 peer,
                 identity,
-            }) => Ok(Negotiation::Step {
+            } => Negotiation::Step {
                 session: Session::new(self.clone(), session, peer, identity),
                 objective,
-            }),
-            other => Err(unexpected(other)),
+            },
         }
     }
 
     /// `listen_negotiate`: requests for `name` arrive on the returned
     /// listener (several tasks may share it).
     pub async fn listen_negotiate(&self, name: &str) -> Result<NegotiationListener, ApiError> {
-        let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
-        match self
-            .grasp
-            .call_with(
-                Command::ListenNegotiate {
-                    asa: self.handle,
-                    name: name.to_string(),
-                },
-                Some(tx),
-            )
-            .await?
-        {
-            Reply::Done => Ok(NegotiationListener {
-                asa: self.clone(),
-                rx: Arc::new(Mutex::new(rx)),
-            }),
-            other => Err(unexpected(other)),
-        }
+        let rx = self
+            .core()
+            .listen_negotiate(self.handle, name.to_string())
+            .await?;
+        Ok(NegotiationListener {
+            asa: self.clone(),
+            rx: Arc::new(Mutex::new(rx)),
+        })
     }
 
     /// `stop_listen_negotiate`.
     pub async fn stop_negotiate(&self, name: &str) -> Result<(), ApiError> {
-        self.done(Command::StopNegotiate {
-            asa: self.handle,
-            name: name.to_string(),
-        })
-        .await
+        self.core()
+            .stop_negotiate(self.handle, name.to_string())
+            .await
     }
 }
 
@@ -419,17 +419,12 @@ impl Session {
         timeout: Duration,
     ) -> Result<Negotiation, ApiError> {
         self.finished = true;
-        let r = self
+        let out = self
             .asa
-            .grasp
-            .call(Command::NegotiateStep {
-                asa: self.asa.handle,
-                session: self.handle,
-                objective: objective.clone(),
-                timeout,
-            })
+            .core()
+            .negotiate_step(self.asa.handle, self.handle, objective.clone(), timeout)
             .await?;
-        match self.asa.outcome(r)? {
+        match self.asa.outcome(out) {
             Negotiation::Step {
                 mut session,
                 objective,
@@ -447,11 +442,8 @@ impl Session {
     /// `negotiate_wait`: ask the peer to wait.
     pub async fn wait(&self, wait: Duration) -> Result<(), ApiError> {
         self.asa
-            .done(Command::NegotiateWait {
-                asa: self.asa.handle,
-                session: self.handle,
-                wait,
-            })
+            .core()
+            .negotiate_wait(self.asa.handle, self.handle, wait)
             .await
     }
 
@@ -469,12 +461,8 @@ impl Session {
 
     async fn end(&self, accept: bool, reason: Option<String>) -> Result<(), ApiError> {
         self.asa
-            .done(Command::EndNegotiate {
-                asa: self.asa.handle,
-                session: self.handle,
-                accept,
-                reason,
-            })
+            .core()
+            .end_negotiate(self.asa.handle, self.handle, accept, reason)
             .await
     }
 
@@ -482,11 +470,8 @@ impl Session {
     pub async fn send_invalid(mut self, info: Option<Value>) -> Result<(), ApiError> {
         self.finished = true;
         self.asa
-            .done(Command::SendInvalid {
-                asa: self.asa.handle,
-                session: self.handle,
-                info,
-            })
+            .core()
+            .send_invalid(self.asa.handle, self.handle, info)
             .await
     }
 }
@@ -494,9 +479,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.finished {
-            self.asa.grasp.fire(Command::AbortSession {
-                session: self.handle,
-            });
+            self.asa.core().abort_session(self.asa.handle, self.handle);
         }
     }
 }
@@ -515,7 +498,7 @@ impl NegotiationListener {
     pub async fn next(&self) -> Option<(Session, Objective)> {
         let inc = self.rx.lock().await.recv().await?;
         Some((
-            Session::new(self.asa.clone(), inc.session, Some(inc.peer), inc.identity),
+            Session::new(self.asa.clone(), inc.session, inc.peer, inc.identity),
             inc.objective,
         ))
     }

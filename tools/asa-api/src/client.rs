@@ -1,0 +1,763 @@
+//! The Rust client of graspd's ASA socket: a [`GraspCore`] in another
+//! process, so that [`Grasp`], [`grasp_engine::Asa`],
+//! [`grasp_engine::Session`] and [`grasp_engine::NegotiationListener`]
+//! work against graspd exactly as against an engine of one's own.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let grasp = grasp_asa_api::client::connect(grasp_asa_api::client::DEFAULT_SOCKET).await?;
+//! let asa = grasp.register_asa("my-asa").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! One connection carries every call of the process at once: each request
+//! has its id, a reader task hands each answer to its caller, and a call
+//! whose future is dropped is cancelled at graspd (`[3, id]`). Negotiation
+//! listeners are subscriptions: graspd pushes each peer's request as an
+//! event. When graspd goes away, outstanding calls fail and listeners end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ciborium::Value;
+use futures::{SinkExt, StreamExt};
+use grasp_engine::api::{Call, Incoming};
+use grasp_engine::proto::{
+    AsaHandle, AsaLocator, ChannelId, DiscoverOptions, EngineStats, FloodEntry, NegotiationOutcome,
+    RegisterOptions, SessionHandle,
+};
+use grasp_engine::wire::{Limits, Objective, SessionId, TaggedObjective};
+use grasp_engine::{ApiError, ErrorCode, Grasp, GraspCore};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::form::{self, Fields};
+use crate::Frame;
+
+/// Where graspd's ASA socket is when nobody says otherwise (graspd's
+/// `[api] socket` in its packaged configuration).
+pub const DEFAULT_SOCKET: &str = "/run/graspd/api.sock";
+
+/// Frames waiting for the writer.
+const SEND_QUEUE: usize = 1024;
+/// Requests queued per negotiation listener before they are refused.
+const LISTEN_QUEUE: usize = 64;
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket could not be reached.
+    #[error("cannot connect to graspd's ASA socket {path}: {source} (is graspd running with `[api] socket` set, and may this user open it?)")]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// graspd refused the greeting (another protocol version, say).
+    #[error("graspd refused hello on {path}: {error}")]
+    Refused {
+        /// The socket's path.
+        path: PathBuf,
+        /// graspd's answer.
+        error: ApiError,
+    },
+}
+
+/// What graspd said of itself in `hello`.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    /// The protocol version in use.
+    pub version: u64,
+    /// The largest frame graspd takes from us.
+    pub max_frame: usize,
+    /// The node's locator.
+    pub locator: Option<grasp_engine::wire::Locator>,
+    /// graspd relays between interfaces.
+    pub relay: bool,
+    /// This is a DULL instance.
+    pub dull: bool,
+    /// The security backend: "none", "quads" or "tls".
+    pub security: String,
+    /// The daemon and its version.
+    pub daemon: String,
+    /// The largest GRASP message the node sends or takes.
+    pub max_message: usize,
+    /// The whole answer, for what this build does not read.
+    pub raw: Value,
+}
+
+/// Connects to graspd's ASA socket at `path`: the [`Grasp`] every ASA of
+/// this process can share.
+pub async fn connect(path: impl AsRef<Path>) -> Result<Grasp, ConnectError> {
+    Ok(Grasp::with_core(Remote::connect(path).await?))
+}
+
+type Waiter = oneshot::Sender<Result<Value, ApiError>>;
+
+/// graspd's GRASP core, over its ASA socket.
+#[derive(Debug)]
+pub struct Remote {
+    tx: mpsc::Sender<Frame>,
+    shared: Arc<Shared>,
+    hello: Hello,
+    limits: Limits,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    next_id: AtomicU64,
+    /// Callers waiting for their answer, by request id.
+    pending: Mutex<HashMap<u64, Waiter>>,
+    /// Negotiation listeners by subscription (the subscribe request's id).
+    listeners: Mutex<HashMap<u64, Listener>>,
+    /// The connection ended: calls fail at once.
+    gone: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    asa: AsaHandle,
+    name: String,
+    tx: mpsc::Sender<Incoming>,
+}
+
+impl Shared {
+    /// A request id not used before on this connection (never 0).
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gone() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unspec,
+        "graspd closed the ASA socket (is it still running?)",
+    )
+}
+
+impl Remote {
+    /// Connects and says hello.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Arc<Remote>, ConnectError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ConnectError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let framed = tokio_util::codec::Framed::new(stream, crate::codec(crate::DEFAULT_MAX_FRAME));
+        let (mut sink, source) = framed.split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if sink.send(Bytes::from(f.encode())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(read(source, shared.clone(), tx.clone()));
+        let mut remote = Remote {
+            tx,
+            shared,
+            hello: Hello {
+                version: 0,
+                max_frame: crate::DEFAULT_MAX_FRAME,
+                locator: None,
+                relay: false,
+                dull: false,
+                security: String::new(),
+                daemon: String::new(),
+                max_message: Limits::default().max_message_size,
+                raw: Value::Null,
+            },
+            limits: Limits::default(),
+        };
+        let refused = |error| ConnectError::Refused {
+            path: path.to_path_buf(),
+            error,
+        };
+        let raw = remote
+            .call(
+                "hello",
+                vec![
+                    ("versions", Value::Array(vec![form::uint(crate::VERSION)])),
+                    ("max_frame", form::uint(crate::DEFAULT_MAX_FRAME as u64)),
+                    (
+                        "client",
+                        Value::Text(format!("grasp-asa-api {}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                ],
+            )
+            .await
+            .map_err(refused)?;
+        remote.hello = hello_of(raw).map_err(refused)?;
+        remote.limits.max_message_size = remote.hello.max_message;
+        Ok(Arc::new(remote))
+    }
+
+    /// What graspd said in `hello`.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Calls `method` and waits for its answer. Dropping the future cancels
+    /// the call at graspd.
+    pub async fn call(&self, method: &str, params: Vec<(&str, Value)>) -> Result<Value, ApiError> {
+        self.call_as(self.next_id(), method, params).await
+    }
+
+    fn next_id(&self) -> u64 {
+        self.shared.next_id()
+    }
+
+    /// [`Remote::call`] with request id `id` (from [`Remote::next_id`]).
+    async fn call_as(
+        &self,
+        id: u64,
+        method: &str,
+        params: Vec<(&str, Value)>,
+    ) -> Result<Value, ApiError> {
+        if self.shared.gone.load(Ordering::SeqCst) {
+            return Err(gone());
+        }
+        let frame = Frame::Request {
+            id,
+            method: method.to_string(),
+            params: params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        // graspd closes a connection that sends it an oversized frame: say
+        // so here instead.
+        let size = frame.encode().len();
+        if size > self.hello.max_frame {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{method} would be a {size}-byte frame; graspd takes {}",
+                    self.hello.max_frame
+                ),
+            ));
+        }
+        let (wait, answer) = oneshot::channel();
+        lock(&self.shared.pending).insert(id, wait);
+        let mut outstanding = Outstanding {
+            id,
+            remote: self,
+            done: false,
+        };
+        if self.tx.send(frame).await.is_err() {
+            return Err(gone());
+        }
+        let r = answer.await.unwrap_or_else(|_| Err(gone()));
+        outstanding.done = true;
+        r
+    }
+
+    async fn done(&self, method: &str, params: Vec<(&str, Value)>) -> Result<(), ApiError> {
+        self.call(method, params).await.map(|_| ())
+    }
+
+    fn outcome(&self, v: &Value) -> Result<NegotiationOutcome, ApiError> {
+        let f = Fields::of(v, "the answer")?;
+        match f.text("outcome")?.as_str() {
+            "accepted" => Ok(NegotiationOutcome::Accepted),
+            "declined" => Ok(NegotiationOutcome::Declined {
+                reason: f.opt_text("reason")?,
+            }),
+            "step" => {
+                let (peer, identity) = match f.get("peer") {
+                    Some(_) => {
+                        let (p, id) = form::peer_of(&f.fields("peer")?, &self.limits)?;
+                        (Some(p), id)
+                    }
+                    None => (None, None),
+                };
+                Ok(NegotiationOutcome::Step {
+                    session: session_handle(f.u64("session")?),
+                    objective: f.objective("objective", &self.limits)?,
+                    peer,
+                    identity,
+                })
+            }
+            other => Err(protocol(format!("unknown negotiation outcome {other:?}"))),
+        }
+    }
+
+    fn forget_listeners(&self, keep: impl Fn(&Listener) -> bool) {
+        lock(&self.shared.listeners).retain(|_, l| keep(l));
+    }
+}
+
+/// A call under way; dropped before its answer, it is cancelled at graspd.
+struct Outstanding<'a> {
+    id: u64,
+    remote: &'a Remote,
+    done: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if !self.done && lock(&self.remote.shared.pending).remove(&self.id).is_some() {
+            let _ = self.remote.tx.try_send(Frame::Cancel { id: self.id });
+        }
+    }
+}
+
+fn protocol(detail: String) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unspec,
+        format!("graspd's answer is not the ASA protocol: {detail}"),
+    )
+}
+
+fn asa(h: AsaHandle) -> (&'static str, Value) {
+    ("asa", form::uint(h.0.into()))
+}
+
+/// graspd's session ids travel in the handle's channel field: an ASA never
+/// looks inside a handle.
+fn session_handle(id: u64) -> SessionHandle {
+    SessionHandle {
+        channel: ChannelId(id),
+        session_id: SessionId(0),
+    }
+}
+
+fn session(s: SessionHandle) -> (&'static str, Value) {
+    ("session", form::uint(s.channel.0))
+}
+
+fn hello_of(v: Value) -> Result<Hello, ApiError> {
+    let f = Fields::of(&v, "hello")?;
+    let node = f.fields("node")?;
+    let limits = f.fields("limits")?;
+    let lim = Limits::default();
+    Ok(Hello {
+        version: f.u64("version")?,
+        max_frame: usize::try_from(f.u64("max_frame")?).unwrap_or(usize::MAX),
+        locator: node.opt_locator("locator", &lim)?,
+        relay: node.opt_bool("relay")?.unwrap_or(false),
+        dull: node.opt_bool("dull")?.unwrap_or(false),
+        security: node.opt_text("security")?.unwrap_or_default(),
+        daemon: node.opt_text("daemon")?.unwrap_or_default(),
+        max_message: limits
+            .opt_u64("max_message")?
+            .and_then(|m| usize::try_from(m).ok())
+            .unwrap_or(lim.max_message_size),
+        raw: v.clone(),
+    })
+}
+
+/// The reader: answers to their callers, events to their listeners.
+async fn read<S>(mut source: S, shared: Arc<Shared>, tx: mpsc::Sender<Frame>)
+where
+    S: futures::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
+{
+    // Peers' requests are read with the largest limits; the daemon checked
+    // them against the node's already.
+    let lim = Limits::default();
+    while let Some(Ok(raw)) = source.next().await {
+        let frame = match Frame::decode(&raw) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "graspd sent what is not a frame; closing");
+                break;
+            }
+        };
+        match frame {
+            Frame::Response { id, err, result } => {
+                let waiter = lock(&shared.pending).remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(match err {
+                        None => Ok(result),
+                        Some(e) => Err(ApiError::from(e)),
+                    });
+                }
+            }
+            Frame::Event {
+                subscription: 0,
+                kind,
+                data,
+            } => {
+                let detail = match data {
+                    Value::Array(a) => a
+                        .last()
+                        .and_then(|d| d.as_text())
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => String::new(),
+                };
+                warn!(%kind, %detail, "graspd is closing the ASA connection");
+            }
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } if kind == "negotiation" => {
+                let incoming = Fields::of(&data, "event").and_then(|f| {
+                    let (peer, identity) = match f.get("peer") {
+                        Some(_) => {
+                            let (p, id) = form::peer_of(&f.fields("peer")?, &lim)?;
+                            (Some(p), id)
+                        }
+                        None => (None, None),
+                    };
+                    Ok(Incoming {
+                        session: session_handle(f.u64("session")?),
+                        objective: f.objective("objective", &lim)?,
+                        peer,
+                        identity,
+                    })
+                });
+                let incoming = match incoming {
+                    Ok(i) => i,
+                    Err(e) => {
+                        warn!(error = %e, "graspd sent a negotiation event this client cannot read");
+                        continue;
+                    }
+                };
+                let session = incoming.session;
+                let mut listeners = lock(&shared.listeners);
+                let Some(l) = listeners.get(&subscription) else {
+                    drop(listeners);
+                    // Its listener has just stopped.
+                    abort(&shared, &tx, session);
+                    continue;
+                };
+                match l.tx.try_send(incoming) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        debug!("negotiation listener full; the request is abandoned");
+                        drop(listeners);
+                        abort(&shared, &tx, session);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        // The listener was dropped: stop listening.
+                        listeners.remove(&subscription);
+                        drop(listeners);
+                        abort(&shared, &tx, session);
+                        let _ = tx.try_send(request(
+                            &shared,
+                            "unsubscribe",
+                            vec![("subscription", form::uint(subscription))],
+                        ));
+                    }
+                }
+            }
+            Frame::Event { kind, .. } => debug!(%kind, "event of a kind this client does not know"),
+            Frame::Request { .. } | Frame::Cancel { .. } => {
+                warn!("graspd sent a request; closing");
+                break;
+            }
+        }
+    }
+    shared.gone.store(true, Ordering::SeqCst);
+    for (_, w) in lock(&shared.pending).drain() {
+        let _ = w.send(Err(gone()));
+    }
+    lock(&shared.listeners).clear();
+}
+
+/// A request whose answer nobody waits for (no caller holds its id).
+fn request(shared: &Shared, method: &str, params: Vec<(&str, Value)>) -> Frame {
+    Frame::Request {
+        id: shared.next_id(),
+        method: method.to_string(),
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}
+
+/// Abandons session `s` at graspd (the peer sees its connection close).
+fn abort(shared: &Shared, tx: &mpsc::Sender<Frame>, s: SessionHandle) {
+    let _ = tx.try_send(request(shared, "abort_session", vec![session(s)]));
+}
+
+impl GraspCore for Remote {
+    fn stats(&self) -> Call<'_, (EngineStats, usize)> {
+        Box::pin(async {
+            Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "the engine's counters are graspd's: read them with `grasp stats`",
+            ))
+        })
+    }
+
+    fn register_asa(&self, name: String) -> Call<'_, AsaHandle> {
+        Box::pin(async move {
+            let v = self
+                .call("register_asa", vec![("name", Value::Text(name))])
+                .await?;
+            let h = Fields::of(&v, "the answer")?.u32("asa")?;
+            Ok(AsaHandle(h))
+        })
+    }
+
+    fn deregister_asa(&self, a: AsaHandle) -> Call<'_, ()> {
+        Box::pin(async move {
+            self.done("deregister_asa", vec![asa(a)]).await?;
+            self.forget_listeners(|l| l.asa != a);
+            Ok(())
+        })
+    }
+
+    fn register_objective(
+        &self,
+        a: AsaHandle,
+        objective: Objective,
+        options: RegisterOptions,
+    ) -> Call<'_, ()> {
+        Box::pin(async move {
+            let mut params = vec![asa(a), ("objective", form::objective(&objective))];
+            params.extend(form::register_options(&options));
+            self.done("register_objective", params).await
+        })
+    }
+
+    fn deregister_objective(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
+        Box::pin(async move {
+            self.done(
+                "deregister_objective",
+                vec![asa(a), ("name", Value::Text(name.clone()))],
+            )
+            .await?;
+            self.forget_listeners(|l| l.asa != a || l.name != name);
+            Ok(())
+        })
+    }
+
+    fn discover(
+        &self,
+        a: AsaHandle,
+        objective: Objective,
+        options: DiscoverOptions,
+    ) -> Call<'_, Vec<AsaLocator>> {
+        Box::pin(async move {
+            let mut params = vec![asa(a), ("objective", form::objective(&objective))];
+            params.extend(form::discover_options(&options));
+            let v = self.call("discover", params).await?;
+            let Value::Array(found) = v else {
+                return Err(protocol("discover answers an array".into()));
+            };
+            found
+                .iter()
+                .map(|l| form::asa_locator_of(&Fields::of(l, "locator")?, &self.limits))
+                .collect()
+        })
+    }
+
+    fn synchronize(
+        &self,
+        a: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, Objective> {
+        Box::pin(async move {
+            let mut params = vec![
+                asa(a),
+                ("objective", form::objective(&objective)),
+                ("timeout_ms", form::millis(timeout)),
+            ];
+            if let Some(p) = &peer {
+                params.push(("peer", form::asa_locator(p)));
+            }
+            let v = self.call("synchronize", params).await?;
+            let params = [("objective".to_string(), v)];
+            Fields::params(&params).objective("objective", &self.limits)
+        })
+    }
+
+    fn listen_synchronize(&self, a: AsaHandle, objective: Objective) -> Call<'_, ()> {
+        Box::pin(self.done(
+            "listen_synchronize",
+            vec![asa(a), ("objective", form::objective(&objective))],
+        ))
+    }
+
+    fn stop_synchronize(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
+        Box::pin(self.done(
+            "stop_synchronize",
+            vec![asa(a), ("name", Value::Text(name))],
+        ))
+    }
+
+    fn flood(&self, a: AsaHandle, ttl_ms: u32, tagged: Vec<TaggedObjective>) -> Call<'_, ()> {
+        Box::pin(self.done(
+            "flood",
+            vec![
+                asa(a),
+                ("ttl_ms", form::uint(ttl_ms.into())),
+                (
+                    "tagged",
+                    Value::Array(tagged.iter().map(form::tagged).collect()),
+                ),
+            ],
+        ))
+    }
+
+    fn get_flood(&self, a: AsaHandle, name: String) -> Call<'_, Vec<FloodEntry>> {
+        Box::pin(async move {
+            let v = self
+                .call("get_flood", vec![asa(a), ("name", Value::Text(name))])
+                .await?;
+            let Value::Array(entries) = v else {
+                return Err(protocol("get_flood answers an array".into()));
+            };
+            entries
+                .iter()
+                .map(|e| form::flood_entry_of(&Fields::of(e, "entry")?, &self.limits))
+                .collect()
+        })
+    }
+
+    fn expire_flood(&self, a: AsaHandle, entry: FloodEntry) -> Call<'_, ()> {
+        Box::pin(self.done(
+            "expire_flood",
+            vec![asa(a), ("entry", form::flood_entry(&entry))],
+        ))
+    }
+
+    fn request_negotiate(
+        &self,
+        a: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, NegotiationOutcome> {
+        Box::pin(async move {
+            let mut params = vec![
+                asa(a),
+                ("objective", form::objective(&objective)),
+                ("timeout_ms", form::millis(timeout)),
+            ];
+            if let Some(p) = &peer {
+                params.push(("peer", form::asa_locator(p)));
+            }
+            let v = self.call("request_negotiate", params).await?;
+            self.outcome(&v)
+        })
+    }
+
+    fn negotiate_step(
+        &self,
+        a: AsaHandle,
+        s: SessionHandle,
+        objective: Objective,
+        timeout: Duration,
+    ) -> Call<'_, NegotiationOutcome> {
+        Box::pin(async move {
+            let v = self
+                .call(
+                    "negotiate_step",
+                    vec![
+                        asa(a),
+                        session(s),
+                        ("objective", form::objective(&objective)),
+                        ("timeout_ms", form::millis(timeout)),
+                    ],
+                )
+                .await?;
+            self.outcome(&v)
+        })
+    }
+
+    fn negotiate_wait(&self, a: AsaHandle, s: SessionHandle, wait: Duration) -> Call<'_, ()> {
+        Box::pin(self.done(
+            "negotiate_wait",
+            vec![asa(a), session(s), ("wait_ms", form::millis(wait))],
+        ))
+    }
+
+    fn end_negotiate(
+        &self,
+        a: AsaHandle,
+        s: SessionHandle,
+        accept: bool,
+        reason: Option<String>,
+    ) -> Call<'_, ()> {
+        let mut params = vec![asa(a), session(s), ("accept", Value::Bool(accept))];
+        if let Some(r) = reason {
+            params.push(("reason", Value::Text(r)));
+        }
+        Box::pin(self.done("end_negotiate", params))
+    }
+
+    fn send_invalid(
+        &self,
+        a: AsaHandle,
+        s: SessionHandle,
+        info: Option<grasp_engine::wire::Value>,
+    ) -> Call<'_, ()> {
+        Box::pin(async move {
+            let mut params = vec![asa(a), session(s)];
+            if let Some(i) = info {
+                let v: Value = ciborium::de::from_reader(i.as_cbor())
+                    .map_err(|e| form::bad(format!("info is not CBOR: {e}")))?;
+                params.push(("info", v));
+            }
+            self.done("send_invalid", params).await
+        })
+    }
+
+    fn abort_session(&self, _asa: AsaHandle, s: SessionHandle) {
+        abort(&self.shared, &self.tx, s);
+    }
+
+    fn listen_negotiate(&self, a: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<Incoming>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
+            // A subscription's id is its request's, and graspd may push the
+            // first request before its answer: the listener is in place
+            // before the call.
+            let id = self.next_id();
+            lock(&self.shared.listeners).insert(
+                id,
+                Listener {
+                    asa: a,
+                    name: name.clone(),
+                    tx,
+                },
+            );
+            let params = vec![
+                asa(a),
+                ("kind", Value::Text("negotiation".into())),
+                ("name", Value::Text(name)),
+            ];
+            if let Err(e) = self.call_as(id, "subscribe", params).await {
+                lock(&self.shared.listeners).remove(&id);
+                return Err(e);
+            }
+            Ok(rx)
+        })
+    }
+
+    fn stop_negotiate(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
+        Box::pin(async move {
+            let r = self
+                .done(
+                    "stop_negotiate",
+                    vec![asa(a), ("name", Value::Text(name.clone()))],
+                )
+                .await;
+            self.forget_listeners(|l| l.asa != a || l.name != name);
+            r
+        })
+    }
+}
