@@ -1,20 +1,130 @@
 //! The example ASAs (`grasp_tools::asa`) over the in-memory fabric: what
-//! each promises in its documentation.
+//! each promises in its documentation, from one source both ways: linked
+//! to each node's engine, and as clients of each node's ASA socket
+//! (`grasp_asa_api::client`, issue 12).
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use grasp_engine::Grasp;
+use grasp_tools::api::{serve, Core, NodeFacts};
 use grasp_tools::asa::{briggs_gray, brski, prefix_manager, Transcript};
+use grasp_tools::socket::SocketGuard;
 
-fn line(n: usize) -> Vec<Grasp> {
-    grasp_tools::asa::fabric_line(n, 42)
+/// How the ASAs reach their node's GRASP core.
+#[derive(Clone, Copy, Debug)]
+enum Reach {
+    /// The engine in the ASA's process.
+    InProcess,
+    /// The node's ASA socket (the ASA a separate client).
+    Socket,
+}
+
+/// A line of nodes, as the ASAs reach them.
+struct Line {
+    nodes: Vec<Grasp>,
+    /// The sockets' counters (none in process).
+    stats: Vec<Arc<grasp_tools::api::Stats>>,
+    _sockets: Vec<SocketGuard>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Line {
+    type Target = [Grasp];
+    fn deref(&self) -> &[Grasp] {
+        &self.nodes
+    }
+}
+
+async fn line(n: usize, reach: Reach) -> Line {
+    let nodes = grasp_tools::asa::fabric_nodes(n, 42);
+    let Reach::Socket = reach else {
+        return Line {
+            nodes: nodes.into_iter().map(|(_, g)| g).collect(),
+            stats: Vec::new(),
+            _sockets: Vec::new(),
+            _dir: None,
+        };
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut remote, mut sockets, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (transport, grasp)) in nodes.into_iter().enumerate() {
+        let path = dir.path().join(format!("api-{i}.sock"));
+        let core = Core {
+            grasp,
+            facts: NodeFacts {
+                transport,
+                relay: i > 0 && i + 1 < n,
+                dull: false,
+            },
+            limits: Default::default(),
+            stats: Default::default(),
+        };
+        stats.push(core.stats.clone());
+        sockets.push(serve(&path, core).unwrap());
+        remote.push(grasp_asa_api::client::connect(&path).await.unwrap());
+    }
+    Line {
+        nodes: remote,
+        stats,
+        _sockets: sockets,
+        _dir: Some(dir),
+    }
+}
+
+impl Line {
+    /// Through sockets, the ASAs' calls were answered there.
+    fn calls_answered_by_sockets(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stats
+            .iter()
+            .map(|s| s.calls.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Asserts that the calls went where `reach` says.
+fn went(reach: Reach, nodes: &Line) {
+    let calls = nodes.calls_answered_by_sockets();
+    match reach {
+        Reach::InProcess => assert_eq!(calls, 0),
+        Reach::Socket => assert!(calls > 10, "{calls} calls through the sockets"),
+    }
 }
 
 #[tokio::test]
-async fn briggs_and_gray_do_everything_they_say() {
-    let nodes = line(3);
+async fn briggs_and_gray_linked_in() {
+    briggs_and_gray_do_everything_they_say(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn briggs_and_gray_through_the_asa_socket() {
+    briggs_and_gray_do_everything_they_say(Reach::Socket).await;
+}
+
+#[tokio::test]
+async fn the_prefix_manager_linked_in() {
+    the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn the_prefix_manager_through_the_asa_socket() {
+    the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do(Reach::Socket).await;
+}
+
+#[tokio::test]
+async fn brski_linked_in() {
+    brski_announcements_carry_rfc_8995_spellings_and_scopes(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn brski_through_the_asa_socket() {
+    brski_announcements_carry_rfc_8995_spellings_and_scopes(Reach::Socket).await;
+}
+
+async fn briggs_and_gray_do_everything_they_say(reach: Reach) {
+    let nodes = line(3, reach).await;
     let t = Arc::new(Transcript::new(true));
     let bank = briggs_gray::briggs(&nodes[2], 1, Duration::from_millis(200), t.clone())
         .await
@@ -54,11 +164,11 @@ async fn briggs_and_gray_do_everything_they_say() {
         "Briggs asks for time now and then"
     );
     bank.abort();
+    went(reach, &nodes);
 }
 
-#[tokio::test]
-async fn the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do() {
-    let nodes = line(3);
+async fn the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do(reach: Reach) {
+    let nodes = line(3, reach).await;
     let t = Arc::new(Transcript::new(true));
     let base = Ipv6Addr::new(0xfd00, 5, 0, 0, 0, 0, 0, 0);
     let (task, delegated) =
@@ -96,7 +206,7 @@ async fn the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do() {
     task.abort();
 
     // A pool too small for the role: declined, nothing delegated.
-    let nodes = line(2);
+    let nodes = line(2, reach).await;
     let (task, delegated) =
         prefix_manager::delegator(&nodes[1], base, 40, Duration::from_millis(200), t.clone())
             .await
@@ -107,6 +217,7 @@ async fn the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do() {
     assert_eq!(p, None, "a /34 cannot come from a /40");
     assert!(t.lines().iter().any(|l| l.what.contains("pool empty")));
     assert!(delegated.lock().unwrap().is_empty());
+    went(reach, &nodes);
     // A role not in the parameters asks for nothing.
     assert_eq!(
         prefix_manager::requester(&nodes[0], "XYZ", Duration::from_secs(3), &t)
@@ -117,9 +228,8 @@ async fn the_prefix_manager_delegates_by_role_and_declines_what_it_cannot_do() {
     task.abort();
 }
 
-#[tokio::test]
-async fn brski_announcements_carry_rfc_8995_spellings_and_scopes() {
-    let nodes = line(3);
+async fn brski_announcements_carry_rfc_8995_spellings_and_scopes(reach: Reach) {
+    let nodes = line(3, reach).await;
     let t = Arc::new(Transcript::new(true));
     let registrar: Ipv6Addr = "fd00:fab::3".parse().unwrap();
     let r = brski::announce(
@@ -157,7 +267,7 @@ async fn brski_announcements_carry_rfc_8995_spellings_and_scopes() {
     assert_eq!(value, "");
     // ...and N2's other neighbour does not relay it further: N3 is the
     // proxy's neighbour too, so check a node two links from the proxy.
-    let far = line(4);
+    let far = line(4, reach).await;
     let p2 = brski::announce(
         &far[0],
         brski::proxy_flood(proxy_ll, 4443),
@@ -180,4 +290,6 @@ async fn brski_announcements_carry_rfc_8995_spellings_and_scopes() {
     for task in [r, p, p2] {
         task.abort();
     }
+    went(reach, &nodes);
+    went(reach, &far);
 }

@@ -169,6 +169,18 @@ pub fn ms(d: Duration) -> String {
 /// secured, so negotiation and synchronization run. For the examples and
 /// their tests: no root, no network.
 pub fn fabric_line(n: usize, seed: u64) -> Vec<grasp_engine::Grasp> {
+    fabric_nodes(n, seed).into_iter().map(|(_, g)| g).collect()
+}
+
+/// [`fabric_line`] with each node's transport (what graspd's ASA socket
+/// says of the node), for serving the nodes to ASAs in other processes.
+pub fn fabric_nodes(
+    n: usize,
+    seed: u64,
+) -> Vec<(
+    std::sync::Arc<dyn grasp_engine::transport::AcpTransport>,
+    grasp_engine::Grasp,
+)> {
     use grasp_acp::fabric::{Fabric, LinkConfig};
     let f = Fabric::new(seed);
     let cfg = LinkConfig {
@@ -190,7 +202,12 @@ pub fn fabric_line(n: usize, seed: u64) -> Vec<grasp_engine::Grasp> {
                 b = b.attach(&links[i]);
             }
             let (t, inbound) = b.bind();
-            grasp_engine::Grasp::start(t, inbound, grasp_engine::proto::Config::default())
+            let g = grasp_engine::Grasp::start(
+                t.clone(),
+                inbound,
+                grasp_engine::proto::Config::default(),
+            );
+            (t as std::sync::Arc<dyn grasp_engine::transport::AcpTransport>, g)
         })
         .collect()
 }
