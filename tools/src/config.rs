@@ -295,6 +295,25 @@ pub struct NodeArgs {
     pub ca: Option<PathBuf>,
 }
 
+impl NodeArgs {
+    /// Whether any flag describes a node (a configuration file, a backend,
+    /// interfaces, keys): then `grasp` runs that node rather than a
+    /// graspd's found at the default socket.
+    pub fn names_a_node(&self) -> bool {
+        self.config.is_some()
+            || self.security.is_some()
+            || !self.interfaces.is_empty()
+            || self.port.is_some()
+            || self.listen_self
+            || self.dull
+            || self.key_file.is_some()
+            || self.password.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.ca.is_some()
+    }
+}
+
 /// A value a node serves, from `[[serve]]` in the file.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {

@@ -568,10 +568,13 @@ pub async fn serve_objectives(
     Ok(tasks)
 }
 
-/// Starts the built-in ASAs `names` (see [`crate::config::BUILTIN_ASAS`])
-/// on `node`, logging what they do. Returns their tasks.
+/// Starts the example ASAs `names` (see [`crate::config::BUILTIN_ASAS`])
+/// on `grasp` (graspd's own engine, or a graspd's ASA socket for
+/// `grasp-asa`), logging what they do; `addr` is the node's address (the
+/// BRSKI registrar's). Returns their tasks.
 pub async fn run_asas(
-    node: &Node,
+    grasp: &grasp_engine::Grasp,
+    addr: std::net::Ipv6Addr,
     names: &[String],
     reach: u8,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
@@ -582,7 +585,7 @@ pub async fn run_asas(
         match name.as_str() {
             "briggs" => tasks.push(
                 briggs_gray::briggs_with(
-                    &node.grasp,
+                    grasp,
                     rand::random(),
                     std::time::Duration::from_secs(2),
                     reach,
@@ -592,7 +595,7 @@ pub async fn run_asas(
             ),
             "pfx-delegator" => {
                 let (task, _) = prefix_manager::delegator(
-                    &node.grasp,
+                    grasp,
                     std::net::Ipv6Addr::new(0xfd00, 5, 0, 0, 0, 0, 0, 0),
                     32,
                     std::time::Duration::from_secs(60),
@@ -602,13 +605,9 @@ pub async fn run_asas(
                 tasks.push(task);
             }
             "brski-registrar" => {
-                let addr = match node.transport.node_locator() {
-                    grasp_engine::wire::Locator::Ipv6 { addr, .. } => addr,
-                    _ => std::net::Ipv6Addr::LOCALHOST,
-                };
                 tasks.push(
                     brski::announce(
-                        &node.grasp,
+                        grasp,
                         brski::registrar_flood(addr, 8443),
                         std::time::Duration::from_secs(60),
                         t.clone(),
@@ -616,7 +615,12 @@ pub async fn run_asas(
                     .await?,
                 );
             }
-            other => warn!(asa = other, "unknown built-in ASA; ignored"),
+            other => {
+                return Err(grasp_engine::ApiError::new(
+                    grasp_engine::ErrorCode::BadRequest,
+                    format!("{other:?} is not an example ASA (see graspd --check-config)"),
+                ))
+            }
         }
         info!(asa = %name, "built-in ASA started");
     }

@@ -119,6 +119,8 @@ struct Shared {
     listeners: Mutex<HashMap<u64, Listener>>,
     /// The connection ended: calls fail at once.
     gone: std::sync::atomic::AtomicBool,
+    /// Woken when the connection ends.
+    closed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -205,6 +207,17 @@ impl Remote {
         remote.hello = hello_of(raw).map_err(refused)?;
         remote.limits.max_message_size = remote.hello.max_message;
         Ok(Arc::new(remote))
+    }
+
+    /// Resolves when the connection to graspd has ended (graspd stopped
+    /// or closed it); every call fails from then on.
+    pub async fn closed(&self) {
+        let wait = self.shared.closed.notified();
+        tokio::pin!(wait);
+        wait.as_mut().enable();
+        if !self.shared.gone.load(Ordering::SeqCst) {
+            wait.await;
+        }
     }
 
     /// What graspd said in `hello`.
@@ -466,6 +479,7 @@ where
         }
     }
     shared.gone.store(true, Ordering::SeqCst);
+    shared.closed.notify_waiters();
     for (_, w) in lock(&shared.pending).drain() {
         let _ = w.send(Err(gone()));
     }

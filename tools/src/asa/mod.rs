@@ -207,7 +207,10 @@ pub fn fabric_nodes(
                 inbound,
                 grasp_engine::proto::Config::default(),
             );
-            (t as std::sync::Arc<dyn grasp_engine::transport::AcpTransport>, g)
+            (
+                t as std::sync::Arc<dyn grasp_engine::transport::AcpTransport>,
+                g,
+            )
         })
         .collect()
 }

@@ -1,6 +1,11 @@
-//! grasp: a dig for GRASP. Each command runs its own short-lived GRASP node
-//! (same backend flags and configuration file as graspd), does one thing,
-//! prints the result and exits.
+//! grasp: a dig for GRASP. Each command does one thing, prints the result
+//! and exits. Like dig with the system's resolver, it uses a running
+//! graspd's GRASP core (its node, cache and keys) through graspd's ASA
+//! socket when one is given (`--api SOCKET` or `GRASP_API_SOCKET`), or
+//! found at the default path (`/run/graspd/api.sock`) while no node flags
+//! are given; otherwise (or with `--no-api`) it runs a short-lived node of
+//! its own, with the same backend flags and configuration file as graspd.
+//! `watch` always listens for itself.
 //!
 //! ```text
 //! grasp --security none -i eth0 discover EX.demo
@@ -11,6 +16,7 @@
 //! grasp --key-file domain.key listen-negotiate EX.price --counter '["NZD", 90]'
 //! grasp --key-file domain.key serve-sync EX.demo '{"a": 1}' --seconds 60
 //! grasp --key-file domain.key watch --seconds 30
+//! grasp --api /run/graspd/api.sock discover EX.demo   # through a running graspd
 //! grasp decode 8304...            # or a capture: grasp decode trace.pcap [--key-file K]
 //! grasp stats                    # graspd's counters (--control /run/graspd/graspd.sock)
 //! ```
@@ -28,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use grasp_asa_api::client::{Remote, DEFAULT_SOCKET};
 use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::Inbound;
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
@@ -53,6 +60,19 @@ struct Args {
     /// How long to wait for answers, ms.
     #[arg(long, global = true, default_value_t = 2000)]
     timeout_ms: u64,
+    /// Use the running graspd behind this ASA socket instead of a node of
+    /// our own.
+    #[arg(
+        long,
+        global = true,
+        env = "GRASP_API_SOCKET",
+        conflicts_with = "no_api"
+    )]
+    api: Option<std::path::PathBuf>,
+    /// Run a node of our own even when a graspd's ASA socket is at the
+    /// default path.
+    #[arg(long, global = true)]
+    no_api: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -256,6 +276,14 @@ async fn run(args: &Args) -> Result<Outcome> {
         } => Some(parse_value(c)?),
         _ => None,
     };
+    let timeout = Duration::from_millis(args.timeout_ms);
+    if !matches!(args.cmd, Cmd::Watch { .. }) {
+        if let Some(daemon) = daemon(args).await? {
+            let locator = daemon.hello().locator.clone();
+            let grasp = grasp_engine::Grasp::with_core(daemon);
+            return command(args, &grasp, locator, value, timeout).await;
+        }
+    }
     let mut cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
     if cfg.dull {
         // DULL allows only listed objectives: this command's.
@@ -271,12 +299,48 @@ async fn run(args: &Args) -> Result<Outcome> {
         };
         cfg.dull_objectives.extend(name);
     }
-    let timeout = Duration::from_millis(args.timeout_ms);
     if let Cmd::Watch { seconds } = &args.cmd {
         return watch(&cfg, *seconds, args.json).await;
     }
     let node = Node::start(&cfg).await?;
-    let asa = node.grasp.register_asa("grasp-cli").await.map_err(api)?;
+    let locator = Some(node.transport.node_locator());
+    command(args, &node.grasp, locator, value, timeout).await
+}
+
+/// The running graspd to use, if any: `--api` (or `GRASP_API_SOCKET`) must
+/// answer; the default path is used when it answers and no node flags were
+/// given.
+async fn daemon(args: &Args) -> Result<Option<std::sync::Arc<Remote>>> {
+    if let Some(p) = &args.api {
+        return Ok(Some(Remote::connect(p).await?));
+    }
+    if args.no_api || args.node.names_a_node() {
+        return Ok(None);
+    }
+    let p = std::path::Path::new(DEFAULT_SOCKET);
+    if !p.exists() {
+        return Ok(None);
+    }
+    match Remote::connect(p).await {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            tracing::info!(error = %e, "no graspd at the default ASA socket; using a node of our own");
+            Ok(None)
+        }
+    }
+}
+
+/// Runs the command on `grasp` (our own node's or a graspd's), whose node
+/// is at `locator`.
+async fn command(
+    args: &Args,
+    grasp: &grasp_engine::Grasp,
+    locator: Option<Locator>,
+    value: Option<Value>,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let at = locator.map_or_else(|| "graspd's node".to_string(), |l| l.to_string());
+    let asa = grasp.register_asa("grasp-cli").await.map_err(api)?;
     let sync_flags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
     let neg_flags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG
     match &args.cmd {
@@ -449,13 +513,15 @@ async fn run(args: &Args) -> Result<Outcome> {
             asa.listen_synchronize(&o).await.map_err(api)?;
             if !args.json {
                 grasp_tools::outln!(
-                    "serving {objective} = {} at {} (Ctrl-C to stop)",
+                    "serving {objective} = {} at {at} (Ctrl-C to stop)",
                     o.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                    node.transport.node_locator()
                 );
             }
             wait_or_interrupt(*seconds).await;
-            let (s, _) = node.grasp.stats().await.map_err(api)?;
+            // A graspd's counters are its own (`grasp stats`): none here.
+            let Ok((s, _)) = grasp.stats().await else {
+                return Ok(Outcome::Ok);
+            };
             let served = s.received.get("M_REQ_SYN");
             if args.json {
                 grasp_tools::outln!(
@@ -480,8 +546,7 @@ async fn run(args: &Args) -> Result<Outcome> {
             let listener = asa.listen_negotiate(objective).await.map_err(api)?;
             if !args.json {
                 grasp_tools::outln!(
-                    "answering negotiations for {objective} at {} (Ctrl-C to stop)",
-                    node.transport.node_locator()
+                    "answering negotiations for {objective} at {at} (Ctrl-C to stop)"
                 );
             }
             let serve = async {

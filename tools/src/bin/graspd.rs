@@ -161,7 +161,11 @@ async fn run(cfg: NodeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let asas = match run_asas(&node, &cfg.asas, cfg.asa_loop_count).await {
+    let addr = match node.transport.node_locator() {
+        grasp_engine::wire::Locator::Ipv6 { addr, .. } => addr,
+        _ => std::net::Ipv6Addr::LOCALHOST,
+    };
+    let asas = match run_asas(&node.grasp, addr, &cfg.asas, cfg.asa_loop_count).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("graspd: cannot start the configured ASAs: {e}");

@@ -12,6 +12,7 @@ use grasp_tests::netns::Netns;
 
 pub(crate) const GRASPD: &str = env!("CARGO_BIN_EXE_graspd");
 pub(crate) const GRASP: &str = env!("CARGO_BIN_EXE_grasp");
+pub(crate) const GRASP_ASA: &str = env!("CARGO_BIN_EXE_grasp-asa");
 
 pub(crate) fn cmd(ns: &Netns, bin: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
@@ -19,6 +20,7 @@ pub(crate) fn cmd(ns: &Netns, bin: &str, args: &[&str]) -> Command {
         .args(args)
         .env_remove("GRASP_QUADS_PASSWORD")
         .env_remove("GRASP_CONFIG")
+        .env_remove("GRASP_API_SOCKET")
         .env_remove("RUST_LOG");
     c
 }
