@@ -217,6 +217,73 @@ struct ControlFile {
 #[serde(deny_unknown_fields, default)]
 struct ApiFile {
     socket: Option<PathBuf>,
+    open: Option<bool>,
+    allow: Vec<AllowFile>,
+}
+
+/// One `[[api.allow]]` rule, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AllowFile {
+    user: Option<String>,
+    group: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    asas: Vec<String>,
+    own: Vec<String>,
+    read: Vec<String>,
+}
+
+impl AllowFile {
+    fn rule(self, i: usize) -> Result<crate::api::policy::Rule, ConfigError> {
+        use crate::api::policy::{Names, Rule, Who};
+        use nix::unistd::{Group, User};
+        let setting = format!("api.allow[{i}]");
+        let who = match (self.user, self.group, self.uid, self.gid) {
+            (Some(name), None, None, None) => match User::from_name(&name) {
+                Ok(Some(u)) => Who::User {
+                    uid: u.uid.as_raw(),
+                    name,
+                },
+                _ => return Err(invalid(setting, format!("no user {name:?} on this system"))),
+            },
+            (None, Some(name), None, None) => match Group::from_name(&name) {
+                Ok(Some(g)) => Who::Group {
+                    gid: g.gid.as_raw(),
+                    name,
+                },
+                _ => {
+                    return Err(invalid(
+                        setting,
+                        format!("no group {name:?} on this system"),
+                    ))
+                }
+            },
+            (None, None, Some(uid), None) => Who::User {
+                uid,
+                name: uid.to_string(),
+            },
+            (None, None, None, Some(gid)) => Who::Group {
+                gid,
+                name: gid.to_string(),
+            },
+            _ => {
+                return Err(invalid(
+                    setting,
+                    "name exactly one of user, group, uid or gid",
+                ))
+            }
+        };
+        let names = |key: &str, v: Vec<String>| {
+            Names::new(v).map_err(|why| invalid(format!("{setting}.{key}"), why))
+        };
+        Ok(Rule {
+            who,
+            asas: names("asas", self.asas)?,
+            own: names("own", self.own)?,
+            read: names("read", self.read)?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +457,8 @@ pub struct NodeConfig {
     /// The ASA socket (`[api] socket`): ASAs in other processes use this
     /// node through it (`grasp_tools::api`).
     pub api_socket: Option<PathBuf>,
+    /// Who may do what on it (`[api] open`, `[[api.allow]]`).
+    pub api_policy: crate::api::policy::Policy,
     /// Objectives served.
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
@@ -422,7 +491,7 @@ impl NodeConfig {
     /// Reads the file named in `args` (if any), applies the flags and
     /// checks the result (files exist, keys are private, values parse).
     pub fn resolve(args: &NodeArgs, daemon: &DaemonOverrides) -> Result<NodeConfig, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
@@ -458,6 +527,20 @@ impl NodeConfig {
             return Err(invalid(
                 "interfaces",
                 "a DULL instance runs on exactly one interface; run one graspd --dull per link",
+            ));
+        }
+        let api_policy = crate::api::policy::Policy {
+            open: file.api.open.unwrap_or(false),
+            rules: std::mem::take(&mut file.api.allow)
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.rule(i))
+                .collect::<Result<_, _>>()?,
+        };
+        if file.api.socket.is_none() && (api_policy.open || !api_policy.rules.is_empty()) {
+            return Err(invalid(
+                "api",
+                "a policy without a socket: set [api] socket = \"/run/graspd/api.sock\"",
             ));
         }
         let quads = if security == SecurityChoice::Quads {
@@ -545,6 +628,7 @@ impl NodeConfig {
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             control: daemon.control.clone().or(file.control.socket),
             api_socket: file.api.socket,
+            api_policy,
             dull_objectives: file
                 .dull_objectives
                 .iter()
@@ -692,8 +776,10 @@ impl NodeConfig {
             self.api_socket
                 .as_ref()
                 .map_or("none (only built-in ASAs)".into(), |p| format!(
-                    "{} (mode 0600: ASA processes of this user and root; first slice of issue 12)",
-                    p.display()
+                    "{} (mode {:o}): {}",
+                    p.display(),
+                    crate::api::socket_mode(&self.api_policy),
+                    self.api_policy.explain()
                 ))
         );
         o

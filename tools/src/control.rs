@@ -24,7 +24,7 @@ const MAX_REQUEST: u64 = 64;
 /// the returned guard is dropped (which also removes the socket file).
 pub fn serve(path: &Path, node: Arc<Node>) -> std::io::Result<SocketGuard> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    crate::socket::serve_private(path, "control path", move |s| {
+    crate::socket::serve_unix(path, "control path", 0o600, move |s| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!("control client refused: too many at once");
             return;

@@ -1,5 +1,5 @@
 //! graspd's Unix sockets (the control socket and the ASA socket): bound
-//! private (mode 0600) over a stale socket of a previous run, served by one
+//! with their mode over a stale socket of a previous run, served by one
 //! task, removed when their guard is dropped.
 
 use std::path::{Path, PathBuf};
@@ -8,9 +8,15 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 
 /// Binds `path` (replacing a stale socket there, refusing anything else),
-/// mode 0600, and runs `each` for every connection until the returned
-/// guard is dropped. `setting` names the configuration key, for the error.
-pub fn serve_private<F>(path: &Path, setting: &str, mut each: F) -> std::io::Result<SocketGuard>
+/// with permissions `mode` (0600: graspd's user and root only), and runs
+/// `each` for every connection until the returned guard is dropped.
+/// `setting` names the configuration key, for the error.
+pub fn serve_unix<F>(
+    path: &Path,
+    setting: &str,
+    mode: u32,
+    mut each: F,
+) -> std::io::Result<SocketGuard>
 where
     F: FnMut(UnixStream) + Send + 'static,
 {
@@ -27,7 +33,7 @@ where
     }
     let listener = UnixListener::bind(path)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {

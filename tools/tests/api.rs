@@ -16,6 +16,7 @@ use grasp_engine::proto::{Config, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
 use grasp_engine::Grasp;
+use grasp_tools::api::policy::Grants;
 use grasp_tools::api::{connection, Core, Limits as ApiLimits, NodeFacts};
 use tokio::net::UnixStream;
 
@@ -56,6 +57,7 @@ fn line() -> (Core, Grasp) {
             },
             limits: ApiLimits::default(),
             stats: Default::default(),
+            policy: Default::default(),
         },
         g3,
     )
@@ -64,7 +66,7 @@ fn line() -> (Core, Grasp) {
 /// A client of a connection served in this process.
 fn client(core: Core) -> Client {
     let (a, b) = UnixStream::pair().unwrap();
-    tokio::spawn(connection(b, core));
+    tokio::spawn(connection(b, core, Grants::everything("the test")));
     Client::new(a)
 }
 
@@ -738,4 +740,142 @@ async fn negotiation_requests_arrive_as_events() {
         "flood subscriptions are not served yet"
     );
     assert_eq!(stats.events.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+/// The policy, per method and per objective: a user with a rule may do
+/// what it grants and nothing else; a user without one may do nothing;
+/// each refusal says notAuthorized (102) and is counted.
+#[tokio::test]
+async fn the_policy_refuses_what_no_rule_grants() {
+    use grasp_tools::api::policy::{Names, Peer, Policy, Rule, Who};
+    let (mut core, _n3) = line();
+    let names = |v: &[&str]| Names::new(v.iter().map(|s| s.to_string()).collect()).unwrap();
+    core.policy = std::sync::Arc::new(Policy {
+        open: false,
+        rules: vec![Rule {
+            who: Who::User {
+                uid: 1000,
+                name: "alice".into(),
+            },
+            asas: names(&["alice-*"]),
+            own: names(&["EX.alice"]),
+            read: names(&["EX.pub*"]),
+        }],
+    });
+    let peer = |uid| Peer {
+        uid,
+        gid: uid,
+        pid: None,
+        groups: Vec::new(),
+    };
+    let as_user = |uid| {
+        let (a, b) = UnixStream::pair().unwrap();
+        let grants = core.policy.grants(Some(&peer(uid)), 4242);
+        tokio::spawn(connection(b, core.clone(), grants));
+        Client::new(a)
+    };
+    let mut alice = as_user(1000);
+    alice.hello().await;
+    assert_eq!(
+        alice
+            .call("register_asa", vec![("name", "bob".into())])
+            .await,
+        Err(102)
+    );
+    let asa = alice.register_asa("alice-1").await;
+    let mine = obj(&Objective::new("EX.alice", SYNCH).with_value(1));
+    let other = obj(&Objective::new("EX.other", SYNCH).with_value(1));
+    let public = obj(&Objective::new("EX.public", SYNCH));
+    let tagged = |o: &Value| Value::Array(vec![Value::Map(vec![("objective".into(), o.clone())])]);
+    let entry = |o: &Value| {
+        Value::Map(vec![
+            ("objective".into(), o.clone()),
+            ("initiator".into(), Value::Bytes(vec![0; 16])),
+        ])
+    };
+    let calls = |o: &Value, name: &str| -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
+        let a = asa.clone();
+        vec![
+            (
+                "register_objective",
+                vec![("asa", a.clone()), ("objective", o.clone())],
+            ),
+            (
+                "listen_synchronize",
+                vec![("asa", a.clone()), ("objective", o.clone())],
+            ),
+            (
+                "flood",
+                vec![
+                    ("asa", a.clone()),
+                    ("ttl_ms", 1000.into()),
+                    ("tagged", tagged(o)),
+                ],
+            ),
+            (
+                "expire_flood",
+                vec![("asa", a.clone()), ("entry", entry(o))],
+            ),
+            (
+                "request_negotiate",
+                vec![
+                    ("asa", a.clone()),
+                    ("objective", o.clone()),
+                    ("timeout_ms", 100.into()),
+                ],
+            ),
+            (
+                "subscribe",
+                vec![
+                    ("asa", a.clone()),
+                    ("kind", "negotiation".into()),
+                    ("name", name.into()),
+                ],
+            ),
+            (
+                "discover",
+                vec![
+                    ("asa", a.clone()),
+                    ("objective", o.clone()),
+                    ("timeout_ms", 100.into()),
+                ],
+            ),
+            (
+                "synchronize",
+                vec![
+                    ("asa", a.clone()),
+                    ("objective", o.clone()),
+                    ("timeout_ms", 100.into()),
+                ],
+            ),
+            ("get_flood", vec![("asa", a.clone()), ("name", name.into())]),
+        ]
+    };
+    // Not hers: every call refused, before anything is done.
+    let refused = calls(&other, "EX.other");
+    for (m, params) in refused.clone() {
+        assert_eq!(alice.call(m, params).await, Err(102), "{m} of EX.other");
+    }
+    // Hers: none refused (they may fail for other reasons: nobody answers).
+    for (m, params) in calls(&mine, "EX.alice") {
+        let r = alice.call(m, params).await;
+        assert_ne!(r, Err(102), "{m} of EX.alice");
+    }
+    // Public: read, not owned.
+    for (m, params) in calls(&public, "EX.public") {
+        let r = alice.call(m, params).await;
+        let reads = ["discover", "synchronize", "get_flood"].contains(&m);
+        assert_eq!(r == Err(102), !reads, "{m} of EX.public: {r:?}");
+    }
+    // A user without a rule may not even register an ASA.
+    let mut mallory = as_user(1001);
+    mallory.hello().await;
+    assert_eq!(
+        mallory
+            .call("register_asa", vec![("name", "alice-2".into())])
+            .await,
+        Err(102)
+    );
+    let denied = core.stats.denied.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(denied, 1 + refused.len() as u64 + 6 + 1);
 }

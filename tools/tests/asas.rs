@@ -60,6 +60,7 @@ async fn line(n: usize, reach: Reach) -> Line {
             },
             limits: Default::default(),
             stats: Default::default(),
+            policy: Default::default(),
         };
         stats.push(core.stats.clone());
         sockets.push(serve(&path, core).unwrap());

@@ -262,3 +262,70 @@ fn an_asa_process_serves_through_graspds_socket() {
     }
     assert!(gone, "EX.remote is still served after its ASA left");
 }
+
+/// The policy against a real client's credentials (SO_PEERCRED): `grasp`
+/// run as nobody may read what its rule grants and nothing more; root may
+/// do everything; `--check-config` explains it; refusals are counted.
+#[test]
+fn the_policy_holds_against_another_users_credentials() {
+    if Lab::skip_loudly("the_policy_holds_against_another_users_credentials") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut lab = Lab::new();
+    let (_a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // nobody must reach the socket through the directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let api = dir.path().join("api.sock");
+    let (conf, control) = daemon_config(
+        dir.path(),
+        "b",
+        &format!(
+            "security = \"none\"\ninterfaces = [\"ba0\"]\n[api]\nsocket = \"{}\"\n\
+             [[api.allow]]\nuid = 65534\nasas = [\"grasp-cli\"]\nread = [\"EX.pub*\"]",
+            api.display()
+        ),
+    );
+    let o = check_config(&b, &conf);
+    assert!(
+        text(&o).contains("mode 666")
+            && text(&o)
+                .contains("user 65534 (uid 65534): ASAs grasp-cli; owns nothing; reads EX.pub*"),
+        "{}",
+        text(&o)
+    );
+    let _d = start_graspd(&b, &conf, &control, &dir.path().join("b.log"));
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new(GRASP)
+            .args(["--api", api.to_str().unwrap(), "--timeout-ms", "300"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&["discover", "EX.secret"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("may not read"), "{}", text(&o));
+    let o = as_nobody(&["flood", "EX.pub", "1"]);
+    assert!(text(&o).contains("may not own"), "{}", text(&o));
+    let o = as_nobody(&["discover", "EX.pub"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "allowed, nobody answers: {}",
+        text(&o)
+    );
+    // Root may do everything.
+    let o = grasp_via(&b, &api, &["--timeout-ms", "300", "discover", "EX.secret"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let st = run(
+        &b,
+        GRASP,
+        &["stats", "--control", control.to_str().unwrap()],
+    );
+    assert!(text(&st).contains("\"denied\": 2"), "{}", text(&st));
+}

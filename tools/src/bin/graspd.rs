@@ -143,6 +143,7 @@ async fn run(cfg: NodeConfig) -> ExitCode {
                 },
                 limits: grasp_tools::api::Limits::default(),
                 stats: node.api_stats.clone(),
+                policy: Arc::new(cfg.api_policy.clone()),
             };
             match grasp_tools::api::serve(p, core) {
                 Ok(g) => Some(g),

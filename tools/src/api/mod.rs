@@ -3,14 +3,17 @@
 //! its own. The protocol is `tools/asa-api/asa-protocol.cddl`; frames and
 //! envelopes come from `grasp_asa_api`.
 //!
-//! This first slice serves `hello`, ASA and objective registration,
-//! discovery, synchronization (and listening for it), flooding and
-//! negotiation (request, step, wait, end, send_invalid, listen, stop).
-//! `expire_flood` and negotiation subscriptions (requests as events) too.
-//! Flood subscriptions, streamed discovery, the raw channel, `dump` and the
-//! authorization policy are still to come: those methods
-//! answer `unsupported`, and until the policy exists the socket is mode
-//! 0600, so only graspd's own user (and root) can connect.
+//! It serves `hello`, ASA and objective registration, discovery,
+//! synchronization (and listening for it), flooding (flood, get_flood,
+//! expire_flood) and negotiation (request, step, wait, end, send_invalid,
+//! listen, stop, abort_session, and subscriptions that push peers'
+//! requests as events). Flood subscriptions, streamed discovery, the raw
+//! channel and `dump` are still to come: those answer `unsupported`.
+//!
+//! Each call is held against the [`policy`] for the client's credentials
+//! (SO_PEERCRED); refusals answer `notAuthorized` and are counted. The
+//! socket is mode 0666 when the policy grants anything to anyone beyond
+//! root and graspd's user (the policy decides), 0600 otherwise.
 //!
 //! An ASA belongs to the connection that registered it: when the connection
 //! ends, its outstanding calls are abandoned, its open negotiation
@@ -36,6 +39,9 @@ use grasp_engine::{ApiError, Asa, ErrorCode, Grasp, Negotiation, NegotiationList
 use tokio::net::UnixStream;
 
 use crate::socket::SocketGuard;
+
+pub mod policy;
+use policy::{Grants, Need, Peer, Policy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -54,6 +60,8 @@ pub struct Limits {
     pub asas: usize,
     /// Negotiation sessions per connection.
     pub sessions: usize,
+    /// Connections at once of one user (other than root and graspd's).
+    pub per_user: usize,
     /// Largest frame, either way.
     pub max_frame: usize,
 }
@@ -65,6 +73,7 @@ impl Default for Limits {
             requests: 256,
             asas: 16,
             sessions: 256,
+            per_user: 64,
             max_frame: grasp_asa_api::DEFAULT_MAX_FRAME,
         }
     }
@@ -75,8 +84,10 @@ impl Default for Limits {
 pub struct Stats {
     /// Connections accepted.
     pub connections: AtomicU64,
-    /// Connections refused (too many at once).
+    /// Connections refused (too many at once, in all or of one user).
     pub connections_refused: AtomicU64,
+    /// Calls the policy refused (notAuthorized).
+    pub denied: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
     /// Calls answered.
@@ -99,6 +110,7 @@ impl Stats {
         serde_json::json!({
             "connections": g(&self.connections),
             "connections_refused": g(&self.connections_refused),
+            "denied": g(&self.denied),
             "open": g(&self.open),
             "calls": g(&self.calls),
             "calls_failed": g(&self.calls_failed),
@@ -146,38 +158,84 @@ pub struct Core {
     pub limits: Limits,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Who may do what.
+    pub policy: Arc<Policy>,
 }
 
-/// Listens on `path` (replacing a stale socket there, mode 0600) until the
-/// returned guard is dropped.
+/// The socket's mode for `policy`: others may connect only when a rule or
+/// `open` lets them do something.
+pub fn socket_mode(policy: &Policy) -> u32 {
+    if policy.open || !policy.rules.is_empty() {
+        0o666
+    } else {
+        0o600
+    }
+}
+
+/// Listens on `path` (replacing a stale socket there; mode
+/// [`socket_mode`]) until the returned guard is dropped.
 pub fn serve(path: &Path, core: Core) -> std::io::Result<SocketGuard> {
     let permits = Arc::new(tokio::sync::Semaphore::new(core.limits.connections));
-    let guard = crate::socket::serve_private(path, "api.socket", move |s| {
+    let users: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    if core.policy.open {
+        warn!(socket = %path.display(), "the ASA socket is OPEN ([api] open = true): anyone who can reach it may register any ASA and own or read any objective; for labs only");
+    }
+    let mode = socket_mode(&core.policy);
+    let guard = crate::socket::serve_unix(path, "api.socket", mode, move |s| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             warn!("ASA client refused: too many connections");
             bump(&core.stats.connections_refused);
             return;
         };
-        let core = core.clone();
+        let peer = Peer::of(&s, &core.policy);
+        // One user's connections are bounded, so it cannot take them all.
+        let user = peer
+            .as_ref()
+            .map(|p| p.uid)
+            .filter(|u| *u != 0 && *u != daemon_uid);
+        if let Some(uid) = user {
+            let mut u = lock(&users);
+            let n = u.entry(uid).or_insert(0);
+            if *n >= core.limits.per_user {
+                warn!(uid, "ASA client refused: too many connections of this user");
+                bump(&core.stats.connections_refused);
+                return;
+            }
+            *n += 1;
+        }
+        let grants = core.policy.grants(peer.as_ref(), daemon_uid);
+        debug!(uid = ?peer.as_ref().map(|p| p.uid), pid = ?peer.as_ref().and_then(|p| p.pid), "ASA client connected");
+        let (core, users) = (core.clone(), users.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            connection(s, core).await;
+            connection(s, core, grants).await;
+            if let Some(uid) = user {
+                let mut u = lock(&users);
+                if let Some(n) = u.get_mut(&uid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        u.remove(&uid);
+                    }
+                }
+            }
         });
     })?;
-    info!(socket = %path.display(), "ASA socket listening");
+    info!(socket = %path.display(), mode = format!("{mode:o}"), "ASA socket listening");
     Ok(guard)
 }
 
-/// One client, until it goes; then everything it registered goes too.
-pub async fn connection(stream: UnixStream, core: Core) {
+/// One client, allowed `grants`, until it goes; then everything it
+/// registered goes too.
+pub async fn connection(stream: UnixStream, core: Core, grants: Grants) {
     let stats = core.stats.clone();
     bump(&stats.connections);
     stats.open.fetch_add(1, Ordering::Relaxed);
-    serve_connection(stream, core).await;
+    serve_connection(stream, core, grants).await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn serve_connection(stream: UnixStream, core: Core) {
+async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
     let framed =
         tokio_util::codec::Framed::new(stream, grasp_asa_api::codec(core.limits.max_frame));
     let (mut sink, mut source) = framed.split();
@@ -218,6 +276,7 @@ async fn serve_connection(stream: UnixStream, core: Core) {
     };
     let conn = Arc::new(Conn {
         core,
+        grants,
         asas: Mutex::new(HashMap::new()),
         registering: AtomicUsize::new(0),
         next_asa: AtomicU64::new(1),
@@ -475,6 +534,8 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, ApiError> {
 /// A connection's ASAs.
 struct Conn {
     core: Core,
+    /// What the client may do.
+    grants: Grants,
     asas: Mutex<HashMap<u64, Asa>>,
     /// register_asa calls under way (they count against the limit).
     registering: AtomicUsize,
@@ -536,6 +597,13 @@ impl Conn {
             .get(&h)
             .cloned()
             .ok_or_else(|| ApiError::from(ErrorCode::NoAsa))
+    }
+
+    /// The policy's word on `need` for `name`; refusals are counted.
+    fn allow(&self, need: Need, name: &str) -> Result<(), ApiError> {
+        self.grants.check(need, name).inspect_err(|_| {
+            bump(&self.core.stats.denied);
+        })
     }
 
     fn room_for_a_session(&self) -> Result<(), ApiError> {
@@ -649,6 +717,7 @@ impl Conn {
             "hello" => Err(ApiError::new(ErrorCode::BadRequest, "hello is said once")),
             "register_asa" => {
                 let name = p.text("name")?;
+                self.allow(Need::Asa, &name)?;
                 // Counted before the engine is asked, so calls at once
                 // cannot pass the limit together.
                 let reserved = Reserved::new(self.clone());
@@ -704,6 +773,7 @@ impl Conn {
             "register_objective" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
+                self.allow(Need::Own, &objective.name)?;
                 let opts = form::register_options_of(&p, &lim)?;
                 asa.register_objective(&objective, opts).await?;
                 Ok(Value::Null)
@@ -720,6 +790,7 @@ impl Conn {
             "discover" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
+                self.allow(Need::Read, &objective.name)?;
                 let opts = form::discover_options_of(&p)?;
                 let found = asa.discover(&objective, opts).await?;
                 Ok(Value::Array(found.iter().map(form::asa_locator).collect()))
@@ -727,6 +798,7 @@ impl Conn {
             "synchronize" => {
                 let asa = self.asa(&p)?;
                 let objective = p.objective("objective", &lim)?;
+                self.allow(Need::Read, &objective.name)?;
                 let peer = p.opt_asa_locator("peer", &lim)?;
                 let timeout = p.ms("timeout_ms")?;
                 let got = asa.synchronize(&objective, peer, timeout).await?;
@@ -734,8 +806,9 @@ impl Conn {
             }
             "listen_synchronize" => {
                 let asa = self.asa(&p)?;
-                asa.listen_synchronize(&p.objective("objective", &lim)?)
-                    .await?;
+                let objective = p.objective("objective", &lim)?;
+                self.allow(Need::Own, &objective.name)?;
+                asa.listen_synchronize(&objective).await?;
                 Ok(Value::Null)
             }
             "stop_synchronize" => {
@@ -751,17 +824,23 @@ impl Conn {
                     .iter()
                     .map(|t| form::tagged_of(&Fields::of(t, "tagged")?, &lim))
                     .collect::<Result<Vec<_>, ApiError>>()?;
+                for t in &tagged {
+                    self.allow(Need::Own, &t.objective.name)?;
+                }
                 asa.flood(ttl_ms, tagged).await?;
                 Ok(Value::Null)
             }
             "get_flood" => {
                 let asa = self.asa(&p)?;
-                let v = asa.get_flood(&p.text("name")?).await?;
+                let name = p.text("name")?;
+                self.allow(Need::Read, &name)?;
+                let v = asa.get_flood(&name).await?;
                 Ok(Value::Array(v.iter().map(form::flood_entry).collect()))
             }
             "expire_flood" => {
                 let asa = self.asa(&p)?;
                 let mut flood = form::flood_entry_of(&p.fields("entry")?, &lim)?;
+                self.allow(Need::Own, &flood.objective.name)?;
                 // Entries are matched on objective, locator and initiator.
                 flood.expires = None;
                 flood.ifindex = 0;
@@ -772,6 +851,7 @@ impl Conn {
                 let asa = self.asa(&p)?;
                 let h = p.u64("asa")?;
                 let objective = p.objective("objective", &lim)?;
+                self.allow(Need::Own, &objective.name)?;
                 let peer = p.opt_asa_locator("peer", &lim)?;
                 if p.opt_bool("noloop")?.unwrap_or(false) {
                     return Err(ApiError::new(
@@ -829,6 +909,7 @@ impl Conn {
                 let asa = self.asa(&p)?;
                 let h = p.u64("asa")?;
                 let name = p.text("name")?;
+                self.allow(Need::Own, &name)?;
                 let (listener, stop) = self.listening(&asa, h, &name).await?;
                 let next = tokio::select! {
                     n = listener.next() => n,
@@ -853,6 +934,7 @@ impl Conn {
                     ));
                 }
                 let name = p.text("name")?;
+                self.allow(Need::Own, &name)?;
                 if lock(&self.subscriptions).len() >= self.core.limits.requests {
                     return Err(ApiError::new(
                         ErrorCode::TooMany,
