@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::form::{self, Fields};
+use crate::request::{Offer, Outcome, Request};
 use crate::Frame;
 
 /// Where graspd's ASA socket is when nobody says otherwise (graspd's
@@ -191,17 +192,15 @@ impl Remote {
             error,
         };
         let raw = remote
-            .call(
-                "hello",
-                vec![
-                    ("versions", Value::Array(vec![form::uint(crate::VERSION)])),
-                    ("max_frame", form::uint(crate::DEFAULT_MAX_FRAME as u64)),
-                    (
-                        "client",
-                        Value::Text(format!("grasp-asa-api {}", env!("CARGO_PKG_VERSION"))),
-                    ),
-                ],
-            )
+            .call(Request::Hello {
+                versions: vec![crate::VERSION],
+                max_frame: Some(crate::DEFAULT_MAX_FRAME as u64),
+                client: Some(format!(
+                    "grasp-asa-api {} pid {}",
+                    env!("CARGO_PKG_VERSION"),
+                    std::process::id()
+                )),
+            })
             .await
             .map_err(refused)?;
         remote.hello = hello_of(raw).map_err(refused)?;
@@ -225,10 +224,10 @@ impl Remote {
         &self.hello
     }
 
-    /// Calls `method` and waits for its answer. Dropping the future cancels
-    /// the call at graspd.
-    pub async fn call(&self, method: &str, params: Vec<(&str, Value)>) -> Result<Value, ApiError> {
-        self.call_as(self.next_id(), method, params).await
+    /// Sends `request` and waits for its answer (the result, undecoded).
+    /// Dropping the future cancels the call at graspd.
+    pub async fn call(&self, request: Request) -> Result<Value, ApiError> {
+        self.call_as(self.next_id(), request).await
     }
 
     fn next_id(&self) -> u64 {
@@ -236,23 +235,12 @@ impl Remote {
     }
 
     /// [`Remote::call`] with request id `id` (from [`Remote::next_id`]).
-    async fn call_as(
-        &self,
-        id: u64,
-        method: &str,
-        params: Vec<(&str, Value)>,
-    ) -> Result<Value, ApiError> {
+    async fn call_as(&self, id: u64, request: Request) -> Result<Value, ApiError> {
         if self.shared.gone.load(Ordering::SeqCst) {
             return Err(gone());
         }
-        let frame = Frame::Request {
-            id,
-            method: method.to_string(),
-            params: params
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        };
+        let method = request.method();
+        let frame = request.frame(id);
         // graspd closes a connection that sends it an oversized frame: say
         // so here instead.
         let size = frame.encode().len();
@@ -280,34 +268,25 @@ impl Remote {
         r
     }
 
-    async fn done(&self, method: &str, params: Vec<(&str, Value)>) -> Result<(), ApiError> {
-        self.call(method, params).await.map(|_| ())
+    async fn done(&self, request: Request) -> Result<(), ApiError> {
+        self.call(request).await.map(|_| ())
     }
 
-    fn outcome(&self, v: &Value) -> Result<NegotiationOutcome, ApiError> {
-        let f = Fields::of(v, "the answer")?;
-        match f.text("outcome")?.as_str() {
-            "accepted" => Ok(NegotiationOutcome::Accepted),
-            "declined" => Ok(NegotiationOutcome::Declined {
-                reason: f.opt_text("reason")?,
-            }),
-            "step" => {
-                let (peer, identity) = match f.get("peer") {
-                    Some(_) => {
-                        let (p, id) = form::peer_of(&f.fields("peer")?, &self.limits)?;
-                        (Some(p), id)
-                    }
-                    None => (None, None),
-                };
-                Ok(NegotiationOutcome::Step {
-                    session: session_handle(f.u64("session")?),
-                    objective: f.objective("objective", &self.limits)?,
-                    peer,
-                    identity,
-                })
+    async fn negotiation(&self, request: Request) -> Result<NegotiationOutcome, ApiError> {
+        let v = self.call(request).await?;
+        Ok(match Outcome::of(&v, &self.limits)? {
+            Outcome::Accepted => NegotiationOutcome::Accepted,
+            Outcome::Declined { reason } => NegotiationOutcome::Declined { reason },
+            Outcome::Step(offer) => {
+                let i = incoming(offer);
+                NegotiationOutcome::Step {
+                    session: i.session,
+                    objective: i.objective,
+                    peer: i.peer,
+                    identity: i.identity,
+                }
             }
-            other => Err(protocol(format!("unknown negotiation outcome {other:?}"))),
-        }
+        })
     }
 
     fn forget_listeners(&self, keep: impl Fn(&Listener) -> bool) {
@@ -337,10 +316,6 @@ fn protocol(detail: String) -> ApiError {
     )
 }
 
-fn asa(h: AsaHandle) -> (&'static str, Value) {
-    ("asa", form::uint(h.0.into()))
-}
-
 /// graspd's session ids travel in the handle's channel field: an ASA never
 /// looks inside a handle.
 fn session_handle(id: u64) -> SessionHandle {
@@ -350,8 +325,18 @@ fn session_handle(id: u64) -> SessionHandle {
     }
 }
 
-fn session(s: SessionHandle) -> (&'static str, Value) {
-    ("session", form::uint(s.channel.0))
+/// A peer's proposal as the engine's API hands it to an ASA.
+fn incoming(o: Offer) -> Incoming {
+    let (peer, identity) = match o.peer {
+        Some((p, id)) => (Some(p), id),
+        None => (None, None),
+    };
+    Incoming {
+        session: session_handle(o.session),
+        objective: o.objective,
+        peer,
+        identity,
+    }
 }
 
 fn hello_of(v: Value) -> Result<Hello, ApiError> {
@@ -421,23 +406,9 @@ where
                 kind,
                 data,
             } if kind == "negotiation" => {
-                let incoming = Fields::of(&data, "event").and_then(|f| {
-                    let (peer, identity) = match f.get("peer") {
-                        Some(_) => {
-                            let (p, id) = form::peer_of(&f.fields("peer")?, &lim)?;
-                            (Some(p), id)
-                        }
-                        None => (None, None),
-                    };
-                    Ok(Incoming {
-                        session: session_handle(f.u64("session")?),
-                        objective: f.objective("objective", &lim)?,
-                        peer,
-                        identity,
-                    })
-                });
-                let incoming = match incoming {
-                    Ok(i) => i,
+                let offer = Fields::of(&data, "event").and_then(|f| Offer::of(&f, &lim));
+                let incoming = match offer {
+                    Ok(o) => incoming(o),
                     Err(e) => {
                         warn!(error = %e, "graspd sent a negotiation event this client cannot read");
                         continue;
@@ -463,11 +434,9 @@ where
                         listeners.remove(&subscription);
                         drop(listeners);
                         abort(&shared, &tx, session);
-                        let _ = tx.try_send(request(
-                            &shared,
-                            "unsubscribe",
-                            vec![("subscription", form::uint(subscription))],
-                        ));
+                        let _ = tx.try_send(
+                            Request::Unsubscribe { subscription }.frame(shared.next_id()),
+                        );
                     }
                 }
             }
@@ -486,21 +455,13 @@ where
     lock(&shared.listeners).clear();
 }
 
-/// A request whose answer nobody waits for (no caller holds its id).
-fn request(shared: &Shared, method: &str, params: Vec<(&str, Value)>) -> Frame {
-    Frame::Request {
-        id: shared.next_id(),
-        method: method.to_string(),
-        params: params
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    }
-}
-
 /// Abandons session `s` at graspd (the peer sees its connection close).
+/// Nobody waits for the answer: no caller holds its id.
 fn abort(shared: &Shared, tx: &mpsc::Sender<Frame>, s: SessionHandle) {
-    let _ = tx.try_send(request(shared, "abort_session", vec![session(s)]));
+    let abort = Request::AbortSession {
+        session: s.channel.0,
+    };
+    let _ = tx.try_send(abort.frame(shared.next_id()));
 }
 
 impl GraspCore for Remote {
@@ -515,9 +476,7 @@ impl GraspCore for Remote {
 
     fn register_asa(&self, name: String) -> Call<'_, AsaHandle> {
         Box::pin(async move {
-            let v = self
-                .call("register_asa", vec![("name", Value::Text(name))])
-                .await?;
+            let v = self.call(Request::RegisterAsa { name }).await?;
             let h = Fields::of(&v, "the answer")?.u32("asa")?;
             Ok(AsaHandle(h))
         })
@@ -525,7 +484,8 @@ impl GraspCore for Remote {
 
     fn deregister_asa(&self, a: AsaHandle) -> Call<'_, ()> {
         Box::pin(async move {
-            self.done("deregister_asa", vec![asa(a)]).await?;
+            self.done(Request::DeregisterAsa { asa: a.0.into() })
+                .await?;
             self.forget_listeners(|l| l.asa != a);
             Ok(())
         })
@@ -537,19 +497,19 @@ impl GraspCore for Remote {
         objective: Objective,
         options: RegisterOptions,
     ) -> Call<'_, ()> {
-        Box::pin(async move {
-            let mut params = vec![asa(a), ("objective", form::objective(&objective))];
-            params.extend(form::register_options(&options));
-            self.done("register_objective", params).await
-        })
+        Box::pin(self.done(Request::RegisterObjective {
+            asa: a.0.into(),
+            objective,
+            options,
+        }))
     }
 
     fn deregister_objective(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
         Box::pin(async move {
-            self.done(
-                "deregister_objective",
-                vec![asa(a), ("name", Value::Text(name.clone()))],
-            )
+            self.done(Request::DeregisterObjective {
+                asa: a.0.into(),
+                name: name.clone(),
+            })
             .await?;
             self.forget_listeners(|l| l.asa != a || l.name != name);
             Ok(())
@@ -563,9 +523,13 @@ impl GraspCore for Remote {
         options: DiscoverOptions,
     ) -> Call<'_, Vec<AsaLocator>> {
         Box::pin(async move {
-            let mut params = vec![asa(a), ("objective", form::objective(&objective))];
-            params.extend(form::discover_options(&options));
-            let v = self.call("discover", params).await?;
+            let v = self
+                .call(Request::Discover {
+                    asa: a.0.into(),
+                    objective,
+                    options,
+                })
+                .await?;
             let Value::Array(found) = v else {
                 return Err(protocol("discover answers an array".into()));
             };
@@ -584,52 +548,48 @@ impl GraspCore for Remote {
         timeout: Duration,
     ) -> Call<'_, Objective> {
         Box::pin(async move {
-            let mut params = vec![
-                asa(a),
-                ("objective", form::objective(&objective)),
-                ("timeout_ms", form::millis(timeout)),
-            ];
-            if let Some(p) = &peer {
-                params.push(("peer", form::asa_locator(p)));
-            }
-            let v = self.call("synchronize", params).await?;
+            let v = self
+                .call(Request::Synchronize {
+                    asa: a.0.into(),
+                    objective,
+                    peer,
+                    timeout,
+                })
+                .await?;
             let params = [("objective".to_string(), v)];
             Fields::params(&params).objective("objective", &self.limits)
         })
     }
 
     fn listen_synchronize(&self, a: AsaHandle, objective: Objective) -> Call<'_, ()> {
-        Box::pin(self.done(
-            "listen_synchronize",
-            vec![asa(a), ("objective", form::objective(&objective))],
-        ))
+        Box::pin(self.done(Request::ListenSynchronize {
+            asa: a.0.into(),
+            objective,
+        }))
     }
 
     fn stop_synchronize(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
-        Box::pin(self.done(
-            "stop_synchronize",
-            vec![asa(a), ("name", Value::Text(name))],
-        ))
+        Box::pin(self.done(Request::StopSynchronize {
+            asa: a.0.into(),
+            name,
+        }))
     }
 
     fn flood(&self, a: AsaHandle, ttl_ms: u32, tagged: Vec<TaggedObjective>) -> Call<'_, ()> {
-        Box::pin(self.done(
-            "flood",
-            vec![
-                asa(a),
-                ("ttl_ms", form::uint(ttl_ms.into())),
-                (
-                    "tagged",
-                    Value::Array(tagged.iter().map(form::tagged).collect()),
-                ),
-            ],
-        ))
+        Box::pin(self.done(Request::Flood {
+            asa: a.0.into(),
+            ttl_ms,
+            tagged,
+        }))
     }
 
     fn get_flood(&self, a: AsaHandle, name: String) -> Call<'_, Vec<FloodEntry>> {
         Box::pin(async move {
             let v = self
-                .call("get_flood", vec![asa(a), ("name", Value::Text(name))])
+                .call(Request::GetFlood {
+                    asa: a.0.into(),
+                    name,
+                })
                 .await?;
             let Value::Array(entries) = v else {
                 return Err(protocol("get_flood answers an array".into()));
@@ -642,10 +602,10 @@ impl GraspCore for Remote {
     }
 
     fn expire_flood(&self, a: AsaHandle, entry: FloodEntry) -> Call<'_, ()> {
-        Box::pin(self.done(
-            "expire_flood",
-            vec![asa(a), ("entry", form::flood_entry(&entry))],
-        ))
+        Box::pin(self.done(Request::ExpireFlood {
+            asa: a.0.into(),
+            entry,
+        }))
     }
 
     fn request_negotiate(
@@ -655,18 +615,13 @@ impl GraspCore for Remote {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Call<'_, NegotiationOutcome> {
-        Box::pin(async move {
-            let mut params = vec![
-                asa(a),
-                ("objective", form::objective(&objective)),
-                ("timeout_ms", form::millis(timeout)),
-            ];
-            if let Some(p) = &peer {
-                params.push(("peer", form::asa_locator(p)));
-            }
-            let v = self.call("request_negotiate", params).await?;
-            self.outcome(&v)
-        })
+        Box::pin(self.negotiation(Request::RequestNegotiate {
+            asa: a.0.into(),
+            objective,
+            peer,
+            timeout,
+            noloop: false,
+        }))
     }
 
     fn negotiate_step(
@@ -676,27 +631,20 @@ impl GraspCore for Remote {
         objective: Objective,
         timeout: Duration,
     ) -> Call<'_, NegotiationOutcome> {
-        Box::pin(async move {
-            let v = self
-                .call(
-                    "negotiate_step",
-                    vec![
-                        asa(a),
-                        session(s),
-                        ("objective", form::objective(&objective)),
-                        ("timeout_ms", form::millis(timeout)),
-                    ],
-                )
-                .await?;
-            self.outcome(&v)
-        })
+        Box::pin(self.negotiation(Request::NegotiateStep {
+            asa: a.0.into(),
+            session: s.channel.0,
+            objective,
+            timeout,
+        }))
     }
 
     fn negotiate_wait(&self, a: AsaHandle, s: SessionHandle, wait: Duration) -> Call<'_, ()> {
-        Box::pin(self.done(
-            "negotiate_wait",
-            vec![asa(a), session(s), ("wait_ms", form::millis(wait))],
-        ))
+        Box::pin(self.done(Request::NegotiateWait {
+            asa: a.0.into(),
+            session: s.channel.0,
+            wait,
+        }))
     }
 
     fn end_negotiate(
@@ -706,11 +654,12 @@ impl GraspCore for Remote {
         accept: bool,
         reason: Option<String>,
     ) -> Call<'_, ()> {
-        let mut params = vec![asa(a), session(s), ("accept", Value::Bool(accept))];
-        if let Some(r) = reason {
-            params.push(("reason", Value::Text(r)));
-        }
-        Box::pin(self.done("end_negotiate", params))
+        Box::pin(self.done(Request::EndNegotiate {
+            asa: a.0.into(),
+            session: s.channel.0,
+            accept,
+            reason,
+        }))
     }
 
     fn send_invalid(
@@ -720,13 +669,19 @@ impl GraspCore for Remote {
         info: Option<grasp_engine::wire::Value>,
     ) -> Call<'_, ()> {
         Box::pin(async move {
-            let mut params = vec![asa(a), session(s)];
-            if let Some(i) = info {
-                let v: Value = ciborium::de::from_reader(i.as_cbor())
-                    .map_err(|e| form::bad(format!("info is not CBOR: {e}")))?;
-                params.push(("info", v));
-            }
-            self.done("send_invalid", params).await
+            let info = match info {
+                None => None,
+                Some(i) => Some(
+                    ciborium::de::from_reader(i.as_cbor())
+                        .map_err(|e| form::bad(format!("info is not CBOR: {e}")))?,
+                ),
+            };
+            self.done(Request::SendInvalid {
+                asa: a.0.into(),
+                session: s.channel.0,
+                info,
+            })
+            .await
         })
     }
 
@@ -749,12 +704,12 @@ impl GraspCore for Remote {
                     tx,
                 },
             );
-            let params = vec![
-                asa(a),
-                ("kind", Value::Text("negotiation".into())),
-                ("name", Value::Text(name)),
-            ];
-            if let Err(e) = self.call_as(id, "subscribe", params).await {
+            let subscribe = Request::Subscribe {
+                asa: a.0.into(),
+                kind: "negotiation".into(),
+                name,
+            };
+            if let Err(e) = self.call_as(id, subscribe).await {
                 lock(&self.shared.listeners).remove(&id);
                 return Err(e);
             }
@@ -765,10 +720,10 @@ impl GraspCore for Remote {
     fn stop_negotiate(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
         Box::pin(async move {
             let r = self
-                .done(
-                    "stop_negotiate",
-                    vec![asa(a), ("name", Value::Text(name.clone()))],
-                )
+                .done(Request::StopNegotiate {
+                    asa: a.0.into(),
+                    name: name.clone(),
+                })
                 .await;
             self.forget_listeners(|l| l.asa != a || l.name != name);
             r

@@ -19,6 +19,7 @@ use grasp_engine::{ApiError, ErrorCode};
 
 pub mod client;
 pub mod form;
+pub mod request;
 
 /// The protocol version this crate speaks.
 pub const VERSION: u64 = 1;

@@ -31,7 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ciborium::Value;
 use futures::{SinkExt, StreamExt};
-use grasp_asa_api::form::{self, map, uint, Fields};
+use grasp_asa_api::form::{self, map, uint};
+use grasp_asa_api::request::{Offer, Outcome, Request};
 use grasp_asa_api::{Frame, FrameError, WireError};
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Limits as WireLimits, Objective};
@@ -290,6 +291,7 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
     let mut calls: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut greeted = false;
+    let lim = conn.limits();
     loop {
         let next = tokio::select! {
             n = source.next() => n,
@@ -340,8 +342,23 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
                     .await;
                     continue;
                 }
+                // Every field is read before anything is done.
+                let request = match Request::parse(&method, &params, &lim) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let r = Err(e);
+                        count(&conn.core.stats, &r);
+                        respond(&tx, id, r).await;
+                        continue;
+                    }
+                };
                 if !greeted {
-                    if method != "hello" {
+                    let Request::Hello {
+                        versions,
+                        max_frame,
+                        ..
+                    } = request
+                    else {
                         respond(
                             &tx,
                             id,
@@ -349,15 +366,13 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
                         )
                         .await;
                         continue;
-                    }
-                    let r = hello(&conn.core, &params);
-                    if let Ok(v) = &r {
-                        if let Some(m) = grasp_asa_api::get(v, "max_frame").and_then(form::as_u64) {
-                            max_out.store(m as usize, Ordering::Relaxed);
-                        }
+                    };
+                    let r = hello(&conn.core, &versions, max_frame);
+                    if let Ok((_, m)) = &r {
+                        max_out.store(*m, Ordering::Relaxed);
                     }
                     greeted = r.is_ok();
-                    respond(&tx, id, r).await;
+                    respond(&tx, id, r.map(|(v, _)| v)).await;
                     continue;
                 }
                 if calls.len() >= conn.core.limits.requests {
@@ -374,14 +389,8 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
                 }
                 let (conn, tx) = (conn.clone(), tx.clone());
                 let h = tasks.spawn(async move {
-                    let r = conn.call(id, &method, &params).await;
-                    bump(&conn.core.stats.calls);
-                    if let Err(e) = &r {
-                        bump(&conn.core.stats.calls_failed);
-                        if e.code == ErrorCode::BadRequest {
-                            bump(&conn.core.stats.bad_requests);
-                        }
-                    }
+                    let r = conn.call(id, request).await;
+                    count(&conn.core.stats, &r);
                     respond(&tx, id, r).await;
                     id
                 });
@@ -464,13 +473,24 @@ async fn respond(tx: &mpsc::Sender<Frame>, id: u64, r: Result<Value, ApiError>) 
     let _ = tx.send(f).await;
 }
 
-fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, ApiError> {
-    let p = Fields::params(params);
-    let versions = p.list("versions")?;
-    if !versions
-        .iter()
-        .any(|v| form::as_u64(v) == Some(grasp_asa_api::VERSION))
-    {
+/// Counts an answered call.
+fn count(stats: &Stats, r: &Result<Value, ApiError>) {
+    bump(&stats.calls);
+    if let Err(e) = r {
+        bump(&stats.calls_failed);
+        if e.code == ErrorCode::BadRequest {
+            bump(&stats.bad_requests);
+        }
+    }
+}
+
+/// hello's answer, and the largest frame the client takes.
+fn hello(
+    core: &Core,
+    versions: &[u64],
+    max_frame: Option<u64>,
+) -> Result<(Value, usize), ApiError> {
+    if !versions.contains(&grasp_asa_api::VERSION) {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
             format!(
@@ -480,8 +500,10 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, ApiError> {
         ));
     }
     // At least MIN_FRAME, so an error always fits.
-    let max_frame = p.opt_u64("max_frame")?.map_or(core.limits.max_frame, |m| {
-        (m as usize).clamp(MIN_FRAME, core.limits.max_frame.max(MIN_FRAME))
+    let max_frame = max_frame.map_or(core.limits.max_frame, |m| {
+        usize::try_from(m)
+            .unwrap_or(usize::MAX)
+            .clamp(MIN_FRAME, core.limits.max_frame.max(MIN_FRAME))
     });
     let t = &core.facts.transport;
     let interfaces = t
@@ -501,34 +523,37 @@ fn hello(core: &Core, params: &[(String, Value)]) -> Result<Value, ApiError> {
         grasp_engine::transport::Security::Tls => "tls",
         _ => "other", // a backend newer than this file
     };
-    Ok(map(vec![
-        ("version", Value::Integer(grasp_asa_api::VERSION.into())),
-        ("features", Value::Array(Vec::new())),
-        ("max_frame", Value::Integer((max_frame as u64).into())),
-        (
-            "node",
-            map(vec![
-                ("locator", Value::Bytes(t.node_locator().encode().to_vec())),
-                ("interfaces", Value::Array(interfaces)),
-                ("relay", Value::Bool(core.facts.relay)),
-                ("dull", Value::Bool(core.facts.dull)),
-                ("security", Value::Text(security.into())),
-                (
-                    "daemon",
-                    Value::Text(format!("graspd {}", env!("CARGO_PKG_VERSION"))),
-                ),
-            ]),
-        ),
-        (
-            "limits",
-            map(vec![
-                ("asas", uint(core.limits.asas as u64)),
-                ("sessions", uint(core.limits.sessions as u64)),
-                ("requests", uint(core.limits.requests as u64)),
-                ("max_message", uint(t.max_message_size() as u64)),
-            ]),
-        ),
-    ]))
+    Ok((
+        map(vec![
+            ("version", Value::Integer(grasp_asa_api::VERSION.into())),
+            ("features", Value::Array(Vec::new())),
+            ("max_frame", Value::Integer((max_frame as u64).into())),
+            (
+                "node",
+                map(vec![
+                    ("locator", Value::Bytes(t.node_locator().encode().to_vec())),
+                    ("interfaces", Value::Array(interfaces)),
+                    ("relay", Value::Bool(core.facts.relay)),
+                    ("dull", Value::Bool(core.facts.dull)),
+                    ("security", Value::Text(security.into())),
+                    (
+                        "daemon",
+                        Value::Text(format!("graspd {}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                ]),
+            ),
+            (
+                "limits",
+                map(vec![
+                    ("asas", uint(core.limits.asas as u64)),
+                    ("sessions", uint(core.limits.sessions as u64)),
+                    ("requests", uint(core.limits.requests as u64)),
+                    ("max_message", uint(t.max_message_size() as u64)),
+                ]),
+            ),
+        ]),
+        max_frame,
+    ))
 }
 
 /// A connection's ASAs.
@@ -591,8 +616,7 @@ impl Drop for Reserved {
 }
 
 impl Conn {
-    fn asa(&self, p: &Fields<'_>) -> Result<Asa, ApiError> {
-        let h = p.u64("asa")?;
+    fn asa(&self, h: u64) -> Result<Asa, ApiError> {
         lock(&self.asas)
             .get(&h)
             .cloned()
@@ -631,32 +655,27 @@ impl Conn {
             .clone())
     }
 
-    /// A peer's request, kept as a session of ASA `h`: what the client is
-    /// told of it.
-    fn incoming(&self, h: u64, session: Session, objective: Objective) -> Value {
-        let peer = peer_of(&session);
-        let id = self.keep_session(h, session);
-        let mut kv = vec![
-            ("session", uint(id)),
-            ("objective", form::objective(&objective)),
-        ];
-        kv.extend(peer);
-        map(kv)
+    /// A peer's proposal on `session` of ASA `h`, kept (under `id` when it
+    /// continues one) for the client's answer.
+    fn offer(&self, h: u64, session: Session, objective: Objective, id: Option<u64>) -> Offer {
+        let peer = session
+            .peer()
+            .map(|p| (p, session.peer_identity().map(str::to_string)));
+        let id = id.unwrap_or_else(|| self.next_session.fetch_add(1, Ordering::Relaxed));
+        lock(&self.sessions).insert(id, (h, session));
+        Offer {
+            session: id,
+            objective,
+            peer,
+        }
     }
 
-    fn keep_session(&self, asa: u64, s: Session) -> u64 {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sessions).insert(id, (asa, s));
-        id
-    }
-
-    /// Takes session `params.session` of ASA `params.asa` out for a call.
-    fn session(&self, p: &Fields<'_>) -> Result<(u64, Session), ApiError> {
-        let (asa, id) = (p.u64("asa")?, p.u64("session")?);
+    /// Takes session `id` of ASA `asa` out for a call.
+    fn session(&self, asa: u64, id: u64) -> Result<Session, ApiError> {
         let mut sessions = lock(&self.sessions);
         let no = || ApiError::from(ErrorCode::NoSession);
         match sessions.remove(&id) {
-            Some((owner, s)) if owner == asa => Ok((owner, s)),
+            Some((owner, s)) if owner == asa => Ok(s),
             Some(other) => {
                 // Another ASA's (of this connection): not for this caller.
                 sessions.insert(id, other);
@@ -670,32 +689,13 @@ impl Conn {
     /// it continues one).
     fn outcome(&self, asa: u64, n: Negotiation, id: Option<u64>) -> Value {
         match n {
-            Negotiation::Accepted => map(vec![("outcome", Value::Text("accepted".into()))]),
-            Negotiation::Declined { reason } => {
-                let mut kv = vec![("outcome", Value::Text("declined".into()))];
-                if let Some(r) = reason {
-                    kv.push(("reason", Value::Text(r)));
-                }
-                map(kv)
-            }
+            Negotiation::Accepted => Outcome::Accepted,
+            Negotiation::Declined { reason } => Outcome::Declined { reason },
             Negotiation::Step { session, objective } => {
-                let peer = peer_of(&session);
-                let id = match id {
-                    Some(id) => {
-                        lock(&self.sessions).insert(id, (asa, session));
-                        id
-                    }
-                    None => self.keep_session(asa, session),
-                };
-                let mut kv = vec![
-                    ("outcome", Value::Text("step".into())),
-                    ("session", uint(id)),
-                    ("objective", form::objective(&objective)),
-                ];
-                kv.extend(peer);
-                map(kv)
+                Outcome::Step(self.offer(asa, session, objective, id))
             }
         }
+        .value()
     }
 
     fn limits(&self) -> WireLimits {
@@ -705,18 +705,59 @@ impl Conn {
         }
     }
 
-    async fn call(
+    /// Pushes the peers' requests `listener` hears as events of
+    /// subscription `id` until unsubscribe or stop_negotiate. One the
+    /// client has no room for (its session table or its queue full) is
+    /// ended at once, and counted as a dropped event.
+    fn subscribe_negotiation(
         self: &Arc<Self>,
         id: u64,
-        method: &str,
-        params: &[(String, Value)],
-    ) -> Result<Value, ApiError> {
-        let p = Fields::params(params);
-        let lim = self.limits();
-        match method {
-            "hello" => Err(ApiError::new(ErrorCode::BadRequest, "hello is said once")),
-            "register_asa" => {
-                let name = p.text("name")?;
+        h: u64,
+        listener: Arc<NegotiationListener>,
+        stop: CancellationToken,
+    ) {
+        let me = self.clone();
+        // The table is held while the task starts, so the task's own
+        // removal (when listening stops) comes after its entry.
+        let mut subscriptions = lock(&self.subscriptions);
+        let task = tokio::spawn(async move {
+            let _leave = Leave(me.clone(), id);
+            loop {
+                let next = tokio::select! {
+                    n = listener.next() => n,
+                    () = stop.cancelled() => None,
+                };
+                let Some((session, objective)) = next else {
+                    return;
+                };
+                if me.room_for_a_session().is_err() {
+                    bump(&me.core.stats.events_dropped);
+                    continue; // dropped: the peer's session ends
+                }
+                let offer = me.offer(h, session, objective, None);
+                let session = offer.session;
+                let ev = Frame::Event {
+                    subscription: id,
+                    kind: "negotiation".into(),
+                    data: offer.value(),
+                };
+                if me.events.try_send(ev).is_ok() {
+                    bump(&me.core.stats.events);
+                } else {
+                    bump(&me.core.stats.events_dropped);
+                    lock(&me.sessions).remove(&session);
+                }
+            }
+        });
+        subscriptions.insert(id, task.abort_handle());
+    }
+
+    async fn call(self: &Arc<Self>, id: u64, request: Request) -> Result<Value, ApiError> {
+        match request {
+            Request::Hello { .. } => {
+                Err(ApiError::new(ErrorCode::BadRequest, "hello is said once"))
+            }
+            Request::RegisterAsa { name } => {
                 self.allow(Need::Asa, &name)?;
                 // Counted before the engine is asked, so calls at once
                 // cannot pass the limit together.
@@ -750,8 +791,7 @@ impl Conn {
                 })??;
                 Ok(map(vec![("asa", uint(h))]))
             }
-            "deregister_asa" => {
-                let h = p.u64("asa")?;
+            Request::DeregisterAsa { asa: h } => {
                 let asa = lock(&self.asas)
                     .remove(&h)
                     .ok_or_else(|| ApiError::from(ErrorCode::NoAsa))?;
@@ -770,121 +810,128 @@ impl Conn {
                 })??;
                 Ok(Value::Null)
             }
-            "register_objective" => {
-                let asa = self.asa(&p)?;
-                let objective = p.objective("objective", &lim)?;
+            Request::RegisterObjective {
+                asa,
+                objective,
+                options,
+            } => {
+                let asa = self.asa(asa)?;
                 self.allow(Need::Own, &objective.name)?;
-                let opts = form::register_options_of(&p, &lim)?;
-                asa.register_objective(&objective, opts).await?;
+                asa.register_objective(&objective, options).await?;
                 Ok(Value::Null)
             }
-            "deregister_objective" => {
-                let asa = self.asa(&p)?;
-                let name = p.text("name")?;
-                asa.deregister_objective(&name).await?;
-                if let Some((_, stop)) = lock(&self.listeners).remove(&(p.u64("asa")?, name)) {
+            Request::DeregisterObjective { asa: h, name } => {
+                self.asa(h)?.deregister_objective(&name).await?;
+                if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name)) {
                     stop.cancel();
                 }
                 Ok(Value::Null)
             }
-            "discover" => {
-                let asa = self.asa(&p)?;
-                let objective = p.objective("objective", &lim)?;
+            Request::Discover {
+                asa,
+                objective,
+                options,
+            } => {
+                let asa = self.asa(asa)?;
                 self.allow(Need::Read, &objective.name)?;
-                let opts = form::discover_options_of(&p)?;
-                let found = asa.discover(&objective, opts).await?;
+                let found = asa.discover(&objective, options).await?;
                 Ok(Value::Array(found.iter().map(form::asa_locator).collect()))
             }
-            "synchronize" => {
-                let asa = self.asa(&p)?;
-                let objective = p.objective("objective", &lim)?;
+            Request::Synchronize {
+                asa,
+                objective,
+                peer,
+                timeout,
+            } => {
+                let asa = self.asa(asa)?;
                 self.allow(Need::Read, &objective.name)?;
-                let peer = p.opt_asa_locator("peer", &lim)?;
-                let timeout = p.ms("timeout_ms")?;
                 let got = asa.synchronize(&objective, peer, timeout).await?;
-                Ok(Value::Bytes(got.encode().to_vec()))
+                Ok(form::objective(&got))
             }
-            "listen_synchronize" => {
-                let asa = self.asa(&p)?;
-                let objective = p.objective("objective", &lim)?;
+            Request::ListenSynchronize { asa, objective } => {
+                let asa = self.asa(asa)?;
                 self.allow(Need::Own, &objective.name)?;
                 asa.listen_synchronize(&objective).await?;
                 Ok(Value::Null)
             }
-            "stop_synchronize" => {
-                let asa = self.asa(&p)?;
-                asa.stop_synchronize(&p.text("name")?).await?;
+            Request::StopSynchronize { asa, name } => {
+                self.asa(asa)?.stop_synchronize(&name).await?;
                 Ok(Value::Null)
             }
-            "flood" => {
-                let asa = self.asa(&p)?;
-                let ttl_ms = p.u32("ttl_ms")?;
-                let tagged = p
-                    .list("tagged")?
-                    .iter()
-                    .map(|t| form::tagged_of(&Fields::of(t, "tagged")?, &lim))
-                    .collect::<Result<Vec<_>, ApiError>>()?;
+            Request::Flood {
+                asa,
+                ttl_ms,
+                tagged,
+            } => {
+                let asa = self.asa(asa)?;
                 for t in &tagged {
                     self.allow(Need::Own, &t.objective.name)?;
                 }
                 asa.flood(ttl_ms, tagged).await?;
                 Ok(Value::Null)
             }
-            "get_flood" => {
-                let asa = self.asa(&p)?;
-                let name = p.text("name")?;
+            Request::GetFlood { asa, name } => {
+                let asa = self.asa(asa)?;
                 self.allow(Need::Read, &name)?;
                 let v = asa.get_flood(&name).await?;
                 Ok(Value::Array(v.iter().map(form::flood_entry).collect()))
             }
-            "expire_flood" => {
-                let asa = self.asa(&p)?;
-                let mut flood = form::flood_entry_of(&p.fields("entry")?, &lim)?;
-                self.allow(Need::Own, &flood.objective.name)?;
+            Request::ExpireFlood { asa, mut entry } => {
+                let asa = self.asa(asa)?;
+                self.allow(Need::Own, &entry.objective.name)?;
                 // Entries are matched on objective, locator and initiator.
-                flood.expires = None;
-                flood.ifindex = 0;
-                asa.expire_flood(&flood).await?;
+                entry.expires = None;
+                entry.ifindex = 0;
+                asa.expire_flood(&entry).await?;
                 Ok(Value::Null)
             }
-            "request_negotiate" => {
-                let asa = self.asa(&p)?;
-                let h = p.u64("asa")?;
-                let objective = p.objective("objective", &lim)?;
+            Request::RequestNegotiate {
+                asa: h,
+                objective,
+                peer,
+                timeout,
+                noloop,
+            } => {
+                let asa = self.asa(h)?;
                 self.allow(Need::Own, &objective.name)?;
-                let peer = p.opt_asa_locator("peer", &lim)?;
-                if p.opt_bool("noloop")?.unwrap_or(false) {
+                if noloop {
                     return Err(ApiError::new(
                         ErrorCode::Unsupported,
                         "noloop (the raw channel) is not served yet",
                     ));
                 }
                 self.room_for_a_session()?;
-                let timeout = p.ms("timeout_ms")?;
                 let n = asa.request_negotiate(&objective, peer, timeout).await?;
                 Ok(self.outcome(h, n, None))
             }
-            "negotiate_step" => {
-                let (h, session) = self.session(&p)?;
-                let objective = p.objective("objective", &lim)?;
-                let timeout = p.ms("timeout_ms")?;
-                let id = p.u64("session")?;
+            Request::NegotiateStep {
+                asa,
+                session: id,
+                objective,
+                timeout,
+            } => {
+                let session = self.session(asa, id)?;
                 let n = session.step(&objective, timeout).await?;
-                Ok(self.outcome(h, n, Some(id)))
+                Ok(self.outcome(asa, n, Some(id)))
             }
-            "negotiate_wait" => {
-                let (h, session) = self.session(&p)?;
-                let id = p.u64("session")?;
-                let wait = p.ms("wait_ms")?;
+            Request::NegotiateWait {
+                asa,
+                session: id,
+                wait,
+            } => {
+                let session = self.session(asa, id)?;
                 let r = session.wait(wait).await;
-                lock(&self.sessions).insert(id, (h, session));
+                lock(&self.sessions).insert(id, (asa, session));
                 r?;
                 Ok(Value::Null)
             }
-            "end_negotiate" => {
-                let (_, session) = self.session(&p)?;
-                let accept = p.bool("accept")?;
-                let reason = p.opt_text("reason")?;
+            Request::EndNegotiate {
+                asa,
+                session: id,
+                accept,
+                reason,
+            } => {
+                let session = self.session(asa, id)?;
                 if accept {
                     session.accept().await?;
                 } else {
@@ -892,23 +939,25 @@ impl Conn {
                 }
                 Ok(Value::Null)
             }
-            "send_invalid" => {
-                let (_, session) = self.session(&p)?;
-                let info = p.get("info").map(|v| {
-                    let mut b = Vec::new();
-                    let _ = ciborium::ser::into_writer(v, &mut b);
-                    grasp_engine::wire::Value::from_cbor(b)
-                });
+            Request::SendInvalid {
+                asa,
+                session: id,
+                info,
+            } => {
                 let info = info
+                    .map(|v| {
+                        let mut b = Vec::new();
+                        let _ = ciborium::ser::into_writer(&v, &mut b);
+                        grasp_engine::wire::Value::from_cbor(b)
+                    })
                     .transpose()
-                    .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("info: {e}")))?;
+                    .map_err(|e| form::bad(format!("\"info\": {e}")))?;
+                let session = self.session(asa, id)?;
                 session.send_invalid(info).await?;
                 Ok(Value::Null)
             }
-            "listen_negotiate" => {
-                let asa = self.asa(&p)?;
-                let h = p.u64("asa")?;
-                let name = p.text("name")?;
+            Request::ListenNegotiate { asa: h, name } => {
+                let asa = self.asa(h)?;
                 self.allow(Need::Own, &name)?;
                 let (listener, stop) = self.listening(&asa, h, &name).await?;
                 let next = tokio::select! {
@@ -922,18 +971,16 @@ impl Conn {
                     ));
                 };
                 self.room_for_a_session()?;
-                Ok(self.incoming(h, session, objective))
+                Ok(self.offer(h, session, objective, None).value())
             }
-            "subscribe" => {
-                let asa = self.asa(&p)?;
-                let h = p.u64("asa")?;
-                if p.text("kind")? != "negotiation" {
+            Request::Subscribe { asa: h, kind, name } => {
+                let asa = self.asa(h)?;
+                if kind != "negotiation" {
                     return Err(ApiError::new(
                         ErrorCode::Unsupported,
                         "only \"negotiation\" subscriptions are served yet (flood: use get_flood)",
                     ));
                 }
-                let name = p.text("name")?;
                 self.allow(Need::Own, &name)?;
                 if lock(&self.subscriptions).len() >= self.core.limits.requests {
                     return Err(ApiError::new(
@@ -942,79 +989,32 @@ impl Conn {
                     ));
                 }
                 let (listener, stop) = self.listening(&asa, h, &name).await?;
-                // Requests arrive as events until unsubscribe or
-                // stop_negotiate; one the client has no room for is ended.
-                let me = self.clone();
-                // The table is held while the task starts, so the task's
-                // own removal (when listening stops) comes after its entry.
-                let mut subscriptions = lock(&self.subscriptions);
-                let task = tokio::spawn(async move {
-                    let _leave = Leave(me.clone(), id);
-                    loop {
-                        let next = tokio::select! {
-                            n = listener.next() => n,
-                            () = stop.cancelled() => None,
-                        };
-                        let Some((session, objective)) = next else {
-                            return;
-                        };
-                        if me.room_for_a_session().is_err() {
-                            continue; // dropped: the peer's session ends
-                        }
-                        let data = me.incoming(h, session, objective);
-                        let ev = Frame::Event {
-                            subscription: id,
-                            kind: "negotiation".into(),
-                            data,
-                        };
-                        if me.events.try_send(ev).is_ok() {
-                            bump(&me.core.stats.events);
-                        } else {
-                            bump(&me.core.stats.events_dropped);
-                        }
-                    }
-                });
-                subscriptions.insert(id, task.abort_handle());
-                drop(subscriptions);
+                self.subscribe_negotiation(id, h, listener, stop);
                 Ok(map(vec![("subscription", uint(id))]))
             }
-            "unsubscribe" => {
-                let sub = p.u64("subscription")?;
+            Request::Unsubscribe { subscription } => {
                 let t = lock(&self.subscriptions)
-                    .remove(&sub)
-                    .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "no such subscription"))?;
+                    .remove(&subscription)
+                    .ok_or_else(|| form::bad("no such subscription"))?;
                 t.abort();
                 Ok(Value::Null)
             }
-            "abort_session" => {
+            Request::AbortSession { session: id } => {
                 // The client's side of a session it will not answer (its
                 // listener is full or gone): dropped, the engine aborts it.
-                let id = p.u64("session")?;
                 lock(&self.sessions)
                     .remove(&id)
                     .ok_or_else(|| ApiError::from(ErrorCode::NoSession))?;
                 Ok(Value::Null)
             }
-            "stop_negotiate" => {
-                let asa = self.asa(&p)?;
-                let h = p.u64("asa")?;
-                let name = p.text("name")?;
+            Request::StopNegotiate { asa: h, name } => {
+                let asa = self.asa(h)?;
                 if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name.clone())) {
                     stop.cancel();
                 }
                 asa.stop_negotiate(&name).await?;
                 Ok(Value::Null)
             }
-            other => Err(ApiError::new(
-                ErrorCode::Unsupported,
-                format!("method {other:?} is not served (yet) by this graspd"),
-            )),
         }
     }
-}
-
-/// A session's peer as the `peer` field (an asa-locator with the peer's
-/// authenticated identity), when the engine knows its address.
-fn peer_of(s: &Session) -> Option<(&'static str, Value)> {
-    s.peer().map(|p| ("peer", form::peer(p, s.peer_identity())))
 }
