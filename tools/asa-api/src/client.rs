@@ -194,6 +194,7 @@ impl Remote {
         let raw = remote
             .call(Request::Hello {
                 versions: vec![crate::VERSION],
+                features: Vec::new(),
                 max_frame: Some(crate::DEFAULT_MAX_FRAME as u64),
                 client: Some(format!(
                     "grasp-asa-api {} pid {}",
@@ -528,6 +529,7 @@ impl GraspCore for Remote {
                     asa: a.0.into(),
                     objective,
                     options,
+                    stream: false,
                 })
                 .await?;
             let Value::Array(found) = v else {

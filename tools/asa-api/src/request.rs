@@ -26,6 +26,7 @@ pub enum Request {
     /// The greeting: the versions the client speaks, its largest frame.
     Hello {
         versions: Vec<u64>,
+        features: Vec<String>,
         max_frame: Option<u64>,
         client: Option<String>,
     },
@@ -44,10 +45,12 @@ pub enum Request {
         asa: u64,
         name: String,
     },
+    /// `stream`: locators as events while they arrive (not served yet).
     Discover {
         asa: u64,
         objective: Objective,
         options: DiscoverOptions,
+        stream: bool,
     },
     Synchronize {
         asa: u64,
@@ -130,8 +133,8 @@ pub enum Request {
     },
 }
 
-/// Every method this build knows, in the CDDL's order.
-pub const METHODS: [&str; 23] = [
+/// Every method this build serves, in the CDDL's order.
+pub const METHODS: [&str; 22] = [
     "hello",
     "register_asa",
     "deregister_asa",
@@ -154,9 +157,11 @@ pub const METHODS: [&str; 23] = [
     "subscribe",
     "unsubscribe",
     "abort_session",
-    // Specified, not served yet (graspd answers unsupported).
-    "dump",
 ];
+
+/// Methods the CDDL specifies that this build does not serve yet (graspd
+/// answers unsupported).
+pub const PLANNED: [&str; 3] = ["gsend", "grecv", "dump"];
 
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
@@ -236,6 +241,7 @@ impl Request {
         let mut kv: Vec<(&str, Value)> = match self {
             Request::Hello {
                 versions,
+                features,
                 max_frame,
                 client,
             } => {
@@ -243,6 +249,12 @@ impl Request {
                     "versions",
                     Value::Array(versions.iter().map(|v| uint(*v)).collect()),
                 )];
+                if !features.is_empty() {
+                    kv.push((
+                        "features",
+                        Value::Array(features.iter().map(|f| text(f)).collect()),
+                    ));
+                }
                 kv.extend(max_frame.map(|m| ("max_frame", uint(m))));
                 kv.extend(client.as_deref().map(|c| ("client", text(c))));
                 kv
@@ -262,9 +274,13 @@ impl Request {
                 asa: a,
                 objective,
                 options,
+                stream,
             } => {
                 let mut kv = vec![asa(a), obj(objective)];
                 kv.extend(form::discover_options(options));
+                if *stream {
+                    kv.push(("stream", Value::Bool(true)));
+                }
                 kv
             }
             Request::Synchronize {
@@ -384,6 +400,18 @@ impl Request {
                             .ok_or_else(|| form::bad("\"versions\" holds unsigned integers"))
                     })
                     .collect::<Result<_, _>>()?,
+                features: match p.get("features") {
+                    None => Vec::new(),
+                    Some(_) => p
+                        .list("features")?
+                        .iter()
+                        .map(|f| {
+                            f.as_text()
+                                .map(str::to_string)
+                                .ok_or_else(|| form::bad("\"features\" holds text"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
                 max_frame: p.opt_u64("max_frame")?,
                 client: p.opt_text("client")?,
             },
@@ -404,6 +432,7 @@ impl Request {
                 asa: asa()?,
                 objective: objective()?,
                 options: form::discover_options_of(&p)?,
+                stream: p.opt_bool("stream")?.unwrap_or(false),
             },
             "synchronize" => Request::Synchronize {
                 asa: asa()?,
@@ -600,13 +629,14 @@ mod tests {
             (ErrorCode::BadRequest, "\"asa\" must be an unsigned integer")
         );
         for m in METHODS {
-            // Every method but dump parses or fails on a field, not as unknown.
-            let r = Request::parse(m, &[], &lim);
-            if m == "dump" {
-                assert_eq!(r.unwrap_err().code, ErrorCode::Unsupported);
-            } else if let Err(e) = r {
+            // Served: parses or fails on a field, not as unknown.
+            if let Err(e) = Request::parse(m, &[], &lim) {
                 assert_eq!(e.code, ErrorCode::BadRequest, "{m}");
             }
+        }
+        for m in PLANNED {
+            let e = Request::parse(m, &[], &lim).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unsupported, "{m}");
         }
     }
 }

@@ -831,9 +831,16 @@ impl Conn {
                 asa,
                 objective,
                 options,
+                stream,
             } => {
                 let asa = self.asa(asa)?;
                 self.allow(Need::Read, &objective.name)?;
+                if stream {
+                    return Err(ApiError::new(
+                        ErrorCode::Unsupported,
+                        "streamed discovery is not served yet: discover without \"stream\"",
+                    ));
+                }
                 let found = asa.discover(&objective, options).await?;
                 Ok(Value::Array(found.iter().map(form::asa_locator).collect()))
             }
