@@ -252,6 +252,14 @@ impl<'a> Fields<'a> {
         Ok(self.opt_u64(key)?.map(Duration::from_millis))
     }
 
+    /// An optional time to live in milliseconds (at most 2^32 - 1, as
+    /// GRASP's), as the instant it ends.
+    pub fn expiry(&self, key: &str) -> Result<Option<Instant>, ApiError> {
+        Ok(self
+            .opt_u32(key)?
+            .map(|t| Instant::now() + Duration::from_millis(t.into())))
+    }
+
     /// A duration in milliseconds.
     pub fn ms(&self, key: &str) -> Result<Duration, ApiError> {
         Ok(Duration::from_millis(self.u64(key)?))
@@ -363,7 +371,7 @@ pub fn asa_locator_of(f: &Fields<'_>, lim: &Limits) -> Result<AsaLocator, ApiErr
             .ok_or_else(|| f.err("locator", "is missing"))?,
     );
     l.ifindex = f.opt_u32("ifindex")?.unwrap_or(0);
-    l.expires = f.opt_ms("ttl_ms")?.map(|t| Instant::now() + t);
+    l.expires = f.expiry("ttl_ms")?;
     l.diverted = f.opt_bool("diverted")?.unwrap_or(false);
     l.objective = match f.get("objective") {
         None => None,
@@ -391,7 +399,7 @@ pub fn flood_entry_of(f: &Fields<'_>, lim: &Limits) -> Result<FloodEntry, ApiErr
         objective: f.objective("objective", lim)?,
         locator: f.opt_locator("locator", lim)?,
         initiator: f.address("initiator")?,
-        expires: f.opt_ms("ttl_ms")?.map(|t| Instant::now() + t),
+        expires: f.expiry("ttl_ms")?,
         ifindex: f.opt_u32("ifindex")?.unwrap_or(0),
     })
 }
@@ -481,6 +489,19 @@ mod tests {
             register_options_of(&Fields::params(&params), &lim).unwrap(),
             r
         );
+    }
+
+    #[test]
+    fn a_time_to_live_past_grasps_range_is_refused_not_a_panic() {
+        let v = map(vec![
+            (
+                "locator",
+                locator(&Locator::tcp6("fd00::1".parse().unwrap(), 1)),
+            ),
+            ("ttl_ms", uint(u64::MAX)),
+        ]);
+        let e = asa_locator_of(&Fields::of(&v, "peer").unwrap(), &Limits::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
     }
 
     #[test]
