@@ -10,65 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use ciborium::Value;
 use futures::{SinkExt, StreamExt};
-use grasp_acp::fabric::{Fabric, LinkConfig};
 use grasp_asa_api::Frame;
-use grasp_engine::proto::{Config, RegisterOptions};
-use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
-use grasp_engine::Grasp;
-use grasp_tools::api::policy::Grants;
-use grasp_tools::api::{connection, Core, Limits as ApiLimits, NodeFacts};
+use grasp_tools::api::connection;
 use tokio::net::UnixStream;
 
 mod daemon;
 use daemon::asa_client::{get, Client};
+use daemon::fabric::{client, line};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const T: Duration = Duration::from_secs(5);
-
-/// N1 - N2 - N3 on the fabric; N1's engine and transport for the socket.
-fn line() -> (Core, Grasp) {
-    let f = Fabric::new(12);
-    let cfg = LinkConfig {
-        loss: 0.0,
-        delay: Duration::from_millis(1),
-    };
-    let (l1, l2) = (f.link("l1", cfg), f.link("l2", cfg));
-    let bind = |name: &str, links: &[&grasp_acp::fabric::Link]| {
-        let mut b = f.node(name).simulated_security(Security::Quads);
-        for l in links {
-            b = b.attach(l);
-        }
-        let (t, inbound) = b.bind();
-        (t.clone(), Grasp::start(t, inbound, Config::default()))
-    };
-    let (t1, g1) = bind("N1", &[&l1]);
-    let (_, g2) = bind("N2", &[&l1, &l2]);
-    std::mem::forget(g2); // the relay runs for the test's life
-    let (_, g3) = bind("N3", &[&l2]);
-    let t1: std::sync::Arc<dyn AcpTransport> = t1;
-    (
-        Core {
-            grasp: g1,
-            facts: NodeFacts {
-                transport: t1,
-                relay: false,
-                dull: false,
-            },
-            limits: ApiLimits::default(),
-            stats: Default::default(),
-            policy: Default::default(),
-        },
-        g3,
-    )
-}
-
-/// A client of a connection served in this process.
-fn client(core: Core) -> Client {
-    let (a, b) = UnixStream::pair().unwrap();
-    tokio::spawn(connection(b, core, Grants::everything("the test")));
-    Client::new(a)
-}
 
 fn obj(o: &Objective) -> Value {
     Value::Bytes(o.encode().to_vec())

@@ -372,7 +372,7 @@ fn cddl_keys(cddl: &str, rule: &str) -> Option<BTreeSet<String>> {
                     keys.insert(text[i + 1..end].to_string());
                 }
                 // Skip to the closing quote.
-                while let Some((j, _)) = chars.next() {
+                for (j, _) in chars.by_ref() {
                     if j == end {
                         break;
                     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub(crate) mod asa_client;
+pub(crate) mod fabric;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
