@@ -217,6 +217,7 @@ struct ControlFile {
 #[serde(deny_unknown_fields, default)]
 struct ApiFile {
     socket: Option<PathBuf>,
+    connections: Option<usize>,
     open: Option<bool>,
     allow: Vec<AllowFile>,
 }
@@ -459,6 +460,8 @@ pub struct NodeConfig {
     pub api_socket: Option<PathBuf>,
     /// Who may do what on it (`[api] open`, `[[api.allow]]`).
     pub api_policy: crate::api::policy::Policy,
+    /// ASA clients connected at once, at most (`[api] connections`).
+    pub api_connections: usize,
     /// Objectives served.
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
@@ -537,6 +540,13 @@ impl NodeConfig {
                 .map(|(i, r)| r.rule(i))
                 .collect::<Result<_, _>>()?,
         };
+        let api_connections = file
+            .api
+            .connections
+            .unwrap_or(crate::api::Limits::default().connections);
+        if api_connections == 0 {
+            return Err(invalid("api.connections", "at least 1"));
+        }
         if file.api.socket.is_none() && (api_policy.open || !api_policy.rules.is_empty()) {
             return Err(invalid(
                 "api",
@@ -629,6 +639,7 @@ impl NodeConfig {
             control: daemon.control.clone().or(file.control.socket),
             api_socket: file.api.socket,
             api_policy,
+            api_connections,
             dull_objectives: file
                 .dull_objectives
                 .iter()
@@ -776,9 +787,10 @@ impl NodeConfig {
             self.api_socket
                 .as_ref()
                 .map_or("none (only built-in ASAs)".into(), |p| format!(
-                    "{} (mode {:o}): {}",
+                    "{} (mode {:o}, {} clients at most): {}",
                     p.display(),
                     crate::api::socket_mode(&self.api_policy),
+                    self.api_connections,
                     self.api_policy.explain()
                 ))
         );

@@ -108,6 +108,12 @@ pub fn engine_config(cfg: &NodeConfig) -> Config {
     };
     // Chosen explicitly in the configuration: a lab.
     c.allow_insecure = cfg.security == SecurityChoice::None;
+    if cfg.api_socket.is_some() {
+        // Room for the ASA socket's clients (a few ASAs and objectives
+        // each; the socket bounds each connection, these bound them all).
+        c.max_asas += 4 * cfg.api_connections;
+        c.max_objectives += 8 * cfg.api_connections;
+    }
     c
 }
 
@@ -251,7 +257,12 @@ pub fn load_quads_key(src: &crate::config::QuadsKeySource) -> Result<QuadsKey, N
 impl Node {
     /// Starts a node (inside a tokio runtime).
     pub async fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
-        raise_open_files(grasp_acp::slots::Admission::default().max as u64);
+        let api = if cfg.api_socket.is_some() {
+            cfg.api_connections as u64
+        } else {
+            0
+        };
+        raise_open_files(grasp_acp::slots::Admission::default().max as u64 + api);
         let (transport, inbound, backend) = bind(cfg).await?;
         let grasp = Grasp::start(transport.clone(), inbound, engine_config(cfg));
         Ok(Node {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ciborium::Value;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use grasp_engine::api::{Call, Incoming};
 use grasp_engine::proto::{
     AsaHandle, AsaLocator, ChannelId, DiscoverOptions, EngineStats, FloodEntry, NegotiationOutcome,
@@ -105,7 +105,8 @@ type Waiter = oneshot::Sender<Result<Value, ApiError>>;
 /// graspd's GRASP core, over its ASA socket.
 #[derive(Debug)]
 pub struct Remote {
-    tx: mpsc::Sender<Frame>,
+    /// Encoded frames to the writer.
+    tx: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
     hello: Hello,
     limits: Limits,
@@ -160,15 +161,9 @@ impl Remote {
                 source,
             })?;
         let framed = tokio_util::codec::Framed::new(stream, crate::codec(crate::DEFAULT_MAX_FRAME));
-        let (mut sink, source) = framed.split();
-        let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
-        tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
-                if sink.send(Bytes::from(f.encode())).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (sink, source) = framed.split();
+        let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+        tokio::spawn(crate::write_frames(sink, rx, Some));
         let shared = Arc::new(Shared::default());
         tokio::spawn(read(source, shared.clone(), tx.clone()));
         let mut remote = Remote {
@@ -241,10 +236,10 @@ impl Remote {
             return Err(gone());
         }
         let method = request.method();
-        let frame = request.frame(id);
+        let frame = Bytes::from(request.frame(id).encode());
         // graspd closes a connection that sends it an oversized frame: say
         // so here instead.
-        let size = frame.encode().len();
+        let size = frame.len();
         if size > self.hello.max_frame {
             return Err(ApiError::new(
                 ErrorCode::TooLarge,
@@ -305,7 +300,8 @@ struct Outstanding<'a> {
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
         if !self.done && lock(&self.remote.shared.pending).remove(&self.id).is_some() {
-            let _ = self.remote.tx.try_send(Frame::Cancel { id: self.id });
+            let cancel = Frame::Cancel { id: self.id }.encode();
+            let _ = self.remote.tx.try_send(Bytes::from(cancel));
         }
     }
 }
@@ -362,7 +358,7 @@ fn hello_of(v: Value) -> Result<Hello, ApiError> {
 }
 
 /// The reader: answers to their callers, events to their listeners.
-async fn read<S>(mut source: S, shared: Arc<Shared>, tx: mpsc::Sender<Frame>)
+async fn read<S>(mut source: S, shared: Arc<Shared>, tx: mpsc::Sender<Bytes>)
 where
     S: futures::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
 {
@@ -435,9 +431,8 @@ where
                         listeners.remove(&subscription);
                         drop(listeners);
                         abort(&shared, &tx, session);
-                        let _ = tx.try_send(
-                            Request::Unsubscribe { subscription }.frame(shared.next_id()),
-                        );
+                        let stop = Request::Unsubscribe { subscription };
+                        let _ = tx.try_send(Bytes::from(stop.frame(shared.next_id()).encode()));
                     }
                 }
             }
@@ -458,11 +453,11 @@ where
 
 /// Abandons session `s` at graspd (the peer sees its connection close).
 /// Nobody waits for the answer: no caller holds its id.
-fn abort(shared: &Shared, tx: &mpsc::Sender<Frame>, s: SessionHandle) {
+fn abort(shared: &Shared, tx: &mpsc::Sender<Bytes>, s: SessionHandle) {
     let abort = Request::AbortSession {
         session: s.channel.0,
     };
-    let _ = tx.try_send(abort.frame(shared.next_id()));
+    let _ = tx.try_send(Bytes::from(abort.frame(shared.next_id()).encode()));
 }
 
 impl GraspCore for Remote {

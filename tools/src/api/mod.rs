@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ciborium::Value;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use grasp_asa_api::form::{self, map, uint};
 use grasp_asa_api::request::{Offer, Outcome, Request};
 use grasp_asa_api::{Frame, FrameError, WireError};
@@ -59,6 +59,8 @@ pub struct Limits {
     pub requests: usize,
     /// ASAs per connection.
     pub asas: usize,
+    /// Objectives registered per connection.
+    pub objectives: usize,
     /// Negotiation sessions per connection.
     pub sessions: usize,
     /// Connections at once of one user (other than root and graspd's).
@@ -70,9 +72,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            connections: 256,
+            connections: 1024,
             requests: 256,
             asas: 16,
+            objectives: 64,
             sessions: 256,
             per_user: 64,
             max_frame: grasp_asa_api::DEFAULT_MAX_FRAME,
@@ -239,47 +242,45 @@ pub async fn connection(stream: UnixStream, core: Core, grants: Grants) {
 async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
     let framed =
         tokio_util::codec::Framed::new(stream, grasp_asa_api::codec(core.limits.max_frame));
-    let (mut sink, mut source) = framed.split();
+    let (sink, mut source) = framed.split();
     // Answers wait here for the writer; bounded by the outstanding calls.
-    let (tx, mut rx) = mpsc::channel::<Frame>(core.limits.requests + 2);
+    let (tx, rx) = mpsc::channel::<Frame>(core.limits.requests + 2);
     // The largest frame the client takes (hello may lower it).
     let max_out = Arc::new(AtomicUsize::new(core.limits.max_frame));
     let writer = {
         let max_out = max_out.clone();
-        tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
-                let mut bytes = f.encode();
-                let max = max_out.load(Ordering::Relaxed);
-                if bytes.len() > max {
-                    // Never more than the client said it takes: an answer
-                    // becomes tooLarge; anything else cannot be sent.
-                    let Frame::Response { id, .. } = f else {
-                        continue;
-                    };
-                    bytes = Frame::Response {
-                        id,
-                        err: Some(WireError::from(&ApiError::new(
-                            ErrorCode::TooLarge,
-                            format!(
-                                "the answer is {} bytes; this connection takes {max}",
-                                bytes.len()
-                            ),
-                        ))),
-                        result: Value::Null,
-                    }
-                    .encode();
-                }
-                if sink.send(Bytes::from(bytes)).await.is_err() {
-                    return;
-                }
+        tokio::spawn(grasp_asa_api::write_frames(sink, rx, move |f: Frame| {
+            let bytes = f.encode();
+            let max = max_out.load(Ordering::Relaxed);
+            if bytes.len() <= max {
+                return Some(Bytes::from(bytes));
             }
-        })
+            // Never more than the client said it takes: an answer becomes
+            // tooLarge; anything else cannot be sent.
+            let Frame::Response { id, .. } = f else {
+                return None;
+            };
+            let err = ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the answer is {} bytes; this connection takes {max}",
+                    bytes.len()
+                ),
+            );
+            let answer = Frame::Response {
+                id,
+                err: Some(WireError::from(&err)),
+                result: Value::Null,
+            };
+            Some(Bytes::from(answer.encode()))
+        }))
     };
     let conn = Arc::new(Conn {
         core,
         grants,
         asas: Mutex::new(HashMap::new()),
         registering: AtomicUsize::new(0),
+        objectives: Mutex::new(std::collections::HashSet::new()),
         next_asa: AtomicU64::new(1),
         closed: AtomicBool::new(false),
         sessions: Mutex::new(HashMap::new()),
@@ -546,6 +547,7 @@ fn hello(
                 "limits",
                 map(vec![
                     ("asas", uint(core.limits.asas as u64)),
+                    ("objectives", uint(core.limits.objectives as u64)),
                     ("sessions", uint(core.limits.sessions as u64)),
                     ("requests", uint(core.limits.requests as u64)),
                     ("max_message", uint(t.max_message_size() as u64)),
@@ -564,6 +566,8 @@ struct Conn {
     asas: Mutex<HashMap<u64, Asa>>,
     /// register_asa calls under way (they count against the limit).
     registering: AtomicUsize,
+    /// Objectives its ASAs registered, by (ASA, name).
+    objectives: Mutex<std::collections::HashSet<(u64, String)>>,
     next_asa: AtomicU64,
     /// The client is gone: ASAs registered now are deregistered at once.
     closed: AtomicBool,
@@ -804,6 +808,7 @@ impl Conn {
                     *owner != h
                 });
                 lock(&self.sessions).retain(|_, (owner, _)| *owner != h);
+                lock(&self.objectives).retain(|(owner, _)| *owner != h);
                 // Not cancellable half way either (see register_asa).
                 tokio::spawn(asa.deregister()).await.map_err(|_| {
                     ApiError::new(ErrorCode::Cancelled, "deregister_asa did not finish")
@@ -815,13 +820,36 @@ impl Conn {
                 objective,
                 options,
             } => {
-                let asa = self.asa(asa)?;
+                let h = asa;
+                let asa = self.asa(h)?;
                 self.allow(Need::Own, &objective.name)?;
-                asa.register_objective(&objective, options).await?;
+                let key = (h, objective.name.clone());
+                let known = {
+                    // Counted before the engine is asked (again: a second
+                    // registration of the same name updates it).
+                    let mut mine = lock(&self.objectives);
+                    if !mine.contains(&key) && mine.len() >= self.core.limits.objectives {
+                        return Err(ApiError::new(
+                            ErrorCode::TooMany,
+                            format!(
+                                "{} objectives registered on this connection",
+                                self.core.limits.objectives
+                            ),
+                        ));
+                    }
+                    !mine.insert(key.clone())
+                };
+                if let Err(e) = asa.register_objective(&objective, options).await {
+                    if !known {
+                        lock(&self.objectives).remove(&key);
+                    }
+                    return Err(e);
+                }
                 Ok(Value::Null)
             }
             Request::DeregisterObjective { asa: h, name } => {
                 self.asa(h)?.deregister_objective(&name).await?;
+                lock(&self.objectives).remove(&(h, name.clone()));
                 if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name)) {
                     stop.cancel();
                 }

@@ -17,6 +17,14 @@
 //! server prints its CPU time per 1000 requests; the client prints rates.
 //! `tools/bench/veth.sh` runs both in two network namespaces side by side.
 //!
+//! `client --api SOCKET` runs the same requesters as ASAs of a running
+//! graspd, through its ASA socket (the Rust client), instead of an engine
+//! of their own; `--discoveries N --cached` times discoveries answered
+//! from the cache. `api-crowd` connects a thousand clients, each with an
+//! objective, and prints graspd's RSS and another client's rate without
+//! and with them. `tools/bench/api.sh` runs these between namespaces side
+//! by side with the in-process engine.
+//!
 //! `memory`: RSS of an idle node, and per open negotiation session.
 //!
 //! `count`: a fixed number of synchronizations on the fabric, for
@@ -110,6 +118,13 @@ enum Mode {
         /// Also time `discover` with return-on-first-answer this many times.
         #[arg(long, default_value_t = 0)]
         discoveries: usize,
+        /// The discoveries are answered from the cache (not flushed).
+        #[arg(long)]
+        cached: bool,
+        /// Use the running graspd behind this ASA socket instead of an
+        /// engine of our own (grasp mode).
+        #[arg(long)]
+        api: Option<std::path::PathBuf>,
         /// Negotiate instead of synchronizing (grasp mode): accept every
         /// counter-offer; the session has 1 + 2 × counter-offers messages
         /// from us and the server's.
@@ -118,6 +133,43 @@ enum Mode {
         /// Run the engine under QUADS (AES-256-GCM, a fixed benchmark key).
         #[arg(long)]
         quads: bool,
+    },
+    /// graspd with many ASA clients: another client's synchronization rate
+    /// (through the socket) without them, then with `--clients` connected,
+    /// each with a registered objective; graspd's RSS (`--pid`) with each.
+    ApiCrowd {
+        /// graspd's ASA socket.
+        #[arg(long)]
+        api: std::path::PathBuf,
+        /// graspd's process id.
+        #[arg(long)]
+        pid: u32,
+        /// Clients to connect.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// The synchronization server's address.
+        #[arg(long)]
+        peer: std::net::Ipv6Addr,
+        /// Its port.
+        #[arg(long, default_value_t = 7018)]
+        port: u16,
+        /// Run time of each rate measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// The floor under the ASA socket's round trip: a bare tokio echo over
+    /// a Unix socket, same frames' size, no protocol. `--serve` echoes;
+    /// without it, `--count` round trips are timed.
+    UnixEcho {
+        /// The socket.
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        /// Echo (the daemon's side).
+        #[arg(long)]
+        serve: bool,
+        /// Round trips to time.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
     },
     /// Memory: idle node RSS and RSS per open negotiation session (fabric).
     Memory {
@@ -285,6 +337,8 @@ fn main() -> Result<()> {
             concurrency,
             workers,
             discoveries,
+            cached,
+            api,
             negotiate,
             quads,
         } => runtime(workers)?.block_on(client(
@@ -293,9 +347,27 @@ fn main() -> Result<()> {
             std::net::SocketAddr::from((peer, port)),
             Duration::from_secs(seconds),
             concurrency.max(1),
-            discoveries,
+            Discoveries {
+                count: discoveries,
+                cached,
+            },
+            api,
             negotiate,
             quads,
+        )),
+        Mode::ApiCrowd {
+            api,
+            pid,
+            clients,
+            peer,
+            port,
+            seconds,
+        } => runtime(2)?.block_on(api_crowd(
+            api,
+            pid,
+            clients,
+            std::net::SocketAddr::from((peer, port)),
+            Duration::from_secs(seconds),
         )),
         Mode::HoldServe {
             iface,
@@ -327,6 +399,11 @@ fn main() -> Result<()> {
             in_flight.max(1),
             max_growth_kib,
         )),
+        Mode::UnixEcho {
+            socket,
+            serve,
+            count,
+        } => runtime(0)?.block_on(unix_echo(socket, serve, count)),
         Mode::Memory { sessions } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -593,13 +670,59 @@ async fn bare_request(peer: std::net::SocketAddr) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Discoveries the client times before its run.
+#[derive(Clone, Copy, Debug)]
+struct Discoveries {
+    /// How many (0: none).
+    count: usize,
+    /// Answered from the cache (after one that fills it), not flushed.
+    cached: bool,
+}
+
+/// Times `d.count` first-answer discoveries of the bench objective.
+async fn time_discoveries(asa: &grasp_engine::Asa, d: Discoveries, how: &str) -> Result<()> {
+    let o = bench_objective(5)?;
+    let opts = grasp_engine::proto::DiscoverOptions {
+        flush: !d.cached,
+        ..grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(1))
+    };
+    if d.cached && asa.discover(&o, opts).await?.is_empty() {
+        bail!("discovery found nothing");
+    }
+    let mut times = Vec::with_capacity(d.count);
+    for _ in 0..d.count {
+        let t0 = Instant::now();
+        let found = asa.discover(&o, opts).await?;
+        times.push(t0.elapsed());
+        if found.is_empty() {
+            bail!("discovery found nothing");
+        }
+    }
+    times.sort();
+    println!(
+        "discover {how} (first answer, {}) x{}: median {:?}, p99 {:?}, max {:?}",
+        if d.cached {
+            "from the cache"
+        } else {
+            "cache flushed"
+        },
+        d.count,
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn client(
     mode: Kind,
     iface: String,
     peer: std::net::SocketAddr,
     run: Duration,
     concurrency: usize,
-    discoveries: usize,
+    discoveries: Discoveries,
+    api: Option<std::path::PathBuf>,
     negotiate: bool,
     quads: bool,
 ) -> Result<()> {
@@ -607,38 +730,30 @@ async fn client(
     let errors = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let mut grasp_asa = None;
+    let how = if api.is_some() {
+        "through graspd's ASA socket"
+    } else {
+        "in process"
+    };
     if mode == Kind::Grasp {
-        let (t, inbound) = bind_node(
-            grasp_acp::plain::Config::default().interfaces([iface.as_str()]),
-            quads,
-        )
-        .await?;
-        let g = Grasp::start(t, inbound, bench_config());
-        let asa = g.register_asa("bench-client").await?;
-        if discoveries > 0 {
-            let o = bench_objective(5)?;
-            let mut times = Vec::with_capacity(discoveries);
-            for _ in 0..discoveries {
-                let opts = grasp_engine::proto::DiscoverOptions {
-                    flush: true,
-                    ..grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(1))
-                };
-                let t0 = Instant::now();
-                let found = asa.discover(&o, opts).await?;
-                times.push(t0.elapsed());
-                if found.is_empty() {
-                    bail!("discovery found nothing");
-                }
+        let g = match &api {
+            Some(path) => grasp_asa_api::client::connect(path).await?,
+            None => {
+                let (t, inbound) = bind_node(
+                    grasp_acp::plain::Config::default().interfaces([iface.as_str()]),
+                    quads,
+                )
+                .await?;
+                Grasp::start(t, inbound, bench_config())
             }
-            times.sort();
-            println!(
-                "discover (first answer, cache flushed) x{discoveries}: median {:?}, p99 {:?}, max {:?}",
-                times[times.len() / 2],
-                times[times.len() * 99 / 100],
-                times[times.len() - 1]
-            );
+        };
+        let asa = g.register_asa("bench-client").await?;
+        if discoveries.count > 0 {
+            time_discoveries(&asa, discoveries, how).await?;
         }
         grasp_asa = Some(asa);
+    } else if api.is_some() {
+        bail!("--api needs --mode grasp");
     }
     let o = bench_objective(if negotiate { 3 } else { 5 })?;
     let std::net::IpAddr::V6(addr) = peer.ip() else {
@@ -717,13 +832,110 @@ async fn client(
             .unwrap_or(0)
     };
     println!(
-        "{mode:?} client, {concurrency} requester(s): {total} in {secs:.2} s = {:.0}/s; first 10% {first:.0}/s, last 10% {last:.0}/s, last/first {:.3}; p50 {} us, p99 {} us; client cpu {:.1} ms per 1000; errors {}",
+        "{mode:?} client {how}, {concurrency} requester(s): {total} in {secs:.2} s = {:.0}/s; first 10% {first:.0}/s, last 10% {last:.0}/s, last/first {:.3}; p50 {} us, p99 {} us; client cpu {:.1} ms per 1000; errors {}",
         total as f64 / secs,
         last / first.max(1.0),
         pct(50),
         pct(99),
         cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
         errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Synchronizations a second by one requester on `asa` for `run`.
+async fn sync_rate(asa: &grasp_engine::Asa, peer: &AsaLocator, run: Duration) -> Result<f64> {
+    let o = bench_objective(5)?;
+    let (t0, mut n) = (Instant::now(), 0u64);
+    while t0.elapsed() < run {
+        asa.synchronize(&o, Some(peer.clone()), Duration::from_secs(5))
+            .await?;
+        n += 1;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn api_crowd(
+    api: std::path::PathBuf,
+    pid: u32,
+    clients: usize,
+    peer: std::net::SocketAddr,
+    run: Duration,
+) -> Result<()> {
+    grasp_tools::node::raise_open_files(clients as u64);
+    let std::net::IpAddr::V6(addr) = peer.ip() else {
+        bail!("IPv6 peer expected")
+    };
+    let peer = AsaLocator::new(grasp_engine::wire::Locator::tcp6(addr, peer.port()));
+    let me = grasp_asa_api::client::connect(&api).await?;
+    let asa = me.register_asa("bench-measurer").await?;
+    let pid = pid.to_string();
+    let rss_alone = rss_kib_of(&pid);
+    sync_rate(&asa, &peer, Duration::from_millis(500)).await?; // warm-up
+    let alone = sync_rate(&asa, &peer, run).await?;
+    let mut crowd = Vec::with_capacity(clients);
+    let t0 = Instant::now();
+    for i in 0..clients {
+        let g = grasp_asa_api::client::connect(&api)
+            .await
+            .with_context(|| format!("client {i}"))?;
+        let a = g.register_asa(&format!("crowd-{i}")).await?;
+        let o = Objective::new(format!("EX.crowd.{i}"), ObjectiveFlags::from_bits(5));
+        a.register_objective(&o, RegisterOptions::default()).await?;
+        crowd.push((g, a));
+    }
+    let connect = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_crowd = rss_kib_of(&pid);
+    let with = sync_rate(&asa, &peer, run).await?;
+    println!(
+        "graspd with {clients} ASA clients (each an ASA and an objective; connected in {connect:.2?}): RSS {:.1} MiB (alone {:.1} MiB, {:.1} KiB per client)",
+        rss_crowd as f64 / 1024.0,
+        rss_alone as f64 / 1024.0,
+        (rss_crowd.saturating_sub(rss_alone)) as f64 / clients.max(1) as f64
+    );
+    println!(
+        "another client's synchronizations through graspd: alone {alone:.0}/s, with {clients} clients {with:.0}/s = {:.1}%",
+        100.0 * with / alone.max(1.0)
+    );
+    drop(crowd);
+    Ok(())
+}
+
+async fn unix_echo(socket: std::path::PathBuf, serve: bool, count: usize) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 64];
+    if serve {
+        let _ = std::fs::remove_file(&socket);
+        let l = tokio::net::UnixListener::bind(&socket)?;
+        let (mut s, _) = l.accept().await?;
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let mut s = tokio::net::UnixStream::connect(&socket).await?;
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t0 = Instant::now();
+        s.write_all(&[0x84; 40]).await?;
+        let mut got = 0;
+        while got < 40 {
+            let n = s.read(&mut buf[got..]).await?;
+            if n == 0 {
+                bail!("the echo server went away");
+            }
+            got += n;
+        }
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    println!(
+        "bare Unix-socket echo between two processes (tokio, 40 bytes) x{count}: median {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
     );
     Ok(())
 }

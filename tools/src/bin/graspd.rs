@@ -141,7 +141,10 @@ async fn run(cfg: NodeConfig) -> ExitCode {
                     relay,
                     dull: cfg.dull,
                 },
-                limits: grasp_tools::api::Limits::default(),
+                limits: grasp_tools::api::Limits {
+                    connections: cfg.api_connections,
+                    ..grasp_tools::api::Limits::default()
+                },
                 stats: node.api_stats.clone(),
                 policy: Arc::new(cfg.api_policy.clone()),
             };
