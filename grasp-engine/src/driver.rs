@@ -22,7 +22,8 @@ use tracing::{debug, info, trace, warn};
 use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, Reply, Transmit,
+    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, FloodEntry, Reply,
+    Transmit,
 };
 use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
 
@@ -39,8 +40,16 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct Request {
     pub(crate) command: Command,
     pub(crate) reply: Option<oneshot::Sender<Result<Reply, ApiError>>>,
-    /// For `ListenNegotiate`: where to deliver incoming requests.
-    pub(crate) listener: Option<mpsc::Sender<Incoming>>,
+    /// For `ListenNegotiate` and `WatchFlood`: where their events go.
+    pub(crate) subscriber: Option<Subscriber>,
+}
+
+/// Where the events of a listen or a watch go.
+pub(crate) enum Subscriber {
+    /// Peers' negotiation requests.
+    Negotiation(mpsc::Sender<Incoming>),
+    /// Floods entering the cache.
+    Flood(mpsc::Sender<FloodEntry>),
 }
 
 type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
@@ -68,7 +77,9 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     replies: HashMap<CommandId, oneshot::Sender<Result<Reply, ApiError>>>,
     listeners: HashMap<(AsaHandle, String), mpsc::Sender<Incoming>>,
-    pending_listen: HashMap<CommandId, (AsaHandle, String, mpsc::Sender<Incoming>)>,
+    watchers: HashMap<(AsaHandle, String), mpsc::Sender<FloodEntry>>,
+    /// Listens and watches the engine has not confirmed yet.
+    pending: HashMap<CommandId, (AsaHandle, String, Subscriber)>,
     chans: HashMap<ChannelId, ChanTx>,
     ev_tx: mpsc::Sender<ChanEvent>,
     ev_rx: mpsc::Receiver<ChanEvent>,
@@ -94,7 +105,8 @@ impl Driver {
             requests,
             replies: HashMap::new(),
             listeners: HashMap::new(),
-            pending_listen: HashMap::new(),
+            watchers: HashMap::new(),
+            pending: HashMap::new(),
             chans: HashMap::new(),
             ev_tx,
             ev_rx,
@@ -172,10 +184,13 @@ impl Driver {
         let cmd = CommandId(self.next_cmd);
         self.next_cmd += 1;
         match &r.command {
-            Command::ListenNegotiate { asa, name } => {
-                if let Some(l) = r.listener {
-                    self.pending_listen.insert(cmd, (*asa, name.clone(), l));
+            Command::ListenNegotiate { asa, name } | Command::WatchFlood { asa, name } => {
+                if let Some(s) = r.subscriber {
+                    self.pending.insert(cmd, (*asa, name.clone(), s));
                 }
+            }
+            Command::StopWatchFlood { asa, name } => {
+                self.watchers.remove(&(*asa, name.clone()));
             }
             Command::StopNegotiate { asa, name } => {
                 self.listeners.remove(&(*asa, name.clone()));
@@ -185,6 +200,7 @@ impl Driver {
             }
             Command::DeregisterAsa { asa } => {
                 self.listeners.retain(|(a, _), _| a != asa);
+                self.watchers.retain(|(a, _), _| a != asa);
             }
             _ => {}
         }
@@ -277,13 +293,45 @@ impl Driver {
     fn event(&mut self, e: Event) {
         match e {
             Event::Reply { cmd, result } => {
-                if let Some((asa, name, l)) = self.pending_listen.remove(&cmd) {
+                if let Some((asa, name, s)) = self.pending.remove(&cmd) {
                     if result.is_ok() {
-                        self.listeners.insert((asa, name), l);
+                        match s {
+                            Subscriber::Negotiation(l) => {
+                                self.listeners.insert((asa, name), l);
+                            }
+                            Subscriber::Flood(w) => {
+                                self.watchers.insert((asa, name), w);
+                            }
+                        }
                     }
                 }
                 if let Some(tx) = self.replies.remove(&cmd) {
                     let _ = tx.send(result);
+                }
+            }
+            Event::Flood { asa, entry } => {
+                let key = (asa, entry.objective.name.clone());
+                let Some(w) = self.watchers.get(&key) else {
+                    return;
+                };
+                match w.try_send(entry) {
+                    Ok(()) => {}
+                    // A watcher that does not keep up misses floods (the
+                    // cache still has the latest).
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        trace!(?asa, "flood watcher full; dropping a flood");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.watchers.remove(&key);
+                        let cmd = CommandId(self.next_cmd);
+                        self.next_cmd += 1;
+                        let (asa, name) = key;
+                        self.engine.handle_command(
+                            now(),
+                            cmd,
+                            Command::StopWatchFlood { asa, name },
+                        );
+                    }
                 }
             }
             Event::NegotiationRequest {

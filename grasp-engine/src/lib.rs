@@ -119,5 +119,5 @@ pub mod proto;
 pub mod transport;
 pub mod wire;
 
-pub use api::{Asa, Grasp, GraspCore, Negotiation, NegotiationListener, Session};
+pub use api::{Asa, FloodWatcher, Grasp, GraspCore, Negotiation, NegotiationListener, Session};
 pub use error::{ApiError, ErrorCode};

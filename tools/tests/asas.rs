@@ -7,92 +7,10 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_engine::Grasp;
-use grasp_tools::api::{serve, Core, NodeFacts};
 use grasp_tools::asa::{briggs_gray, brski, prefix_manager, Transcript};
-use grasp_tools::socket::SocketGuard;
 
-/// How the ASAs reach their node's GRASP core.
-#[derive(Clone, Copy, Debug)]
-enum Reach {
-    /// The engine in the ASA's process.
-    InProcess,
-    /// The node's ASA socket (the ASA a separate client).
-    Socket,
-}
-
-/// A line of nodes, as the ASAs reach them.
-struct Line {
-    nodes: Vec<Grasp>,
-    /// The sockets' counters (none in process).
-    stats: Vec<Arc<grasp_tools::api::Stats>>,
-    _sockets: Vec<SocketGuard>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl std::ops::Deref for Line {
-    type Target = [Grasp];
-    fn deref(&self) -> &[Grasp] {
-        &self.nodes
-    }
-}
-
-async fn line(n: usize, reach: Reach) -> Line {
-    let nodes = grasp_tools::asa::fabric_nodes(n, 42);
-    let Reach::Socket = reach else {
-        return Line {
-            nodes: nodes.into_iter().map(|(_, g)| g).collect(),
-            stats: Vec::new(),
-            _sockets: Vec::new(),
-            _dir: None,
-        };
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (mut remote, mut sockets, mut stats) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (transport, grasp)) in nodes.into_iter().enumerate() {
-        let path = dir.path().join(format!("api-{i}.sock"));
-        let core = Core {
-            grasp,
-            facts: NodeFacts {
-                transport,
-                relay: i > 0 && i + 1 < n,
-                dull: false,
-            },
-            limits: Default::default(),
-            stats: Default::default(),
-            policy: Default::default(),
-        };
-        stats.push(core.stats.clone());
-        sockets.push(serve(&path, core).unwrap());
-        remote.push(grasp_asa_api::client::connect(&path).await.unwrap());
-    }
-    Line {
-        nodes: remote,
-        stats,
-        _sockets: sockets,
-        _dir: Some(dir),
-    }
-}
-
-impl Line {
-    /// Through sockets, the ASAs' calls were answered there.
-    fn calls_answered_by_sockets(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        self.stats
-            .iter()
-            .map(|s| s.calls.load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
-/// Asserts that the calls went where `reach` says.
-fn went(reach: Reach, nodes: &Line) {
-    let calls = nodes.calls_answered_by_sockets();
-    match reach {
-        Reach::InProcess => assert_eq!(calls, 0),
-        Reach::Socket => assert!(calls > 10, "{calls} calls through the sockets"),
-    }
-}
+mod daemon;
+use daemon::fabric::{line_reached as line, went, Reach};
 
 #[tokio::test]
 async fn briggs_and_gray_linked_in() {

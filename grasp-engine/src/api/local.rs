@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, GraspCore, Incoming};
-use crate::driver::{Driver, Request};
+use crate::driver::{Driver, Request, Subscriber};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
     AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Engine, EngineStats, FloodEntry,
@@ -18,7 +18,8 @@ use crate::wire::{Objective, TaggedObjective, Value};
 
 /// Requests queued towards the engine task.
 const REQUEST_QUEUE: usize = 1024;
-/// Negotiation requests queued per listened objective.
+/// Negotiation requests queued per listened objective, and floods per
+/// watched one.
 const LISTEN_QUEUE: usize = 64;
 
 /// The engine task's queue.
@@ -57,14 +58,14 @@ impl Local {
     async fn call_with(
         &self,
         command: Command,
-        listener: Option<mpsc::Sender<Incoming>>,
+        subscriber: Option<Subscriber>,
     ) -> Result<Reply, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
                 command,
                 reply: Some(reply),
-                listener,
+                subscriber,
             })
             .await
             .map_err(|_| ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped"))?;
@@ -270,7 +271,7 @@ impl GraspCore for Local {
         let _ = self.tx.try_send(Request {
             command: Command::AbortSession { session },
             reply: None,
-            listener: None,
+            subscriber: None,
         });
     }
 
@@ -278,7 +279,10 @@ impl GraspCore for Local {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
             match self
-                .call_with(Command::ListenNegotiate { asa, name }, Some(tx))
+                .call_with(
+                    Command::ListenNegotiate { asa, name },
+                    Some(Subscriber::Negotiation(tx)),
+                )
                 .await?
             {
                 Reply::Done => Ok(rx),
@@ -289,5 +293,25 @@ impl GraspCore for Local {
 
     fn stop_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
         Box::pin(self.done(Command::StopNegotiate { asa, name }))
+    }
+
+    fn watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<FloodEntry>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
+            match self
+                .call_with(
+                    Command::WatchFlood { asa, name },
+                    Some(Subscriber::Flood(tx)),
+                )
+                .await?
+            {
+                Reply::Done => Ok(rx),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn stop_watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
+        Box::pin(self.done(Command::StopWatchFlood { asa, name }))
     }
 }

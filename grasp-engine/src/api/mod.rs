@@ -159,6 +159,12 @@ pub trait GraspCore: Send + Sync + fmt::Debug {
     fn listen_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<Incoming>>;
     /// `stop_listen_negotiate`.
     fn stop_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
+    /// Floods of `name` entering the flood cache arrive on the receiver
+    /// until `stop_watch_flood` (or the ASA goes); dropping it stops the
+    /// watch too. A receiver that does not keep up misses floods.
+    fn watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<FloodEntry>>;
+    /// Stops watching `name`'s floods.
+    fn stop_watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
 }
 
 /// A running GRASP instance. Cheap to clone; the engine stops when every
@@ -345,6 +351,40 @@ impl Asa {
         self.core()
             .stop_negotiate(self.handle, name.to_string())
             .await
+    }
+
+    /// Watches the floods of `name`: each one entering the flood cache
+    /// (from a peer, or this node's own) arrives on the returned watcher,
+    /// instead of polling [`Asa::get_flood`] (RFC 8991's event-loop model).
+    pub async fn watch_flood(&self, name: &str) -> Result<FloodWatcher, ApiError> {
+        let rx = self
+            .core()
+            .watch_flood(self.handle, name.to_string())
+            .await?;
+        Ok(FloodWatcher {
+            rx: Arc::new(Mutex::new(rx)),
+        })
+    }
+
+    /// Stops watching the floods of `name`.
+    pub async fn stop_watch_flood(&self, name: &str) -> Result<(), ApiError> {
+        self.core()
+            .stop_watch_flood(self.handle, name.to_string())
+            .await
+    }
+}
+
+/// Floods of one objective as they enter the flood cache
+/// ([`Asa::watch_flood`]).
+#[derive(Clone, Debug)]
+pub struct FloodWatcher {
+    rx: Arc<Mutex<mpsc::Receiver<FloodEntry>>>,
+}
+
+impl FloodWatcher {
+    /// The next flood; `None` once watching has stopped.
+    pub async fn next(&self) -> Option<FloodEntry> {
+        self.rx.lock().await.recv().await
     }
 }
 

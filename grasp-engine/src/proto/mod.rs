@@ -188,6 +188,8 @@ pub struct Engine {
     objectives: HashMap<String, Registered>,
     disc_cache: DiscoveryCache,
     flood_cache: FloodCache,
+    /// Who watches which objective's floods ([`Command::WatchFlood`]).
+    flood_watch: HashMap<String, Vec<AsaHandle>>,
     discoveries: HashMap<(SessionId, IpAddr), Disc>,
     /// The session ids of discovery repeats, to their discovery's first.
     disc_alias: HashMap<(SessionId, IpAddr), (SessionId, IpAddr)>,
@@ -237,6 +239,7 @@ impl Engine {
                 config.discovery_cache_locators,
             ),
             flood_cache: FloodCache::new(config.flood_cache_entries),
+            flood_watch: HashMap::new(),
             recent: RecentSessions::new(config.max_recent_sessions),
             config: Config { limits, ..config },
             rng,
@@ -684,6 +687,19 @@ impl Engine {
         self.stats.discoveries_relayed += 1;
     }
 
+    /// Puts a flood in the cache, and tells the ASAs watching its objective.
+    fn cache_flood(&mut self, e: FloodEntry) {
+        if let Some(w) = self.flood_watch.get(&e.objective.name) {
+            for asa in w {
+                self.events.push_back(Event::Flood {
+                    asa: *asa,
+                    entry: e.clone(),
+                });
+            }
+        }
+        self.flood_cache.insert(e);
+    }
+
     /// An M_FLOOD arrived (`raw` as received, for relaying).
     fn on_flood(&mut self, now: Instant, ifindex: u32, src: SocketAddrV6, f: Flood, raw: &[u8]) {
         let key = (f.session_id, f.initiator);
@@ -715,7 +731,7 @@ impl Engine {
             if !t.objective.flags.contains(ObjectiveFlags::SYNCH) {
                 continue;
             }
-            self.flood_cache.insert(FloodEntry {
+            self.cache_flood(FloodEntry {
                 objective: t.objective.clone(),
                 locator: t.locator.clone(),
                 initiator: f.initiator,
@@ -1694,6 +1710,10 @@ impl Engine {
             Command::DeregisterAsa { asa } => {
                 self.check_asa(asa)?;
                 self.asas.remove(&asa);
+                self.flood_watch.retain(|_, w| {
+                    w.retain(|a| *a != asa);
+                    !w.is_empty()
+                });
                 self.objectives.retain(|_, r| {
                     r.owners.retain(|o| *o != asa);
                     !r.owners.is_empty()
@@ -1941,6 +1961,28 @@ impl Engine {
                 }
                 if let Some(r) = self.objectives.get_mut(&name) {
                     r.listen_neg = true;
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::WatchFlood { asa, name } => {
+                self.check_asa(asa)?;
+                let watches: usize = self.flood_watch.values().map(Vec::len).sum();
+                let w = self.flood_watch.entry(name).or_default();
+                if !w.contains(&asa) {
+                    if watches >= self.config.max_objectives {
+                        return Err(err(ErrorCode::ObjFull, "too many flood watches"));
+                    }
+                    w.push(asa);
+                }
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::StopWatchFlood { asa, name } => {
+                self.check_asa(asa)?;
+                if let Some(w) = self.flood_watch.get_mut(&name) {
+                    w.retain(|a| *a != asa);
+                    if w.is_empty() {
+                        self.flood_watch.remove(&name);
+                    }
                 }
                 self.reply(cmd, Ok(Reply::Done));
             }
@@ -2269,7 +2311,7 @@ impl Engine {
         // Our own floods are in our cache too, for our own ASAs.
         let expires = (ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(ttl_ms)));
         for t in tagged {
-            self.flood_cache.insert(FloodEntry {
+            self.cache_flood(FloodEntry {
                 objective: t.objective,
                 locator: t.locator,
                 initiator: self.node_addr,

@@ -1259,3 +1259,79 @@ fn peer_and_asa_input_is_bounded() {
     assert!(r.is_err(), "{r:?}");
     assert_eq!(e.stats().asa_oversize, 1);
 }
+
+#[test]
+fn watched_floods_arrive_as_events_until_the_watch_stops() {
+    let mut e = two_link_engine(Config {
+        seed: Some(6),
+        ..Config::default()
+    });
+    let now = Instant::now();
+    let flood = |sid: u32, name: &str| Datagram {
+        ifindex: 1,
+        src: SocketAddrV6::new(ll(9), 7017, 0, 1),
+        msg: Message::Flood(crate::wire::Flood {
+            session_id: SessionId(sid),
+            initiator: std::net::IpAddr::V6(ula(9)),
+            ttl_ms: 60_000,
+            tagged: vec![crate::wire::TaggedObjective {
+                objective: Objective::new(name, SYNCH).with_value(Value::from(u64::from(sid))),
+                locator: None,
+            }],
+            extensions: Vec::new(),
+        })
+        .encode(),
+    };
+    let floods = |e: &mut Engine| {
+        let mut out = Vec::new();
+        while let Some(ev) = e.poll_event() {
+            if let Event::Flood { asa, entry } = ev {
+                out.push((asa, entry.objective.name, entry.objective.value));
+            }
+        }
+        out
+    };
+    let asa = match call(&mut e, now, 1, Command::RegisterAsa { name: "w".into() }) {
+        Ok(Reply::Asa(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    let watch = |name: &str| Command::WatchFlood {
+        asa,
+        name: name.into(),
+    };
+    assert!(matches!(
+        call(&mut e, now, 2, watch("EX.news")),
+        Ok(Reply::Done)
+    ));
+    // Twice is once.
+    assert!(matches!(
+        call(&mut e, now, 3, watch("EX.news")),
+        Ok(Reply::Done)
+    ));
+    e.handle_datagram(now, flood(1, "EX.news"));
+    e.handle_datagram(now, flood(1, "EX.news")); // a duplicate: not cached again
+    e.handle_datagram(now, flood(2, "EX.other"));
+    assert_eq!(
+        floods(&mut e),
+        vec![(asa, "EX.news".to_string(), Some(Value::from(1u64)))]
+    );
+    let stop = Command::StopWatchFlood {
+        asa,
+        name: "EX.news".into(),
+    };
+    assert!(matches!(call(&mut e, now, 4, stop), Ok(Reply::Done)));
+    e.handle_datagram(now, flood(3, "EX.news"));
+    assert_eq!(floods(&mut e), vec![]);
+    // An ASA that goes takes its watches with it.
+    assert!(matches!(
+        call(&mut e, now, 5, watch("EX.news")),
+        Ok(Reply::Done)
+    ));
+    assert!(matches!(
+        call(&mut e, now, 6, Command::DeregisterAsa { asa }),
+        Ok(Reply::Done)
+    ));
+    e.handle_datagram(now, flood(4, "EX.news"));
+    assert_eq!(floods(&mut e), vec![]);
+    assert!(call(&mut e, now, 7, watch("EX.news")).is_err(), "noASA");
+}

@@ -280,6 +280,23 @@ pub enum Command {
         /// Objective name.
         name: String,
     },
+    /// Watch the floods of an objective: each one that enters the flood
+    /// cache (new, or replacing an entry) then arrives as
+    /// [`Event::Flood`]. RFC 8991's event-loop model, instead of polling
+    /// `get_flood`.
+    WatchFlood {
+        /// Watcher.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
+    /// Stop watching (no error when not watching).
+    StopWatchFlood {
+        /// Watcher.
+        asa: AsaHandle,
+        /// Objective name.
+        name: String,
+    },
     /// `negotiate_step`
     NegotiateStep {
         /// Caller.
@@ -363,6 +380,13 @@ pub enum Event {
         cmd: CommandId,
         /// Its result.
         result: Result<Reply, ApiError>,
+    },
+    /// A flood of an objective an ASA watches entered the flood cache.
+    Flood {
+        /// The watching ASA.
+        asa: AsaHandle,
+        /// The cache entry.
+        entry: FloodEntry,
     },
     /// A peer asked to negotiate an objective an ASA listens for.
     NegotiationRequest {

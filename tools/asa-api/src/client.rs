@@ -117,7 +117,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Callers waiting for their answer, by request id.
     pending: Mutex<HashMap<u64, Waiter>>,
-    /// Negotiation listeners by subscription (the subscribe request's id).
+    /// Negotiation listeners and flood watchers by subscription (the
+    /// subscribe request's id).
     listeners: Mutex<HashMap<u64, Listener>>,
     /// The connection ended: calls fail at once.
     gone: std::sync::atomic::AtomicBool,
@@ -129,7 +130,20 @@ struct Shared {
 struct Listener {
     asa: AsaHandle,
     name: String,
-    tx: mpsc::Sender<Incoming>,
+    to: To,
+}
+
+/// Where a subscription's events go.
+#[derive(Debug)]
+enum To {
+    Negotiation(mpsc::Sender<Incoming>),
+    Flood(mpsc::Sender<FloodEntry>),
+}
+
+impl Listener {
+    fn negotiation(&self) -> bool {
+        matches!(self.to, To::Negotiation(_))
+    }
 }
 
 impl Shared {
@@ -285,6 +299,35 @@ impl Remote {
         })
     }
 
+    /// Subscribes to `kind` events of `name` for ASA `a`, delivered to
+    /// `to`. A subscription's id is its request's, and graspd may push the
+    /// first event before its answer: the listener is in place first.
+    async fn subscribe(&self, a: AsaHandle, name: String, to: To) -> Result<(), ApiError> {
+        let kind = match to {
+            To::Negotiation(_) => "negotiation",
+            To::Flood(_) => "flood",
+        };
+        let id = self.next_id();
+        lock(&self.shared.listeners).insert(
+            id,
+            Listener {
+                asa: a,
+                name: name.clone(),
+                to,
+            },
+        );
+        let subscribe = Request::Subscribe {
+            asa: a.0.into(),
+            kind: kind.into(),
+            name,
+        };
+        if let Err(e) = self.call_as(id, subscribe).await {
+            lock(&self.shared.listeners).remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn forget_listeners(&self, keep: impl Fn(&Listener) -> bool) {
         lock(&self.shared.listeners).retain(|_, l| keep(l));
     }
@@ -413,13 +456,13 @@ where
                 };
                 let session = incoming.session;
                 let mut listeners = lock(&shared.listeners);
-                let Some(l) = listeners.get(&subscription) else {
+                let Some(To::Negotiation(l)) = listeners.get(&subscription).map(|l| &l.to) else {
                     drop(listeners);
                     // Its listener has just stopped.
                     abort(&shared, &tx, session);
                     continue;
                 };
-                match l.tx.try_send(incoming) {
+                match l.try_send(incoming) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         debug!("negotiation listener full; the request is abandoned");
@@ -431,6 +474,36 @@ where
                         listeners.remove(&subscription);
                         drop(listeners);
                         abort(&shared, &tx, session);
+                        let stop = Request::Unsubscribe { subscription };
+                        let _ = tx.try_send(Bytes::from(stop.frame(shared.next_id()).encode()));
+                    }
+                }
+            }
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } if kind == "flood" => {
+                let entry =
+                    match Fields::of(&data, "event").and_then(|f| form::flood_entry_of(&f, &lim)) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            warn!(error = %e, "graspd sent a flood event this client cannot read");
+                            continue;
+                        }
+                    };
+                let mut listeners = lock(&shared.listeners);
+                let Some(To::Flood(w)) = listeners.get(&subscription).map(|l| &l.to) else {
+                    continue; // its watch has just stopped
+                };
+                match w.try_send(entry) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        debug!("flood watcher full; a flood is dropped");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        listeners.remove(&subscription);
+                        drop(listeners);
                         let stop = Request::Unsubscribe { subscription };
                         let _ = tx.try_send(Bytes::from(stop.frame(shared.next_id()).encode()));
                     }
@@ -507,7 +580,7 @@ impl GraspCore for Remote {
                 name: name.clone(),
             })
             .await?;
-            self.forget_listeners(|l| l.asa != a || l.name != name);
+            self.forget_listeners(|l| !l.negotiation() || l.asa != a || l.name != name);
             Ok(())
         })
     }
@@ -692,25 +765,37 @@ impl GraspCore for Remote {
             // A subscription's id is its request's, and graspd may push the
             // first request before its answer: the listener is in place
             // before the call.
-            let id = self.next_id();
-            lock(&self.shared.listeners).insert(
-                id,
-                Listener {
-                    asa: a,
-                    name: name.clone(),
-                    tx,
-                },
-            );
-            let subscribe = Request::Subscribe {
-                asa: a.0.into(),
-                kind: "negotiation".into(),
-                name,
-            };
-            if let Err(e) = self.call_as(id, subscribe).await {
-                lock(&self.shared.listeners).remove(&id);
-                return Err(e);
-            }
+            self.subscribe(a, name, To::Negotiation(tx)).await?;
             Ok(rx)
+        })
+    }
+
+    fn watch_flood(&self, a: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<FloodEntry>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
+            self.subscribe(a, name, To::Flood(tx)).await?;
+            Ok(rx)
+        })
+    }
+
+    fn stop_watch_flood(&self, a: AsaHandle, name: String) -> Call<'_, ()> {
+        Box::pin(async move {
+            let subs: Vec<u64> = {
+                let mut l = lock(&self.shared.listeners);
+                let subs = l
+                    .iter()
+                    .filter(|(_, w)| !w.negotiation() && w.asa == a && w.name == name)
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>();
+                for id in &subs {
+                    l.remove(id);
+                }
+                subs
+            };
+            for subscription in subs {
+                self.done(Request::Unsubscribe { subscription }).await?;
+            }
+            Ok(())
         })
     }
 
@@ -722,7 +807,7 @@ impl GraspCore for Remote {
                     name: name.clone(),
                 })
                 .await;
-            self.forget_listeners(|l| l.asa != a || l.name != name);
+            self.forget_listeners(|l| !l.negotiation() || l.asa != a || l.name != name);
             r
         })
     }

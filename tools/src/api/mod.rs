@@ -36,7 +36,9 @@ use grasp_asa_api::request::{Offer, Outcome, Request};
 use grasp_asa_api::{Frame, FrameError, WireError};
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Limits as WireLimits, Objective};
-use grasp_engine::{ApiError, Asa, ErrorCode, Grasp, Negotiation, NegotiationListener, Session};
+use grasp_engine::{
+    ApiError, Asa, ErrorCode, FloodWatcher, Grasp, Negotiation, NegotiationListener, Session,
+};
 use tokio::net::UnixStream;
 
 use crate::socket::SocketGuard;
@@ -756,6 +758,30 @@ impl Conn {
         subscriptions.insert(id, task.abort_handle());
     }
 
+    /// Pushes the floods `watcher` sees as events of subscription `id`
+    /// until unsubscribe or the ASA goes; one the client has no room for is
+    /// dropped and counted (the flood cache keeps the latest).
+    fn subscribe_floods(self: &Arc<Self>, id: u64, watcher: FloodWatcher) {
+        let me = self.clone();
+        let mut subscriptions = lock(&self.subscriptions);
+        let task = tokio::spawn(async move {
+            let _leave = Leave(me.clone(), id);
+            while let Some(entry) = watcher.next().await {
+                let ev = Frame::Event {
+                    subscription: id,
+                    kind: "flood".into(),
+                    data: form::flood_entry(&entry),
+                };
+                if me.events.try_send(ev).is_ok() {
+                    bump(&me.core.stats.events);
+                } else {
+                    bump(&me.core.stats.events_dropped);
+                }
+            }
+        });
+        subscriptions.insert(id, task.abort_handle());
+    }
+
     async fn call(self: &Arc<Self>, id: u64, request: Request) -> Result<Value, ApiError> {
         match request {
             Request::Hello { .. } => {
@@ -1010,21 +1036,31 @@ impl Conn {
             }
             Request::Subscribe { asa: h, kind, name } => {
                 let asa = self.asa(h)?;
-                if kind != "negotiation" {
-                    return Err(ApiError::new(
-                        ErrorCode::Unsupported,
-                        "only \"negotiation\" subscriptions are served yet (flood: use get_flood)",
-                    ));
-                }
-                self.allow(Need::Own, &name)?;
+                let need =
+                    match kind.as_str() {
+                        "negotiation" => Need::Own,
+                        "flood" => Need::Read,
+                        other => return Err(ApiError::new(
+                            ErrorCode::Unsupported,
+                            format!(
+                                "no subscriptions of kind {other:?}: \"negotiation\" or \"flood\""
+                            ),
+                        )),
+                    };
+                self.allow(need, &name)?;
                 if lock(&self.subscriptions).len() >= self.core.limits.requests {
                     return Err(ApiError::new(
                         ErrorCode::TooMany,
                         "too many subscriptions on this connection",
                     ));
                 }
-                let (listener, stop) = self.listening(&asa, h, &name).await?;
-                self.subscribe_negotiation(id, h, listener, stop);
+                if need == Need::Read {
+                    let watcher = asa.watch_flood(&name).await?;
+                    self.subscribe_floods(id, watcher);
+                } else {
+                    let (listener, stop) = self.listening(&asa, h, &name).await?;
+                    self.subscribe_negotiation(id, h, listener, stop);
+                }
                 Ok(map(vec![("subscription", uint(id))]))
             }
             Request::Unsubscribe { subscription } => {

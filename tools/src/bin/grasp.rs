@@ -427,35 +427,35 @@ async fn command(
             }
         }
         Cmd::GetFlood { objective, wait } => {
-            let until = Instant::now() + Duration::from_secs(*wait);
-            loop {
-                let got = asa.get_flood(objective).await.map_err(api)?;
-                if !got.is_empty() {
-                    for e in got {
-                        let v = e.objective.value.map(|v| v.to_string()).unwrap_or_default();
-                        if args.json {
-                            grasp_tools::outln!(
-                                "{}",
-                                json!({"objective": objective, "value": v, "initiator": e.initiator.to_string(),
-                                       "loop_count": e.objective.loop_count,
-                                       "locator": e.locator.map(|l| l.to_string())})
-                            );
-                        } else {
-                            grasp_tools::outln!(
-                                "{objective} = {v} (from {}, loop count {})",
-                                e.initiator,
-                                e.objective.loop_count
-                            );
-                        }
+            // Watching first, so a flood between the two calls is not missed.
+            let watch = asa.watch_flood(objective).await.map_err(api)?;
+            let mut got = asa.get_flood(objective).await.map_err(api)?;
+            if got.is_empty() {
+                match tokio::time::timeout(Duration::from_secs(*wait), watch.next()).await {
+                    Ok(Some(e)) => got.push(e),
+                    _ => {
+                        return Ok(Outcome::NothingFound(format!(
+                            "no flood of {objective} arrived within {wait} s"
+                        )))
                     }
-                    break;
                 }
-                if Instant::now() >= until {
-                    return Ok(Outcome::NothingFound(format!(
-                        "no flood of {objective} arrived within {wait} s"
-                    )));
+            }
+            for e in got {
+                let v = e.objective.value.map(|v| v.to_string()).unwrap_or_default();
+                if args.json {
+                    grasp_tools::outln!(
+                        "{}",
+                        json!({"objective": objective, "value": v, "initiator": e.initiator.to_string(),
+                               "loop_count": e.objective.loop_count,
+                               "locator": e.locator.map(|l| l.to_string())})
+                    );
+                } else {
+                    grasp_tools::outln!(
+                        "{objective} = {v} (from {}, loop count {})",
+                        e.initiator,
+                        e.objective.loop_count
+                    );
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         Cmd::Negotiate {

@@ -9,6 +9,10 @@ use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::Grasp;
 use grasp_tools::api::policy::Grants;
 use grasp_tools::api::{connection, Core, Limits as ApiLimits, NodeFacts};
+use std::sync::Arc;
+
+use grasp_tools::api::serve;
+use grasp_tools::socket::SocketGuard;
 use tokio::net::UnixStream;
 
 use super::asa_client::Client;
@@ -55,4 +59,87 @@ pub(crate) fn client(core: Core) -> Client {
     let (a, b) = UnixStream::pair().unwrap();
     tokio::spawn(connection(b, core, Grants::everything("the test")));
     Client::new(a)
+}
+
+/// How the ASAs reach their node's GRASP core.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reach {
+    /// The engine in the ASA's process.
+    InProcess,
+    /// The node's ASA socket (the ASA a separate client).
+    Socket,
+}
+
+/// A line of nodes (each relaying to the next), as the ASAs reach them:
+/// the engines themselves, or each node's ASA socket through the client.
+pub(crate) struct Line {
+    nodes: Vec<Grasp>,
+    /// The sockets' counters (none in process).
+    stats: Vec<Arc<grasp_tools::api::Stats>>,
+    _sockets: Vec<SocketGuard>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Line {
+    type Target = [Grasp];
+    fn deref(&self) -> &[Grasp] {
+        &self.nodes
+    }
+}
+
+pub(crate) async fn line_reached(n: usize, reach: Reach) -> Line {
+    let nodes = grasp_tools::asa::fabric_nodes(n, 42);
+    let Reach::Socket = reach else {
+        return Line {
+            nodes: nodes.into_iter().map(|(_, g)| g).collect(),
+            stats: Vec::new(),
+            _sockets: Vec::new(),
+            _dir: None,
+        };
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut remote, mut sockets, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (transport, grasp)) in nodes.into_iter().enumerate() {
+        let path = dir.path().join(format!("api-{i}.sock"));
+        let core = Core {
+            grasp,
+            facts: NodeFacts {
+                transport,
+                relay: i > 0 && i + 1 < n,
+                dull: false,
+            },
+            limits: Default::default(),
+            stats: Default::default(),
+            policy: Default::default(),
+        };
+        stats.push(core.stats.clone());
+        sockets.push(serve(&path, core).unwrap());
+        remote.push(grasp_asa_api::client::connect(&path).await.unwrap());
+    }
+    Line {
+        nodes: remote,
+        stats,
+        _sockets: sockets,
+        _dir: Some(dir),
+    }
+}
+
+impl Line {
+    /// Through sockets, the ASAs' calls were answered there.
+    fn calls_answered_by_sockets(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stats
+            .iter()
+            .map(|s| s.calls.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Asserts that the calls went where `reach` says.
+pub(crate) fn went(reach: Reach, nodes: &Line) {
+    let calls = nodes.calls_answered_by_sockets();
+    match reach {
+        Reach::InProcess => assert_eq!(calls, 0),
+        Reach::Socket => assert!(calls > 10, "{calls} calls through the sockets"),
+    }
 }
