@@ -22,8 +22,8 @@ use tracing::{debug, info, trace, warn};
 use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, FloodEntry, Reply,
-    Transmit,
+    AsaHandle, AsaLocator, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, FloodEntry,
+    Reply, Transmit,
 };
 use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
 
@@ -50,6 +50,8 @@ pub(crate) enum Subscriber {
     Negotiation(mpsc::Sender<Incoming>),
     /// Floods entering the cache.
     Flood(mpsc::Sender<FloodEntry>),
+    /// A streamed discovery's locators.
+    Found(mpsc::Sender<AsaLocator>),
 }
 
 type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
@@ -80,6 +82,8 @@ pub(crate) struct Driver {
     watchers: HashMap<(AsaHandle, String), mpsc::Sender<FloodEntry>>,
     /// Listens and watches the engine has not confirmed yet.
     pending: HashMap<CommandId, (AsaHandle, String, Subscriber)>,
+    /// Streamed discoveries under way.
+    found: HashMap<CommandId, mpsc::Sender<AsaLocator>>,
     chans: HashMap<ChannelId, ChanTx>,
     ev_tx: mpsc::Sender<ChanEvent>,
     ev_rx: mpsc::Receiver<ChanEvent>,
@@ -107,6 +111,7 @@ impl Driver {
             listeners: HashMap::new(),
             watchers: HashMap::new(),
             pending: HashMap::new(),
+            found: HashMap::new(),
             chans: HashMap::new(),
             ev_tx,
             ev_rx,
@@ -187,6 +192,11 @@ impl Driver {
             Command::ListenNegotiate { asa, name } | Command::WatchFlood { asa, name } => {
                 if let Some(s) = r.subscriber {
                     self.pending.insert(cmd, (*asa, name.clone(), s));
+                }
+            }
+            Command::Discover { .. } => {
+                if let Some(Subscriber::Found(tx)) = r.subscriber {
+                    self.found.insert(cmd, tx);
                 }
             }
             Command::StopWatchFlood { asa, name } => {
@@ -302,11 +312,19 @@ impl Driver {
                             Subscriber::Flood(w) => {
                                 self.watchers.insert((asa, name), w);
                             }
+                            Subscriber::Found(_) => {}
                         }
                     }
                 }
+                self.found.remove(&cmd);
                 if let Some(tx) = self.replies.remove(&cmd) {
                     let _ = tx.send(result);
+                }
+            }
+            Event::Found { cmd, locator } => {
+                // One the caller has no room for is in the reply anyway.
+                if let Some(tx) = self.found.get(&cmd) {
+                    let _ = tx.try_send(locator);
                 }
             }
             Event::Flood { asa, entry } => {

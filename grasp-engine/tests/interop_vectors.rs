@@ -335,6 +335,7 @@ impl Player {
                 asa: self.asa,
                 objective: d.objective.clone(),
                 options: DiscoverOptions::all(Duration::from_secs(1)),
+                stream: false,
             },
             Message::ReqSyn(r) => Command::Synchronize {
                 asa: self.asa,

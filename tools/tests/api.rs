@@ -684,13 +684,13 @@ async fn negotiation_requests_arrive_as_events() {
             "subscribe",
             vec![
                 ("asa", asa),
-                ("kind", "flood".into()),
+                ("kind", "telepathy".into()),
                 ("name", "EX.sub".into())
             ]
         )
         .await,
         Err(101),
-        "flood subscriptions are not served yet"
+        "no such kind of subscription"
     );
     assert_eq!(stats.events.load(std::sync::atomic::Ordering::Relaxed), 2);
 }

@@ -2,9 +2,9 @@
 //! ASA socket (`grasp_asa_api::client`): each scenario runs both ways from
 //! one source, on a line of fabric nodes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use grasp_engine::proto::RegisterOptions;
+use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
 
 mod daemon;
@@ -66,6 +66,68 @@ async fn floods_arrive_as_they_come_until_the_watch_stops(reach: Reach) {
         "{cached:?}"
     );
     went(reach, &nodes);
+}
+
+async fn a_streamed_discovery_hands_out_locators_as_they_come(reach: Reach) {
+    let nodes = line_reached(3, reach).await;
+    let o = Objective::new("EX.many", SYNCH);
+    // Two hops away, with two locators of its own.
+    let server = nodes[2].register_asa("server").await.unwrap();
+    let at = |port| {
+        grasp_engine::wire::Locator::tcp6(
+            std::net::Ipv6Addr::new(0xfd00, 0xfab, 0, 0, 0, 0, 0, 3),
+            port,
+        )
+    };
+    let opts = RegisterOptions {
+        discoverable: true,
+        locators: vec![at(7100), at(7101)],
+        ..RegisterOptions::default()
+    };
+    server.register_objective(&o, opts).await.unwrap();
+    let asa = nodes[0].register_asa("seeker").await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let opts = DiscoverOptions {
+        flush: true,
+        ..DiscoverOptions::all(Duration::from_millis(800))
+    };
+    let t0 = Instant::now();
+    let seeking = asa.discover_each(&o, opts, tx);
+    tokio::pin!(seeking);
+    // The first locator comes long before the discovery's end.
+    let first = tokio::select! {
+        l = rx.recv() => l.expect("a locator"),
+        r = &mut seeking => panic!("ended first: {r:?}"),
+    };
+    let early = t0.elapsed();
+    assert!(early < Duration::from_millis(500), "{early:?}");
+    let all = seeking.await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "collects for the timeout"
+    );
+    let mut streamed = vec![first];
+    while let Ok(l) = rx.try_recv() {
+        streamed.push(l);
+    }
+    assert_eq!(all.len(), 2, "{all:?}");
+    let key = |v: &[AsaLocator]| {
+        let mut k: Vec<String> = v.iter().map(|l| l.locator.to_string()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(key(&streamed), key(&all));
+    went(reach, &nodes);
+}
+
+#[tokio::test]
+async fn streamed_discovery_linked_in() {
+    a_streamed_discovery_hands_out_locators_as_they_come(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn streamed_discovery_through_the_asa_socket() {
+    a_streamed_discovery_hands_out_locators_as_they_come(Reach::Socket).await;
 }
 
 #[tokio::test]

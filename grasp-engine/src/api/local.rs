@@ -136,14 +136,17 @@ impl GraspCore for Local {
         asa: AsaHandle,
         objective: Objective,
         options: DiscoverOptions,
+        found: Option<mpsc::Sender<AsaLocator>>,
     ) -> Call<'_, Vec<AsaLocator>> {
         Box::pin(async move {
+            let command = Command::Discover {
+                asa,
+                objective,
+                options,
+                stream: found.is_some(),
+            };
             match self
-                .call(Command::Discover {
-                    asa,
-                    objective,
-                    options,
-                })
+                .call_with(command, found.map(Subscriber::Found))
                 .await?
             {
                 Reply::Locators(l) => Ok(l),

@@ -88,11 +88,14 @@ pub trait GraspCore: Send + Sync + fmt::Debug {
     /// `deregister_objective`.
     fn deregister_objective(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
     /// `discover`.
+    /// `discover`; with `found`, each new locator is also sent there as it
+    /// arrives (one that does not fit is in the result anyway).
     fn discover(
         &self,
         asa: AsaHandle,
         objective: Objective,
         options: DiscoverOptions,
+        found: Option<mpsc::Sender<AsaLocator>>,
     ) -> Call<'_, Vec<AsaLocator>>;
     /// `synchronize`.
     fn synchronize(
@@ -257,7 +260,21 @@ impl Asa {
         options: DiscoverOptions,
     ) -> Result<Vec<AsaLocator>, ApiError> {
         self.core()
-            .discover(self.handle, objective.clone(), options)
+            .discover(self.handle, objective.clone(), options, None)
+            .await
+    }
+
+    /// `discover`, also sending each new locator to `found` as it arrives
+    /// (answers from the cache come only in the result). For an ASA that
+    /// acts on the first answers while collecting the rest.
+    pub async fn discover_each(
+        &self,
+        objective: &Objective,
+        options: DiscoverOptions,
+        found: mpsc::Sender<AsaLocator>,
+    ) -> Result<Vec<AsaLocator>, ApiError> {
+        self.core()
+            .discover(self.handle, objective.clone(), options, Some(found))
             .await
     }
 

@@ -76,6 +76,8 @@ enum Waiter {
     Api {
         cmd: CommandId,
         first_only: bool,
+        /// Each new locator as an [`Event::Found`].
+        stream: bool,
     },
     Synch {
         cmd: CommandId,
@@ -1052,6 +1054,17 @@ impl Engine {
             }
             if disc.found.len() < cap {
                 disc.found.push(l.clone());
+                for w in &disc.waiters {
+                    if let Waiter::Api {
+                        cmd, stream: true, ..
+                    } = w
+                    {
+                        self.events.push_back(Event::Found {
+                            cmd: *cmd,
+                            locator: l.clone(),
+                        });
+                    }
+                }
             } else {
                 self.stats.discovery_answers_dropped += 1;
             }
@@ -1805,10 +1818,15 @@ impl Engine {
                 asa,
                 objective,
                 options,
+                stream,
             } => {
                 self.check_asa(asa)?;
                 self.discover(now, cmd, objective, options, |cmd, first_only, _, _| {
-                    Waiter::Api { cmd, first_only }
+                    Waiter::Api {
+                        cmd,
+                        first_only,
+                        stream,
+                    }
                 })?;
             }
             Command::Synchronize {

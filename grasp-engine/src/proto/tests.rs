@@ -203,6 +203,7 @@ fn discovery_and_synchronization_on_virtual_time() {
             asa: a,
             objective: probe.clone(),
             options: DiscoverOptions::default(),
+            stream: false,
         },
     );
     assert!(net.reply(0, id).is_none(), "waits for the whole timeout");
@@ -939,6 +940,7 @@ fn an_unanswered_discovery_is_repeated_within_its_timeout() {
             asa,
             objective: Objective::new("EX.far", SYNCH), // loop count 6: 600 ms
             options: DiscoverOptions::first(Duration::from_millis(600)),
+            stream: false,
         },
     );
     let sids = |e: &mut Engine| {
@@ -1124,6 +1126,7 @@ fn peer_and_asa_input_is_bounded() {
             asa,
             objective: Objective::new("EX.many", SYNCH),
             options: DiscoverOptions::all(Duration::from_millis(600)),
+            stream: false,
         },
     );
     let mut sid = None;
@@ -1229,6 +1232,7 @@ fn peer_and_asa_input_is_bounded() {
                 asa,
                 objective: Objective::new("EX.d", SYNCH),
                 options: DiscoverOptions::first(Duration::MAX),
+                stream: false,
             },
         ),
     ] {

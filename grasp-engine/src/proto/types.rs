@@ -204,6 +204,9 @@ pub enum Command {
         objective: Objective,
         /// Options.
         options: DiscoverOptions,
+        /// Also hand each locator to the caller as it is found
+        /// ([`Event::Found`]), before the reply with all of them.
+        stream: bool,
     },
     /// `synchronize`
     Synchronize {
@@ -380,6 +383,14 @@ pub enum Event {
         cmd: CommandId,
         /// Its result.
         result: Result<Reply, ApiError>,
+    },
+    /// A streamed discovery ([`Command::Discover`] with `stream`) found a
+    /// new locator.
+    Found {
+        /// The discovery.
+        cmd: CommandId,
+        /// What it found.
+        locator: AsaLocator,
     },
     /// A flood of an objective an ASA watches entered the flood cache.
     Flood {

@@ -138,6 +138,8 @@ struct Listener {
 enum To {
     Negotiation(mpsc::Sender<Incoming>),
     Flood(mpsc::Sender<FloodEntry>),
+    /// A streamed discover's locators (until its answer).
+    Found(mpsc::Sender<AsaLocator>),
 }
 
 impl Listener {
@@ -306,6 +308,7 @@ impl Remote {
         let kind = match to {
             To::Negotiation(_) => "negotiation",
             To::Flood(_) => "flood",
+            To::Found(_) => "locator",
         };
         let id = self.next_id();
         lock(&self.shared.listeners).insert(
@@ -509,6 +512,27 @@ where
                     }
                 }
             }
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } if kind == "locator" => {
+                let l = match Fields::of(&data, "event")
+                    .and_then(|f| form::asa_locator_of(&f, &lim))
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        warn!(error = %e, "graspd sent a locator event this client cannot read");
+                        continue;
+                    }
+                };
+                if let Some(To::Found(tx)) =
+                    lock(&shared.listeners).get(&subscription).map(|l| &l.to)
+                {
+                    // One that does not fit is in the answer anyway.
+                    let _ = tx.try_send(l);
+                }
+            }
             Frame::Event { kind, .. } => debug!(%kind, "event of a kind this client does not know"),
             Frame::Request { .. } | Frame::Cancel { .. } => {
                 warn!("graspd sent a request; closing");
@@ -590,16 +614,29 @@ impl GraspCore for Remote {
         a: AsaHandle,
         objective: Objective,
         options: DiscoverOptions,
+        found: Option<mpsc::Sender<AsaLocator>>,
     ) -> Call<'_, Vec<AsaLocator>> {
         Box::pin(async move {
-            let v = self
-                .call(Request::Discover {
-                    asa: a.0.into(),
-                    objective,
-                    options,
-                    stream: false,
-                })
-                .await?;
+            let request = Request::Discover {
+                asa: a.0.into(),
+                objective,
+                options,
+                stream: found.is_some(),
+            };
+            let id = self.next_id();
+            // Events of a streamed discover carry its request's id, and come
+            // before its answer.
+            if let Some(tx) = found {
+                let l = Listener {
+                    asa: a,
+                    name: String::new(),
+                    to: To::Found(tx),
+                };
+                lock(&self.shared.listeners).insert(id, l);
+            }
+            let v = self.call_as(id, request).await;
+            lock(&self.shared.listeners).remove(&id);
+            let v = v?;
             let Value::Array(found) = v else {
                 return Err(protocol("discover answers an array".into()));
             };

@@ -49,6 +49,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// A streamed discover's locators waiting to become events.
+const LOCATOR_EVENTS: usize = 64;
+
 /// The smallest frame limit a client may ask for in `hello`.
 pub const MIN_FRAME: usize = 1024;
 
@@ -889,13 +892,36 @@ impl Conn {
             } => {
                 let asa = self.asa(asa)?;
                 self.allow(Need::Read, &objective.name)?;
-                if stream {
-                    return Err(ApiError::new(
-                        ErrorCode::Unsupported,
-                        "streamed discovery is not served yet: discover without \"stream\"",
-                    ));
+                if !stream {
+                    let found = asa.discover(&objective, options).await?;
+                    return Ok(Value::Array(found.iter().map(form::asa_locator).collect()));
                 }
-                let found = asa.discover(&objective, options).await?;
+                // Each new locator as an event of this request, then the
+                // answer with all of them.
+                let (tx, mut rx) = mpsc::channel(LOCATOR_EVENTS);
+                let push = |l: &grasp_engine::proto::AsaLocator| {
+                    let ev = Frame::Event {
+                        subscription: id,
+                        kind: "locator".into(),
+                        data: form::asa_locator(l),
+                    };
+                    if self.events.try_send(ev).is_ok() {
+                        bump(&self.core.stats.events);
+                    } else {
+                        bump(&self.core.stats.events_dropped);
+                    }
+                };
+                let discovery = asa.discover_each(&objective, options, tx);
+                tokio::pin!(discovery);
+                let found = loop {
+                    tokio::select! {
+                        r = &mut discovery => break r?,
+                        Some(l) = rx.recv() => push(&l),
+                    }
+                };
+                while let Ok(l) = rx.try_recv() {
+                    push(&l);
+                }
                 Ok(Value::Array(found.iter().map(form::asa_locator).collect()))
             }
             Request::Synchronize {
@@ -1036,17 +1062,18 @@ impl Conn {
             }
             Request::Subscribe { asa: h, kind, name } => {
                 let asa = self.asa(h)?;
-                let need =
-                    match kind.as_str() {
-                        "negotiation" => Need::Own,
-                        "flood" => Need::Read,
-                        other => return Err(ApiError::new(
+                let need = match kind.as_str() {
+                    "negotiation" => Need::Own,
+                    "flood" => Need::Read,
+                    other => {
+                        return Err(ApiError::new(
                             ErrorCode::Unsupported,
                             format!(
                                 "no subscriptions of kind {other:?}: \"negotiation\" or \"flood\""
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 self.allow(need, &name)?;
                 if lock(&self.subscriptions).len() >= self.core.limits.requests {
                     return Err(ApiError::new(

@@ -140,6 +140,6 @@ pub(crate) fn went(reach: Reach, nodes: &Line) {
     let calls = nodes.calls_answered_by_sockets();
     match reach {
         Reach::InProcess => assert_eq!(calls, 0),
-        Reach::Socket => assert!(calls > 10, "{calls} calls through the sockets"),
+        Reach::Socket => assert!(calls >= 3, "{calls} calls through the sockets"),
     }
 }
