@@ -130,6 +130,67 @@ async fn streamed_discovery_through_the_asa_socket() {
     a_streamed_discovery_hands_out_locators_as_they_come(Reach::Socket).await;
 }
 
+async fn a_dump_shows_registrations_and_caches(reach: Reach) {
+    let nodes = line_reached(3, reach).await;
+    let far = nodes[2].register_asa("far").await.unwrap();
+    let o = Objective::new("EX.far", SYNCH).with_value(5u32);
+    let opts = RegisterOptions {
+        discoverable: true,
+        ..RegisterOptions::default()
+    };
+    far.register_objective(&o, opts.clone()).await.unwrap();
+    let asa = nodes[0].register_asa("looker").await.unwrap();
+    let mine = Objective::new("EX.mine", SYNCH).with_value(1u32);
+    asa.register_objective(&mine, opts).await.unwrap();
+    asa.listen_synchronize(&mine).await.unwrap();
+    let news = TaggedObjective {
+        objective: Objective::new("EX.news", SYNCH).with_value(2u32),
+        locator: None,
+    };
+    asa.register_objective(&news.objective, RegisterOptions::default())
+        .await
+        .unwrap();
+    asa.flood(60_000, vec![news]).await.unwrap();
+    assert_eq!(
+        asa.discover(&o, DiscoverOptions::first(T))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let d = asa.dump().await.unwrap();
+    assert!(
+        d.asas
+            .iter()
+            .any(|(h, n)| *h == asa.handle() && n == "looker"),
+        "{:?}",
+        d.asas
+    );
+    let reg = d
+        .objectives
+        .iter()
+        .find(|r| r.objective.name == "EX.mine")
+        .expect("our objective");
+    assert_eq!(reg.owners, vec![asa.handle()]);
+    assert!(reg.listen_synchronize && reg.options.discoverable);
+    assert!(d
+        .discovery_cache
+        .iter()
+        .any(|(n, l)| n == "EX.far" && l.len() == 1));
+    assert!(d.flood_cache.iter().any(|e| e.objective.name == "EX.news"));
+    went(reach, &nodes);
+}
+
+#[tokio::test]
+async fn dump_linked_in() {
+    a_dump_shows_registrations_and_caches(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn dump_through_the_asa_socket() {
+    a_dump_shows_registrations_and_caches(Reach::Socket).await;
+}
+
 #[tokio::test]
 async fn flood_watch_linked_in() {
     floods_arrive_as_they_come_until_the_watch_stops(Reach::InProcess).await;

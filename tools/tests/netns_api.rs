@@ -87,6 +87,19 @@ fn example_asas_as_processes_on_each_graspd() {
     assert!(text(&o).contains("[1, \"two\", 3]"), "{}", text(&o));
     let o = grasp_via(&a, &api_a, &["discover", "EX3"]);
     assert!(o.status.success(), "{}", text(&o));
+    // B's registrations and A's caches, read through the sockets.
+    let o = grasp_via(&b, &api_b, &["dump"]);
+    assert!(
+        text(&o).contains("objective EX2 = [1, \"two\", 3]") && text(&o).contains("EX.other"),
+        "{}",
+        text(&o)
+    );
+    let o = grasp_via(&a, &api_a, &["--json", "dump"]);
+    assert!(
+        text(&o).contains("\"discovery_cache\"") && text(&o).contains("EX3"),
+        "{}",
+        text(&o)
+    );
 
     let rt = runtime();
     let grasp = rt.block_on(grasp_asa_api::client::connect(&api_a)).unwrap();
@@ -284,7 +297,7 @@ fn the_policy_holds_against_another_users_credentials() {
         "b",
         &format!(
             "security = \"none\"\ninterfaces = [\"ba0\"]\n[api]\nsocket = \"{}\"\n\
-             [[api.allow]]\nuid = 65534\nasas = [\"grasp-cli\"]\nread = [\"EX.pub*\"]",
+             [[api.allow]]\nuid = 65534\nasas = [\"grasp-cli-*\"]\nread = [\"EX.pub*\"]",
             api.display()
         ),
     );
@@ -292,7 +305,7 @@ fn the_policy_holds_against_another_users_credentials() {
     assert!(
         text(&o).contains("mode 666")
             && text(&o)
-                .contains("user 65534 (uid 65534): ASAs grasp-cli; owns nothing; reads EX.pub*"),
+                .contains("user 65534 (uid 65534): ASAs grasp-cli-*; owns nothing; reads EX.pub*"),
         "{}",
         text(&o)
     );

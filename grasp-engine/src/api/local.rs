@@ -10,7 +10,7 @@ use super::{Call, GraspCore, Incoming};
 use crate::driver::{Driver, Request, Subscriber};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
-    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Engine, EngineStats, FloodEntry,
+    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Dump, Engine, EngineStats, FloodEntry,
     NegotiationOutcome, RegisterOptions, Reply, SessionHandle, TransportInfo,
 };
 use crate::transport::{AcpTransport, InboundStream};
@@ -316,5 +316,14 @@ impl GraspCore for Local {
 
     fn stop_watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
         Box::pin(self.done(Command::StopWatchFlood { asa, name }))
+    }
+
+    fn dump(&self, asa: AsaHandle) -> Call<'_, Dump> {
+        Box::pin(async move {
+            match self.call(Command::Dump { asa }).await? {
+                Reply::Dump(d) => Ok(*d),
+                other => Err(unexpected(other)),
+            }
+        })
     }
 }

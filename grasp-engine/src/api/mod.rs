@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, AsaLocator, Config, DiscoverOptions, EngineStats, FloodEntry, NegotiationOutcome,
-    RegisterOptions, SessionHandle,
+    AsaHandle, AsaLocator, Config, DiscoverOptions, Dump, EngineStats, FloodEntry,
+    NegotiationOutcome, RegisterOptions, SessionHandle,
 };
 use crate::transport::{AcpTransport, InboundStream};
 use crate::wire::{Objective, TaggedObjective, Value, GRASP_DEF_TIMEOUT_MS};
@@ -168,6 +168,8 @@ pub trait GraspCore: Send + Sync + fmt::Debug {
     fn watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<FloodEntry>>;
     /// Stops watching `name`'s floods.
     fn stop_watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, ()>;
+    /// A read-only view of registrations and caches.
+    fn dump(&self, asa: AsaHandle) -> Call<'_, Dump>;
 }
 
 /// A running GRASP instance. Cheap to clone; the engine stops when every
@@ -381,6 +383,13 @@ impl Asa {
         Ok(FloodWatcher {
             rx: Arc::new(Mutex::new(rx)),
         })
+    }
+
+    /// A read-only view of the node's registrations and caches (through
+    /// graspd: what this client may read; other clients' ASAs have handle
+    /// 0).
+    pub async fn dump(&self) -> Result<Dump, ApiError> {
+        self.core().dump(self.handle).await
     }
 
     /// Stops watching the floods of `name`.

@@ -63,6 +63,11 @@ impl DiscoveryCache {
         }
     }
 
+    /// The objective names it holds locators for.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
     /// Adds or refreshes a locator (the later expiry and the latest
     /// objective win).
     pub(crate) fn insert(&mut self, name: &str, loc: AsaLocator, learnt_on: u32) {
@@ -244,6 +249,11 @@ impl FloodCache {
                 self.count -= 1;
             }
         }
+    }
+
+    /// The objective names it holds floods of.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
     }
 
     /// Unexpired entries for `name`, most recent first; expired ones are deleted.

@@ -1695,6 +1695,39 @@ impl Engine {
                 };
                 self.reply(cmd, Ok(reply));
             }
+            Command::Dump { asa } => {
+                self.check_asa(asa)?;
+                let mut d = Dump {
+                    asas: self.asas.iter().map(|(h, n)| (*h, n.clone())).collect(),
+                    objectives: self
+                        .objectives
+                        .values()
+                        .map(|r| DumpedObjective {
+                            objective: r.objective.clone(),
+                            owners: r.owners.clone(),
+                            options: r.options.clone(),
+                            listen_negotiate: r.listen_neg,
+                            listen_synchronize: r.listen_synch,
+                        })
+                        .collect(),
+                    discovery_cache: Vec::new(),
+                    flood_cache: Vec::new(),
+                };
+                for name in self.disc_cache.names() {
+                    let l = self.disc_cache.get(&name, now);
+                    if !l.is_empty() {
+                        d.discovery_cache.push((name, l));
+                    }
+                }
+                for name in self.flood_cache.names() {
+                    d.flood_cache.extend(self.flood_cache.get(&name, now));
+                }
+                d.asas.sort_by_key(|(h, _)| h.0);
+                d.objectives
+                    .sort_by(|a, b| a.objective.name.cmp(&b.objective.name));
+                d.discovery_cache.sort_by(|a, b| a.0.cmp(&b.0));
+                self.reply(cmd, Ok(Reply::Dump(Box::new(d))));
+            }
             Command::RegisterAsa { name } => {
                 if name.len() > MAX_ASA_NAME {
                     return Err(err(

@@ -125,6 +125,35 @@ pub struct DiscoverOptions {
     pub first_only: bool,
 }
 
+/// A read-only view of an engine's registrations and caches
+/// ([`Command::Dump`]), for operators and tools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// Registered ASAs.
+    pub asas: Vec<(AsaHandle, String)>,
+    /// Registered objectives.
+    pub objectives: Vec<DumpedObjective>,
+    /// The discovery cache: unexpired locators by objective name.
+    pub discovery_cache: Vec<(String, Vec<AsaLocator>)>,
+    /// The flood cache's unexpired entries.
+    pub flood_cache: Vec<FloodEntry>,
+}
+
+/// A registered objective in a [`Dump`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpedObjective {
+    /// The objective (its current value).
+    pub objective: Objective,
+    /// The ASAs that registered it.
+    pub owners: Vec<AsaHandle>,
+    /// Its options.
+    pub options: RegisterOptions,
+    /// Someone listens for negotiation requests.
+    pub listen_negotiate: bool,
+    /// Someone answers synchronization requests.
+    pub listen_synchronize: bool,
+}
+
 /// An entry of the flood cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FloodEntry {
@@ -175,6 +204,12 @@ pub enum Command {
     },
     /// The engine's counters (not an RFC 8991 call; for operators).
     Stats,
+    /// A read-only view of the registrations and caches (not an RFC 8991
+    /// call; for operators and tools): [`Reply::Dump`].
+    Dump {
+        /// Caller.
+        asa: AsaHandle,
+    },
     /// `deregister_asa`: also removes its objectives and listeners.
     DeregisterAsa {
         /// Handle.
@@ -356,6 +391,8 @@ pub enum Reply {
     Done,
     /// A new ASA handle.
     Asa(AsaHandle),
+    /// What [`Command::Dump`] saw (boxed: it can be large).
+    Dump(Box<Dump>),
     /// Discovered locators (possibly none).
     Locators(Vec<AsaLocator>),
     /// The synchronized objective.

@@ -27,8 +27,8 @@ use ciborium::Value;
 use futures::StreamExt;
 use grasp_engine::api::{Call, Incoming};
 use grasp_engine::proto::{
-    AsaHandle, AsaLocator, ChannelId, DiscoverOptions, EngineStats, FloodEntry, NegotiationOutcome,
-    RegisterOptions, SessionHandle,
+    AsaHandle, AsaLocator, ChannelId, DiscoverOptions, Dump, EngineStats, FloodEntry,
+    NegotiationOutcome, RegisterOptions, SessionHandle,
 };
 use grasp_engine::wire::{Limits, Objective, SessionId, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode, Grasp, GraspCore};
@@ -812,6 +812,13 @@ impl GraspCore for Remote {
             let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
             self.subscribe(a, name, To::Flood(tx)).await?;
             Ok(rx)
+        })
+    }
+
+    fn dump(&self, a: AsaHandle) -> Call<'_, Dump> {
+        Box::pin(async move {
+            let v = self.call(Request::Dump { asa: a.0.into() }).await?;
+            form::dump_of(&v, &self.limits)
         })
     }
 

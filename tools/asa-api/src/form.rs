@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ciborium::Value;
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
+use grasp_engine::proto::{
+    AsaHandle, AsaLocator, DiscoverOptions, Dump, DumpedObjective, FloodEntry, RegisterOptions,
+};
 use grasp_engine::wire::{Limits, Locator, Objective, Protocol, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode};
 
@@ -170,6 +172,111 @@ pub fn discover_options(o: &DiscoverOptions) -> Vec<(&'static str, Value)> {
         kv.push(("min_ttl_ms", millis(t)));
     }
     kv
+}
+
+/// A dump as `dump` answers it. `who(h)` names engine ASA `h` for this
+/// client: its name, and its handle when it is the client's own.
+pub fn dump(d: &Dump, who: impl Fn(AsaHandle) -> (String, Option<u64>)) -> Value {
+    let asa = |h: AsaHandle| {
+        let (name, mine) = who(h);
+        let mut kv = vec![("name", Value::Text(name))];
+        kv.extend(mine.map(|m| ("asa", uint(m))));
+        map(kv)
+    };
+    let objectives = d
+        .objectives
+        .iter()
+        .map(|o| {
+            let mut kv = vec![
+                ("objective", objective(&o.objective)),
+                (
+                    "owners",
+                    Value::Array(o.owners.iter().map(|h| asa(*h)).collect()),
+                ),
+                ("listen_negotiate", Value::Bool(o.listen_negotiate)),
+                ("listen_synchronize", Value::Bool(o.listen_synchronize)),
+            ];
+            kv.extend(register_options(&o.options));
+            map(kv)
+        })
+        .collect();
+    let discovery = d
+        .discovery_cache
+        .iter()
+        .map(|(name, l)| {
+            map(vec![
+                ("name", Value::Text(name.clone())),
+                (
+                    "locators",
+                    Value::Array(l.iter().map(asa_locator).collect()),
+                ),
+            ])
+        })
+        .collect();
+    map(vec![
+        (
+            "asas",
+            Value::Array(d.asas.iter().map(|(h, _)| asa(*h)).collect()),
+        ),
+        ("objectives", Value::Array(objectives)),
+        ("discovery_cache", Value::Array(discovery)),
+        (
+            "flood_cache",
+            Value::Array(d.flood_cache.iter().map(flood_entry).collect()),
+        ),
+    ])
+}
+
+/// A dump from its map; ASAs that are not the client's have handle 0.
+pub fn dump_of(v: &Value, lim: &Limits) -> Result<Dump, ApiError> {
+    let f = Fields::of(v, "dump")?;
+    let asa = |v: &Value| -> Result<(AsaHandle, String), ApiError> {
+        let a = Fields::of(v, "asa")?;
+        Ok((AsaHandle(a.opt_u32("asa")?.unwrap_or(0)), a.text("name")?))
+    };
+    let asas = f.list("asas")?.iter().map(asa).collect::<Result<_, _>>()?;
+    let objectives = f
+        .list("objectives")?
+        .iter()
+        .map(|o| {
+            let o = Fields::of(o, "objective")?;
+            Ok(DumpedObjective {
+                objective: o.objective("objective", lim)?,
+                owners: o
+                    .list("owners")?
+                    .iter()
+                    .map(|v| asa(v).map(|(h, _)| h))
+                    .collect::<Result<_, ApiError>>()?,
+                options: register_options_of(&o, lim)?,
+                listen_negotiate: o.bool("listen_negotiate")?,
+                listen_synchronize: o.bool("listen_synchronize")?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let discovery_cache = f
+        .list("discovery_cache")?
+        .iter()
+        .map(|e| {
+            let e = Fields::of(e, "discovery_cache")?;
+            let l = e
+                .list("locators")?
+                .iter()
+                .map(|l| asa_locator_of(&Fields::of(l, "locator")?, lim))
+                .collect::<Result<_, _>>()?;
+            Ok((e.text("name")?, l))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let flood_cache = f
+        .list("flood_cache")?
+        .iter()
+        .map(|e| flood_entry_of(&Fields::of(e, "flood_cache")?, lim))
+        .collect::<Result<_, _>>()?;
+    Ok(Dump {
+        asas,
+        objectives,
+        discovery_cache,
+        flood_cache,
+    })
 }
 
 /// The fields of a CBOR map with text keys (a request's params, a result,

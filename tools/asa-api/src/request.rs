@@ -131,10 +131,15 @@ pub enum Request {
     AbortSession {
         session: u64,
     },
+    /// A read-only view of registrations and caches (what the client may
+    /// read).
+    Dump {
+        asa: u64,
+    },
 }
 
 /// Every method this build serves, in the CDDL's order.
-pub const METHODS: [&str; 22] = [
+pub const METHODS: [&str; 23] = [
     "hello",
     "register_asa",
     "deregister_asa",
@@ -157,11 +162,12 @@ pub const METHODS: [&str; 22] = [
     "subscribe",
     "unsubscribe",
     "abort_session",
+    "dump",
 ];
 
 /// Methods the CDDL specifies that this build does not serve yet (graspd
 /// answers unsupported).
-pub const PLANNED: [&str; 3] = ["gsend", "grecv", "dump"];
+pub const PLANNED: [&str; 2] = ["gsend", "grecv"];
 
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
@@ -193,6 +199,7 @@ impl Request {
             Request::Subscribe { .. } => "subscribe",
             Request::Unsubscribe { .. } => "unsubscribe",
             Request::AbortSession { .. } => "abort_session",
+            Request::Dump { .. } => "dump",
         }
     }
 
@@ -204,6 +211,7 @@ impl Request {
             | Request::Unsubscribe { .. }
             | Request::AbortSession { .. } => None,
             Request::DeregisterAsa { asa }
+            | Request::Dump { asa }
             | Request::RegisterObjective { asa, .. }
             | Request::DeregisterObjective { asa, .. }
             | Request::Discover { asa, .. }
@@ -260,7 +268,7 @@ impl Request {
                 kv
             }
             Request::RegisterAsa { name } => vec![("name", text(name))],
-            Request::DeregisterAsa { asa: a } => vec![asa(a)],
+            Request::DeregisterAsa { asa: a } | Request::Dump { asa: a } => vec![asa(a)],
             Request::RegisterObjective {
                 asa: a,
                 objective,
@@ -513,6 +521,7 @@ impl Request {
             "abort_session" => Request::AbortSession {
                 session: p.u64("session")?,
             },
+            "dump" => Request::Dump { asa: asa()? },
             other => {
                 return Err(ApiError::new(
                     ErrorCode::Unsupported,

@@ -15,7 +15,9 @@ use ciborium::Value;
 use grasp_asa_api::form::{self, map, uint};
 use grasp_asa_api::request::{Offer, Outcome, Request, METHODS, PLANNED};
 use grasp_asa_api::{Frame, WireError};
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
+use grasp_engine::proto::{
+    AsaHandle, AsaLocator, DiscoverOptions, Dump, DumpedObjective, FloodEntry, RegisterOptions,
+};
 use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode};
 
@@ -59,6 +61,27 @@ fn offer() -> Offer {
         session: 7,
         objective: objective("EX.loan"),
         peer: Some((peer, Some("node2.lab".into()))),
+    }
+}
+
+fn dump() -> Dump {
+    Dump {
+        asas: vec![
+            (AsaHandle(1), "Briggs".into()),
+            (AsaHandle(9), "other".into()),
+        ],
+        objectives: vec![DumpedObjective {
+            objective: objective("EX2"),
+            owners: vec![AsaHandle(1), AsaHandle(9)],
+            options: RegisterOptions {
+                overlap: true,
+                ..RegisterOptions::default()
+            },
+            listen_negotiate: false,
+            listen_synchronize: true,
+        }],
+        discovery_cache: vec![("EX3".into(), vec![asa_locator()])],
+        flood_cache: vec![entry()],
     }
 }
 
@@ -253,6 +276,12 @@ fn exchanges() -> Vec<(Request, Result<Value, ApiError>)> {
         ),
         (Request::Unsubscribe { subscription: 20 }, ok()),
         (Request::AbortSession { session: 7 }, ok()),
+        (
+            Request::Dump { asa },
+            Ok(form::dump(&dump(), |h| {
+                (format!("asa-{}", h.0), (h.0 == 1).then_some(1))
+            })),
+        ),
     ]
 }
 
@@ -344,6 +373,20 @@ fn every_request_and_answer_reads_back_as_itself() {
     // The shared answers, decoded as the client decodes them.
     let o = Outcome::Step(offer());
     assert_eq!(Outcome::of(&o.value(), &lim).unwrap(), o);
+    // A dump as the client reads it: other clients' ASAs have handle 0.
+    let v = form::dump(&dump(), |h| {
+        (format!("asa-{}", h.0), (h.0 == 1).then_some(1))
+    });
+    let back = form::dump_of(&v, &lim).unwrap();
+    assert_eq!(
+        back.asas,
+        vec![
+            (AsaHandle(1), "asa-1".into()),
+            (AsaHandle(0), "asa-9".into())
+        ]
+    );
+    assert_eq!(back.objectives[0].owners, vec![AsaHandle(1), AsaHandle(0)]);
+    assert_eq!((back.discovery_cache.len(), back.flood_cache.len()), (1, 1));
 }
 
 /// The keys of CDDL rule `name = { ... }`: quoted names followed by `:`

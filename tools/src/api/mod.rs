@@ -1105,6 +1105,29 @@ impl Conn {
                     .ok_or_else(|| ApiError::from(ErrorCode::NoSession))?;
                 Ok(Value::Null)
             }
+            Request::Dump { asa: h } => {
+                let mut d = self.asa(h)?.dump().await?;
+                // What this client may read: its own ASAs (every one for
+                // root), the objectives and cache entries it may read.
+                let mine: HashMap<grasp_engine::proto::AsaHandle, u64> = lock(&self.asas)
+                    .iter()
+                    .map(|(local, a)| (a.handle(), *local))
+                    .collect();
+                let names: HashMap<_, _> = d.asas.iter().cloned().collect();
+                let may = |n: &str| self.grants.check(Need::Read, n).is_ok();
+                if !self.grants.is_everything() {
+                    d.asas.retain(|(h, _)| mine.contains_key(h));
+                }
+                d.objectives.retain(|o| may(&o.objective.name));
+                d.discovery_cache.retain(|(n, _)| may(n));
+                d.flood_cache.retain(|e| may(&e.objective.name));
+                Ok(form::dump(&d, |h| {
+                    (
+                        names.get(&h).cloned().unwrap_or_default(),
+                        mine.get(&h).copied(),
+                    )
+                }))
+            }
             Request::StopNegotiate { asa: h, name } => {
                 let asa = self.asa(h)?;
                 if let Some((_, stop)) = lock(&self.listeners).remove(&(h, name.clone())) {

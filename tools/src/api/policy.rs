@@ -186,6 +186,12 @@ impl Grants {
         }
     }
 
+    /// Whether this client may do everything (root, graspd's user, an open
+    /// socket).
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
     /// Whether this client may do `need` with `name`; a refusal says who,
     /// what and where to change it.
     pub fn check(&self, need: Need, name: &str) -> Result<(), ApiError> {

@@ -179,6 +179,10 @@ enum Cmd {
         /// Hex of one message, or a capture file.
         input: String,
     },
+    /// Print the registrations and caches of a running graspd (through its
+    /// ASA socket: what this user may read), or of a node of our own after
+    /// `--timeout-ms` of listening.
+    Dump,
     /// Print a running graspd's counters (its control socket).
     Stats {
         /// graspd's control socket.
@@ -281,7 +285,7 @@ async fn run(args: &Args) -> Result<Outcome> {
         if let Some(daemon) = daemon(args).await? {
             let locator = daemon.hello().locator.clone();
             let grasp = grasp_engine::Grasp::with_core(daemon);
-            return command(args, &grasp, locator, value, timeout).await;
+            return command(args, &grasp, Reached::Daemon(locator), value, timeout).await;
         }
     }
     let mut cfg = NodeConfig::resolve(&args.node, &DaemonOverrides::default())?;
@@ -304,7 +308,7 @@ async fn run(args: &Args) -> Result<Outcome> {
     }
     let node = Node::start(&cfg).await?;
     let locator = Some(node.transport.node_locator());
-    command(args, &node.grasp, locator, value, timeout).await
+    command(args, &node.grasp, Reached::Own(locator), value, timeout).await
 }
 
 /// The running graspd to use, if any: `--api` (or `GRASP_API_SOCKET`) must
@@ -330,17 +334,31 @@ async fn daemon(args: &Args) -> Result<Option<std::sync::Arc<Remote>>> {
     }
 }
 
-/// Runs the command on `grasp` (our own node's or a graspd's), whose node
-/// is at `locator`.
+/// Whose GRASP core a command uses, and where that node is.
+enum Reached {
+    /// A node of our own.
+    Own(Option<Locator>),
+    /// A running graspd's.
+    Daemon(Option<Locator>),
+}
+
+/// Runs the command on `grasp` (our own node's or a graspd's).
 async fn command(
     args: &Args,
     grasp: &grasp_engine::Grasp,
-    locator: Option<Locator>,
+    reached: Reached,
     value: Option<Value>,
     timeout: Duration,
 ) -> Result<Outcome> {
-    let at = locator.map_or_else(|| "graspd's node".to_string(), |l| l.to_string());
-    let asa = grasp.register_asa("grasp-cli").await.map_err(api)?;
+    let (Reached::Own(locator) | Reached::Daemon(locator)) = &reached;
+    let at = locator
+        .as_ref()
+        .map_or_else(|| "graspd's node".to_string(), |l| l.to_string());
+    // Named by process: several grasp commands may share one graspd.
+    let asa = grasp
+        .register_asa(&format!("grasp-cli-{}", std::process::id()))
+        .await
+        .map_err(api)?;
     let sync_flags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
     let neg_flags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG
     match &args.cmd {
@@ -605,9 +623,99 @@ async fn command(
                 _ = wait_or_interrupt(*seconds) => {}
             }
         }
+        Cmd::Dump => {
+            if let Reached::Own(_) = reached {
+                // Our own node: let the links' floods and discoveries in.
+                tokio::time::sleep(timeout).await;
+            }
+            print_dump(args.json, &asa.dump().await.map_err(api)?);
+        }
         Cmd::Watch { .. } | Cmd::Decode { .. } | Cmd::Stats { .. } | Cmd::Reload { .. } => {}
     }
     Ok(Outcome::Ok)
+}
+
+fn print_dump(json_out: bool, d: &grasp_engine::proto::Dump) {
+    let name_of = |h: &grasp_engine::proto::AsaHandle| {
+        d.asas
+            .iter()
+            .find(|(a, _)| a == h && a.0 != 0)
+            .map_or_else(|| "another client's ASA".to_string(), |(_, n)| n.clone())
+    };
+    let value = |o: &Objective| o.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    if json_out {
+        let objectives: Vec<_> = d
+            .objectives
+            .iter()
+            .map(|r| {
+                json!({"objective": r.objective.name, "value": value(&r.objective),
+                       "loop_count": r.objective.loop_count,
+                       "owners": r.owners.iter().map(name_of).collect::<Vec<_>>(),
+                       "discoverable": r.options.discoverable,
+                       "listen_negotiate": r.listen_negotiate,
+                       "listen_synchronize": r.listen_synchronize})
+            })
+            .collect();
+        let discovery: Vec<_> = d
+            .discovery_cache
+            .iter()
+            .map(|(n, l)| json!({"objective": n, "locators": l.iter().map(|l| l.locator.to_string()).collect::<Vec<_>>()}))
+            .collect();
+        let floods: Vec<_> = d
+            .flood_cache
+            .iter()
+            .map(|e| json!({"objective": e.objective.name, "value": value(&e.objective), "initiator": e.initiator.to_string()}))
+            .collect();
+        grasp_tools::outln!(
+            "{}",
+            json!({"asas": d.asas.iter().map(|(_, n)| n).collect::<Vec<_>>(),
+                   "objectives": objectives, "discovery_cache": discovery, "flood_cache": floods})
+        );
+        return;
+    }
+    grasp_tools::outln!(
+        "ASAs: {}",
+        d.asas
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in &d.objectives {
+        grasp_tools::outln!(
+            "objective {} = {} (owners {}{}{}{})",
+            r.objective.name,
+            value(&r.objective),
+            r.owners.iter().map(name_of).collect::<Vec<_>>().join(", "),
+            if r.options.discoverable {
+                "; discoverable"
+            } else {
+                ""
+            },
+            if r.listen_synchronize {
+                "; answers synchronization"
+            } else {
+                ""
+            },
+            if r.listen_negotiate {
+                "; answers negotiation"
+            } else {
+                ""
+            },
+        );
+    }
+    for (n, l) in &d.discovery_cache {
+        let at: Vec<String> = l.iter().map(|l| l.locator.to_string()).collect();
+        grasp_tools::outln!("discovered {n} at {}", at.join(", "));
+    }
+    for e in &d.flood_cache {
+        grasp_tools::outln!(
+            "flood {} = {} from {}",
+            e.objective.name,
+            value(&e.objective),
+            e.initiator
+        );
+    }
 }
 
 fn peer_locator(p: SocketAddr) -> AsaLocator {
