@@ -236,6 +236,17 @@ fn every_method(asa: u64) -> Vec<Request> {
         },
         Request::Unsubscribe { subscription: 99 },
         Request::AbortSession { session: 99 },
+        Request::Gsend {
+            asa,
+            session: 99,
+            data: grasp_engine::wire::Value::from("hi"),
+        },
+        Request::Grecv {
+            asa,
+            session: 99,
+            timeout: T,
+        },
+        Request::Dump { asa },
     ]
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::ErrorCode;
 
 mod daemon;
 use daemon::fabric::{line_reached, went, Reach};
@@ -189,6 +190,77 @@ async fn dump_linked_in() {
 #[tokio::test]
 async fn dump_through_the_asa_socket() {
     a_dump_shows_registrations_and_caches(Reach::Socket).await;
+}
+
+/// graspy's raw channel (`noloop`, gsend/grecv): M_REQ_NEG, then bare
+/// CBOR items both ways on the session.
+async fn a_raw_channel_carries_bare_items_both_ways(reach: Reach) {
+    const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
+    let nodes = line_reached(3, reach).await;
+    let chat = Objective::new("EX.chat", NEG);
+    let server = nodes[2].register_asa("server").await.unwrap();
+    server
+        .register_objective(&chat, RegisterOptions::default())
+        .await
+        .unwrap();
+    let listener = server.listen_negotiate("EX.chat").await.unwrap();
+    let served = tokio::spawn(async move {
+        let (s, req) = listener.next().await.expect("a request");
+        assert_eq!(req.name, "EX.chat");
+        for _ in 0..2 {
+            let got = s.recv_raw(T).await.unwrap();
+            let text: String = got.deserialize().unwrap();
+            s.send_raw(&Value::from(format!("you said {text}").as_str()))
+                .await
+                .unwrap();
+        }
+        // Then it goes: the client's next receive learns the peer left.
+        drop(s);
+        listener
+    });
+    let client = nodes[0].register_asa("client").await.unwrap();
+    client
+        .register_objective(&chat, RegisterOptions::default())
+        .await
+        .unwrap();
+    let s = client.request_raw(&chat, None, T).await.unwrap();
+    for word in ["hello", "again"] {
+        s.send_raw(&Value::from(word)).await.unwrap();
+        let back: String = s.recv_raw(T).await.unwrap().deserialize().unwrap();
+        assert_eq!(back, format!("you said {word}"));
+    }
+    let listener = served.await.unwrap();
+    let gone = s.recv_raw(T).await.unwrap_err();
+    assert!(
+        matches!(gone.code, ErrorCode::NoPeer | ErrorCode::NoSession),
+        "{gone:?}"
+    );
+    // A receive that times out is noReply, and the session stays: the
+    // peer (silent) answers the second.
+    let holder = tokio::spawn(async move {
+        let (s, _) = listener.next().await.unwrap();
+        let got: String = s.recv_raw(T).await.unwrap().deserialize().unwrap();
+        s.send_raw(&Value::from(got.as_str())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let s = client.request_raw(&chat, None, T).await.unwrap();
+    let quiet = s.recv_raw(Duration::from_millis(200)).await.unwrap_err();
+    assert_eq!(quiet.code, ErrorCode::NoReply);
+    s.send_raw(&Value::from("still there?")).await.unwrap();
+    let back: String = s.recv_raw(T).await.unwrap().deserialize().unwrap();
+    assert_eq!(back, "still there?");
+    holder.await.unwrap();
+    went(reach, &nodes);
+}
+
+#[tokio::test]
+async fn raw_channel_linked_in() {
+    a_raw_channel_carries_bare_items_both_ways(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn raw_channel_through_the_asa_socket() {
+    a_raw_channel_carries_bare_items_both_ways(Reach::Socket).await;
 }
 
 #[tokio::test]

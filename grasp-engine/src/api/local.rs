@@ -222,6 +222,50 @@ impl GraspCore for Local {
         }))
     }
 
+    fn request_raw(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, SessionHandle> {
+        Box::pin(async move {
+            let command = Command::RequestRaw {
+                asa,
+                objective,
+                peer,
+                timeout,
+            };
+            match self.call(command).await? {
+                Reply::Session(s) => Ok(s),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn raw_send(&self, asa: AsaHandle, session: SessionHandle, data: Value) -> Call<'_, ()> {
+        Box::pin(self.done(Command::RawSend { asa, session, data }))
+    }
+
+    fn raw_recv(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        timeout: Duration,
+    ) -> Call<'_, Value> {
+        Box::pin(async move {
+            let command = Command::RawRecv {
+                asa,
+                session,
+                timeout,
+            };
+            match self.call(command).await? {
+                Reply::Raw(v) => Ok(v),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
     fn negotiate_step(
         &self,
         asa: AsaHandle,

@@ -123,6 +123,24 @@ pub trait GraspCore: Send + Sync + fmt::Debug {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Call<'_, NegotiationOutcome>;
+    /// graspy's `req_negotiate(..., noloop=True)`: M_REQ_NEG sent, the
+    /// session answered at once, for `raw_send`/`raw_recv`.
+    fn request_raw(
+        &self,
+        asa: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, SessionHandle>;
+    /// graspy's `gsend`: one bare CBOR item on a raw session.
+    fn raw_send(&self, asa: AsaHandle, session: SessionHandle, data: Value) -> Call<'_, ()>;
+    /// graspy's `grecv`: the next bare CBOR item, waiting up to `timeout`.
+    fn raw_recv(
+        &self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        timeout: Duration,
+    ) -> Call<'_, Value>;
     /// `negotiate_step`.
     fn negotiate_step(
         &self,
@@ -336,6 +354,26 @@ impl Asa {
         Ok(self.outcome(out))
     }
 
+    /// graspy's raw channel (`req_negotiate(..., noloop=True)`, not RFC
+    /// 8990): M_REQ_NEG for `objective` goes to `peer` (or the first peer
+    /// discovery finds) and the session is returned at once; then
+    /// [`Session::send_raw`] and [`Session::recv_raw`] carry bare CBOR
+    /// items both ways, as graspy's `gsend`/`grecv` do. The peer's ASA
+    /// takes the session from its listener and uses the same two calls.
+    /// Dropping the session closes it.
+    pub async fn request_raw(
+        &self,
+        objective: &Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Result<Session, ApiError> {
+        let handle = self
+            .core()
+            .request_raw(self.handle, objective.clone(), peer, timeout)
+            .await?;
+        Ok(Session::new(self.clone(), handle, None, None))
+    }
+
     fn outcome(&self, out: NegotiationOutcome) -> Negotiation {
         match out {
             NegotiationOutcome::Accepted => Negotiation::Accepted,
@@ -503,6 +541,25 @@ impl Session {
             }
             other => Ok(other),
         }
+    }
+
+    /// graspy's `gsend`: one bare CBOR item to the peer. On a session from
+    /// a listener, the first raw call makes the session raw (it takes no
+    /// more steps).
+    pub async fn send_raw(&self, data: &Value) -> Result<(), ApiError> {
+        self.asa
+            .core()
+            .raw_send(self.asa.handle, self.handle, data.clone())
+            .await
+    }
+
+    /// graspy's `grecv`: the next bare CBOR item from the peer, waiting up
+    /// to `timeout` (`noReply` then; the session stays).
+    pub async fn recv_raw(&self, timeout: Duration) -> Result<Value, ApiError> {
+        self.asa
+            .core()
+            .raw_recv(self.asa.handle, self.handle, timeout)
+            .await
     }
 
     /// `negotiate_wait`: ask the peer to wait.

@@ -89,6 +89,8 @@ enum Waiter {
         asa: AsaHandle,
         objective: Objective,
         deadline: Instant,
+        /// graspy's raw channel ([`Command::RequestRaw`]).
+        raw: bool,
     },
 }
 
@@ -138,12 +140,34 @@ struct Neg {
     name: String,
     requester: bool,
     pending: Option<(CommandId, NegWait)>,
-    /// Messages the peer sent while it was our turn (e.g. an M_END), handed
-    /// to the next call.
-    early: VecDeque<Message>,
+    /// What the peer sent while it was our turn (e.g. an M_END), handed
+    /// to the next call: as a message to a step, as bytes to a raw receive.
+    early: VecDeque<Early>,
+    /// graspy's raw channel: bare CBOR items instead of messages.
+    raw: Option<Raw>,
     peer_closed: bool,
     clash_key: Option<(SessionId, IpAddr)>,
 }
+
+/// An item the peer sent during our turn: its bytes, and the message they
+/// are if they are one.
+#[derive(Debug)]
+struct Early {
+    raw: Bytes,
+    msg: Option<Message>,
+}
+
+/// A session in graspy's raw mode (`gsend`/`grecv`).
+#[derive(Debug, Default)]
+struct Raw {
+    /// Items received, not yet asked for (bounded by [`RAW_INBOX`]).
+    inbox: VecDeque<Bytes>,
+    /// A receive waiting for the next item.
+    waiting: Option<CommandId>,
+}
+
+/// Items a raw session keeps for its ASA before it closes the session.
+const RAW_INBOX: usize = 16;
 
 #[derive(Debug)]
 enum ChanState {
@@ -378,6 +402,9 @@ impl Engine {
                 }
                 if let Some(k) = n.clash_key {
                     self.neg_clash.remove(&k);
+                }
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
+                    self.reply(cmd, Err(err(ErrorCode::NoSession, "the session ended")));
                 }
             }
             ChanState::Fresh => {}
@@ -846,7 +873,21 @@ impl Engine {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
-        if let ChanState::Neg(n) = &mut ch.state {
+        if let ChanState::Neg(Neg { raw: Some(r), .. }) = &mut ch.state {
+            // graspy's raw channel: a waiting grecv learns the peer is gone;
+            // items already received are still the ASA's.
+            if let Some(cmd) = r.waiting.take() {
+                self.reply(
+                    cmd,
+                    Err(err(ErrorCode::NoPeer, "the peer closed the session")),
+                );
+            } else if !r.inbox.is_empty() {
+                if let ChanState::Neg(n) = &mut ch.state {
+                    n.peer_closed = true;
+                }
+                return;
+            }
+        } else if let ChanState::Neg(n) = &mut ch.state {
             let keep = match how {
                 // Our turn: the peer can still read our M_END (or our
                 // M_NEGOTIATE, though it cannot answer that).
@@ -937,7 +978,7 @@ impl Engine {
                 }
             },
             ChanState::Synch { .. } => self.on_synch_reply(channel, peer, decoded),
-            ChanState::Neg(_) => self.on_neg_message(now, channel, decoded),
+            ChanState::Neg(_) => self.on_neg_message(now, channel, raw, decoded),
         }
     }
 
@@ -1155,8 +1196,11 @@ impl Engine {
                 asa,
                 objective,
                 deadline,
+                raw,
             } => match found.iter().find(|l| l.socket_addr().is_some()) {
-                Some(l) => self.start_negotiation(now, cmd, asa, l.clone(), objective, deadline),
+                Some(l) => {
+                    self.start_negotiation(now, cmd, asa, l.clone(), objective, deadline, raw)
+                }
                 None => self.reply(
                     cmd,
                     Err(err(
@@ -1242,7 +1286,7 @@ impl Engine {
         }
     }
 
-    fn channel_timeout(&mut self, _now: Instant, id: ChannelId) {
+    fn channel_timeout(&mut self, now: Instant, id: ChannelId) {
         let Some(ch) = self.channels.get_mut(&id) else {
             return;
         };
@@ -1265,6 +1309,23 @@ impl Engine {
                 self.close(id, false);
             }
             ChanState::Neg(n) => {
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
+                    // A grecv timed out (graspy's noReply); the session
+                    // stays for the next one.
+                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
+                        r.waiting = None;
+                    }
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::NoReply,
+                            format!("{peer} sent nothing in time"),
+                        )),
+                    );
+                    let idle = now + self.config.session_idle_timeout;
+                    self.set_deadline(id, Some(idle));
+                    return;
+                }
                 if let Some((cmd, _)) = n.pending {
                     self.reply(
                         cmd,
@@ -1434,6 +1495,7 @@ impl Engine {
                 requester: false,
                 pending: None,
                 early: VecDeque::new(),
+                raw: None,
                 peer_closed: false,
                 clash_key: Some(clash),
             });
@@ -1449,6 +1511,7 @@ impl Engine {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_negotiation(
         &mut self,
         now: Instant,
@@ -1457,6 +1520,7 @@ impl Engine {
         loc: AsaLocator,
         objective: Objective,
         deadline: Instant,
+        raw: bool,
     ) {
         let Some((channel, sid, peer)) = self.open_session(now, cmd, &loc, ErrorCode::SockErrNegRq)
         else {
@@ -1478,22 +1542,65 @@ impl Engine {
                     asa,
                     name,
                     requester: true,
-                    pending: Some((cmd, NegWait::First)),
+                    pending: (!raw).then_some((cmd, NegWait::First)),
                     early: VecDeque::new(),
+                    raw: raw.then(Raw::default),
                     peer_closed: false,
                     clash_key: None,
                 }),
             },
         );
-        self.set_deadline(channel, Some(deadline.max(now)));
+        if raw {
+            // graspy answers at once: the session is the ASA's to use.
+            self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
+            let session = SessionHandle {
+                channel,
+                session_id: sid,
+            };
+            self.reply(cmd, Ok(Reply::Session(session)));
+        } else {
+            self.set_deadline(channel, Some(deadline.max(now)));
+        }
     }
 
     fn on_neg_message(
         &mut self,
         now: Instant,
         channel: ChannelId,
+        raw: Bytes,
         decoded: Result<Message, crate::wire::DecodeError>,
     ) {
+        let Some(n) = self.neg_mut(channel) else {
+            return;
+        };
+        if let Some(r) = &mut n.raw {
+            // graspy's raw channel: whatever comes is the ASA's, as it is.
+            match r.waiting.take() {
+                Some(cmd) => {
+                    let idle = now + self.config.session_idle_timeout;
+                    self.reply_raw(cmd, raw);
+                    self.set_deadline(channel, Some(idle));
+                }
+                None if r.inbox.len() < RAW_INBOX => r.inbox.push_back(raw),
+                None => {
+                    self.stats.bounded_refusals += 1;
+                    self.close(channel, false);
+                }
+            }
+            return;
+        }
+        if n.pending.is_none() && !matches!(decoded, Ok(Message::Noop)) {
+            // Our turn, but the peer spoke: keep it for the next call (a
+            // step reads it as a message, a raw receive as bytes).
+            if n.early.len() >= 4 {
+                return self.close(channel, false);
+            }
+            n.early.push_back(Early {
+                raw,
+                msg: decoded.ok(),
+            });
+            return;
+        }
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
@@ -1524,16 +1631,85 @@ impl Engine {
             }
             return;
         }
-        match n.pending.take() {
-            Some((cmd, wait)) => self.neg_reply(now, channel, cmd, wait, msg),
+        if let Some((cmd, wait)) = n.pending.take() {
+            self.neg_reply(now, channel, cmd, wait, msg);
+        }
+    }
+
+    /// `request_negotiate`, or with `raw` graspy's raw channel: to `peer`,
+    /// or to the first peer discovery finds.
+    #[allow(clippy::too_many_arguments)]
+    fn request_negotiate(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        asa: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+        raw: bool,
+    ) -> Result<(), ApiError> {
+        self.check_asa(asa)?;
+        if !self.secure_ok() {
+            return Err(err(
+                ErrorCode::NoSecurity,
+                "negotiation needs a secured transport",
+            ));
+        }
+        if !objective.flags.contains(ObjectiveFlags::NEG) {
+            return Err(ErrorCode::NotNeg.into());
+        }
+        let deadline = self.asa_deadline(now, timeout);
+        match peer {
+            Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline, raw),
             None => {
-                // Our turn, but the peer spoke: keep it for the next call.
-                if n.early.len() >= 4 {
-                    return self.close(channel, false);
-                }
-                n.early.push_back(msg);
+                let opts = DiscoverOptions {
+                    first_only: true,
+                    timeout: Some(timeout.min(Duration::from_millis(
+                        100 * u64::from(objective.loop_count.max(1)),
+                    ))),
+                    ..DiscoverOptions::default()
+                };
+                self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
+                    Waiter::Neg {
+                        cmd,
+                        asa,
+                        objective,
+                        deadline,
+                        raw,
+                    }
+                })?;
             }
         }
+        Ok(())
+    }
+
+    /// Answers a raw receive with `item`, or CBORfail when it is not one
+    /// well-formed CBOR item.
+    fn reply_raw(&mut self, cmd: CommandId, item: Bytes) {
+        let r = Value::from_cbor(item)
+            .map(Reply::Raw)
+            .map_err(|e| err(ErrorCode::CborFail, format!("the peer sent {e}")));
+        self.reply(cmd, r);
+    }
+
+    /// Makes session `s` of `asa` raw (graspy's gsend/grecv) if it is not
+    /// yet: what the peer said during our turn becomes its first items.
+    fn raw_session(&mut self, asa: AsaHandle, s: SessionHandle) -> Result<&mut Raw, ApiError> {
+        self.our_turn(asa, s)?;
+        let n = self
+            .neg_mut(s.channel)
+            .ok_or_else(|| err(ErrorCode::NoSession, "no such session"))?;
+        if n.raw.is_none() {
+            let inbox = n.early.drain(..).map(|e| e.raw).collect();
+            n.raw = Some(Raw {
+                inbox,
+                waiting: None,
+            });
+        }
+        n.raw
+            .as_mut()
+            .ok_or_else(|| err(ErrorCode::NoSession, "no such session"))
     }
 
     fn neg_mut(&mut self, channel: ChannelId) -> Option<&mut Neg> {
@@ -1965,37 +2141,48 @@ impl Engine {
                 objective,
                 peer,
                 timeout,
+            } => self.request_negotiate(now, cmd, asa, objective, peer, timeout, false)?,
+            Command::RequestRaw {
+                asa,
+                objective,
+                peer,
+                timeout,
+            } => self.request_negotiate(now, cmd, asa, objective, peer, timeout, true)?,
+            Command::RawSend { asa, session, data } => {
+                self.check_asa(asa)?;
+                self.raw_session(asa, session)?;
+                let idle = now + self.config.session_idle_timeout;
+                self.transmits.push_back(Transmit::Send {
+                    channel: session.channel,
+                    msg: Bytes::copy_from_slice(data.as_cbor()),
+                });
+                if self.neg_mut(session.channel).is_some_and(|n| n.peer_closed) {
+                    self.close(session.channel, false);
+                    return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+                }
+                self.set_deadline(session.channel, Some(idle));
+                self.reply(cmd, Ok(Reply::Done));
+            }
+            Command::RawRecv {
+                asa,
+                session,
+                timeout,
             } => {
                 self.check_asa(asa)?;
-                if !self.secure_ok() {
-                    return Err(err(
-                        ErrorCode::NoSecurity,
-                        "negotiation needs a secured transport",
-                    ));
-                }
-                if !objective.flags.contains(ObjectiveFlags::NEG) {
-                    return Err(ErrorCode::NotNeg.into());
-                }
                 let deadline = self.asa_deadline(now, timeout);
-                match peer {
-                    Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline),
-                    None => {
-                        let opts = DiscoverOptions {
-                            first_only: true,
-                            timeout: Some(timeout.min(Duration::from_millis(
-                                100 * u64::from(objective.loop_count.max(1)),
-                            ))),
-                            ..DiscoverOptions::default()
-                        };
-                        self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
-                            Waiter::Neg {
-                                cmd,
-                                asa,
-                                objective,
-                                deadline,
-                            }
-                        })?;
-                    }
+                let closed = self.neg_mut(session.channel).is_some_and(|n| n.peer_closed);
+                let r = self.raw_session(asa, session)?;
+                if r.waiting.is_some() {
+                    return Err(err(ErrorCode::NoSession, "a grecv is already waiting"));
+                }
+                if let Some(item) = r.inbox.pop_front() {
+                    self.reply_raw(cmd, item);
+                } else if closed {
+                    self.close(session.channel, false);
+                    return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+                } else {
+                    r.waiting = Some(cmd);
+                    self.set_deadline(session.channel, Some(deadline));
                 }
             }
             Command::ListenNegotiate { asa, name } => {
@@ -2055,11 +2242,31 @@ impl Engine {
                 self.our_turn(asa, session)?;
                 let ch = session.channel;
                 // Something the peer already said answers this step.
-                if let Some(early) = self.neg_mut(ch).and_then(|n| n.early.pop_front()) {
-                    return {
-                        self.neg_reply(now, ch, cmd, NegWait::Step, early);
-                        Ok(())
+                if self.neg_mut(ch).is_some_and(|n| n.raw.is_some()) {
+                    return Err(err(
+                        ErrorCode::NoSession,
+                        "a raw session (gsend/grecv) takes no negotiation steps",
+                    ));
+                }
+                while let Some(early) = self.neg_mut(ch).and_then(|n| n.early.pop_front()) {
+                    let Some(msg) = early.msg else {
+                        self.stats.malformed += 1;
+                        self.close(ch, false);
+                        return Err(err(ErrorCode::CborFail, "the peer sent what is not GRASP"));
                     };
+                    if msg.session_id() == Some(session.session_id) {
+                        self.neg_reply(now, ch, cmd, NegWait::Step, msg);
+                        return Ok(());
+                    }
+                    // Another session's message on this channel.
+                    if !matches!(msg, Message::Invalid(_)) {
+                        let m = Message::Invalid(Invalid {
+                            session_id: msg.session_id().unwrap_or(SessionId(0)),
+                            content: Some(Value::from("unknown session on this connection")),
+                            extensions: Vec::new(),
+                        });
+                        self.send(ch, &m);
+                    }
                 }
                 if self.neg_mut(ch).is_some_and(|n| n.peer_closed) {
                     self.close(ch, false);

@@ -318,6 +318,42 @@ pub enum Command {
         /// Objective name.
         name: String,
     },
+    /// graspy's raw channel (`req_negotiate(..., noloop=True)`): send
+    /// M_REQ_NEG for `objective` to `peer` (or the first discovered) and
+    /// answer at once with the session ([`Reply::Session`]); from then on
+    /// the session carries bare CBOR items ([`Command::RawSend`],
+    /// [`Command::RawRecv`]), not GRASP messages. Not RFC 8990; graspy's.
+    RequestRaw {
+        /// Caller.
+        asa: AsaHandle,
+        /// The objective requested.
+        objective: Objective,
+        /// Where; `None`: discover first.
+        peer: Option<AsaLocator>,
+        /// For the discovery and the connection.
+        timeout: Duration,
+    },
+    /// graspy's `gsend`: one bare CBOR item on a session. On a session a
+    /// peer opened (from a listen), the first raw call makes it raw.
+    RawSend {
+        /// Caller.
+        asa: AsaHandle,
+        /// The session.
+        session: SessionHandle,
+        /// The item (one well-formed CBOR item).
+        data: Value,
+    },
+    /// graspy's `grecv`: the next bare CBOR item the peer sent, waiting up
+    /// to `timeout` ([`Reply::Raw`]; `noReply` on timeout, the session
+    /// stays).
+    RawRecv {
+        /// Caller.
+        asa: AsaHandle,
+        /// The session.
+        session: SessionHandle,
+        /// How long to wait.
+        timeout: Duration,
+    },
     /// Watch the floods of an objective: each one that enters the flood
     /// cache (new, or replacing an entry) then arrives as
     /// [`Event::Flood`]. RFC 8991's event-loop model, instead of polling
@@ -393,6 +429,10 @@ pub enum Reply {
     Asa(AsaHandle),
     /// What [`Command::Dump`] saw (boxed: it can be large).
     Dump(Box<Dump>),
+    /// A raw session ([`Command::RequestRaw`]).
+    Session(SessionHandle),
+    /// A bare CBOR item ([`Command::RawRecv`]).
+    Raw(Value),
     /// Discovered locators (possibly none).
     Locators(Vec<AsaLocator>),
     /// The synchronized objective.

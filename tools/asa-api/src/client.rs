@@ -731,6 +731,64 @@ impl GraspCore for Remote {
         }))
     }
 
+    fn request_raw(
+        &self,
+        a: AsaHandle,
+        objective: Objective,
+        peer: Option<AsaLocator>,
+        timeout: Duration,
+    ) -> Call<'_, SessionHandle> {
+        Box::pin(async move {
+            let v = self
+                .call(Request::RequestNegotiate {
+                    asa: a.0.into(),
+                    objective,
+                    peer,
+                    timeout,
+                    noloop: true,
+                })
+                .await?;
+            Ok(session_handle(
+                Fields::of(&v, "the answer")?.u64("session")?,
+            ))
+        })
+    }
+
+    fn raw_send(
+        &self,
+        a: AsaHandle,
+        s: SessionHandle,
+        data: grasp_engine::wire::Value,
+    ) -> Call<'_, ()> {
+        Box::pin(self.done(Request::Gsend {
+            asa: a.0.into(),
+            session: s.channel.0,
+            data,
+        }))
+    }
+
+    fn raw_recv(
+        &self,
+        a: AsaHandle,
+        s: SessionHandle,
+        timeout: Duration,
+    ) -> Call<'_, grasp_engine::wire::Value> {
+        Box::pin(async move {
+            let v = self
+                .call(Request::Grecv {
+                    asa: a.0.into(),
+                    session: s.channel.0,
+                    timeout,
+                })
+                .await?;
+            let Value::Bytes(b) = v else {
+                return Err(protocol("grecv answers a byte string".into()));
+            };
+            grasp_engine::wire::Value::from_cbor(b)
+                .map_err(|e| protocol(format!("grecv's item: {e}")))
+        })
+    }
+
     fn negotiate_step(
         &self,
         a: AsaHandle,

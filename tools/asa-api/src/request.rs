@@ -131,6 +131,18 @@ pub enum Request {
     AbortSession {
         session: u64,
     },
+    /// graspy's gsend on a raw session: one CBOR item (in `data`).
+    Gsend {
+        asa: u64,
+        session: u64,
+        data: grasp_engine::wire::Value,
+    },
+    /// graspy's grecv: the next CBOR item (the answer, a byte string).
+    Grecv {
+        asa: u64,
+        session: u64,
+        timeout: Duration,
+    },
     /// A read-only view of registrations and caches (what the client may
     /// read).
     Dump {
@@ -139,7 +151,7 @@ pub enum Request {
 }
 
 /// Every method this build serves, in the CDDL's order.
-pub const METHODS: [&str; 23] = [
+pub const METHODS: [&str; 25] = [
     "hello",
     "register_asa",
     "deregister_asa",
@@ -162,12 +174,14 @@ pub const METHODS: [&str; 23] = [
     "subscribe",
     "unsubscribe",
     "abort_session",
+    "gsend",
+    "grecv",
     "dump",
 ];
 
 /// Methods the CDDL specifies that this build does not serve yet (graspd
 /// answers unsupported).
-pub const PLANNED: [&str; 2] = ["gsend", "grecv"];
+pub const PLANNED: [&str; 0] = [];
 
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
@@ -199,6 +213,8 @@ impl Request {
             Request::Subscribe { .. } => "subscribe",
             Request::Unsubscribe { .. } => "unsubscribe",
             Request::AbortSession { .. } => "abort_session",
+            Request::Gsend { .. } => "gsend",
+            Request::Grecv { .. } => "grecv",
             Request::Dump { .. } => "dump",
         }
     }
@@ -226,6 +242,8 @@ impl Request {
             | Request::NegotiateWait { asa, .. }
             | Request::EndNegotiate { asa, .. }
             | Request::SendInvalid { asa, .. }
+            | Request::Gsend { asa, .. }
+            | Request::Grecv { asa, .. }
             | Request::ListenNegotiate { asa, .. }
             | Request::StopNegotiate { asa, .. }
             | Request::Subscribe { asa, .. } => Some(*asa),
@@ -382,6 +400,20 @@ impl Request {
             Request::Subscribe { asa: a, kind, name } => {
                 vec![asa(a), ("kind", text(kind)), ("name", text(name))]
             }
+            Request::Gsend {
+                asa: a,
+                session: s,
+                data,
+            } => vec![
+                asa(a),
+                session(s),
+                ("data", Value::Bytes(data.as_cbor().to_vec())),
+            ],
+            Request::Grecv {
+                asa: a,
+                session: s,
+                timeout,
+            } => vec![asa(a), session(s), ("timeout_ms", form::millis(*timeout))],
             Request::Unsubscribe { subscription } => vec![("subscription", uint(*subscription))],
             Request::AbortSession { session: s } => vec![session(s)],
         };
@@ -520,6 +552,23 @@ impl Request {
             },
             "abort_session" => Request::AbortSession {
                 session: p.u64("session")?,
+            },
+            "gsend" => Request::Gsend {
+                asa: asa()?,
+                session: p.u64("session")?,
+                data: match p.get("data") {
+                    Some(Value::Bytes(b)) => grasp_engine::wire::Value::from_cbor(b.clone())
+                        .map_err(|e| form::bad(format!("\"data\" is not one CBOR item: {e}")))?,
+                    Some(_) => {
+                        return Err(form::bad("\"data\" must be a byte string (one CBOR item)"))
+                    }
+                    None => return Err(form::bad("\"data\" is missing")),
+                },
+            },
+            "grecv" => Request::Grecv {
+                asa: asa()?,
+                session: p.u64("session")?,
+                timeout: p.ms("timeout_ms")?,
             },
             "dump" => Request::Dump { asa: asa()? },
             other => {

@@ -277,6 +277,26 @@ fn exchanges() -> Vec<(Request, Result<Value, ApiError>)> {
         (Request::Unsubscribe { subscription: 20 }, ok()),
         (Request::AbortSession { session: 7 }, ok()),
         (
+            Request::Gsend {
+                asa,
+                session: 8,
+                data: grasp_engine::wire::Value::from("hello"),
+            },
+            ok(),
+        ),
+        (
+            Request::Grecv {
+                asa,
+                session: 8,
+                timeout: Duration::from_millis(60000),
+            },
+            Ok(Value::Bytes(
+                grasp_engine::wire::Value::from("you said hello")
+                    .as_cbor()
+                    .to_vec(),
+            )),
+        ),
+        (
             Request::Dump { asa },
             Ok(form::dump(&dump(), |h| {
                 (format!("asa-{}", h.0), (h.0 == 1).then_some(1))

@@ -433,9 +433,12 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
         stop.cancel();
     }
     // Its open sessions end with a decline the peer can read.
-    let sessions: Vec<Session> = lock(&conn.sessions).drain().map(|(_, (_, s))| s).collect();
+    let sessions: Vec<Arc<Session>> = lock(&conn.sessions).drain().map(|(_, (_, s))| s).collect();
     for s in sessions {
-        let _ = s.decline(Some("ASA gone")).await;
+        // A raw call still under way holds its own copy: that one aborts.
+        if let Ok(s) = Arc::try_unwrap(s) {
+            let _ = s.decline(Some("ASA gone")).await;
+        }
     }
     let asas: Vec<Asa> = {
         let mut a = lock(&conn.asas);
@@ -578,7 +581,7 @@ struct Conn {
     closed: AtomicBool,
     /// Negotiation sessions where it is the client's turn, by handle. A
     /// session is taken out while a call uses it.
-    sessions: Mutex<HashMap<u64, (u64, Session)>>,
+    sessions: Mutex<HashMap<u64, (u64, Arc<Session>)>>,
     next_session: AtomicU64,
     /// Negotiation listeners by (ASA, objective name), shared by the
     /// outstanding listen_negotiate calls; stop_negotiate cancels them.
@@ -671,7 +674,7 @@ impl Conn {
             .peer()
             .map(|p| (p, session.peer_identity().map(str::to_string)));
         let id = id.unwrap_or_else(|| self.next_session.fetch_add(1, Ordering::Relaxed));
-        lock(&self.sessions).insert(id, (h, session));
+        lock(&self.sessions).insert(id, (h, Arc::new(session)));
         Offer {
             session: id,
             objective,
@@ -679,18 +682,32 @@ impl Conn {
         }
     }
 
-    /// Takes session `id` of ASA `asa` out for a call.
+    /// Takes session `id` of ASA `asa` out for a call that ends or
+    /// continues it.
     fn session(&self, asa: u64, id: u64) -> Result<Session, ApiError> {
         let mut sessions = lock(&self.sessions);
         let no = || ApiError::from(ErrorCode::NoSession);
         match sessions.remove(&id) {
-            Some((owner, s)) if owner == asa => Ok(s),
+            Some((owner, s)) if owner == asa => Arc::try_unwrap(s).map_err(|s| {
+                // A raw call (gsend/grecv) is using it.
+                sessions.insert(id, (owner, s));
+                ApiError::new(ErrorCode::NoSession, "the session is in use by a raw call")
+            }),
             Some(other) => {
                 // Another ASA's (of this connection): not for this caller.
                 sessions.insert(id, other);
                 Err(no())
             }
             None => Err(no()),
+        }
+    }
+
+    /// Session `id` of ASA `asa`, shared, for raw calls (a gsend may run
+    /// while a grecv waits).
+    fn raw_session(&self, asa: u64, id: u64) -> Result<Arc<Session>, ApiError> {
+        match lock(&self.sessions).get(&id) {
+            Some((owner, s)) if *owner == asa => Ok(s.clone()),
+            _ => Err(ApiError::from(ErrorCode::NoSession)),
         }
     }
 
@@ -981,13 +998,14 @@ impl Conn {
             } => {
                 let asa = self.asa(h)?;
                 self.allow(Need::Own, &objective.name)?;
-                if noloop {
-                    return Err(ApiError::new(
-                        ErrorCode::Unsupported,
-                        "noloop (the raw channel) is not served yet",
-                    ));
-                }
                 self.room_for_a_session()?;
+                if noloop {
+                    // graspy's raw channel: the session at once.
+                    let s = asa.request_raw(&objective, peer, timeout).await?;
+                    let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.sessions).insert(id, (h, Arc::new(s)));
+                    return Ok(map(vec![("session", uint(id))]));
+                }
                 let n = asa.request_negotiate(&objective, peer, timeout).await?;
                 Ok(self.outcome(h, n, None))
             }
@@ -1008,7 +1026,7 @@ impl Conn {
             } => {
                 let session = self.session(asa, id)?;
                 let r = session.wait(wait).await;
-                lock(&self.sessions).insert(id, (asa, session));
+                lock(&self.sessions).insert(id, (asa, Arc::new(session)));
                 r?;
                 Ok(Value::Null)
             }
@@ -1104,6 +1122,29 @@ impl Conn {
                     .remove(&id)
                     .ok_or_else(|| ApiError::from(ErrorCode::NoSession))?;
                 Ok(Value::Null)
+            }
+            Request::Gsend {
+                asa,
+                session: id,
+                data,
+            } => {
+                let s = self.raw_session(asa, id)?;
+                s.send_raw(&data).await?;
+                Ok(Value::Null)
+            }
+            Request::Grecv {
+                asa,
+                session: id,
+                timeout,
+            } => {
+                let s = self.raw_session(asa, id)?;
+                let r = s.recv_raw(timeout).await;
+                if matches!(&r, Err(e) if e.code == ErrorCode::NoPeer || e.code == ErrorCode::NoSession)
+                {
+                    // The peer closed it: forget it (graspy disactivates it).
+                    lock(&self.sessions).remove(&id);
+                }
+                Ok(Value::Bytes(r?.as_cbor().to_vec()))
             }
             Request::Dump { asa: h } => {
                 let mut d = self.asa(h)?.dump().await?;
