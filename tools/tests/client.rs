@@ -10,6 +10,7 @@ use grasp_engine::ErrorCode;
 
 mod daemon;
 use daemon::fabric::{line_reached, went, Reach};
+use daemon::scenarios;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const T: Duration = Duration::from_secs(3);
@@ -271,4 +272,22 @@ async fn flood_watch_linked_in() {
 #[tokio::test]
 async fn flood_watch_through_the_asa_socket() {
     floods_arrive_as_they_come_until_the_watch_stops(Reach::Socket).await;
+}
+
+/// Rapid synchronization, flood expiry, and a negotiation's every ending,
+/// across a relay.
+async fn the_remaining_scenarios(reach: Reach) {
+    let nodes = line_reached(3, reach).await;
+    scenarios::all(&nodes).await;
+    went(reach, &nodes);
+}
+
+#[tokio::test]
+async fn remaining_scenarios_linked_in() {
+    the_remaining_scenarios(Reach::InProcess).await;
+}
+
+#[tokio::test]
+async fn remaining_scenarios_through_the_asa_socket() {
+    the_remaining_scenarios(Reach::Socket).await;
 }

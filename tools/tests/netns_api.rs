@@ -342,3 +342,26 @@ fn the_policy_holds_against_another_users_credentials() {
     );
     assert!(text(&st).contains("\"denied\": 2"), "{}", text(&st));
 }
+
+/// Rapid synchronization, flood expiry and a negotiation's every ending,
+/// between two real graspd processes, both sides ASA clients of their
+/// node's socket (the scenarios the fabric runs too, from one source).
+#[test]
+fn the_remaining_scenarios_between_two_graspds() {
+    if Lab::skip_loudly("the_remaining_scenarios_between_two_graspds") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_da, api_a, _) = graspd_with_api(&a, dir.path(), "a", "ab0");
+    let (_db, api_b, _) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    let rt = runtime();
+    rt.block_on(async {
+        let nodes = [
+            grasp_asa_api::client::connect(&api_a).await.unwrap(),
+            grasp_asa_api::client::connect(&api_b).await.unwrap(),
+        ];
+        daemon::scenarios::all(&nodes).await;
+    });
+}

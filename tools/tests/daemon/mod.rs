@@ -4,6 +4,7 @@
 
 pub(crate) mod asa_client;
 pub(crate) mod fabric;
+pub(crate) mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
