@@ -1663,25 +1663,38 @@ impl Engine {
         match peer {
             Some(p) => self.start_negotiation(now, cmd, asa, p, objective, deadline, raw),
             None => {
-                let opts = DiscoverOptions {
-                    first_only: true,
-                    timeout: Some(timeout.min(Duration::from_millis(
-                        100 * u64::from(objective.loop_count.max(1)),
-                    ))),
-                    ..DiscoverOptions::default()
-                };
-                self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
-                    Waiter::Neg {
-                        cmd,
-                        asa,
-                        objective,
-                        deadline,
-                        raw,
-                    }
-                })?;
+                self.discover_peer(now, cmd, objective, timeout, |cmd, objective| Waiter::Neg {
+                    cmd,
+                    asa,
+                    objective,
+                    deadline,
+                    raw,
+                })?
             }
         }
         Ok(())
+    }
+
+    /// Finds the peer for a call that named none: a first-answer discovery
+    /// within `timeout` (at most 100 ms × the loop count), then `waiter`.
+    fn discover_peer(
+        &mut self,
+        now: Instant,
+        cmd: CommandId,
+        objective: Objective,
+        timeout: Duration,
+        waiter: impl FnOnce(CommandId, Objective) -> Waiter,
+    ) -> Result<(), ApiError> {
+        let opts = DiscoverOptions {
+            first_only: true,
+            timeout: Some(timeout.min(Duration::from_millis(
+                100 * u64::from(objective.loop_count.max(1)),
+            ))),
+            ..DiscoverOptions::default()
+        };
+        self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
+            waiter(cmd, objective)
+        })
     }
 
     /// Answers a raw receive with `item`, or CBORfail when it is not one
@@ -2069,20 +2082,13 @@ impl Engine {
                 match peer {
                     Some(p) => self.synch_with(now, cmd, p, objective, deadline),
                     None => {
-                        let opts = DiscoverOptions {
-                            first_only: true,
-                            timeout: Some(timeout.min(Duration::from_millis(
-                                100 * u64::from(objective.loop_count.max(1)),
-                            ))),
-                            ..DiscoverOptions::default()
-                        };
-                        self.discover(now, cmd, objective, opts, |cmd, _, objective, _| {
+                        self.discover_peer(now, cmd, objective, timeout, |cmd, objective| {
                             Waiter::Synch {
                                 cmd,
                                 objective,
                                 deadline,
                             }
-                        })?;
+                        })?
                     }
                 }
             }

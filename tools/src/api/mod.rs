@@ -556,6 +556,8 @@ fn hello(
                 map(vec![
                     ("asas", uint(core.limits.asas as u64)),
                     ("objectives", uint(core.limits.objectives as u64)),
+                    // Frames queued towards the client (answers and events).
+                    ("events", uint(core.limits.requests as u64 + 2)),
                     ("sessions", uint(core.limits.sessions as u64)),
                     ("requests", uint(core.limits.requests as u64)),
                     ("max_message", uint(t.max_message_size() as u64)),
