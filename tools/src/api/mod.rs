@@ -3,12 +3,12 @@
 //! its own. The protocol is `tools/asa-api/asa-protocol.cddl`; frames and
 //! envelopes come from `grasp_asa_api`.
 //!
-//! It serves `hello`, ASA and objective registration, discovery,
-//! synchronization (and listening for it), flooding (flood, get_flood,
-//! expire_flood) and negotiation (request, step, wait, end, send_invalid,
-//! listen, stop, abort_session, and subscriptions that push peers'
-//! requests as events). Flood subscriptions, streamed discovery, the raw
-//! channel and `dump` are still to come: those answer `unsupported`.
+//! It serves every method of the protocol: `hello`, ASA and objective
+//! registration, discovery (streamed too), synchronization, flooding,
+//! negotiation (with subscriptions that push peers' requests as events),
+//! flood subscriptions, `dump`, and graspy's raw channel (`noloop`, gsend,
+//! grecv). Requests are read whole by `grasp_asa_api::request` before
+//! anything is done.
 //!
 //! Each call is held against the [`policy`] for the client's credentials
 //! (SO_PEERCRED); refusals answer `notAuthorized` and are counted. The
