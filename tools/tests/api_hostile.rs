@@ -552,3 +552,109 @@ async fn a_client_that_never_reads_loses_its_own_events_only() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn objectives_per_connection_are_bounded() {
+    let (mut core, _n3) = line();
+    core.limits.objectives = 3;
+    let mut c = client(core);
+    c.hello().await;
+    let asa = c.register_asa("hoarder").await;
+    let reg = |n: u32| {
+        let o = Objective::new(format!("EX.h{n}"), SYNCH).with_value(n);
+        vec![
+            ("asa", asa.clone()),
+            ("objective", Value::Bytes(o.encode().to_vec())),
+        ]
+    };
+    for n in 0..3 {
+        c.call("register_objective", reg(n)).await.unwrap();
+    }
+    assert_eq!(c.call("register_objective", reg(3)).await, Err(104));
+    // Registering one again is the engine's objReg, and takes no slot.
+    assert_eq!(c.call("register_objective", reg(1)).await, Err(12));
+    c.call(
+        "deregister_objective",
+        vec![("asa", asa.clone()), ("name", "EX.h0".into())],
+    )
+    .await
+    .unwrap();
+    c.call("register_objective", reg(3)).await.unwrap();
+}
+
+/// One user (not root) cannot take every connection: its connections past
+/// `per_user` are refused and counted, another user's are not (root only:
+/// the clients run as nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_connections_are_bounded() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED one_users_connections_are_bounded: needs root (clients run as nobody)");
+        return;
+    }
+    use grasp_tools::api::policy::{Names, Policy, Rule, Who};
+    use std::os::unix::fs::PermissionsExt;
+    let (mut core, _n3) = line();
+    core.limits.per_user = 2;
+    core.policy = std::sync::Arc::new(Policy {
+        open: false,
+        rules: vec![Rule {
+            who: Who::User {
+                uid: 65534,
+                name: "nobody".into(),
+            },
+            asas: Names::all(),
+            own: Names::all(),
+            read: Names::all(),
+        }],
+    });
+    let stats = core.stats.clone();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("api.sock");
+    let _guard = grasp_tools::api::serve(&path, core).unwrap();
+    let sock = path.clone();
+    let as_nobody = move |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_grasp"));
+        c.args(["--api", sock.to_str().unwrap()])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let name = format!("EX.held{i}");
+        held.push(daemon::Reap(
+            as_nobody(&["serve-sync", &name, "1", "--seconds", "20"])
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    let t0 = Instant::now();
+    while stats.open.load(Relaxed) < 2 {
+        assert!(t0.elapsed() < T, "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third = as_nobody.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        third(&["--timeout-ms", "300", "discover", "EX.held0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stats.connections_refused.load(Relaxed) >= 1, "{stats:?}");
+    // Root is not bounded by it.
+    let mut root = Client::new(UnixStream::connect(&path).await.unwrap());
+    root.hello().await;
+}
