@@ -32,6 +32,40 @@ fn graspd_with_api(ns: &Netns, dir: &Path, name: &str, iface: &str) -> (Reap, Pa
     (d, api, control)
 }
 
+/// Two namespaces joined by a veth pair, each with a graspd and its ASA
+/// socket; `None` (said loudly) without root.
+struct Pair {
+    a: Netns,
+    b: Netns,
+    dir: tempfile::TempDir,
+    api_a: PathBuf,
+    api_b: PathBuf,
+    control_b: PathBuf,
+    _daemons: (Reap, Reap),
+    _lab: Lab,
+}
+
+fn pair(test: &str) -> Option<Pair> {
+    if Lab::skip_loudly(test) {
+        return None;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (da, api_a, _) = graspd_with_api(&a, dir.path(), "a", "ab0");
+    let (db, api_b, control_b) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    Some(Pair {
+        a,
+        b,
+        dir,
+        api_a,
+        api_b,
+        control_b,
+        _daemons: (da, db),
+        _lab: lab,
+    })
+}
+
 /// `grasp --api SOCKET ARGS` in `ns`.
 fn grasp_via(ns: &Netns, api: &Path, args: &[&str]) -> std::process::Output {
     let mut a = vec!["--api", api.to_str().unwrap()];
@@ -53,14 +87,18 @@ fn runtime() -> tokio::runtime::Runtime {
 /// its objectives vanish, and B's graspd goes on serving its other client.
 #[test]
 fn example_asas_as_processes_on_each_graspd() {
-    if Lab::skip_loudly("example_asas_as_processes_on_each_graspd") {
+    let Some(p) = pair("example_asas_as_processes_on_each_graspd") else {
         return;
-    }
-    let mut lab = Lab::new();
-    let (a, b) = lab.pair().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_da, api_a, _) = graspd_with_api(&a, dir.path(), "a", "ab0");
-    let (_db, api_b, control_b) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    };
+    let Pair {
+        a,
+        b,
+        dir,
+        api_a,
+        api_b,
+        control_b,
+        ..
+    } = &p;
     let mut briggs = Reap(spawn(
         &b,
         GRASP_ASA,
@@ -153,14 +191,17 @@ fn example_asas_as_processes_on_each_graspd() {
 /// the requester learns at once instead of waiting out its timeout.
 #[test]
 fn a_client_killed_mid_negotiation_is_declined_for() {
-    if Lab::skip_loudly("a_client_killed_mid_negotiation_is_declined_for") {
+    let Some(p) = pair("a_client_killed_mid_negotiation_is_declined_for") else {
         return;
-    }
-    let mut lab = Lab::new();
-    let (a, b) = lab.pair().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_da, api_a, _) = graspd_with_api(&a, dir.path(), "a", "ab0");
-    let (_db, api_b, _) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    };
+    let Pair {
+        a,
+        b,
+        dir,
+        api_a,
+        api_b,
+        ..
+    } = &p;
     let mut answerer = Reap(spawn(
         &b,
         GRASP,
@@ -348,14 +389,10 @@ fn the_policy_holds_against_another_users_credentials() {
 /// node's socket (the scenarios the fabric runs too, from one source).
 #[test]
 fn the_remaining_scenarios_between_two_graspds() {
-    if Lab::skip_loudly("the_remaining_scenarios_between_two_graspds") {
+    let Some(p) = pair("the_remaining_scenarios_between_two_graspds") else {
         return;
-    }
-    let mut lab = Lab::new();
-    let (a, b) = lab.pair().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (_da, api_a, _) = graspd_with_api(&a, dir.path(), "a", "ab0");
-    let (_db, api_b, _) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    };
+    let Pair { api_a, api_b, .. } = &p;
     let rt = runtime();
     rt.block_on(async {
         let nodes = [
