@@ -100,14 +100,14 @@ fn example_asas_as_processes_on_each_graspd() {
         ..
     } = &p;
     let mut briggs = Reap(spawn(
-        &b,
+        b,
         GRASP_ASA,
         &["--api", api_b.to_str().unwrap(), "briggs"],
         &dir.path().join("briggs.log"),
     ));
     // B's other client: a synchronization server.
     let _other = Reap(spawn(
-        &b,
+        b,
         GRASP,
         &[
             "--api",
@@ -119,20 +119,20 @@ fn example_asas_as_processes_on_each_graspd() {
         &dir.path().join("other.log"),
     ));
     wait_for("Briggs's EX2 through A's graspd", || {
-        grasp_via(&a, &api_a, &["sync", "EX2"]).status.success()
+        grasp_via(a, api_a, &["sync", "EX2"]).status.success()
     });
-    let o = grasp_via(&a, &api_a, &["sync", "EX2"]);
+    let o = grasp_via(a, api_a, &["sync", "EX2"]);
     assert!(text(&o).contains("[1, \"two\", 3]"), "{}", text(&o));
-    let o = grasp_via(&a, &api_a, &["discover", "EX3"]);
+    let o = grasp_via(a, api_a, &["discover", "EX3"]);
     assert!(o.status.success(), "{}", text(&o));
     // B's registrations and A's caches, read through the sockets.
-    let o = grasp_via(&b, &api_b, &["dump"]);
+    let o = grasp_via(b, api_b, &["dump"]);
     assert!(
         text(&o).contains("objective EX2 = [1, \"two\", 3]") && text(&o).contains("EX.other"),
         "{}",
         text(&o)
     );
-    let o = grasp_via(&a, &api_a, &["--json", "dump"]);
+    let o = grasp_via(a, api_a, &["--json", "dump"]);
     assert!(
         text(&o).contains("\"discovery_cache\"") && text(&o).contains("EX3"),
         "{}",
@@ -176,10 +176,10 @@ fn example_asas_as_processes_on_each_graspd() {
             "EX2 is still discovered after Briggs was killed: {found:?}"
         );
     }
-    let o = grasp_via(&a, &api_a, &["sync", "EX.other"]);
+    let o = grasp_via(a, api_a, &["sync", "EX.other"]);
     assert!(text(&o).contains("still here"), "{}", text(&o));
     let st = run(
-        &b,
+        b,
         GRASP,
         &["stats", "--control", control_b.to_str().unwrap()],
     );
@@ -203,7 +203,7 @@ fn a_client_killed_mid_negotiation_is_declined_for() {
         ..
     } = &p;
     let mut answerer = Reap(spawn(
-        &b,
+        b,
         GRASP,
         &[
             "--api",
@@ -216,7 +216,7 @@ fn a_client_killed_mid_negotiation_is_declined_for() {
         &dir.path().join("answerer.log"),
     ));
     wait_for("EX.kill discoverable", || {
-        grasp_via(&a, &api_a, &["discover", "EX.kill"])
+        grasp_via(a, api_a, &["discover", "EX.kill"])
             .status
             .success()
     });
