@@ -51,9 +51,23 @@ async fn a_client_uses_the_nodes_core_through_the_socket() {
         Err(106)
     );
     let r = c
-        .call("hello", vec![("versions", Value::Array(vec![1.into()]))])
+        .call(
+            "hello",
+            vec![
+                ("versions", Value::Array(vec![1.into()])),
+                (
+                    "features",
+                    Value::Array(vec!["dump".into(), "telepathy".into()]),
+                ),
+            ],
+        )
         .await
         .unwrap();
+    assert_eq!(
+        get(&r, "features"),
+        Some(&Value::Array(vec!["dump".into()])),
+        "the features both have"
+    );
     let node = get(&r, "node").unwrap();
     assert_eq!(get(node, "security"), Some(&Value::from("quads")));
     let asa = c.register_asa("remote").await;

@@ -88,6 +88,8 @@ pub struct Hello {
     pub security: String,
     /// The daemon and its version.
     pub daemon: String,
+    /// The optional parts of the protocol both sides have.
+    pub features: Vec<String>,
     /// The largest GRASP message the node sends or takes.
     pub max_message: usize,
     /// The whole answer, for what this build does not read.
@@ -193,6 +195,7 @@ impl Remote {
                 dull: false,
                 security: String::new(),
                 daemon: String::new(),
+                features: Vec::new(),
                 max_message: Limits::default().max_message_size,
                 raw: Value::Null,
             },
@@ -205,7 +208,7 @@ impl Remote {
         let raw = remote
             .call(Request::Hello {
                 versions: vec![crate::VERSION],
-                features: Vec::new(),
+                features: crate::FEATURES.iter().map(|f| f.to_string()).collect(),
                 max_frame: Some(crate::DEFAULT_MAX_FRAME as u64),
                 client: Some(format!(
                     "grasp-asa-api {} pid {}",
@@ -395,6 +398,11 @@ fn hello_of(v: Value) -> Result<Hello, ApiError> {
         dull: node.opt_bool("dull")?.unwrap_or(false),
         security: node.opt_text("security")?.unwrap_or_default(),
         daemon: node.opt_text("daemon")?.unwrap_or_default(),
+        features: f
+            .list("features")?
+            .iter()
+            .filter_map(|v| v.as_text().map(str::to_string))
+            .collect(),
         max_message: limits
             .opt_u64("max_message")?
             .and_then(|m| usize::try_from(m).ok())

@@ -270,6 +270,15 @@ impl Frame {
     }
 }
 
+/// The optional parts of the protocol this build has (`hello`'s
+/// "features"; the answer lists those both sides have).
+pub const FEATURES: [&str; 4] = [
+    "streamed-discover",
+    "flood-subscriptions",
+    "raw-channel",
+    "dump",
+];
+
 /// Writes what `rx` brings to `sink`, each item as the frame `encode`
 /// makes of it (`None`: nothing to send), until either ends. Whatever is
 /// queued goes out together with one flush (one write when the socket

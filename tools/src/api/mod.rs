@@ -361,6 +361,7 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
                 if !greeted {
                     let Request::Hello {
                         versions,
+                        features,
                         max_frame,
                         ..
                     } = request
@@ -373,7 +374,7 @@ async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
                         .await;
                         continue;
                     };
-                    let r = hello(&conn.core, &versions, max_frame);
+                    let r = hello(&conn.core, &versions, &features, max_frame);
                     if let Ok((_, m)) = &r {
                         max_out.store(*m, Ordering::Relaxed);
                     }
@@ -497,6 +498,7 @@ fn count(stats: &Stats, r: &Result<Value, ApiError>) {
 fn hello(
     core: &Core,
     versions: &[u64],
+    features: &[String],
     max_frame: Option<u64>,
 ) -> Result<(Value, usize), ApiError> {
     if !versions.contains(&grasp_asa_api::VERSION) {
@@ -535,7 +537,16 @@ fn hello(
     Ok((
         map(vec![
             ("version", Value::Integer(grasp_asa_api::VERSION.into())),
-            ("features", Value::Array(Vec::new())),
+            (
+                "features",
+                Value::Array(
+                    grasp_asa_api::FEATURES
+                        .iter()
+                        .filter(|f| features.iter().any(|c| c == *f))
+                        .map(|f| Value::Text(f.to_string()))
+                        .collect(),
+                ),
+            ),
             ("max_frame", Value::Integer((max_frame as u64).into())),
             (
                 "node",
