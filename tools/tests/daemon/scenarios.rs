@@ -13,7 +13,8 @@ const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
 const T: Duration = Duration::from_secs(3);
 
-/// Rapid synchronization (the value in the discovery response).
+/// Rapid synchronization (the value in the discovery response), and a
+/// served value updated by calling listen_synchronize again.
 pub(crate) async fn rapid_synchronization(nodes: &[Grasp]) {
     let server = nodes[nodes.len() - 1].register_asa("rapid").await.unwrap();
     let served = Objective::new("EX.rapid", SYNCH).with_value("fast");
@@ -29,6 +30,22 @@ pub(crate) async fn rapid_synchronization(nodes: &[Grasp]) {
         .await
         .unwrap();
     assert_eq!(got.value, Some(Value::from("fast")));
+    // listen_synchronize again updates the value served.
+    let upd = Objective::new("EX.update", SYNCH).with_value(1u32);
+    server
+        .register_objective(&upd, RegisterOptions::default())
+        .await
+        .unwrap();
+    server.listen_synchronize(&upd).await.unwrap();
+    let ask = Objective::new("EX.update", SYNCH);
+    let got = client.synchronize(&ask, None, T).await.unwrap();
+    assert_eq!(got.value, Some(Value::from(1u32)));
+    server
+        .listen_synchronize(&upd.clone().with_value(2u32))
+        .await
+        .unwrap();
+    let got = client.synchronize(&ask, None, T).await.unwrap();
+    assert_eq!(got.value, Some(Value::from(2u32)));
     server.deregister().await.unwrap();
     client.deregister().await.unwrap();
 }
