@@ -225,6 +225,12 @@ async fn a_raw_channel_carries_bare_items_both_ways(reach: Reach) {
         .await
         .unwrap();
     let s = client.request_raw(&chat, None, T).await.unwrap();
+    // An item bigger than the transport carries is refused, not sent.
+    let big = Value::from("x".repeat(10_000).as_str());
+    assert_eq!(
+        s.send_raw(&big).await.unwrap_err().code,
+        ErrorCode::TooLarge
+    );
     for word in ["hello", "again"] {
         s.send_raw(&Value::from(word)).await.unwrap();
         let back: String = s.recv_raw(T).await.unwrap().deserialize().unwrap();

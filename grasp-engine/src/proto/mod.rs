@@ -2156,6 +2156,16 @@ impl Engine {
             } => self.request_negotiate(now, cmd, asa, objective, peer, timeout, true)?,
             Command::RawSend { asa, session, data } => {
                 self.check_asa(asa)?;
+                let max = self.config.limits.max_message_size;
+                if data.as_cbor().len() > max {
+                    return Err(err(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "a {}-byte item; the transport carries {max} at most",
+                            data.as_cbor().len()
+                        ),
+                    ));
+                }
                 self.raw_session(asa, session)?;
                 let idle = now + self.config.session_idle_timeout;
                 self.transmits.push_back(Transmit::Send {
@@ -2392,6 +2402,7 @@ impl Engine {
             | Command::Synchronize { objective, .. }
             | Command::ListenSynchronize { objective, .. }
             | Command::RequestNegotiate { objective, .. }
+            | Command::RequestRaw { objective, .. }
             | Command::NegotiateStep { objective, .. } => self.fits(objective),
             Command::Flood { tagged, .. } => {
                 tagged.iter().try_for_each(|t| self.fits(&t.objective))
