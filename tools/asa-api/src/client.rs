@@ -13,8 +13,11 @@
 //! One connection carries every call of the process at once: each request
 //! has its id, a reader task hands each answer to its caller, and a call
 //! whose future is dropped is cancelled at graspd (`[3, id]`). Negotiation
-//! listeners are subscriptions: graspd pushes each peer's request as an
-//! event. When graspd goes away, outstanding calls fail and listeners end.
+//! listeners and flood watches are subscriptions: graspd pushes each peer's
+//! request, each flood, as an event; a streamed discover's locators come as
+//! events of its request. When graspd goes away, outstanding calls fail and
+//! listeners end ([`Remote::closed`] says when). The engine's counters are
+//! graspd's (`grasp stats`): [`Grasp::stats`] answers unsupported here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

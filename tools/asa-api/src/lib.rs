@@ -7,9 +7,11 @@
 //! `[2, subscription, kind, data]` and cancels `[3, id]`.
 //!
 //! The protocol itself (methods, parameters, results, lifecycle) is
-//! `asa-protocol.cddl` beside this crate, version [`VERSION`]. [`form`]
-//! holds how the engine's types travel in it (both sides use it, so they
-//! cannot disagree), and [`client`] is the Rust client: it gives a
+//! `asa-protocol.cddl` beside this crate, version [`VERSION`]. [`request`]
+//! is every method's params as one type, [`form`] how the engine's types
+//! travel (both sides use them, so they cannot disagree; the golden
+//! transcript in `tests/` holds them to the CDDL), and [`client`] is the
+//! Rust client: it gives a
 //! [`grasp_engine::Grasp`] backed by graspd, so an ASA written for the
 //! engine in its own process runs against graspd's core unchanged.
 #![warn(missing_docs)]
