@@ -215,8 +215,9 @@ async fn a_raw_channel_carries_bare_items_both_ways(reach: Reach) {
                 .await
                 .unwrap();
         }
-        // Then it goes: the client's next receive learns the peer left.
-        drop(s);
+        // Then it ends it (a raw session ends by closing): the client's
+        // next receive learns the peer left.
+        s.decline(Some("bye")).await.unwrap();
         listener
     });
     let client = nodes[0].register_asa("client").await.unwrap();

@@ -1697,6 +1697,16 @@ impl Engine {
         })
     }
 
+    /// A raw session ends by closing its connection, as graspy's do (it
+    /// has no M_END): true when `channel` was one, now closed.
+    fn ends_raw(&mut self, channel: ChannelId) -> bool {
+        if self.neg_mut(channel).is_some_and(|n| n.raw.is_some()) {
+            self.close(channel, false);
+            return true;
+        }
+        false
+    }
+
     /// Answers a raw receive with `item`, or CBORfail when it is not one
     /// well-formed CBOR item.
     fn reply_raw(&mut self, cmd: CommandId, item: Bytes) {
@@ -2306,6 +2316,15 @@ impl Engine {
             Command::NegotiateWait { asa, session, wait } => {
                 self.check_asa(asa)?;
                 self.our_turn(asa, session)?;
+                if self
+                    .neg_mut(session.channel)
+                    .is_some_and(|n| n.raw.is_some())
+                {
+                    return Err(err(
+                        ErrorCode::NoSession,
+                        "a raw session (gsend/grecv) takes no M_WAIT",
+                    ));
+                }
                 let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
                 self.send(
                     session.channel,
@@ -2330,6 +2349,10 @@ impl Engine {
             } => {
                 self.check_asa(asa)?;
                 self.our_turn(asa, session)?;
+                if self.ends_raw(session.channel) {
+                    self.reply(cmd, Ok(Reply::Done));
+                    return Ok(());
+                }
                 let option = if accept {
                     EndOption::Accept
                 } else {
@@ -2350,6 +2373,10 @@ impl Engine {
             Command::SendInvalid { asa, session, info } => {
                 self.check_asa(asa)?;
                 self.our_turn(asa, session)?;
+                if self.ends_raw(session.channel) {
+                    self.reply(cmd, Ok(Reply::Done));
+                    return Ok(());
+                }
                 self.send(
                     session.channel,
                     &Message::Invalid(Invalid {
