@@ -402,3 +402,56 @@ fn the_remaining_scenarios_between_two_graspds() {
         daemon::scenarios::all(&nodes).await;
     });
 }
+
+/// `grasp-asa` stops by itself when its graspd goes (exit 1, its ASAs gone
+/// with the connection), and cleanly on SIGTERM (exit 0).
+#[test]
+fn grasp_asa_follows_its_graspd() {
+    if Lab::skip_loudly("grasp_asa_follows_its_graspd") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (_a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, api, _) = graspd_with_api(&b, dir.path(), "b", "ba0");
+    let run_asa = |name: &str| {
+        Reap(spawn(
+            &b,
+            GRASP_ASA,
+            &["--api", api.to_str().unwrap(), "pfx-delegator"],
+            &dir.path().join(format!("{name}.log")),
+        ))
+    };
+    let wait_exit = |c: &mut Reap| {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = c.0.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "grasp-asa did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // SIGTERM: a clean stop.
+    let mut first = run_asa("first");
+    wait_for("the delegator's objective", || {
+        text(&grasp_via(&b, &api, &["dump"])).contains("PrefixManager")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut first), Some(0));
+    // graspd goes: grasp-asa notices and exits 1.
+    let mut second = run_asa("second");
+    wait_for("the delegator's objective again", || {
+        text(&grasp_via(&b, &api, &["dump"])).contains("PrefixManager")
+    });
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    assert_eq!(wait_exit(&mut second), Some(1));
+}

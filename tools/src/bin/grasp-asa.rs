@@ -82,14 +82,7 @@ async fn run(args: Args) -> ExitCode {
         Some(grasp_engine::wire::Locator::Ipv6 { addr, .. }) => addr,
         _ => std::net::Ipv6Addr::LOCALHOST,
     };
-    let grasp = Grasp::with_core(remote.clone());
-    let tasks = match run_asas(&grasp, addr, &args.asas, args.loop_count).await {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("grasp-asa: cannot start the ASAs: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    // Before the ASAs start, so a stop asked for at any time is clean.
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -97,6 +90,14 @@ async fn run(args: Args) -> ExitCode {
     ) else {
         eprintln!("grasp-asa: cannot install signal handlers");
         return ExitCode::from(1);
+    };
+    let grasp = Grasp::with_core(remote.clone());
+    let tasks = match run_asas(&grasp, addr, &args.asas, args.loop_count).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("grasp-asa: cannot start the ASAs: {e}");
+            return ExitCode::from(1);
+        }
     };
     let code = tokio::select! {
         _ = int.recv() => { info!("SIGINT: stopping"); ExitCode::SUCCESS }
