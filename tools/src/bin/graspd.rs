@@ -99,6 +99,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: NodeConfig) -> ExitCode {
+    // First, so a stop asked for during start-up is clean too.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("graspd: cannot install signal handlers");
+        return ExitCode::from(1);
+    };
     let node = match Node::start(&cfg).await {
         Ok(n) => Arc::new(n),
         Err(e) => {
@@ -175,15 +185,6 @@ async fn run(cfg: NodeConfig) -> ExitCode {
             eprintln!("graspd: cannot start the configured ASAs: {e}");
             return ExitCode::from(1);
         }
-    };
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("graspd: cannot install signal handlers");
-        return ExitCode::from(1);
     };
     loop {
         tokio::select! {
