@@ -16,10 +16,6 @@ use crate::proto::{
 use crate::transport::{AcpTransport, InboundStream};
 use crate::wire::{Objective, TaggedObjective, Value};
 
-/// How long a raw session (graspy's noloop) waits after M_REQ_NEG before
-/// its first item may follow.
-const RAW_GAP: Duration = Duration::from_millis(100);
-
 /// Requests queued towards the engine task.
 const REQUEST_QUEUE: usize = 1024;
 /// Negotiation requests queued per listened objective, and floods per
@@ -241,14 +237,7 @@ impl GraspCore for Local {
                 timeout,
             };
             match self.call(command).await? {
-                Reply::Session(s) => {
-                    // graspy reads one message per recv(): a gsend right
-                    // behind M_REQ_NEG would be read with it and lost. The
-                    // session is handed over once the request has had time
-                    // to be read on its own (seen by hand against graspy).
-                    tokio::time::sleep(RAW_GAP).await;
-                    Ok(s)
-                }
+                Reply::Session(s) => Ok(s),
                 other => Err(unexpected(other)),
             }
         })

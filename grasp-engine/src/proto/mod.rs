@@ -164,7 +164,16 @@ struct Raw {
     inbox: VecDeque<Bytes>,
     /// A receive waiting for the next item.
     waiting: Option<CommandId>,
+    /// Our request, answered with the session once M_REQ_NEG has had
+    /// [`RAW_GAP`] to itself.
+    opening: Option<CommandId>,
 }
+
+/// How long a raw session of ours keeps the connection to M_REQ_NEG before
+/// the ASA may send: graspy reads one message per `recv()`, and an item
+/// right behind the request would be read with it and lost (seen by hand
+/// against graspy's listen_negotiate/grecv).
+const RAW_GAP: Duration = Duration::from_millis(100);
 
 /// Items a raw session keeps for its ASA before it closes the session.
 const RAW_INBOX: usize = 16;
@@ -405,6 +414,15 @@ impl Engine {
                 }
                 if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
                     self.reply(cmd, Err(err(ErrorCode::NoSession, "the session ended")));
+                }
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.opening) {
+                    self.reply(
+                        cmd,
+                        Err(err(
+                            ErrorCode::SockErrNegRq,
+                            "the connection to the peer failed",
+                        )),
+                    );
                 }
             }
             ChanState::Fresh => {}
@@ -1309,6 +1327,20 @@ impl Engine {
                 self.close(id, false);
             }
             ChanState::Neg(n) => {
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.opening) {
+                    // Our raw request has had the connection to itself.
+                    let session = SessionHandle {
+                        channel: id,
+                        session_id: n.sid,
+                    };
+                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
+                        r.opening = None;
+                    }
+                    self.reply(cmd, Ok(Reply::Session(session)));
+                    let idle = now + self.config.session_idle_timeout;
+                    self.set_deadline(id, Some(idle));
+                    return;
+                }
                 if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
                     // A grecv timed out (graspy's noReply); the session
                     // stays for the next one.
@@ -1544,23 +1576,23 @@ impl Engine {
                     requester: true,
                     pending: (!raw).then_some((cmd, NegWait::First)),
                     early: VecDeque::new(),
-                    raw: raw.then(Raw::default),
+                    raw: raw.then(|| Raw {
+                        opening: Some(cmd),
+                        ..Raw::default()
+                    }),
                     peer_closed: false,
                     clash_key: None,
                 }),
             },
         );
-        if raw {
-            // graspy answers at once: the session is the ASA's to use.
-            self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
-            let session = SessionHandle {
-                channel,
-                session_id: sid,
-            };
-            self.reply(cmd, Ok(Reply::Session(session)));
+        // A raw session is the ASA's after RAW_GAP (graspy expects no
+        // answer to this M_REQ_NEG); a negotiation waits for the peer.
+        let wait = if raw {
+            now + RAW_GAP
         } else {
-            self.set_deadline(channel, Some(deadline.max(now)));
-        }
+            deadline.max(now)
+        };
+        self.set_deadline(channel, Some(wait));
     }
 
     fn on_neg_message(
@@ -1727,7 +1759,7 @@ impl Engine {
             let inbox = n.early.drain(..).map(|e| e.raw).collect();
             n.raw = Some(Raw {
                 inbox,
-                waiting: None,
+                ..Raw::default()
             });
         }
         n.raw

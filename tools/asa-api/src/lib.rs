@@ -315,17 +315,6 @@ pub async fn write_frames<S, T>(
     }
 }
 
-/// The value under text key `key` of a CBOR map (params, results), if any.
-pub fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match v {
-        Value::Map(m) => m
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(key))
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
 fn not_a_frame(id: Option<u64>, why: &str) -> FrameError {
     FrameError::NotAFrame {
         id,

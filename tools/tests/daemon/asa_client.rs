@@ -102,4 +102,7 @@ impl Client {
     }
 }
 
-pub(crate) use grasp_asa_api::get;
+/// The value under text key `key` of a CBOR map, if any.
+pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    grasp_asa_api::form::Fields::of(v, "").ok()?.get(key)
+}
