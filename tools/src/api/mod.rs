@@ -744,6 +744,23 @@ impl Conn {
         }
     }
 
+    /// Queues event `kind` of subscription `id` for the client, never
+    /// waiting: false (and counted) when the client has no room for it.
+    fn push(&self, id: u64, kind: &str, data: Value) -> bool {
+        let ev = Frame::Event {
+            subscription: id,
+            kind: kind.into(),
+            data,
+        };
+        let sent = self.events.try_send(ev).is_ok();
+        bump(if sent {
+            &self.core.stats.events
+        } else {
+            &self.core.stats.events_dropped
+        });
+        sent
+    }
+
     /// Pushes the peers' requests `listener` hears as events of
     /// subscription `id` until unsubscribe or stop_negotiate. One the
     /// client has no room for (its session table or its queue full) is
@@ -774,17 +791,8 @@ impl Conn {
                     continue; // dropped: the peer's session ends
                 }
                 let offer = me.offer(h, session, objective, None);
-                let session = offer.session;
-                let ev = Frame::Event {
-                    subscription: id,
-                    kind: "negotiation".into(),
-                    data: offer.value(),
-                };
-                if me.events.try_send(ev).is_ok() {
-                    bump(&me.core.stats.events);
-                } else {
-                    bump(&me.core.stats.events_dropped);
-                    lock(&me.sessions).remove(&session);
+                if !me.push(id, "negotiation", offer.value()) {
+                    lock(&me.sessions).remove(&offer.session);
                 }
             }
         });
@@ -800,16 +808,7 @@ impl Conn {
         let task = tokio::spawn(async move {
             let _leave = Leave(me.clone(), id);
             while let Some(entry) = watcher.next().await {
-                let ev = Frame::Event {
-                    subscription: id,
-                    kind: "flood".into(),
-                    data: form::flood_entry(&entry),
-                };
-                if me.events.try_send(ev).is_ok() {
-                    bump(&me.core.stats.events);
-                } else {
-                    bump(&me.core.stats.events_dropped);
-                }
+                me.push(id, "flood", form::flood_entry(&entry));
             }
         });
         subscriptions.insert(id, task.abort_handle());
@@ -930,16 +929,7 @@ impl Conn {
                 // answer with all of them.
                 let (tx, mut rx) = mpsc::channel(LOCATOR_EVENTS);
                 let push = |l: &grasp_engine::proto::AsaLocator| {
-                    let ev = Frame::Event {
-                        subscription: id,
-                        kind: "locator".into(),
-                        data: form::asa_locator(l),
-                    };
-                    if self.events.try_send(ev).is_ok() {
-                        bump(&self.core.stats.events);
-                    } else {
-                        bump(&self.core.stats.events_dropped);
-                    }
+                    self.push(id, "locator", form::asa_locator(l));
                 };
                 let discovery = asa.discover_each(&objective, options, tx);
                 tokio::pin!(discovery);
