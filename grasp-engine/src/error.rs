@@ -82,6 +82,7 @@ codes! {
     TooMany = 104, "tooMany", "Too many (a limit of the GRASP core)";
     TooLarge = 105, "tooLarge", "Too large for the GRASP core's limits";
     NotHello = 106, "notHello", "Not greeted: hello comes first";
+    NoCore = 107, "noCore", "No GRASP core: graspd's ASA socket is not answering";
 }
 
 impl fmt::Display for ErrorCode {

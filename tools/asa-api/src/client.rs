@@ -166,7 +166,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn gone() -> ApiError {
     ApiError::new(
-        ErrorCode::Unspec,
+        ErrorCode::NoCore,
         "graspd closed the ASA socket (is it still running?)",
     )
 }

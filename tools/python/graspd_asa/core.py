@@ -1,0 +1,254 @@
+"""One connection to graspd's ASA socket, shared by every thread of the process.
+
+The ASA protocol (``tools/asa-api/asa-protocol.cddl`` in the repository) runs
+over a Unix stream socket: each frame is a 4-byte big-endian length and one
+CBOR item.  Requests are ``[0, id, method, params]``; graspd answers each with
+``[1, id, err, result]``, in any order, so many threads may have calls
+outstanding on the one socket at once.  A reader thread reads every frame
+and hands each answer to the thread waiting for its id; a caller blocks on
+a lock of its own until then.
+
+When graspd goes away (it stopped, or closed the connection), every
+outstanding call and every later one answers :data:`NO_CORE` at once, with
+a detail saying what happened: nothing hangs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+import cbor2
+
+from . import __version__
+
+#: The protocol version this client speaks.
+PROTOCOL_VERSION = 1
+#: Where graspd's ASA socket is when ``GRASP_API_SOCKET`` is not set.
+DEFAULT_SOCKET = "/run/graspd/api.sock"
+#: Where a DULL graspd's ASA socket is when ``GRASP_DULL_API_SOCKET`` is not set.
+DEFAULT_DULL_SOCKET = "/run/graspd/dull.sock"
+#: The error code of a call that could not reach graspd (the engine's
+#: ``ErrorCode::NoCore``).
+NO_CORE = 107
+#: The largest frame this client takes from graspd (hello says so).
+MAX_FRAME = 1 << 20
+#: The features this client uses (hello's ``features``).
+FEATURES = ["raw-channel", "dump"]
+
+_HEADER = struct.Struct(">I")
+
+#: A call's outcome: the error code (0 for success), graspd's detail for
+#: people (empty on success) and the result.
+Answer = Tuple[int, str, Any]
+
+
+class ConnectError(Exception):
+    """graspd could not be reached or refused the greeting; the message says
+    what to do."""
+
+
+def socket_path(dull: bool) -> str:
+    """The socket to use: ``GRASP_API_SOCKET`` (``GRASP_DULL_API_SOCKET`` for
+    DULL), else the default path."""
+    if dull:
+        return os.environ.get("GRASP_DULL_API_SOCKET") or DEFAULT_DULL_SOCKET
+    return os.environ.get("GRASP_API_SOCKET") or DEFAULT_SOCKET
+
+
+class _Slot:
+    """Where one call's answer arrives: the caller waits on ``lock``, which
+    the reader releases once ``answer`` is set."""
+
+    __slots__ = ("lock", "answer")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.answer: Answer = (NO_CORE, "no answer", None)
+
+
+class Core:
+    """A connected, greeted client of one graspd's ASA socket."""
+
+    def __init__(self, path: str, dull: bool = False, client: str = "") -> None:
+        """Connects to ``path`` and says hello; raises :class:`ConnectError`
+        with what to do when graspd is not there, refuses, or (``dull``) is
+        not a DULL instance."""
+        self.path = path
+        self._pending: Dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._dead: Optional[str] = None
+        self.max_frame = MAX_FRAME
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            sock.close()
+            raise ConnectError(_how_to_start(path, dull, e)) from None
+        self._sock = sock
+        self._reader = threading.Thread(
+            target=self._read, name="graspd-asa-reader", daemon=True
+        )
+        self._reader.start()
+        code, detail, result = self.call(
+            "hello",
+            {
+                "versions": [PROTOCOL_VERSION],
+                "features": FEATURES,
+                "max_frame": MAX_FRAME,
+                "client": client
+                or "graspd-asa %s python %d.%d pid %d"
+                % (__version__, sys.version_info[0], sys.version_info[1], os.getpid()),
+            },
+        )
+        if code != 0 or not isinstance(result, dict):
+            self.close()
+            raise ConnectError(
+                "graspd at %s refused hello: %s (error %d)" % (path, detail, code)
+            )
+        self.max_frame = min(int(result.get("max_frame", 65536)), MAX_FRAME)
+        #: hello's node facts (locator, interfaces, relay, dull, security, ...).
+        self.node: Dict[str, Any] = result.get("node") or {}
+        #: hello's limits.
+        self.limits: Dict[str, Any] = result.get("limits") or {}
+        self.features: List[str] = list(result.get("features") or [])
+        if dull and not self.node.get("dull"):
+            self.close()
+            raise ConnectError(
+                "the graspd at %s is not a DULL instance; run a second graspd with "
+                "`dull = true` and its own `[api] socket` on the link, and set "
+                "GRASP_DULL_API_SOCKET to that socket (default %s)"
+                % (path, DEFAULT_DULL_SOCKET)
+            )
+
+    def call(self, method: str, params: Dict[str, Any]) -> Answer:
+        """Sends one request and blocks until graspd answers it (or goes)."""
+        if self._dead is not None:
+            return (NO_CORE, self._dead, None)
+        rid = next(self._ids)
+        slot = _Slot()
+        self._pending[rid] = slot
+        if self._dead is not None:
+            # The reader failed everything just before the slot went in.
+            self._fail(self._dead)
+        body = cbor2.dumps([0, rid, method, params])
+        if len(body) > self.max_frame:
+            self._pending.pop(rid, None)
+            return (
+                105,
+                "the request is %d bytes; graspd takes %d" % (len(body), self.max_frame),
+                None,
+            )
+        try:
+            with self._send_lock:
+                self._sock.sendall(_HEADER.pack(len(body)) + body)
+        except OSError as e:
+            self._fail("graspd's ASA socket %s: %s" % (self.path, e))
+        try:
+            slot.lock.acquire()
+        except BaseException:
+            # Interrupted (KeyboardInterrupt): graspd drops the call.
+            if self._pending.pop(rid, None) is not None:
+                self._send_quietly([3, rid])
+            raise
+        return slot.answer
+
+    def cast(self, method: str, params: Dict[str, Any]) -> None:
+        """Sends one request whose answer nobody waits for."""
+        if self._dead is None:
+            self._send_quietly([0, next(self._ids), method, params])
+
+    def close(self) -> None:
+        """Closes the connection; graspd deregisters this process's ASAs."""
+        self._fail("the connection to graspd was closed by this process")
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    @property
+    def dead(self) -> Optional[str]:
+        """Why the connection is gone, or None while it works."""
+        return self._dead
+
+    def _send_quietly(self, frame: List[Any]) -> None:
+        body = cbor2.dumps(frame)
+        try:
+            with self._send_lock:
+                self._sock.sendall(_HEADER.pack(len(body)) + body)
+        except OSError:
+            pass
+
+    def _fail(self, why: str) -> None:
+        if self._dead is None:
+            self._dead = why
+        for rid in list(self._pending):
+            slot = self._pending.pop(rid, None)
+            if slot is not None:
+                slot.answer = (NO_CORE, self._dead, None)
+                slot.lock.release()
+
+    def _read(self) -> None:
+        stream = self._sock.makefile("rb", buffering=1 << 16)
+        why = "graspd closed the ASA socket %s (is it still running?)" % self.path
+        try:
+            while True:
+                head = stream.read(4)
+                if len(head) < 4:
+                    break
+                (n,) = _HEADER.unpack(head)
+                if n > self.max_frame:
+                    why = "graspd sent a frame of %d bytes (at most %d)" % (n, self.max_frame)
+                    break
+                body = stream.read(n)
+                if len(body) < n:
+                    break
+                try:
+                    frame = cbor2.loads(body)
+                except Exception as e:  # graspd's bytes, not this process's fault
+                    why = "graspd sent what is not CBOR: %s" % e
+                    break
+                if not isinstance(frame, list) or len(frame) != 4:
+                    why = "graspd sent what is not an ASA protocol frame"
+                    break
+                kind = frame[0]
+                if kind == 1:
+                    slot = self._pending.pop(frame[1], None)
+                    if slot is None:
+                        continue  # cancelled by its caller
+                    err = frame[2]
+                    if err is None:
+                        slot.answer = (0, "", frame[3])
+                    elif isinstance(err, list) and len(err) == 3:
+                        slot.answer = (int(err[0]), str(err[2]), frame[3])
+                    else:
+                        slot.answer = (3, "graspd sent a malformed error", None)
+                    slot.lock.release()
+                elif kind == 2 and frame[1] == 0 and frame[2] == "closing":
+                    err = frame[3]
+                    if isinstance(err, list) and len(err) == 3:
+                        why = "graspd closed the connection: %s (%s)" % (err[2], err[1])
+                # Other events belong to subscriptions, which this client never makes.
+        except OSError as e:
+            why = "graspd's ASA socket %s: %s" % (self.path, e)
+        finally:
+            self._fail(why)
+
+
+def _how_to_start(path: str, dull: bool, e: OSError) -> str:
+    var = "GRASP_DULL_API_SOCKET" if dull else "GRASP_API_SOCKET"
+    what = "a DULL graspd (`dull = true`)" if dull else "graspd"
+    return (
+        "cannot reach graspd's ASA socket %s: %s. Start %s with `[api] socket = \"%s\"` "
+        "in its graspd.toml (for example `graspd --config /etc/graspd.toml`), or set %s "
+        "to the socket of a graspd that runs; check that this user may open it "
+        "(graspd's `[[api.allow]]` rules)." % (path, e.strerror or e, what, path, var)
+    )
