@@ -535,8 +535,9 @@ def discover(
     return errors.ok, [_forms.located(f) for f in r or []]
 
 
-def _negotiation(e: int, r: Any, obj: objective) -> Tuple[int, Any, Any]:
-    """graspy's 3-tuple for a negotiation step's outcome."""
+def _negotiation(e: int, r: Any, obj: objective, shandle: Any = None) -> Tuple[int, Any, Any]:
+    """graspy's 3-tuple for a negotiation step's outcome: a step keeps the
+    session's handle (a requester's has no id_source, as in graspy)."""
     if e:
         return e, None, None
     outcome = r.get("outcome")
@@ -545,13 +546,9 @@ def _negotiation(e: int, r: Any, obj: objective) -> Tuple[int, Any, Any]:
     if outcome == "declined":
         return errors.declined, None, r.get("reason")
     if outcome == "step":
-        peer = r.get("peer")
-        src = _forms.packed(_forms.located(peer)) if peer else None
-        return (
-            errors.ok,
-            _session_handle(r["session"], src),
-            _forms.objective_from_wire(r["objective"]),
-        )
+        if shandle is None or _sid(shandle) != r["session"]:
+            shandle = _session_handle(r["session"], None)
+        return errors.ok, shandle, _forms.objective_from_wire(r["objective"])
     if "session" in r:  # noloop: the raw channel is open
         return errors.noReply, _session_handle(r["session"], None), None
     return errors.unspec, None, None
@@ -613,7 +610,7 @@ def negotiate_step(
             "timeout_ms": _ms(timeout, GRASP_DEF_TIMEOUT),
         },
     )
-    return _negotiation(e, r, obj)
+    return _negotiation(e, r, obj, shandle)
 
 
 def negotiate_wait(asa_handle: int, shandle: Any, timeout: Optional[int]) -> int:
