@@ -132,7 +132,8 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(39), None);
         assert_eq!(ErrorCode::from_code(104), Some(ErrorCode::TooMany));
-        assert_eq!(ErrorCode::from_code(107), None);
+        assert_eq!(ErrorCode::from_code(107), Some(ErrorCode::NoCore));
+        assert_eq!(ErrorCode::from_code(108), None);
         assert_eq!(ErrorCode::NoListener.code(), 35);
         assert_eq!(ErrorCode::IdClash.name(), "IDclash");
         let e = ApiError::new(ErrorCode::NoListener, "closed at once by [fd00::2]:7017");
