@@ -378,15 +378,22 @@ def _obj(obj: Any) -> Optional[bytes]:
         return None
 
 
-def _peer(loc: Any) -> Tuple[bool, Optional[Dict[str, Any]]]:
-    """(ok, graspd's form of the peer locator or None for "find one")."""
-    if loc is None:
-        return True, None
-    try:
-        return True, _forms.peer_form(loc)
-    except (ValueError, AttributeError) as e:
-        ttprint("locator refused:", e)
-        return False, None
+def _to_peer(asa_handle: int, o: bytes, loc: Any, timeout: Any) -> Optional[Dict[str, Any]]:
+    """The params of a call to a peer (synchronize, request_negotiate): the
+    peer locator if given (else graspd finds one); None when ``loc`` is not
+    a locator."""
+    params: Dict[str, Any] = {
+        "asa": asa_handle,
+        "objective": o,
+        "timeout_ms": _ms(timeout, GRASP_DEF_TIMEOUT),
+    }
+    if loc is not None:
+        try:
+            params["peer"] = _forms.peer_form(loc)
+        except (ValueError, AttributeError) as e:
+            ttprint("locator refused:", e)
+            return None
+    return params
 
 
 ####################################
@@ -573,16 +580,9 @@ def req_negotiate(
     o = _obj(obj)
     if o is None:
         return errors.unspec, None, None
-    ok, p = _peer(peer)
-    if not ok:
+    params = _to_peer(asa_handle, o, peer, timeout)
+    if params is None:
         return errors.invalidLoc, None, None
-    params: Dict[str, Any] = {
-        "asa": asa_handle,
-        "objective": o,
-        "timeout_ms": _ms(timeout, GRASP_DEF_TIMEOUT),
-    }
-    if p is not None:
-        params["peer"] = p
     if noloop:
         params["noloop"] = True
     e, r = _call("request_negotiate", params)
@@ -708,16 +708,9 @@ def synchronize(
     o = _obj(obj)
     if o is None:
         return errors.unspec, None
-    ok, p = _peer(loc)
-    if not ok:
+    params = _to_peer(asa_handle, o, loc, timeout)
+    if params is None:
         return errors.invalidLoc, None
-    params: Dict[str, Any] = {
-        "asa": asa_handle,
-        "objective": o,
-        "timeout_ms": _ms(timeout, GRASP_DEF_TIMEOUT),
-    }
-    if p is not None:
-        params["peer"] = p
     e, r = _call("synchronize", params)
     if e:
         return e, None
