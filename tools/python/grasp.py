@@ -978,6 +978,6 @@ def dump_all(partial: bool = False) -> None:
     print("\nFlood cache contents:\n--------------------")
     for t in _flood_view():
         x = t.objective
-        s = t.source
+        s = t.source or asa_locator(None, None, False)
         print(x.name, "count:", x.loop_count, "value:", x.value,
               "source:", s.locator, s.protocol, s.port, s.expire)
