@@ -137,6 +137,17 @@ def test_negotiation_shapes(node):
     assert grasp.listen_negotiate(h, syn) == (grasp.errors.notNeg, None, None)
 
 
+def test_a_peer_too_slow(node):
+    grasp, h = node
+    slow = obj(grasp, "EX.slow", neg=True)
+    assert grasp.register_obj(h, slow) == 0
+    e, ll = grasp.discover(h, slow, 1000)
+    assert e == 0 and ll
+    t0 = time.monotonic()
+    assert grasp.req_negotiate(h, slow, ll[0], 300) == (grasp.errors.noNegReply, None, None)
+    assert 0.25 < time.monotonic() - t0 < 1.4
+
+
 def test_listen_and_stop(node):
     grasp, h = node
     o = obj(grasp, "EX.listened", neg=True)

@@ -88,7 +88,24 @@ def negotiate(s, answer):
         answer = reply
 
 
+# EX.slow: answered (accepted) 1.5 s late, for requesters' timeouts.
+slow = graspi.objective("EX.slow")
+slow.neg = True
+if graspi.register_obj(asa, slow):
+    fail("register_obj EX.slow", 3)
+
+
+def slow_listener():
+    while True:
+        e, s, _ = graspi.listen_negotiate(asa, slow)
+        if e:
+            return
+        time.sleep(1.5)
+        graspi.end_negotiate(asa, s, True)
+
+
 threading.Thread(target=flooder, daemon=True).start()
+threading.Thread(target=slow_listener, daemon=True).start()
 print("bank: ready", flush=True)
 while True:
     e, s, answer = graspi.listen_negotiate(asa, ex3)
