@@ -2642,16 +2642,35 @@ impl Engine {
                 msg,
             });
         }
-        // Our own floods are in our cache too, for our own ASAs.
+        // Our own floods are in our cache too, for our own ASAs: a `::` one
+        // as each link has it (its link-local address, loop count 1).
         let expires = (ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(ttl_ms)));
         for t in tagged {
-            self.cache_flood(FloodEntry {
-                objective: t.objective,
-                locator: t.locator,
-                initiator: self.node_addr,
-                expires,
-                ifindex: 0,
-            });
+            let here =
+                matches!(&t.locator, Some(Locator::Ipv6 { addr, .. }) if addr.is_unspecified());
+            if !here || interfaces.is_empty() {
+                self.cache_flood(FloodEntry {
+                    objective: t.objective,
+                    locator: t.locator,
+                    initiator: self.node_addr,
+                    expires,
+                    ifindex: 0,
+                });
+                continue;
+            }
+            for iface in &interfaces {
+                let mut e = FloodEntry {
+                    objective: t.objective.clone().with_loop_count(1),
+                    locator: t.locator.clone(),
+                    initiator: self.node_addr,
+                    expires,
+                    ifindex: iface.index,
+                };
+                if let Some(Locator::Ipv6 { addr, .. }) = &mut e.locator {
+                    *addr = iface.link_local;
+                }
+                self.cache_flood(e);
+            }
         }
         self.recent
             .insert((sid, self.node_addr), now + self.config.flood_memory, now);

@@ -1339,3 +1339,48 @@ fn watched_floods_arrive_as_events_until_the_watch_stops() {
     assert_eq!(floods(&mut e), vec![]);
     assert!(call(&mut e, now, 7, watch("EX.news")).is_err(), "noASA");
 }
+
+#[test]
+fn an_own_flood_from_here_is_cached_as_each_link_has_it() {
+    let mut e = two_link_engine(Config::default());
+    let now = Instant::now();
+    let Ok(Reply::Asa(asa)) = call(&mut e, now, 1, Command::RegisterAsa { name: "p".into() })
+    else {
+        panic!()
+    };
+    let obj = Objective::new("AN_proxy", SYNCH).with_value(Value::from("x"));
+    let reg = Command::RegisterObjective {
+        asa,
+        objective: obj.clone(),
+        options: RegisterOptions::default(),
+    };
+    assert!(matches!(call(&mut e, now, 2, reg), Ok(Reply::Done)));
+    let flood = Command::Flood {
+        asa,
+        ttl_ms: 1000,
+        tagged: vec![crate::wire::TaggedObjective {
+            objective: obj,
+            locator: Some(Locator::tcp6(Ipv6Addr::UNSPECIFIED, 443)),
+        }],
+    };
+    assert!(matches!(call(&mut e, now, 3, flood), Ok(Reply::Done)));
+    let get = Command::GetFlood {
+        asa,
+        name: "AN_proxy".into(),
+    };
+    let Ok(Reply::Floods(mut entries)) = call(&mut e, now, 4, get) else {
+        panic!()
+    };
+    entries.sort_by_key(|f| f.ifindex);
+    let got: Vec<_> = entries
+        .iter()
+        .map(|f| (f.ifindex, f.locator.clone(), f.objective.loop_count))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Some(Locator::tcp6(ll(1), 443)), 1),
+            (2, Some(Locator::tcp6(ll(2), 443)), 1)
+        ]
+    );
+}
