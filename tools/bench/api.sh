@@ -24,13 +24,8 @@ bin=target/release/grasp-bench
 a=ga$$a; b=ga$$b
 dir=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
 . tools/bench/pair.sh
+trap pair_cleanup EXIT
 veth_pair "$a" "$b"
 
 pass() { # PIN (a taskset prefix or nothing)

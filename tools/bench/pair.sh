@@ -1,7 +1,16 @@
 # Sourced by the bench scripts: two network namespaces joined by a veth pair
 # with the vectors' addresses (A ab0 fe80::1:1 fd00:1::1, B ba0 fe80::1:2
 # fd00:1::2), no DAD, no autoconfigured addresses. The caller deletes them
-# (ip netns del) in its EXIT trap.
+# (ip netns del) in its EXIT trap, or traps pair_cleanup.
+
+# Stops the processes in $pids, deletes namespaces $a and $b and the
+# directory $dir: a script's EXIT trap (`trap pair_cleanup EXIT`).
+pair_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true
+  rm -rf "$dir"
+}
 veth_pair() { # a b
   local a=$1 b=$2 x
   ip netns add "$a"; ip netns add "$b"

@@ -23,13 +23,8 @@ py="$PWD/$venv/bin/python"
 a=gq$$a; b=gq$$b
 dir=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
 . tools/bench/pair.sh
+trap pair_cleanup EXIT
 veth_pair "$a" "$b"
 total=$((12 * secs + 60))
 ip netns exec "$b" "$bin" serve --mode bare --port 7301 --seconds $total > "$dir/bare.log" 2>&1 & pids+=($!)
