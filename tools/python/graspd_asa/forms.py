@@ -120,14 +120,18 @@ def flagword(obj: objective) -> int:
     return f
 
 
+_NO_MARKER = object()
+
+
 def starts_with_cbor(b: bytes) -> bool:
     """Whether ``b`` begins with one well-formed CBOR item (what graspy's
     tag-24 rule tests, trailing bytes allowed)."""
     try:
-        cbor2.CBORDecoder(io.BytesIO(b)).decode()
-        return True
+        item = cbor2.CBORDecoder(io.BytesIO(b)).decode()
     except Exception:  # any decode failure means "not CBOR"
         return False
+    # cbor2 5 hands a lone "break" (0xff) back as a marker, not an item.
+    return item is not getattr(cbor2, "break_marker", _NO_MARKER)
 
 
 def tag24(value: Any) -> Any:

@@ -30,7 +30,7 @@ def test_objective_round_trip_and_flags():
 def test_tag24_both_ways():
     # Bytes that start with a CBOR item go as tag 24, trailing bytes and all
     # (graspy's rule: a PEM key starting with '-' is the integer -14).
-    for v in (cbor2.dumps([1, 2]), b"-----BEGIN", b"\x01"):
+    for v in (cbor2.dumps([1, 2]), b"-----BEGIN", b"\x01", b"\xf6"):
         item = cbor2.loads(forms.objective_to_wire(obj("EX.t", v, synch=True)))
         assert item[3] == cbor2.CBORTag(24, v)
     # Bytes that do not, as they are.
