@@ -2606,6 +2606,11 @@ impl Engine {
         }
         let sid = self.new_sid(now);
         let interfaces = self.interfaces.clone();
+        let expires = (ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(ttl_ms)));
+        let here = |t: &TaggedObjective| matches!(&t.locator, Some(Locator::Ipv6 { addr, .. }) if addr.is_unspecified());
+        // Our own floods go in our cache too, for our own ASAs; a `::` one
+        // as each link has it.
+        let mut cached: Vec<FloodEntry> = Vec::new();
         for iface in &interfaces {
             let tagged_here: Vec<TaggedObjective> = tagged
                 .iter()
@@ -2626,6 +2631,12 @@ impl Engine {
                     t
                 })
                 .collect();
+            let sent_here: Vec<TaggedObjective> = tagged
+                .iter()
+                .zip(&tagged_here)
+                .filter(|(t, _)| here(t))
+                .map(|(_, sent)| sent.clone())
+                .collect();
             let msg = Message::Flood(Flood {
                 session_id: sid,
                 initiator: self.node_addr,
@@ -2641,36 +2652,27 @@ impl Engine {
                 ifindex: iface.index,
                 msg,
             });
+            cached.extend(sent_here.into_iter().map(|sent| FloodEntry {
+                objective: sent.objective,
+                locator: sent.locator,
+                initiator: self.node_addr,
+                expires,
+                ifindex: iface.index,
+            }));
         }
-        // Our own floods are in our cache too, for our own ASAs: a `::` one
-        // as each link has it (its link-local address, loop count 1).
-        let expires = (ttl_ms != 0).then(|| now + Duration::from_millis(u64::from(ttl_ms)));
         for t in tagged {
-            let here =
-                matches!(&t.locator, Some(Locator::Ipv6 { addr, .. }) if addr.is_unspecified());
-            if !here || interfaces.is_empty() {
-                self.cache_flood(FloodEntry {
+            if !here(&t) || interfaces.is_empty() {
+                cached.push(FloodEntry {
                     objective: t.objective,
                     locator: t.locator,
                     initiator: self.node_addr,
                     expires,
                     ifindex: 0,
                 });
-                continue;
             }
-            for iface in &interfaces {
-                let mut e = FloodEntry {
-                    objective: t.objective.clone().with_loop_count(1),
-                    locator: t.locator.clone(),
-                    initiator: self.node_addr,
-                    expires,
-                    ifindex: iface.index,
-                };
-                if let Some(Locator::Ipv6 { addr, .. }) = &mut e.locator {
-                    *addr = iface.link_local;
-                }
-                self.cache_flood(e);
-            }
+        }
+        for e in cached {
+            self.cache_flood(e);
         }
         self.recent
             .insert((sid, self.node_addr), now + self.config.flood_memory, now);
