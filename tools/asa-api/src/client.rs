@@ -488,8 +488,7 @@ where
                         listeners.remove(&subscription);
                         drop(listeners);
                         abort(&shared, &tx, session);
-                        let stop = Request::Unsubscribe { subscription };
-                        let _ = tx.try_send(Bytes::from(stop.frame(shared.next_id()).encode()));
+                        cast(&shared, &tx, Request::Unsubscribe { subscription });
                     }
                 }
             }
@@ -518,8 +517,7 @@ where
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         listeners.remove(&subscription);
                         drop(listeners);
-                        let stop = Request::Unsubscribe { subscription };
-                        let _ = tx.try_send(Bytes::from(stop.frame(shared.next_id()).encode()));
+                        cast(&shared, &tx, Request::Unsubscribe { subscription });
                     }
                 }
             }
@@ -560,12 +558,14 @@ where
 }
 
 /// Abandons session `s` at graspd (the peer sees its connection close).
-/// Nobody waits for the answer: no caller holds its id.
 fn abort(shared: &Shared, tx: &mpsc::Sender<Bytes>, s: SessionHandle) {
-    let abort = Request::AbortSession {
-        session: s.channel.0,
-    };
-    let _ = tx.try_send(Bytes::from(abort.frame(shared.next_id()).encode()));
+    let session = s.channel.0;
+    cast(shared, tx, Request::AbortSession { session });
+}
+
+/// Sends a request whose answer nobody waits for (no caller holds its id).
+fn cast(shared: &Shared, tx: &mpsc::Sender<Bytes>, r: Request) {
+    let _ = tx.try_send(Bytes::from(r.frame(shared.next_id()).encode()));
 }
 
 impl GraspCore for Remote {
