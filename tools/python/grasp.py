@@ -219,8 +219,6 @@ _multi_asas = False
 
 _silent = False
 _be_dull = False
-_mess_check = True
-_skip_dialogue = False
 _grasp_initialised = False
 
 _core: Optional[_core_mod.Core] = None
@@ -418,14 +416,12 @@ def skip_dialogue(
     ``selfing``, ``diagnosing``, ``quadsing`` and ``figging`` are graspd's
     configuration now.  Nothing is ever asked: "ask" counts as the default.
     """
-    global test_mode, _be_dull, _silent, _mess_check, _skip_dialogue
+    global test_mode, _be_dull, _silent
     if _grasp_initialised:
         return
-    _skip_dialogue = True
     test_mode = testing is True
     _be_dull = be_dull is True
     _silent = silent is True
-    _mess_check = diagnosing is not False
 
 
 def register_asa(asa_name: str) -> Tuple[int, Optional[int]]:

@@ -118,7 +118,6 @@ class Core:
         self.node: Dict[str, Any] = result.get("node") or {}
         #: hello's limits.
         self.limits: Dict[str, Any] = result.get("limits") or {}
-        self.features: List[str] = list(result.get("features") or [])
         if dull and not self.node.get("dull"):
             self.close()
             raise ConnectError(
@@ -159,11 +158,6 @@ class Core:
                 self._send_quietly([3, rid])
             raise
         return slot.answer
-
-    def cast(self, method: str, params: Dict[str, Any]) -> None:
-        """Sends one request whose answer nobody waits for."""
-        if self._dead is None:
-            self._send_quietly([0, next(self._ids), method, params])
 
     def close(self) -> None:
         """Closes the connection; graspd deregisters this process's ASAs."""
