@@ -5,7 +5,7 @@
 //! neighbour's datagrams are dropped with the storm's. Here each source (the
 //! link-local address a multicast came from) has its own queue, the engine
 //! takes one datagram from each source in turn (round robin), a source may
-//! hold at most [`Fair::per_source`] datagrams, and when the whole queue is
+//! hold at most `per_source` datagrams, and when the whole queue is
 //! full the source holding the most pays: its newest datagram is dropped to
 //! make room. A neighbour sending a few multicasts a second is then served
 //! within one round of the sources, however fast another one sends.

@@ -22,10 +22,11 @@ use tracing::{debug, info, trace, warn};
 use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
-    AsaHandle, AsaLocator, ChannelEnd, ChannelId, Command, CommandId, Engine, Event, FloodEntry,
-    Reply, Transmit,
+    AsaLocator, ChannelEnd, ChannelId, CommandId, Engine, Event, FloodEntry, NegotiationOutcome,
+    SessionHandle, SubscriptionId, Transmit,
 };
 use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
+use crate::wire::{Objective, Value};
 
 /// Messages queued towards one channel. The queue is `futures`' mpsc, which
 /// allocates per queued message rather than a block of slots up front: an
@@ -36,22 +37,50 @@ const EVENT_QUEUE: usize = 1024;
 /// How long a lingering close waits for the peer to close first.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// A request from the API.
-pub(crate) struct Request {
-    pub(crate) command: Command,
-    pub(crate) reply: Option<oneshot::Sender<Result<Reply, ApiError>>>,
-    /// For `ListenNegotiate` and `WatchFlood`: where their events go.
-    pub(crate) subscriber: Option<Subscriber>,
+/// A request from the API: one engine call, run on the engine's task,
+/// carrying its own typed answer (a oneshot it fills, or a route it leaves
+/// for the event that ends a waiting call).
+pub(crate) type Request = Box<dyn FnOnce(&mut Engine, std::time::Instant, &mut Routes) + Send>;
+
+/// Where a call's answer goes.
+pub(crate) type Answer<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// Where the engine's events go: the waiting calls by [`CommandId`], the
+/// listens and watches by [`SubscriptionId`]. Requests fill it; events
+/// empty it.
+#[derive(Default)]
+pub(crate) struct Routes {
+    next_cmd: u64,
+    pub(crate) discovered: HashMap<CommandId, Answer<Vec<AsaLocator>>>,
+    /// A streamed discovery's locators, as they come.
+    pub(crate) found: HashMap<CommandId, mpsc::Sender<AsaLocator>>,
+    pub(crate) synchronized: HashMap<CommandId, Answer<Objective>>,
+    pub(crate) negotiated: HashMap<CommandId, Answer<NegotiationOutcome>>,
+    pub(crate) raw_opened: HashMap<CommandId, Answer<SessionHandle>>,
+    pub(crate) raw_received: HashMap<CommandId, Answer<Value>>,
+    /// Peers' negotiation requests, per listen.
+    pub(crate) listeners: HashMap<SubscriptionId, mpsc::Sender<Incoming>>,
+    /// Floods entering the cache, per watch.
+    pub(crate) watchers: HashMap<SubscriptionId, mpsc::Sender<FloodEntry>>,
 }
 
-/// Where the events of a listen or a watch go.
-pub(crate) enum Subscriber {
-    /// Peers' negotiation requests.
-    Negotiation(mpsc::Sender<Incoming>),
-    /// Floods entering the cache.
-    Flood(mpsc::Sender<FloodEntry>),
-    /// A streamed discovery's locators.
-    Found(mpsc::Sender<AsaLocator>),
+impl Routes {
+    /// A fresh id for a waiting call.
+    pub(crate) fn next_cmd(&mut self) -> CommandId {
+        self.next_cmd += 1;
+        CommandId(self.next_cmd)
+    }
+}
+
+/// Sends `result` to whoever waits for `cmd` in `route`.
+fn answer<T>(
+    route: &mut HashMap<CommandId, Answer<T>>,
+    cmd: CommandId,
+    result: Result<T, ApiError>,
+) {
+    if let Some(tx) = route.remove(&cmd) {
+        let _ = tx.send(result);
+    }
 }
 
 type ChanTx = futures::channel::mpsc::Sender<ChanOut>;
@@ -77,17 +106,10 @@ pub(crate) struct Driver {
     transport: Arc<dyn AcpTransport>,
     inbound: InboundStream,
     requests: mpsc::Receiver<Request>,
-    replies: HashMap<CommandId, oneshot::Sender<Result<Reply, ApiError>>>,
-    listeners: HashMap<(AsaHandle, String), mpsc::Sender<Incoming>>,
-    watchers: HashMap<(AsaHandle, String), mpsc::Sender<FloodEntry>>,
-    /// Listens and watches the engine has not confirmed yet.
-    pending: HashMap<CommandId, (AsaHandle, String, Subscriber)>,
-    /// Streamed discoveries under way.
-    found: HashMap<CommandId, mpsc::Sender<AsaLocator>>,
+    routes: Routes,
     chans: HashMap<ChannelId, ChanTx>,
     ev_tx: mpsc::Sender<ChanEvent>,
     ev_rx: mpsc::Receiver<ChanEvent>,
-    next_cmd: u64,
 }
 
 fn now() -> std::time::Instant {
@@ -107,15 +129,10 @@ impl Driver {
             transport,
             inbound,
             requests,
-            replies: HashMap::new(),
-            listeners: HashMap::new(),
-            watchers: HashMap::new(),
-            pending: HashMap::new(),
-            found: HashMap::new(),
+            routes: Routes::default(),
             chans: HashMap::new(),
             ev_tx,
             ev_rx,
-            next_cmd: 1,
         }
     }
 
@@ -135,13 +152,11 @@ impl Driver {
                         self.engine.set_interfaces(interfaces, &node_locator);
                     }
                     Some(Inbound::Channel(ch)) => {
-                        let id = self.engine.allocate_channel();
-                        let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
-                        self.chans.insert(id, tx);
-                        tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
-                        self.engine.handle_inbound_channel(now(), id, ch.peer);
-                        if ch.identity.is_some() {
-                            self.engine.set_channel_identity(id, ch.identity);
+                        // Refused (at the limit): dropping `ch` closes it.
+                        if let Some(id) = self.engine.handle_inbound_channel(now(), ch.peer, ch.identity) {
+                            let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
+                            self.chans.insert(id, tx);
+                            tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
                         }
                     }
                     None => {
@@ -151,7 +166,7 @@ impl Driver {
                 },
                 Some(ev) = self.ev_rx.recv() => self.on_chan_event(ev),
                 req = self.requests.recv() => match req {
-                    Some(r) => self.on_request(r),
+                    Some(r) => r(&mut self.engine, now(), &mut self.routes),
                     None => {
                         debug!("every API handle is gone; the engine stops");
                         return;
@@ -181,43 +196,8 @@ impl Driver {
                 self.chans.remove(&id);
                 self.engine.handle_connect_failed(now(), id, why);
             }
-            ChanEvent::Identity(id, who) => self.engine.set_channel_identity(id, Some(who)),
+            ChanEvent::Identity(id, who) => self.engine.handle_peer_identity(id, who),
         }
-    }
-
-    fn on_request(&mut self, r: Request) {
-        let cmd = CommandId(self.next_cmd);
-        self.next_cmd += 1;
-        match &r.command {
-            Command::ListenNegotiate { asa, name } | Command::WatchFlood { asa, name } => {
-                if let Some(s) = r.subscriber {
-                    self.pending.insert(cmd, (*asa, name.clone(), s));
-                }
-            }
-            Command::Discover { .. } => {
-                if let Some(Subscriber::Found(tx)) = r.subscriber {
-                    self.found.insert(cmd, tx);
-                }
-            }
-            Command::StopWatchFlood { asa, name } => {
-                self.watchers.remove(&(*asa, name.clone()));
-            }
-            Command::StopNegotiate { asa, name } => {
-                self.listeners.remove(&(*asa, name.clone()));
-            }
-            Command::DeregisterObjective { asa, name } => {
-                self.listeners.remove(&(*asa, name.clone()));
-            }
-            Command::DeregisterAsa { asa } => {
-                self.listeners.retain(|(a, _), _| a != asa);
-                self.watchers.retain(|(a, _), _| a != asa);
-            }
-            _ => {}
-        }
-        if let Some(reply) = r.reply {
-            self.replies.insert(cmd, reply);
-        }
-        self.engine.handle_command(now(), cmd, r.command);
     }
 
     /// Carries out everything the engine asked for.
@@ -301,35 +281,27 @@ impl Driver {
     }
 
     fn event(&mut self, e: Event) {
+        let r = &mut self.routes;
         match e {
-            Event::Reply { cmd, result } => {
-                if let Some((asa, name, s)) = self.pending.remove(&cmd) {
-                    if result.is_ok() {
-                        match s {
-                            Subscriber::Negotiation(l) => {
-                                self.listeners.insert((asa, name), l);
-                            }
-                            Subscriber::Flood(w) => {
-                                self.watchers.insert((asa, name), w);
-                            }
-                            Subscriber::Found(_) => {}
-                        }
-                    }
-                }
-                self.found.remove(&cmd);
-                if let Some(tx) = self.replies.remove(&cmd) {
-                    let _ = tx.send(result);
-                }
+            Event::Discovered { cmd, result } => {
+                r.found.remove(&cmd);
+                answer(&mut r.discovered, cmd, result);
             }
             Event::Found { cmd, locator } => {
-                // One the caller has no room for is in the reply anyway.
-                if let Some(tx) = self.found.get(&cmd) {
+                // One the caller has no room for is in the result anyway.
+                if let Some(tx) = r.found.get(&cmd) {
                     let _ = tx.try_send(locator);
                 }
             }
-            Event::Flood { asa, entry } => {
-                let key = (asa, entry.objective.name.clone());
-                let Some(w) = self.watchers.get(&key) else {
+            Event::Synchronized { cmd, result } => answer(&mut r.synchronized, cmd, result),
+            Event::Negotiated { cmd, result } => answer(&mut r.negotiated, cmd, result),
+            Event::RawOpened { cmd, result } => answer(&mut r.raw_opened, cmd, result),
+            Event::RawReceived { cmd, result } => answer(&mut r.raw_received, cmd, result),
+            Event::Flood {
+                subscription,
+                entry,
+            } => {
+                let Some(w) = r.watchers.get(&subscription) else {
                     return;
                 };
                 match w.try_send(entry) {
@@ -337,51 +309,43 @@ impl Driver {
                     // A watcher that does not keep up misses floods (the
                     // cache still has the latest).
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        trace!(?asa, "flood watcher full; dropping a flood");
+                        trace!(?subscription, "flood watcher full; dropping a flood");
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        self.watchers.remove(&key);
-                        let cmd = CommandId(self.next_cmd);
-                        self.next_cmd += 1;
-                        let (asa, name) = key;
-                        self.engine.handle_command(
-                            now(),
-                            cmd,
-                            Command::StopWatchFlood { asa, name },
-                        );
+                        r.watchers.remove(&subscription);
+                        self.engine.unsubscribe(subscription);
                     }
                 }
             }
             Event::NegotiationRequest {
-                asa,
+                subscription,
                 session,
                 objective,
                 peer,
                 identity,
             } => {
-                let key = (asa, objective.name.clone());
-                let delivered = match self.listeners.get(&key) {
-                    Some(l) => l
-                        .try_send(Incoming {
-                            session,
-                            objective,
-                            peer: Some(peer),
-                            identity,
-                        })
-                        .is_ok(),
-                    None => false,
+                let Some(l) = r.listeners.get(&subscription) else {
+                    return self.engine.abort_session(session);
                 };
-                if !delivered {
-                    // A listener dropped without stop_negotiate: forget it.
-                    if self.listeners.get(&key).is_some_and(|l| l.is_closed()) {
-                        self.listeners.remove(&key);
+                let incoming = Incoming {
+                    session,
+                    objective,
+                    peer: Some(peer),
+                    identity,
+                };
+                if l.try_send(incoming).is_err() {
+                    if l.is_closed() {
+                        // A listener dropped without stop_negotiate.
+                        r.listeners.remove(&subscription);
+                        self.engine.unsubscribe(subscription);
                     }
                     trace!(?session, "no room for the negotiation request; dropping it");
-                    let cmd = CommandId(self.next_cmd);
-                    self.next_cmd += 1;
-                    self.engine
-                        .handle_command(now(), cmd, Command::AbortSession { session });
+                    self.engine.abort_session(session);
                 }
+            }
+            Event::Unsubscribed { subscription } => {
+                r.listeners.remove(&subscription);
+                r.watchers.remove(&subscription);
             }
         }
     }

@@ -121,3 +121,8 @@ pub mod wire;
 
 pub use api::{Asa, FloodWatcher, Grasp, GraspCore, Negotiation, NegotiationListener, Session};
 pub use error::{ApiError, ErrorCode};
+/// The everyday types an ASA hands to and gets from the API.
+pub use proto::{
+    AsaHandle, AsaLocator, Config, DiscoverOptions, Dump, EngineStats, FloodEntry,
+    NegotiationOutcome, RegisterOptions, SessionHandle,
+};

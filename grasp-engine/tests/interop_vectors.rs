@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grasp_engine::proto::{
-    AsaHandle, AsaLocator, ChannelId, Command, CommandId, Config, DiscoverOptions, Engine, Event,
-    NegotiationOutcome, RegisterOptions, Reply, SessionHandle, Transmit, TransportInfo,
+    AsaHandle, AsaLocator, ChannelId, CommandId, Config, DiscoverOptions, Engine, Event,
+    NegotiationOutcome, RegisterOptions, SessionHandle, Transmit, TransportInfo,
 };
 use grasp_engine::transport::{Datagram, Interface, Security};
 use grasp_engine::wire::{
     EndOption, Locator, Message, Objective, ObjectiveFlags, ResponseTarget, SessionId,
 };
+use grasp_engine::ApiError;
 use serde_json::Value as Json;
 
 struct V {
@@ -104,7 +105,23 @@ struct Player {
     /// The objective the engine last handed our ASA (request or counter-
     /// offer), whose loop count our next step must carry.
     last: Option<Objective>,
-    replies: Vec<Result<Reply, grasp_engine::ApiError>>,
+    /// How each API call ended (at once, or in its event).
+    results: Vec<Result<(), ApiError>>,
+}
+
+/// How the call an event ends went, if it ends one.
+fn outcome(ev: &Event) -> Option<Result<(), ApiError>> {
+    fn done<T>(r: &Result<T, ApiError>) -> Option<Result<(), ApiError>> {
+        Some(r.as_ref().map(|_| ()).map_err(Clone::clone))
+    }
+    match ev {
+        Event::Discovered { result, .. } => done(result),
+        Event::Synchronized { result, .. } => done(result),
+        Event::Negotiated { result, .. } => done(result),
+        Event::RawOpened { result, .. } => done(result),
+        Event::RawReceived { result, .. } => done(result),
+        _ => None,
+    }
 }
 
 impl Player {
@@ -134,20 +151,7 @@ impl Player {
             },
         );
         let now = Instant::now();
-        e.handle_command(
-            now,
-            CommandId(0),
-            Command::RegisterAsa {
-                name: "player".into(),
-            },
-        );
-        let Some(Event::Reply {
-            result: Ok(Reply::Asa(asa)),
-            ..
-        }) = e.poll_event()
-        else {
-            panic!()
-        };
+        let asa = e.register_asa("player".into()).unwrap();
         Player {
             e,
             now,
@@ -159,14 +163,27 @@ impl Player {
             out: VecDeque::new(),
             session: None,
             last: None,
-            replies: Vec::new(),
+            results: Vec::new(),
         }
     }
 
-    fn cmd(&mut self, c: Command) {
+    /// A call that finishes at once.
+    fn call<T>(&mut self, f: impl FnOnce(&mut Engine, Instant, AsaHandle) -> Result<T, ApiError>) {
+        let r = f(&mut self.e, self.now, self.asa);
+        self.results.push(r.map(|_| ()));
+        self.drain();
+    }
+
+    /// A call that ends in an event (or fails at once).
+    fn start(
+        &mut self,
+        f: impl FnOnce(&mut Engine, Instant, CommandId, AsaHandle) -> Result<(), ApiError>,
+    ) {
         let id = CommandId(self.next_cmd);
         self.next_cmd += 1;
-        self.e.handle_command(self.now, id, c);
+        if let Err(e) = f(&mut self.e, self.now, id, self.asa) {
+            self.results.push(Err(e));
+        }
         self.drain();
     }
 
@@ -182,19 +199,18 @@ impl Player {
                     self.session = Some(session);
                     self.last = Some(objective);
                 }
-                Event::Reply { result, .. } => {
-                    if let Ok(Reply::Negotiation(NegotiationOutcome::Step {
-                        session,
-                        objective,
-                        ..
-                    })) = &result
-                    {
-                        self.session = Some(*session);
-                        self.last = Some(objective.clone());
-                    }
-                    self.replies.push(result);
+                Event::Negotiated {
+                    result:
+                        Ok(NegotiationOutcome::Step {
+                            session, objective, ..
+                        }),
+                    ..
+                } => {
+                    self.session = Some(session);
+                    self.last = Some(objective);
+                    self.results.push(Ok(()));
                 }
-                _ => {}
+                ev => self.results.extend(outcome(&ev)),
             }
         }
     }
@@ -268,25 +284,16 @@ impl Player {
         }
         for (name, (obj, opts, synch)) in served {
             let neg = obj.flags.contains(ObjectiveFlags::NEG);
-            self.cmd(Command::RegisterObjective {
-                asa: self.asa,
-                objective: obj.clone(),
-                options: opts,
-            });
+            let o = obj.clone();
+            self.call(|e, _, asa| e.register_objective(asa, o, opts));
             if synch {
-                self.cmd(Command::ListenSynchronize {
-                    asa: self.asa,
-                    objective: obj,
-                });
+                self.call(|e, _, asa| e.listen_synchronize(asa, obj));
             }
             if neg {
-                self.cmd(Command::ListenNegotiate {
-                    asa: self.asa,
-                    name,
-                });
+                self.call(|e, _, asa| e.listen_negotiate(asa, &name));
             }
         }
-        for r in self.replies.drain(..) {
+        for r in self.results.drain(..) {
             assert!(r.is_ok(), "registration: {r:?}");
         }
     }
@@ -313,10 +320,9 @@ impl Player {
             let ch = match self.conns.get(&conn) {
                 Some(c) => *c,
                 None => {
-                    let c = self.e.allocate_channel();
                     let peer =
                         SocketAddr::V6(SocketAddrV6::new(v.src, v.src_port, 0, scope(&v.src)));
-                    self.e.handle_inbound_channel(self.now, c, peer);
+                    let c = self.e.handle_inbound_channel(self.now, peer, None).unwrap();
                     self.conns.insert(conn, c);
                     c
                 }
@@ -330,55 +336,48 @@ impl Player {
     fn act_for(&mut self, v: &V) {
         let peer = || AsaLocator::new(Locator::tcp6(v.dst, v.dst_port));
         let t = Duration::from_secs(5);
-        let c = match &v.msg {
-            Message::Discovery(d) => Command::Discover {
-                asa: self.asa,
-                objective: d.objective.clone(),
-                options: DiscoverOptions::all(Duration::from_secs(1)),
-                stream: false,
-            },
-            Message::ReqSyn(r) => Command::Synchronize {
-                asa: self.asa,
-                objective: r.objective.clone(),
-                peer: Some(peer()),
-                timeout: t,
-            },
-            Message::ReqNeg(r) => Command::RequestNegotiate {
-                asa: self.asa,
-                objective: r.objective.clone(),
-                peer: Some(peer()),
-                timeout: t,
-            },
+        match &v.msg {
+            Message::Discovery(d) => {
+                let o = d.objective.clone();
+                let opts = DiscoverOptions::all(Duration::from_secs(1));
+                self.start(|e, now, cmd, asa| e.discover(now, cmd, asa, o, opts, false));
+            }
+            Message::ReqSyn(r) => {
+                let o = r.objective.clone();
+                self.start(|e, now, cmd, asa| e.synchronize(now, cmd, asa, o, Some(peer()), t));
+            }
+            Message::ReqNeg(r) => {
+                let o = r.objective.clone();
+                self.start(|e, now, cmd, asa| {
+                    e.request_negotiate(now, cmd, asa, o, Some(peer()), t)
+                });
+            }
             Message::Negotiate(n) => {
                 // As an ASA does: the objective it was handed, new value.
                 let mut o = self.last.clone().expect("an objective from the peer");
                 o.value = n.objective.value.clone();
-                Command::NegotiateStep {
-                    asa: self.asa,
-                    session: self.session.expect("a session"),
-                    objective: o,
-                    timeout: t,
-                }
+                let session = self.session.expect("a session");
+                self.start(|e, now, cmd, asa| e.negotiate_step(now, cmd, asa, session, o, t));
             }
-            Message::Wait(w) => Command::NegotiateWait {
-                asa: self.asa,
-                session: self.session.expect("a session"),
-                wait: Duration::from_millis(u64::from(w.waiting_time_ms)),
-            },
-            Message::End(e) => Command::EndNegotiate {
-                asa: self.asa,
-                session: self.session.expect("a session"),
-                accept: matches!(e.option, EndOption::Accept),
-                reason: match &e.option {
+            Message::Wait(w) => {
+                let session = self.session.expect("a session");
+                let wait = Duration::from_millis(u64::from(w.waiting_time_ms));
+                self.call(|e, now, asa| e.negotiate_wait(now, asa, session, wait));
+            }
+            Message::End(end) => {
+                let session = self.session.expect("a session");
+                let accept = matches!(end.option, EndOption::Accept);
+                let reason = match &end.option {
                     EndOption::Decline { reason } => reason.clone(),
                     _ => None,
-                },
-            },
-            Message::Invalid(i) => Command::SendInvalid {
-                asa: self.asa,
-                session: self.session.expect("a session"),
-                info: i.content.clone(),
-            },
+                };
+                self.call(|e, _, asa| e.end_negotiate(asa, session, accept, reason));
+            }
+            Message::Invalid(i) => {
+                let session = self.session.expect("a session");
+                let info = i.content.clone();
+                self.call(|e, _, asa| e.send_invalid(asa, session, info));
+            }
             Message::Flood(f) => {
                 let (_, ll) = node_addrs(&self.we);
                 let tagged = f
@@ -396,15 +395,11 @@ impl Player {
                         t
                     })
                     .collect();
-                Command::Flood {
-                    asa: self.asa,
-                    ttl_ms: f.ttl_ms,
-                    tagged,
-                }
+                let ttl = f.ttl_ms;
+                self.call(|e, now, asa| e.flood(now, asa, ttl, tagged));
             }
-            _ => return, // produced by the engine itself
-        };
-        self.cmd(c);
+            _ => {} // produced by the engine itself
+        }
     }
 
     /// Checks that the engine sends what graspy sent as `v`.
@@ -501,7 +496,7 @@ fn play(file: &str, we: &str) -> usize {
         }
         p.now += Duration::from_millis(1);
     }
-    for r in &p.replies {
+    for r in &p.results {
         assert!(r.is_ok(), "{file} as {we}: an API call failed: {r:?}");
     }
     compared
@@ -594,12 +589,8 @@ fn relay_discovery_as_the_relay() {
     feed_on(&mut p, &vs[4], 2);
     assert!(p.out.is_empty());
     // #6: C answers the relay by TCP.
-    let ch = p.e.allocate_channel();
-    p.e.handle_inbound_channel(
-        p.now,
-        ch,
-        SocketAddr::V6(SocketAddrV6::new(vs[6].src, vs[6].src_port, 0, 2)),
-    );
+    let peer = SocketAddr::V6(SocketAddrV6::new(vs[6].src, vs[6].src_port, 0, 2));
+    let ch = p.e.handle_inbound_channel(p.now, peer, None).unwrap();
     p.e.handle_channel_message(p.now, ch, vs[6].msg.encode());
     p.drain();
     // graspy sends nothing to A here; the engine answers A at once, at the

@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use grasp_acp::fabric::{Fabric, LinkConfig};
-//! use grasp_engine::proto::Config;
+//! use grasp_engine::Config;
 //! use grasp_engine::transport::{AcpTransport, Security};
 //! use grasp_engine::Grasp;
 //! use grasp_quads::{DomainKey, KdfParams, KeyRing, Password, QuadsConfig, OVERHEAD};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+use grasp_engine::RegisterOptions;
 use grasp_engine::{Asa, Negotiation, NegotiationListener};
 
 /// F_DISC | F_SYNCH.
@@ -130,11 +130,7 @@ pub async fn flood_one(asa: &Asa, objective: Objective, ttl_ms: u32) {
 
 /// Polls `asa`'s flood cache for `name` every 20 ms, at most `tries` times;
 /// returns what is there (empty if nothing came).
-pub async fn wait_for_flood(
-    asa: &Asa,
-    name: &str,
-    tries: u32,
-) -> Vec<grasp_engine::proto::FloodEntry> {
+pub async fn wait_for_flood(asa: &Asa, name: &str, tries: u32) -> Vec<grasp_engine::FloodEntry> {
     for _ in 0..tries {
         let got = asa.get_flood(name).await.expect("get_flood");
         if !got.is_empty() {

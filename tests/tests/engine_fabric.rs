@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grasp_acp::fabric::{Fabric, Link, LinkConfig, MemTransport};
-use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{Asa, ErrorCode, Grasp, Negotiation};
+use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG

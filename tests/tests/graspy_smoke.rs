@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{
     Locator, Message, Objective, ObjectiveFlags, SessionId, SessionObjective, TaggedObjective,
     Value,
 };
+use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::{ErrorCode, Grasp, Negotiation};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);

@@ -10,9 +10,9 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use grasp_acp::plain;
-use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
 use grasp_tests::scenario::{flood_one, wait_for_flood};

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grasp_acp::plain;
-use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
+use grasp_engine::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
 use grasp_tests::netns::{spawn_in, Lab};
 use grasp_tests::scenario::{

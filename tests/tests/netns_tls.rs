@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grasp_acp::plain;
-use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, Value};
+use grasp_engine::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
 use grasp_tests::scenario::{

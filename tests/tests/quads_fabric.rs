@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grasp_acp::fabric::{Fabric, Link, LinkConfig};
-use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
+use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 use grasp_quads::{DomainKey, DropReason, KeyRing, MasterSecret, QuadsConfig, QuadsTransport};
 use grasp_tests::scenario::{
     answer_with_counter, flood_one, negotiable, request_and_accept_step, serve_sync,
@@ -161,7 +161,7 @@ async fn two_domains_on_one_link_stay_apart() {
         .await
         .unwrap();
     assert!(found.is_empty(), "{found:?}");
-    let b_locator = grasp_engine::proto::AsaLocator::new(b1.quads.node_locator());
+    let b_locator = grasp_engine::AsaLocator::new(b1.quads.node_locator());
     let err = asa_x2
         .synchronize(&Objective::new("EX.b-only", SYNCH), Some(b_locator), T)
         .await;
@@ -193,8 +193,8 @@ async fn key_rotation_without_a_flag_day() {
         .register_objective(&fl, RegisterOptions::default())
         .await
         .unwrap();
-    let a_loc = grasp_engine::proto::AsaLocator::new(a.quads.node_locator());
-    let b_loc = grasp_engine::proto::AsaLocator::new(b.quads.node_locator());
+    let a_loc = grasp_engine::AsaLocator::new(a.quads.node_locator());
+    let b_loc = grasp_engine::AsaLocator::new(b.quads.node_locator());
 
     // One round of traffic: both directions of synchronization, and a flood
     // from B that A must see with the round's value.

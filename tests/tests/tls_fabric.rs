@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use grasp_acp::fabric::{Fabric, Link, LinkConfig};
-use grasp_engine::proto::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Message, Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
+use grasp_engine::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
 use grasp_tests::scenario::{
     answer_with_counter, flood_one, negotiable, request_and_accept_step, serve_sync,
 };

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use grasp_engine::proto::Config;
 use grasp_engine::transport::{AcpTransport, InboundStream};
+use grasp_engine::Config;
 use grasp_engine::Grasp;
 use serde_json::{json, Map, Value as Json};
 use tracing::{info, warn};
@@ -416,7 +416,7 @@ impl Node {
 }
 
 /// The engine's counters as JSON.
-pub fn engine_json(s: &grasp_engine::proto::EngineStats, open_channels: usize) -> Json {
+pub fn engine_json(s: &grasp_engine::EngineStats, open_channels: usize) -> Json {
     let by_type = |c: &grasp_engine::proto::MessageCounts| -> Map<String, Json> {
         c.iter()
             .filter(|(_, n)| *n > 0)
@@ -532,8 +532,8 @@ pub async fn serve_objectives(
     serve: &[crate::config::ServeConfig],
     dull: bool,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, grasp_engine::ApiError> {
-    use grasp_engine::proto::RegisterOptions;
     use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective};
+    use grasp_engine::RegisterOptions;
     let mut tasks = Vec::new();
     if serve.is_empty() {
         return Ok(tasks);

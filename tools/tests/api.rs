@@ -11,8 +11,8 @@ use bytes::Bytes;
 use ciborium::Value;
 use futures::{SinkExt, StreamExt};
 use grasp_asa_api::Frame;
-use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
+use grasp_engine::RegisterOptions;
 use grasp_tools::api::connection;
 use tokio::net::UnixStream;
 

@@ -13,8 +13,8 @@ use ciborium::Value;
 use futures::{SinkExt, StreamExt};
 use grasp_asa_api::request::Request;
 use grasp_asa_api::Frame;
-use grasp_engine::proto::{DiscoverOptions, FloodEntry, RegisterOptions};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective};
+use grasp_engine::{DiscoverOptions, FloodEntry, RegisterOptions};
 use grasp_tools::api::connection;
 use grasp_tools::api::policy::Grants;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,7 +128,7 @@ async fn bytes_that_are_not_frames_close_only_their_connection() {
 fn every_method(asa: u64) -> Vec<Request> {
     let o = Objective::new("EX.t", SYNCH).with_value(1u32);
     let l = Locator::tcp6("fd00::1".parse().unwrap(), 7017);
-    let mut peer = grasp_engine::proto::AsaLocator::new(l.clone());
+    let mut peer = grasp_engine::AsaLocator::new(l.clone());
     peer.ifindex = 1;
     vec![
         Request::RegisterAsa { name: "x".into() },

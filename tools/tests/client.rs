@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::ErrorCode;
+use grasp_engine::{AsaLocator, DiscoverOptions, RegisterOptions};
 
 mod daemon;
 use daemon::fabric::{line_reached, went, Reach};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grasp_engine::proto::DiscoverOptions;
 use grasp_engine::wire::{Objective, ObjectiveFlags};
+use grasp_engine::DiscoverOptions;
 use grasp_tests::netns::{Lab, Netns};
 use grasp_tools::asa::{briggs_gray, Transcript};
 

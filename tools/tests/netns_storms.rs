@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grasp_engine::proto::{Config, DiscoverOptions};
 use grasp_engine::wire::{
     Discovery, Flood, Message, Objective, ObjectiveFlags, SessionId, TaggedObjective, Value,
 };
+use grasp_engine::{Config, DiscoverOptions};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab, Netns};
 

@@ -1,17 +1,18 @@
-//! The GRASP core in this process: the engine task, reached by commands on
-//! a queue and replies on oneshots.
+//! The GRASP core in this process: the engine task, reached by typed calls
+//! queued as closures, answered on oneshots.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, GraspCore, Incoming};
-use crate::driver::{Driver, Request, Subscriber};
+use crate::driver::{Answer, Driver, Request, Routes};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
-    AsaHandle, AsaLocator, Command, Config, DiscoverOptions, Dump, Engine, EngineStats, FloodEntry,
-    NegotiationOutcome, RegisterOptions, Reply, SessionHandle, TransportInfo,
+    AsaHandle, AsaLocator, CommandId, Config, DiscoverOptions, Dump, Engine, EngineStats,
+    FloodEntry, NegotiationOutcome, RegisterOptions, SessionHandle, TransportInfo,
 };
 use crate::transport::{AcpTransport, InboundStream};
 use crate::wire::{Objective, TaggedObjective, Value};
@@ -28,8 +29,8 @@ pub(super) struct Local {
     tx: mpsc::Sender<Request>,
 }
 
-fn unexpected(r: Reply) -> ApiError {
-    ApiError::new(ErrorCode::Unspec, format!("unexpected engine reply {r:?}"))
+fn stopped() -> ApiError {
+    ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped")
 }
 
 impl Local {
@@ -51,67 +52,56 @@ impl Local {
         Local { tx }
     }
 
-    async fn call(&self, command: Command) -> Result<Reply, ApiError> {
-        self.call_with(command, None).await
-    }
-
-    async fn call_with(
+    /// Runs `f` on the engine's task and returns what it returns.
+    async fn call<T: Send + 'static>(
         &self,
-        command: Command,
-        subscriber: Option<Subscriber>,
-    ) -> Result<Reply, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                command,
-                reply: Some(reply),
-                subscriber,
-            })
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::new(ErrorCode::Unspec, "the GRASP engine has stopped"))?
+        f: impl FnOnce(&mut Engine, Instant, &mut Routes) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let request: Request = Box::new(move |engine, now, routes| {
+            let _ = tx.send(f(engine, now, routes));
+        });
+        self.tx.send(request).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
-    async fn done(&self, command: Command) -> Result<(), ApiError> {
-        match self.call(command).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn negotiation(&self, command: Command) -> Result<NegotiationOutcome, ApiError> {
-        match self.call(command).await? {
-            Reply::Negotiation(n) => Ok(n),
-            other => Err(unexpected(other)),
-        }
+    /// Starts a waiting call with `f` (given its id) and waits for the
+    /// event that ends it, which the driver sends along `route`.
+    async fn wait<T: Send + 'static>(
+        &self,
+        route: fn(&mut Routes) -> &mut HashMap<CommandId, Answer<T>>,
+        f: impl FnOnce(&mut Engine, Instant, CommandId, &mut Routes) -> Result<(), ApiError>
+            + Send
+            + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let request: Request = Box::new(move |engine, now, routes| {
+            let cmd = routes.next_cmd();
+            match f(engine, now, cmd, routes) {
+                Ok(()) => {
+                    route(routes).insert(cmd, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        self.tx.send(request).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
 impl GraspCore for Local {
     fn stats(&self) -> Call<'_, (EngineStats, usize)> {
-        Box::pin(async move {
-            match self.call(Command::Stats).await? {
-                Reply::Stats {
-                    stats,
-                    open_channels,
-                } => Ok((*stats, open_channels)),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.call(|e, _, _| Ok((e.stats(), e.open_channels()))))
     }
 
     fn register_asa(&self, name: String) -> Call<'_, AsaHandle> {
-        Box::pin(async move {
-            match self.call(Command::RegisterAsa { name }).await? {
-                Reply::Asa(handle) => Ok(handle),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.call(move |e, _, _| e.register_asa(name)))
     }
 
     fn deregister_asa(&self, asa: AsaHandle) -> Call<'_, ()> {
-        Box::pin(self.done(Command::DeregisterAsa { asa }))
+        Box::pin(self.call(move |e, _, _| e.deregister_asa(asa)))
     }
 
     fn register_objective(
@@ -120,15 +110,11 @@ impl GraspCore for Local {
         objective: Objective,
         options: RegisterOptions,
     ) -> Call<'_, ()> {
-        Box::pin(self.done(Command::RegisterObjective {
-            asa,
-            objective,
-            options,
-        }))
+        Box::pin(self.call(move |e, _, _| e.register_objective(asa, objective, options)))
     }
 
     fn deregister_objective(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
-        Box::pin(self.done(Command::DeregisterObjective { asa, name }))
+        Box::pin(self.call(move |e, _, _| e.deregister_objective(asa, &name)))
     }
 
     fn discover(
@@ -138,21 +124,16 @@ impl GraspCore for Local {
         options: DiscoverOptions,
         found: Option<mpsc::Sender<AsaLocator>>,
     ) -> Call<'_, Vec<AsaLocator>> {
-        Box::pin(async move {
-            let command = Command::Discover {
-                asa,
-                objective,
-                options,
-                stream: found.is_some(),
-            };
-            match self
-                .call_with(command, found.map(Subscriber::Found))
-                .await?
-            {
-                Reply::Locators(l) => Ok(l),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.wait(
+            |r| &mut r.discovered,
+            move |e, now, cmd, routes| {
+                let started = e.discover(now, cmd, asa, objective, options, found.is_some());
+                if let (Ok(()), Some(f)) = (&started, found) {
+                    routes.found.insert(cmd, f);
+                }
+                started
+            },
+        ))
     }
 
     fn synchronize(
@@ -162,49 +143,30 @@ impl GraspCore for Local {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Call<'_, Objective> {
-        Box::pin(async move {
-            match self
-                .call(Command::Synchronize {
-                    asa,
-                    objective,
-                    peer,
-                    timeout,
-                })
-                .await?
-            {
-                Reply::Synch(o) => Ok(o),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.wait(
+            |r| &mut r.synchronized,
+            move |e, now, cmd, _| e.synchronize(now, cmd, asa, objective, peer, timeout),
+        ))
     }
 
     fn listen_synchronize(&self, asa: AsaHandle, objective: Objective) -> Call<'_, ()> {
-        Box::pin(self.done(Command::ListenSynchronize { asa, objective }))
+        Box::pin(self.call(move |e, _, _| e.listen_synchronize(asa, objective)))
     }
 
     fn stop_synchronize(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
-        Box::pin(self.done(Command::StopSynchronize { asa, name }))
+        Box::pin(self.call(move |e, _, _| e.stop_synchronize(asa, &name)))
     }
 
     fn flood(&self, asa: AsaHandle, ttl_ms: u32, tagged: Vec<TaggedObjective>) -> Call<'_, ()> {
-        Box::pin(self.done(Command::Flood {
-            asa,
-            ttl_ms,
-            tagged,
-        }))
+        Box::pin(self.call(move |e, now, _| e.flood(now, asa, ttl_ms, tagged)))
     }
 
     fn get_flood(&self, asa: AsaHandle, name: String) -> Call<'_, Vec<FloodEntry>> {
-        Box::pin(async move {
-            match self.call(Command::GetFlood { asa, name }).await? {
-                Reply::Floods(v) => Ok(v),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.call(move |e, now, _| e.get_flood(now, asa, &name)))
     }
 
     fn expire_flood(&self, asa: AsaHandle, entry: FloodEntry) -> Call<'_, ()> {
-        Box::pin(self.done(Command::ExpireFlood { asa, entry }))
+        Box::pin(self.call(move |e, _, _| e.expire_flood(asa, &entry)))
     }
 
     fn request_negotiate(
@@ -214,12 +176,10 @@ impl GraspCore for Local {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Call<'_, NegotiationOutcome> {
-        Box::pin(self.negotiation(Command::RequestNegotiate {
-            asa,
-            objective,
-            peer,
-            timeout,
-        }))
+        Box::pin(self.wait(
+            |r| &mut r.negotiated,
+            move |e, now, cmd, _| e.request_negotiate(now, cmd, asa, objective, peer, timeout),
+        ))
     }
 
     fn request_raw(
@@ -229,22 +189,14 @@ impl GraspCore for Local {
         peer: Option<AsaLocator>,
         timeout: Duration,
     ) -> Call<'_, SessionHandle> {
-        Box::pin(async move {
-            let command = Command::RequestRaw {
-                asa,
-                objective,
-                peer,
-                timeout,
-            };
-            match self.call(command).await? {
-                Reply::Session(s) => Ok(s),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.wait(
+            |r| &mut r.raw_opened,
+            move |e, now, cmd, _| e.request_raw(now, cmd, asa, objective, peer, timeout),
+        ))
     }
 
     fn raw_send(&self, asa: AsaHandle, session: SessionHandle, data: Value) -> Call<'_, ()> {
-        Box::pin(self.done(Command::RawSend { asa, session, data }))
+        Box::pin(self.call(move |e, now, _| e.raw_send(now, asa, session, &data)))
     }
 
     fn raw_recv(
@@ -253,17 +205,10 @@ impl GraspCore for Local {
         session: SessionHandle,
         timeout: Duration,
     ) -> Call<'_, Value> {
-        Box::pin(async move {
-            let command = Command::RawRecv {
-                asa,
-                session,
-                timeout,
-            };
-            match self.call(command).await? {
-                Reply::Raw(v) => Ok(v),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.wait(
+            |r| &mut r.raw_received,
+            move |e, now, cmd, _| e.raw_recv(now, cmd, asa, session, timeout),
+        ))
     }
 
     fn negotiate_step(
@@ -273,12 +218,10 @@ impl GraspCore for Local {
         objective: Objective,
         timeout: Duration,
     ) -> Call<'_, NegotiationOutcome> {
-        Box::pin(self.negotiation(Command::NegotiateStep {
-            asa,
-            session,
-            objective,
-            timeout,
-        }))
+        Box::pin(self.wait(
+            |r| &mut r.negotiated,
+            move |e, now, cmd, _| e.negotiate_step(now, cmd, asa, session, objective, timeout),
+        ))
     }
 
     fn negotiate_wait(
@@ -287,7 +230,7 @@ impl GraspCore for Local {
         session: SessionHandle,
         wait: Duration,
     ) -> Call<'_, ()> {
-        Box::pin(self.done(Command::NegotiateWait { asa, session, wait }))
+        Box::pin(self.call(move |e, now, _| e.negotiate_wait(now, asa, session, wait)))
     }
 
     fn end_negotiate(
@@ -297,12 +240,7 @@ impl GraspCore for Local {
         accept: bool,
         reason: Option<String>,
     ) -> Call<'_, ()> {
-        Box::pin(self.done(Command::EndNegotiate {
-            asa,
-            session,
-            accept,
-            reason,
-        }))
+        Box::pin(self.call(move |e, _, _| e.end_negotiate(asa, session, accept, reason)))
     }
 
     fn send_invalid(
@@ -311,63 +249,49 @@ impl GraspCore for Local {
         session: SessionHandle,
         info: Option<Value>,
     ) -> Call<'_, ()> {
-        Box::pin(self.done(Command::SendInvalid { asa, session, info }))
+        Box::pin(self.call(move |e, _, _| e.send_invalid(asa, session, info)))
     }
 
     fn abort_session(&self, _asa: AsaHandle, session: SessionHandle) {
-        let _ = self.tx.try_send(Request {
-            command: Command::AbortSession { session },
-            reply: None,
-            subscriber: None,
-        });
+        let request: Request = Box::new(move |e, _, _| e.abort_session(session));
+        let _ = self.tx.try_send(request);
     }
 
     fn listen_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<Incoming>> {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
-            match self
-                .call_with(
-                    Command::ListenNegotiate { asa, name },
-                    Some(Subscriber::Negotiation(tx)),
-                )
-                .await?
-            {
-                Reply::Done => Ok(rx),
-                other => Err(unexpected(other)),
-            }
+            self.call(move |e, _, routes| {
+                let sub = e.listen_negotiate(asa, &name)?;
+                routes.listeners.insert(sub, tx);
+                Ok(())
+            })
+            .await?;
+            Ok(rx)
         })
     }
 
     fn stop_negotiate(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
-        Box::pin(self.done(Command::StopNegotiate { asa, name }))
+        Box::pin(self.call(move |e, _, _| e.stop_negotiate(asa, &name)))
     }
 
     fn watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, mpsc::Receiver<FloodEntry>> {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
-            match self
-                .call_with(
-                    Command::WatchFlood { asa, name },
-                    Some(Subscriber::Flood(tx)),
-                )
-                .await?
-            {
-                Reply::Done => Ok(rx),
-                other => Err(unexpected(other)),
-            }
+            self.call(move |e, _, routes| {
+                let sub = e.watch_flood(asa, &name)?;
+                routes.watchers.insert(sub, tx);
+                Ok(())
+            })
+            .await?;
+            Ok(rx)
         })
     }
 
     fn stop_watch_flood(&self, asa: AsaHandle, name: String) -> Call<'_, ()> {
-        Box::pin(self.done(Command::StopWatchFlood { asa, name }))
+        Box::pin(self.call(move |e, _, _| e.stop_watch_flood(asa, &name)))
     }
 
     fn dump(&self, asa: AsaHandle) -> Call<'_, Dump> {
-        Box::pin(async move {
-            match self.call(Command::Dump { asa }).await? {
-                Reply::Dump(d) => Ok(*d),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.call(move |e, now, _| e.dump(now, asa)))
     }
 }

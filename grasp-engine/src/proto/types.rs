@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::wire::{Limits, Locator, Objective, SessionId, TaggedObjective, Value};
+use crate::wire::{Limits, Locator, Objective, SessionId, Value};
 
 /// An ASA's handle (RFC 8991 `asa_handle`): opaque, unpredictable, local.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,9 +16,14 @@ pub struct AsaHandle(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u64);
 
-/// Identifies a command so its reply can be matched.
+/// The caller's name for one waiting call, repeated in the event that ends
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CommandId(pub u64);
+
+/// The engine's name for a listen or a watch, in each event it delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
 
 /// A negotiation session (RFC 8991 `session_handle`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,7 +131,7 @@ pub struct DiscoverOptions {
 }
 
 /// A read-only view of an engine's registrations and caches
-/// ([`Command::Dump`]), for operators and tools.
+/// ([`Engine::dump`](super::Engine::dump)), for operators and tools.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dump {
     /// Registered ASAs.
@@ -193,293 +198,73 @@ pub enum NegotiationOutcome {
     },
 }
 
-/// A call from an ASA into the engine (RFC 8991 functions).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Command {
-    /// `register_asa`
-    RegisterAsa {
-        /// ASA name, unique in this engine.
-        name: String,
-    },
-    /// The engine's counters (not an RFC 8991 call; for operators).
-    Stats,
-    /// A read-only view of the registrations and caches (not an RFC 8991
-    /// call; for operators and tools): [`Reply::Dump`].
-    Dump {
-        /// Caller.
-        asa: AsaHandle,
-    },
-    /// `deregister_asa`: also removes its objectives and listeners.
-    DeregisterAsa {
-        /// Handle.
-        asa: AsaHandle,
-    },
-    /// `register_objective`
-    RegisterObjective {
-        /// Owner.
-        asa: AsaHandle,
-        /// The objective (its value is the initial synchronization value).
-        objective: Objective,
-        /// Options.
-        options: RegisterOptions,
-    },
-    /// `deregister_objective`
-    DeregisterObjective {
-        /// Owner.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// `discover`
-    Discover {
-        /// Caller.
-        asa: AsaHandle,
-        /// Objective sought.
-        objective: Objective,
-        /// Options.
-        options: DiscoverOptions,
-        /// Also hand each locator to the caller as it is found
-        /// ([`Event::Found`]), before the reply with all of them.
-        stream: bool,
-    },
-    /// `synchronize`
-    Synchronize {
-        /// Caller.
-        asa: AsaHandle,
-        /// Objective to fetch.
-        objective: Objective,
-        /// Peer, or `None` for flood cache then discovery.
-        peer: Option<AsaLocator>,
-        /// Overall timeout.
-        timeout: Duration,
-    },
-    /// `listen_synchronize`, also used to update the served value.
-    ListenSynchronize {
-        /// Owner.
-        asa: AsaHandle,
-        /// Objective with the value to serve.
-        objective: Objective,
-    },
-    /// `stop_listen_synchronize`
-    StopSynchronize {
-        /// Owner.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// `flood`
-    Flood {
-        /// Caller.
-        asa: AsaHandle,
-        /// Lifetime in ms (0: indefinite).
-        ttl_ms: u32,
-        /// Objectives with their locator tags; an IPv6 `::` tag floods a
-        /// link-local announcement (loop count 1, the interface's address).
-        tagged: Vec<TaggedObjective>,
-    },
-    /// `get_flood`
-    GetFlood {
-        /// Caller.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// `expire_flood`
-    ExpireFlood {
-        /// Caller.
-        asa: AsaHandle,
-        /// The entry, as returned by `GetFlood`.
-        entry: FloodEntry,
-    },
-    /// `request_negotiate`
-    RequestNegotiate {
-        /// Caller.
-        asa: AsaHandle,
-        /// Objective with the requested value.
-        objective: Objective,
-        /// Peer, or `None` to discover one first.
-        peer: Option<AsaLocator>,
-        /// Time to wait for the peer's first answer.
-        timeout: Duration,
-    },
-    /// `listen_negotiate`: requests then arrive as
-    /// [`Event::NegotiationRequest`].
-    ListenNegotiate {
-        /// Owner.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// `stop_listen_negotiate`
-    StopNegotiate {
-        /// Owner.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// graspy's raw channel (`req_negotiate(..., noloop=True)`): send
-    /// M_REQ_NEG for `objective` to `peer` (or the first discovered) and
-    /// answer at once with the session ([`Reply::Session`]); from then on
-    /// the session carries bare CBOR items ([`Command::RawSend`],
-    /// [`Command::RawRecv`]), not GRASP messages. Not RFC 8990; graspy's.
-    RequestRaw {
-        /// Caller.
-        asa: AsaHandle,
-        /// The objective requested.
-        objective: Objective,
-        /// Where; `None`: discover first.
-        peer: Option<AsaLocator>,
-        /// For the discovery and the connection.
-        timeout: Duration,
-    },
-    /// graspy's `gsend`: one bare CBOR item on a session. On a session a
-    /// peer opened (from a listen), the first raw call makes it raw.
-    RawSend {
-        /// Caller.
-        asa: AsaHandle,
-        /// The session.
-        session: SessionHandle,
-        /// The item (one well-formed CBOR item).
-        data: Value,
-    },
-    /// graspy's `grecv`: the next bare CBOR item the peer sent, waiting up
-    /// to `timeout` ([`Reply::Raw`]; `noReply` on timeout, the session
-    /// stays).
-    RawRecv {
-        /// Caller.
-        asa: AsaHandle,
-        /// The session.
-        session: SessionHandle,
-        /// How long to wait.
-        timeout: Duration,
-    },
-    /// Watch the floods of an objective: each one that enters the flood
-    /// cache (new, or replacing an entry) then arrives as
-    /// [`Event::Flood`]. RFC 8991's event-loop model, instead of polling
-    /// `get_flood`.
-    WatchFlood {
-        /// Watcher.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// Stop watching (no error when not watching).
-    StopWatchFlood {
-        /// Watcher.
-        asa: AsaHandle,
-        /// Objective name.
-        name: String,
-    },
-    /// `negotiate_step`
-    NegotiateStep {
-        /// Caller.
-        asa: AsaHandle,
-        /// Session.
-        session: SessionHandle,
-        /// Our proposal (carry the loop count of the last received step).
-        objective: Objective,
-        /// Time to wait for the peer's answer.
-        timeout: Duration,
-    },
-    /// `negotiate_wait`
-    NegotiateWait {
-        /// Caller.
-        asa: AsaHandle,
-        /// Session.
-        session: SessionHandle,
-        /// Waiting time to announce.
-        wait: Duration,
-    },
-    /// `end_negotiate`
-    EndNegotiate {
-        /// Caller.
-        asa: AsaHandle,
-        /// Session.
-        session: SessionHandle,
-        /// Accept (true) or decline.
-        accept: bool,
-        /// Decline reason.
-        reason: Option<String>,
-    },
-    /// `send_invalid`
-    SendInvalid {
-        /// Caller.
-        asa: AsaHandle,
-        /// Session.
-        session: SessionHandle,
-        /// Diagnostic content.
-        info: Option<Value>,
-    },
-    /// Abandon a session without telling the peer anything but EOF (used
-    /// when an ASA's listener is gone or its queue is full).
-    AbortSession {
-        /// Session.
-        session: SessionHandle,
-    },
-}
-
-/// A successful command result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reply {
-    /// Done, nothing to return.
-    Done,
-    /// A new ASA handle.
-    Asa(AsaHandle),
-    /// What [`Command::Dump`] saw (boxed: it can be large).
-    Dump(Box<Dump>),
-    /// A raw session ([`Command::RequestRaw`]).
-    Session(SessionHandle),
-    /// A bare CBOR item ([`Command::RawRecv`]).
-    Raw(Value),
-    /// Discovered locators (possibly none).
-    Locators(Vec<AsaLocator>),
-    /// The synchronized objective.
-    Synch(Objective),
-    /// Flood cache entries.
-    Floods(Vec<FloodEntry>),
-    /// A negotiation result.
-    Negotiation(NegotiationOutcome),
-    /// The engine's counters and how many channels it has open.
-    Stats {
-        /// Counters since start (boxed: they are most of a reply's size).
-        stats: Box<EngineStats>,
-        /// Unicast channels open now.
-        open_channels: usize,
-    },
-}
-
-/// Something the engine tells its driver.
+/// Something the engine tells its driver: how a waiting call ended, what a
+/// subscription delivers, and that a subscription ended.
+///
+/// A waiting call (one that takes a [`CommandId`]) that returned `Ok` ends
+/// in exactly one event naming its `cmd`; one that returned `Err` ends in
+/// none.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// The reply to a command.
-    Reply {
-        /// The command.
+    /// [`Engine::discover`](super::Engine::discover) ended.
+    Discovered {
+        /// The call.
         cmd: CommandId,
-        /// Its result.
-        result: Result<Reply, ApiError>,
+        /// Discovered locators (possibly none).
+        result: Result<Vec<AsaLocator>, ApiError>,
     },
-    /// A streamed discovery ([`Command::Discover`] with `stream`) found a
-    /// new locator.
+    /// A streamed discovery found a new locator (it is in the
+    /// [`Event::Discovered`] that ends the call too).
     Found {
         /// The discovery.
         cmd: CommandId,
         /// What it found.
         locator: AsaLocator,
     },
-    /// A flood of an objective an ASA watches entered the flood cache.
+    /// [`Engine::synchronize`](super::Engine::synchronize) ended.
+    Synchronized {
+        /// The call.
+        cmd: CommandId,
+        /// The peer's (or the flood cache's) objective.
+        result: Result<Objective, ApiError>,
+    },
+    /// [`Engine::request_negotiate`](super::Engine::request_negotiate) or
+    /// [`Engine::negotiate_step`](super::Engine::negotiate_step) ended.
+    Negotiated {
+        /// The call.
+        cmd: CommandId,
+        /// What the peer answered.
+        result: Result<NegotiationOutcome, ApiError>,
+    },
+    /// [`Engine::request_raw`](super::Engine::request_raw) ended: the raw
+    /// session is the ASA's.
+    RawOpened {
+        /// The call.
+        cmd: CommandId,
+        /// The session.
+        result: Result<SessionHandle, ApiError>,
+    },
+    /// [`Engine::raw_recv`](super::Engine::raw_recv) ended.
+    RawReceived {
+        /// The call.
+        cmd: CommandId,
+        /// The bare CBOR item the peer sent.
+        result: Result<Value, ApiError>,
+    },
+    /// A flood of a watched objective entered the flood cache
+    /// ([`Engine::watch_flood`](super::Engine::watch_flood)).
     Flood {
-        /// The watching ASA.
-        asa: AsaHandle,
+        /// The watch.
+        subscription: SubscriptionId,
         /// The cache entry.
         entry: FloodEntry,
     },
-    /// A peer asked to negotiate an objective an ASA listens for.
+    /// A peer asked to negotiate a listened objective
+    /// ([`Engine::listen_negotiate`](super::Engine::listen_negotiate)).
     NegotiationRequest {
-        /// The listening ASA.
-        asa: AsaHandle,
+        /// The listen.
+        subscription: SubscriptionId,
         /// The session.
         session: SessionHandle,
         /// The requested objective (loop count as received).
@@ -489,6 +274,29 @@ pub enum Event {
         /// The peer's authenticated identity, if the transport has one.
         identity: Option<String>,
     },
+    /// A listen or watch ended (stopped, replaced by a new one, or its ASA
+    /// or objective deregistered): it delivers nothing more.
+    Unsubscribed {
+        /// The listen or watch.
+        subscription: SubscriptionId,
+    },
+}
+
+impl Event {
+    /// The waiting call this event ends, if it ends one.
+    pub fn ended_call(&self) -> Option<CommandId> {
+        match self {
+            Event::Discovered { cmd, .. }
+            | Event::Synchronized { cmd, .. }
+            | Event::Negotiated { cmd, .. }
+            | Event::RawOpened { cmd, .. }
+            | Event::RawReceived { cmd, .. } => Some(*cmd),
+            Event::Found { .. }
+            | Event::Flood { .. }
+            | Event::NegotiationRequest { .. }
+            | Event::Unsubscribed { .. } => None,
+        }
+    }
 }
 
 /// Something the driver must do on the network.

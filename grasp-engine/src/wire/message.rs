@@ -147,6 +147,18 @@ pub struct Invalid {
     pub extensions: Vec<Value>,
 }
 
+impl Invalid {
+    /// An M_INVALID for session `session_id` saying `why` (as text), no
+    /// extensions.
+    pub fn new(session_id: SessionId, why: &str) -> Self {
+        Invalid {
+            session_id,
+            content: Some(Value::from(why)),
+            extensions: Vec::new(),
+        }
+    }
+}
+
 /// A message whose type this implementation does not know (RFC 8990 §2.8.2:
 /// unicast ones may be answered with M_INVALID, multicast ones are dropped).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,12 +29,13 @@ use bytes::Bytes;
 use ciborium::Value;
 use futures::StreamExt;
 use grasp_engine::api::{Call, Incoming};
-use grasp_engine::proto::{
-    AsaHandle, AsaLocator, ChannelId, DiscoverOptions, Dump, EngineStats, FloodEntry,
-    NegotiationOutcome, RegisterOptions, SessionHandle,
-};
+use grasp_engine::proto::ChannelId;
 use grasp_engine::wire::{Limits, Objective, SessionId, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode, Grasp, GraspCore};
+use grasp_engine::{
+    AsaHandle, AsaLocator, DiscoverOptions, Dump, EngineStats, FloodEntry, NegotiationOutcome,
+    RegisterOptions, SessionHandle,
+};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};

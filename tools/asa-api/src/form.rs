@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ciborium::Value;
-use grasp_engine::proto::{
-    AsaHandle, AsaLocator, DiscoverOptions, Dump, DumpedObjective, FloodEntry, RegisterOptions,
-};
+use grasp_engine::proto::DumpedObjective;
 use grasp_engine::wire::{Limits, Locator, Objective, Protocol, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode};
+use grasp_engine::{AsaHandle, AsaLocator, DiscoverOptions, Dump, FloodEntry, RegisterOptions};
 
 /// A bad request: `detail` says which field and why.
 pub fn bad(detail: impl Into<String>) -> ApiError {

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ciborium::Value;
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
 use grasp_engine::wire::{Limits, Objective, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode};
+use grasp_engine::{AsaLocator, DiscoverOptions, FloodEntry, RegisterOptions};
 
 use crate::form::{self, map, uint, Fields};
 

@@ -15,11 +15,10 @@ use ciborium::Value;
 use grasp_asa_api::form::{self, map, uint};
 use grasp_asa_api::request::{Offer, Outcome, Request, METHODS, PLANNED};
 use grasp_asa_api::{Frame, WireError};
-use grasp_engine::proto::{
-    AsaHandle, AsaLocator, DiscoverOptions, Dump, DumpedObjective, FloodEntry, RegisterOptions,
-};
+use grasp_engine::proto::DumpedObjective;
 use grasp_engine::wire::{Limits, Locator, Objective, ObjectiveFlags, TaggedObjective};
 use grasp_engine::{ApiError, ErrorCode};
+use grasp_engine::{AsaHandle, AsaLocator, DiscoverOptions, Dump, FloodEntry, RegisterOptions};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/transcript.txt");
 const CDDL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/asa-protocol.cddl");

@@ -928,7 +928,7 @@ impl Conn {
                 // Each new locator as an event of this request, then the
                 // answer with all of them.
                 let (tx, mut rx) = mpsc::channel(LOCATOR_EVENTS);
-                let push = |l: &grasp_engine::proto::AsaLocator| {
+                let push = |l: &grasp_engine::AsaLocator| {
                     self.push(id, "locator", form::asa_locator(l));
                 };
                 let discovery = asa.discover_each(&objective, options, tx);
@@ -1153,7 +1153,7 @@ impl Conn {
                 let mut d = self.asa(h)?.dump().await?;
                 // What this client may read: its own ASAs (every one for
                 // root), the objectives and cache entries it may read.
-                let mine: HashMap<grasp_engine::proto::AsaHandle, u64> = lock(&self.asas)
+                let mine: HashMap<grasp_engine::AsaHandle, u64> = lock(&self.asas)
                     .iter()
                     .map(|(local, a)| (a.handle(), *local))
                     .collect();

@@ -21,9 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grasp_engine::proto::{DiscoverOptions, RegisterOptions};
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{ApiError, Asa, Grasp, Negotiation, Session};
+use grasp_engine::{DiscoverOptions, RegisterOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -15,8 +15,8 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::RegisterOptions;
 use grasp_engine::{ApiError, Grasp};
 
 use super::Transcript;

@@ -202,11 +202,7 @@ pub fn fabric_nodes(
                 b = b.attach(&links[i]);
             }
             let (t, inbound) = b.bind();
-            let g = grasp_engine::Grasp::start(
-                t.clone(),
-                inbound,
-                grasp_engine::proto::Config::default(),
-            );
+            let g = grasp_engine::Grasp::start(t.clone(), inbound, grasp_engine::Config::default());
             (
                 t as std::sync::Arc<dyn grasp_engine::transport::AcpTransport>,
                 g,

@@ -17,8 +17,8 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::RegisterOptions;
 use grasp_engine::{ApiError, Grasp, Negotiation};
 use serde::{Deserialize, Serialize};
 

@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::proto::{AsaLocator, Config, RegisterOptions};
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+use grasp_engine::{AsaLocator, Config, RegisterOptions};
 use grasp_engine::{Grasp, Negotiation};
 
 #[derive(Parser, Debug)]
@@ -682,9 +682,9 @@ struct Discoveries {
 /// Times `d.count` first-answer discoveries of the bench objective.
 async fn time_discoveries(asa: &grasp_engine::Asa, d: Discoveries, how: &str) -> Result<()> {
     let o = bench_objective(5)?;
-    let opts = grasp_engine::proto::DiscoverOptions {
+    let opts = grasp_engine::DiscoverOptions {
         flush: !d.cached,
-        ..grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(1))
+        ..grasp_engine::DiscoverOptions::first(Duration::from_secs(1))
     };
     if d.cached && asa.discover(&o, opts).await?.is_empty() {
         bail!("discovery found nothing");
@@ -769,7 +769,7 @@ async fn client(
         let found = asa
             .discover(
                 &o,
-                grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)),
+                grasp_engine::DiscoverOptions::first(Duration::from_secs(3)),
             )
             .await?;
         let Some(first) = found.into_iter().next() else {
@@ -1290,7 +1290,7 @@ async fn soak(
     let found = asa
         .discover(
             &sync,
-            grasp_engine::proto::DiscoverOptions::first(Duration::from_secs(3)),
+            grasp_engine::DiscoverOptions::first(Duration::from_secs(3)),
         )
         .await?;
     if found.is_empty() {
@@ -1329,9 +1329,9 @@ async fn soak(
                         _ => asa
                             .discover(
                                 &sync,
-                                grasp_engine::proto::DiscoverOptions {
+                                grasp_engine::DiscoverOptions {
                                     flush: true,
-                                    ..grasp_engine::proto::DiscoverOptions::first(t)
+                                    ..grasp_engine::DiscoverOptions::first(t)
                                 },
                             )
                             .await

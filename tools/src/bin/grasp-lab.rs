@@ -30,13 +30,14 @@ use clap::Parser;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::proto::{Config, EngineStats, MESSAGE_TYPE_NAMES};
+use grasp_engine::proto::MESSAGE_TYPE_NAMES;
 use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
     TransportStats,
 };
 use grasp_engine::wire::Locator;
 use grasp_engine::Grasp;
+use grasp_engine::{Config, EngineStats};
 use grasp_tools::asa::briggs_gray::{briggs_with, gray_with, GrayReport, LoanResult, REACH};
 use grasp_tools::asa::{ms, Transcript};
 use grasp_tools::config::SecurityChoice;

@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use grasp_asa_api::client::{Remote, DEFAULT_SOCKET};
-use grasp_engine::proto::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_engine::transport::Inbound;
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{ApiError, ErrorCode, Negotiation};
+use grasp_engine::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
 use grasp_tools::node::Node;
 use grasp_tools::parse_value;
@@ -635,8 +635,8 @@ async fn command(
     Ok(Outcome::Ok)
 }
 
-fn print_dump(json_out: bool, d: &grasp_engine::proto::Dump) {
-    let name_of = |h: &grasp_engine::proto::AsaHandle| {
+fn print_dump(json_out: bool, d: &grasp_engine::Dump) {
+    let name_of = |h: &grasp_engine::AsaHandle| {
         d.asas
             .iter()
             .find(|(a, _)| a == h && a.0 != 0)

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::proto::Config;
 use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::Config;
 use grasp_engine::Grasp;
 use grasp_tools::api::policy::Grants;
 use grasp_tools::api::{connection, Core, Limits as ApiLimits, NodeFacts};

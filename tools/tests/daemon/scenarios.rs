@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use grasp_engine::proto::RegisterOptions;
 use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::RegisterOptions;
 use grasp_engine::{ErrorCode, Grasp, Negotiation};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);

@@ -1,0 +1,319 @@
+//! The input router: what arrives from the network and the clock, sent to
+//! the procedure it belongs to. Waits a procedure finishes go on through
+//! the calls (`calls.rs`); procedures never call back here.
+
+use super::*;
+
+impl Engine {
+    /// A link-local multicast arrived.
+    pub fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        self.stats.received.count(&d.msg);
+        let msg = match Message::decode_with(&d.msg, &self.config.limits) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        // RFC 8990 §2.5.2 rule 6 for DULL; every GRASP multicast should come
+        // from a link-local source anyway.
+        if self.config.dull && !is_link_local(d.src.ip()) {
+            self.stats.dull_dropped += 1;
+            return;
+        }
+        let src = SocketAddrV6::new(*d.src.ip(), d.src.port(), 0, d.ifindex);
+        match msg {
+            Message::Discovery(disc) => self.on_discovery(now, d.ifindex, src, disc, &d.msg),
+            Message::Flood(f) => self.on_flood(now, d.ifindex, src, f, &d.msg),
+            Message::Unknown(_) => self.stats.unknown_multicast += 1,
+            _ => {} // M_NOOP and unicast-only types: ignore.
+        }
+    }
+
+    /// A peer opened a channel to us; `identity` is who the transport
+    /// proved it to be (TLS), if anyone. Returns the channel's id, or `None`
+    /// when the engine refuses it (at its channel limit): then drop the
+    /// connection.
+    pub fn handle_inbound_channel(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        identity: Option<String>,
+    ) -> Option<ChannelId> {
+        if self.channels.len() >= self.config.max_channels {
+            self.stats.bounded_refusals += 1;
+            return None;
+        }
+        let channel = self.new_channel();
+        self.channels.insert(
+            channel,
+            Chan {
+                peer,
+                identity,
+                deadline: None,
+                state: ChanState::Fresh,
+            },
+        );
+        self.set_deadline(channel, Some(now + self.config.first_message_timeout));
+        Some(channel)
+    }
+
+    /// The transport proved who the peer of our outgoing `channel` is
+    /// (TLS); its sessions report the identity from now on.
+    pub fn handle_peer_identity(&mut self, channel: ChannelId, identity: String) {
+        if let Some(c) = self.channels.get_mut(&channel) {
+            c.identity = Some(identity);
+        }
+    }
+
+    /// A channel we asked for could not be opened.
+    pub fn handle_connect_failed(&mut self, _now: Instant, channel: ChannelId, reason: String) {
+        let Some(ch) = self.remove_channel(channel) else {
+            return;
+        };
+        match ch.state {
+            ChanState::Synch { cmd, .. } => {
+                let result = Err(err(
+                    ErrorCode::SockErrSynRq,
+                    format!("connecting to {}: {reason}", ch.peer),
+                ));
+                self.events.push_back(Event::Synchronized { cmd, result });
+            }
+            ChanState::Neg(n) => {
+                if let Some((cmd, _)) = n.pending {
+                    let result = Err(err(
+                        ErrorCode::SockErrNegRq,
+                        format!("connecting to {}: {reason}", ch.peer),
+                    ));
+                    self.events.push_back(Event::Negotiated { cmd, result });
+                }
+            }
+            ChanState::Fresh => {}
+        }
+    }
+
+    /// A channel ended: the peer finished sending, or the channel is gone.
+    ///
+    /// A half-close ([`ChannelEnd::PeerFinished`]) means "done sending", not
+    /// "gone": what the engine already queued for the channel is still
+    /// delivered (the driver closes after it), and a negotiation whose turn
+    /// is ours stays open so that the ASA's M_END still reaches the peer.
+    pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId, how: ChannelEnd) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if let ChanState::Neg(Neg { raw: Some(r), .. }) = &mut ch.state {
+            // graspy's raw channel: a waiting grecv learns the peer is gone;
+            // items already received are still the ASA's.
+            if let Some(cmd) = r.waiting.take() {
+                let result = Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+                self.events.push_back(Event::RawReceived { cmd, result });
+            } else if !r.inbox.is_empty() {
+                if let ChanState::Neg(n) = &mut ch.state {
+                    n.peer_closed = true;
+                }
+                return;
+            }
+        } else if let ChanState::Neg(n) = &mut ch.state {
+            let keep = match how {
+                // Our turn: the peer can still read our M_END (or our
+                // M_NEGOTIATE, though it cannot answer that).
+                ChannelEnd::PeerFinished => n.pending.is_none(),
+                // Keep what the peer said last for the ASA's next call.
+                ChannelEnd::Lost | ChannelEnd::Reset => n.pending.is_none() && !n.early.is_empty(),
+            };
+            if keep {
+                n.peer_closed = true;
+                return;
+            }
+        }
+        let Some(ch) = self.remove_channel(channel) else {
+            return;
+        };
+        if how == ChannelEnd::PeerFinished {
+            // Closing our side too; the driver sends what is queued first.
+            self.transmits.push_back(Transmit::Close {
+                channel,
+                linger: false,
+            });
+        }
+        let refused = format!(
+            "{} refused the connection (reset) before answering: it is at its connection limit or restarting; try again later",
+            ch.peer
+        );
+        match ch.state {
+            ChanState::Synch { cmd, .. } => {
+                let result = Err(if how == ChannelEnd::Reset {
+                    err(ErrorCode::SockErrSynRq, refused)
+                } else {
+                    err(
+                        ErrorCode::NoListener,
+                        format!("{} closed the connection without answering", ch.peer),
+                    )
+                });
+                self.events.push_back(Event::Synchronized { cmd, result });
+            }
+            ChanState::Neg(n) => {
+                if let Some((cmd, wait)) = n.pending {
+                    let result = Err(if wait == NegWait::First && how == ChannelEnd::Reset {
+                        err(ErrorCode::SockErrNegRq, refused)
+                    } else {
+                        err(
+                            ErrorCode::NoPeer,
+                            format!("{} closed the connection", ch.peer),
+                        )
+                    });
+                    self.events.push_back(Event::Negotiated { cmd, result });
+                }
+            }
+            ChanState::Fresh => {}
+        }
+    }
+
+    /// A message the engine sent (a [`Transmit::Send`] or
+    /// [`Transmit::Multicast`]) could not be written: the channel was gone,
+    /// its queue full, or the connect or multicast failed. It is taken out
+    /// of the sent counts and counted as unsent.
+    pub fn handle_unsent(&mut self, msg: &[u8]) {
+        self.stats.sent.uncount(msg);
+        self.stats.unsent += 1;
+    }
+
+    /// A message arrived on a channel.
+    pub fn handle_channel_message(&mut self, now: Instant, channel: ChannelId, raw: Bytes) {
+        self.stats.received.count(&raw);
+        let decoded = Message::decode_with(&raw, &self.config.limits);
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let peer = ch.peer;
+        match &mut ch.state {
+            ChanState::Fresh => match decoded {
+                Ok(msg) => self.on_first_message(now, channel, peer, msg),
+                Err(e) => {
+                    self.stats.malformed += 1;
+                    // RFC 8990 §2.8.12: M_INVALID for a malformed unicast.
+                    let why = format!("malformed message: {e}");
+                    self.send(channel, &Message::Invalid(Invalid::new(SessionId(0), &why)));
+                    self.close(channel, false);
+                }
+            },
+            ChanState::Synch { .. } => self.on_synch_reply(channel, peer, decoded),
+            ChanState::Neg(Neg { raw: Some(_), .. }) => self.on_raw_item(now, channel, raw),
+            ChanState::Neg(_) => self.on_neg_message(now, channel, raw, decoded),
+        }
+    }
+
+    fn on_first_message(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        peer: SocketAddr,
+        msg: Message,
+    ) {
+        match msg {
+            Message::Noop => {} // ignored; keep waiting
+            Message::Response(r) => {
+                self.close(channel, true);
+                let learnt_on = match peer {
+                    SocketAddr::V6(p) => p.scope_id(),
+                    SocketAddr::V4(_) => 0,
+                };
+                let finished = self.on_response(now, learnt_on, r);
+                self.resolve(now, finished);
+            }
+            Message::ReqSyn(req) => self.on_req_syn(channel, req),
+            Message::ReqNeg(req) => self.on_neg_request(now, channel, peer, req),
+            Message::Invalid(_) => self.close(channel, false),
+            Message::Discovery(disc) => self.on_unicast_discovery(channel, peer, disc),
+            other => {
+                // Unknown or out-of-place: M_INVALID with the session id.
+                let sid = other.session_id().unwrap_or(SessionId(0));
+                let why = format!("unexpected {}", other.msg_type());
+                self.send(channel, &Message::Invalid(Invalid::new(sid, &why)));
+                self.close(channel, false);
+            }
+        }
+    }
+
+    /// Time has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, timer)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Disc(sid, init) => {
+                    let finished = self.finish_discovery(now, (sid, init));
+                    self.resolve(now, finished);
+                }
+                Timer::Repeat(sid, init) => self.repeat_discovery(now, (sid, init)),
+                Timer::Chan(id) => self.channel_timeout(now, id),
+            }
+        }
+    }
+
+    fn channel_timeout(&mut self, now: Instant, id: ChannelId) {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
+        ch.deadline = None;
+        let peer = ch.peer;
+        match &ch.state {
+            ChanState::Fresh => {
+                self.stats.idle_channels_closed += 1;
+                self.close(id, false);
+            }
+            ChanState::Synch { cmd, .. } => {
+                let cmd = *cmd;
+                let result = Err(err(
+                    ErrorCode::NoSynchReply,
+                    format!("{peer} did not answer in time"),
+                ));
+                self.events.push_back(Event::Synchronized { cmd, result });
+                self.close(id, false);
+            }
+            ChanState::Neg(n) => {
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.opening) {
+                    // Our raw request has had the connection to itself.
+                    let session = SessionHandle {
+                        channel: id,
+                        session_id: n.sid,
+                    };
+                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
+                        r.opening = None;
+                    }
+                    let result = Ok(session);
+                    self.events.push_back(Event::RawOpened { cmd, result });
+                    let idle = now + self.config.session_idle_timeout;
+                    self.set_deadline(id, Some(idle));
+                    return;
+                }
+                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
+                    // A grecv timed out (graspy's noReply); the session
+                    // stays for the next one.
+                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
+                        r.waiting = None;
+                    }
+                    let result = Err(err(
+                        ErrorCode::NoReply,
+                        format!("{peer} sent nothing in time"),
+                    ));
+                    self.events.push_back(Event::RawReceived { cmd, result });
+                    let idle = now + self.config.session_idle_timeout;
+                    self.set_deadline(id, Some(idle));
+                    return;
+                }
+                if let Some((cmd, _)) = n.pending {
+                    let result = Err(err(
+                        ErrorCode::NoNegReply,
+                        format!("{peer} did not answer in time"),
+                    ));
+                    self.events.push_back(Event::Negotiated { cmd, result });
+                }
+                self.close(id, false);
+            }
+        }
+    }
+}

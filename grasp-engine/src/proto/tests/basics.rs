@@ -1,0 +1,163 @@
+//! Discovery then synchronization between two engines, channels that
+//! misbehave, registration rules and message counts.
+
+use super::*;
+
+#[test]
+fn discovery_and_synchronization_on_virtual_time() {
+    let mut net = Net::new(2);
+    let b = asa(&mut net, 1, "server");
+    let served = Objective::new("EX.sync", SYNCH).with_value(Value::from("v"));
+    let r = net.call(1, |e, _| {
+        e.register_objective(b, served.clone(), RegisterOptions::default())
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(net.call(1, |e, _| e.listen_synchronize(b, served)), Ok(()));
+
+    let a = asa(&mut net, 0, "client");
+    let probe = Objective::new("EX.sync", SYNCH).with_value(Value::null());
+    // Collect-all discovery: nothing comes back before the timeout...
+    let id = net.start(0, |e, now, cmd| {
+        e.discover(
+            now,
+            cmd,
+            a,
+            probe.clone(),
+            DiscoverOptions::default(),
+            false,
+        )
+    });
+    assert!(net.ended(0, id).is_none(), "waits for the whole timeout");
+    // ...which is 100 ms x loop count 6 (the repeat planned at 150 ms does
+    // nothing: B answered).
+    let t0 = net.now;
+    let locs = loop {
+        net.advance(Duration::from_secs(5));
+        if let Some(r) = net.ended(0, id) {
+            let Event::Discovered {
+                result: Ok(locs), ..
+            } = r
+            else {
+                panic!("{r:?}")
+            };
+            break locs;
+        }
+    };
+    assert_eq!(net.now - t0, Duration::from_millis(600));
+    assert_eq!(net.engines[0].stats().discoveries_repeated, 0);
+    assert_eq!(locs.len(), 1);
+    assert_eq!(locs[0].locator, Locator::tcp6(ula(2), 7017));
+    // Synchronize from the cache: no multicast.
+    let before = net.multicasts;
+    let id = net.start(0, |e, now, cmd| {
+        e.synchronize(now, cmd, a, probe, None, Duration::from_secs(1))
+    });
+    let Some(Event::Synchronized { result: Ok(o), .. }) = net.ended(0, id) else {
+        panic!()
+    };
+    assert_eq!(o.value.unwrap().as_str(), Some("v"));
+    assert_eq!(net.multicasts, before);
+    assert_eq!(net.engines[0].open_channels(), 0);
+    assert_eq!(net.engines[1].open_channels(), 0);
+}
+
+#[test]
+fn silent_inbound_channel_times_out_without_holding_anything() {
+    let mut net = Net::new(1);
+    let e = &mut net.engines[0];
+    let peer = SocketAddr::V6(SocketAddrV6::new(ll(9), 1234, 0, 1));
+    let now = net.now;
+    let ch = e.handle_inbound_channel(now, peer, None).unwrap();
+    assert_eq!(e.open_channels(), 1);
+    assert_eq!(e.poll_timeout(), Some(now + Duration::from_secs(5)));
+    e.handle_timeout(now + Duration::from_secs(5));
+    assert_eq!(e.open_channels(), 0);
+    assert_eq!(e.stats().idle_channels_closed, 1);
+    assert_eq!(
+        e.poll_transmit(),
+        Some(Transmit::Close {
+            channel: ch,
+            linger: false
+        })
+    );
+}
+
+#[test]
+fn garbage_on_a_channel_gets_m_invalid_and_a_close() {
+    let mut net = Net::new(1);
+    let e = &mut net.engines[0];
+    let now = net.now;
+    let peer = SocketAddr::V6(SocketAddrV6::new(ll(9), 1, 0, 1));
+    let ch = e.handle_inbound_channel(now, peer, None).unwrap();
+    e.handle_channel_message(now, ch, bytes::Bytes::from_static(&[0xff, 0x00]));
+    let Some(Transmit::Send { msg, .. }) = e.poll_transmit() else {
+        panic!()
+    };
+    assert!(matches!(Message::decode(&msg), Ok(Message::Invalid(_))));
+    assert!(matches!(e.poll_transmit(), Some(Transmit::Close { .. })));
+    assert_eq!(e.stats().malformed, 1);
+    // An unknown multicast type is counted and dropped.
+    e.handle_datagram(
+        now,
+        Datagram {
+            ifindex: 1,
+            src: SocketAddrV6::new(ll(9), 1, 0, 1),
+            msg: bytes::Bytes::from_static(&[0x82, 0x18, 0x2a, 0x01]),
+        },
+    );
+    assert_eq!(e.stats().unknown_multicast, 1);
+    assert_eq!(e.poll_transmit(), None);
+}
+
+#[test]
+fn registration_rules() {
+    let mut net = Net::new(1);
+    let e = &mut net.engines[0];
+    let a = e.register_asa("a".into()).unwrap();
+    let code = |r: Result<(), ApiError>| r.err().map(|e| e.code);
+    assert_eq!(
+        e.register_asa("a".into()).unwrap_err().code,
+        ErrorCode::DupAsa
+    );
+    let both = Objective::new("X", ObjectiveFlags::from_bits(7));
+    let r = e.register_objective(a, both, RegisterOptions::default());
+    assert_eq!(code(r), Some(ErrorCode::NotBoth));
+    let dry = Objective::new("X", ObjectiveFlags::from_bits(8));
+    let r = e.register_objective(a, dry, RegisterOptions::default());
+    assert_eq!(code(r), Some(ErrorCode::NotDry));
+    let ok = Objective::new("X", SYNCH);
+    for expect in [None, Some(ErrorCode::ObjReg)] {
+        let r = e.register_objective(a, ok.clone(), RegisterOptions::default());
+        assert_eq!(code(r), expect);
+    }
+    assert_eq!(e.deregister_asa(a), Ok(()));
+    let now = net.now;
+    assert_eq!(
+        net.engines[0].get_flood(now, a, "X").unwrap_err().code,
+        ErrorCode::NoAsa
+    );
+}
+
+#[test]
+fn messages_are_counted_by_type_whatever_their_shape() {
+    let mut c = crate::proto::MessageCounts::default();
+    for m in [
+        &[0x81, 0x00][..],         // [M_NOOP]
+        &[0x83, 0x04, 0x01, 0xf6], // M_REQ_SYN
+        &[0x82, 0x18, 0x63, 0x01], // M_INVALID (99)
+        &[0x83, 0x07, 0x01, 0x19], // M_WAIT
+        &[0x82, 0x0c, 0x00],       // type 12: other
+        &[0xa1, 0x00, 0x00],       // not an array: other
+        &[],                       // nothing: other
+        &[0x98, 0x18, 0x09],       // a long array head: M_FLOOD
+    ] {
+        c.count(m);
+    }
+    assert_eq!(c.get("M_NOOP"), 1);
+    assert_eq!(c.get("M_REQ_SYN"), 1);
+    assert_eq!(c.get("M_INVALID"), 1);
+    assert_eq!(c.get("M_WAIT"), 1);
+    assert_eq!(c.get("M_FLOOD"), 1);
+    assert_eq!(c.get("other"), 3);
+    assert_eq!(c.total(), 8);
+}
