@@ -13,6 +13,9 @@
 #   WORKERS=2 tools/bench/veth.sh       (tokio multi-thread runtime, 2 workers,
 #                                        both sides; default 0 = current-thread)
 #   SESSIONS=20000 tools/bench/veth.sh  (sessions held for the memory figure)
+#   BASELINE=/path/to/old/grasp-bench tools/bench/veth.sh
+#                                       (each engine row also run with an older
+#                                        build, right after, for before/after)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; shift || true
@@ -59,10 +62,15 @@ runneg() { # steps conc port
 }
 
 port=7100
+new_bin=$bin
 for c in ${concs[@]}; do
   echo "== $c requester(s), ${secs} s each =="
   run bare "$c" $((port++))
   run grasp "$c" $((port++))
+  if [ -n "${BASELINE:-}" ]; then
+    echo "-- the same, baseline build ($BASELINE) --"
+    bin=$BASELINE; run grasp "$c" $((port++)); bin=$new_bin
+  fi
   echo "-- the same under QUADS (AES-256-GCM) --"
   run grasp "$c" $((port++)) --quads
   echo "-- the same over TLS (mutual TLS 1.3, one connection per peer) --"
