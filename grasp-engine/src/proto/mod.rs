@@ -399,14 +399,17 @@ impl Engine {
     }
 
     /// Starts a unicast session of ours to `loc`: a new channel and session
-    /// id, and the connect. Fails with `code` when the locator cannot be
-    /// connected to.
+    /// id, the connect, and the request and channel state that `open`
+    /// makes for the session id; the deadline is `until`. Fails with `code`
+    /// when the locator cannot be connected to.
     fn open_session(
         &mut self,
         now: Instant,
         loc: &AsaLocator,
         code: ErrorCode,
-    ) -> Result<(ChannelId, SessionId, SocketAddr), ApiError> {
+        until: Instant,
+        open: impl FnOnce(SessionId) -> (Message, ChanState),
+    ) -> Result<ChannelId, ApiError> {
         let Some(peer) = loc.socket_addr() else {
             let detail = format!("cannot connect to locator {}", loc.locator);
             return Err(err(code, detail));
@@ -420,7 +423,17 @@ impl Engine {
         self.own_sids.insert(sid);
         self.transmits
             .push_back(Transmit::Connect { channel, peer });
-        Ok((channel, sid, peer))
+        let (request, state) = open(sid);
+        self.send(channel, &request);
+        let chan = Chan {
+            peer,
+            identity: None,
+            deadline: None,
+            state,
+        };
+        self.channels.insert(channel, chan);
+        self.set_deadline(channel, Some(until.max(now)));
+        Ok(channel)
     }
 
     fn neg_mut(&mut self, channel: ChannelId) -> Option<&mut Neg> {

@@ -78,45 +78,31 @@ impl Engine {
         deadline: Instant,
         raw: bool,
     ) {
-        let (channel, sid, peer) = match self.open_session(now, &loc, ErrorCode::SockErrNegRq) {
-            Ok(opened) => opened,
-            Err(e) => return self.request_failed(cmd, raw, e),
-        };
-        let name = objective.name.clone();
-        self.send(
-            channel,
-            &Message::ReqNeg(SessionObjective::new(sid, with_value_slot(objective))),
-        );
-        self.channels.insert(
-            channel,
-            Chan {
-                peer,
-                identity: None,
-                deadline: None,
-                state: ChanState::Neg(Neg {
-                    sid,
-                    asa,
-                    name,
-                    requester: true,
-                    pending: (!raw).then_some((cmd, NegWait::First)),
-                    early: VecDeque::new(),
-                    raw: raw.then(|| Raw {
-                        opening: Some(cmd),
-                        ..Raw::default()
-                    }),
-                    peer_closed: false,
-                    clash_key: None,
-                }),
-            },
-        );
         // A raw session is the ASA's after RAW_GAP (graspy expects no
         // answer to this M_REQ_NEG); a negotiation waits for the peer.
-        let wait = if raw {
-            now + RAW_GAP
-        } else {
-            deadline.max(now)
-        };
-        self.set_deadline(channel, Some(wait));
+        let until = if raw { now + RAW_GAP } else { deadline };
+        let name = objective.name.clone();
+        let opened = self.open_session(now, &loc, ErrorCode::SockErrNegRq, until, |sid| {
+            let request = Message::ReqNeg(SessionObjective::new(sid, with_value_slot(objective)));
+            let state = ChanState::Neg(Neg {
+                sid,
+                asa,
+                name,
+                requester: true,
+                pending: (!raw).then_some((cmd, NegWait::First)),
+                early: VecDeque::new(),
+                raw: raw.then(|| Raw {
+                    opening: Some(cmd),
+                    ..Raw::default()
+                }),
+                peer_closed: false,
+                clash_key: None,
+            });
+            (request, state)
+        });
+        if let Err(e) = opened {
+            self.request_failed(cmd, raw, e);
+        }
     }
 
     /// A message on a negotiation session (not a raw one).

@@ -21,28 +21,15 @@ impl Engine {
                 return self.events.push_back(Event::Synchronized { cmd, result });
             }
         }
-        let (channel, sid, peer) = match self.open_session(now, &loc, ErrorCode::SockErrSynRq) {
-            Ok(opened) => opened,
-            Err(e) => {
-                let result = Err(e);
-                return self.events.push_back(Event::Synchronized { cmd, result });
-            }
-        };
         let name = objective.name.clone();
-        self.send(
-            channel,
-            &Message::ReqSyn(SessionObjective::new(sid, with_value_slot(objective))),
-        );
-        self.channels.insert(
-            channel,
-            Chan {
-                peer,
-                identity: None,
-                deadline: None,
-                state: ChanState::Synch { cmd, sid, name },
-            },
-        );
-        self.set_deadline(channel, Some(deadline.max(now)));
+        let opened = self.open_session(now, &loc, ErrorCode::SockErrSynRq, deadline, |sid| {
+            let request = Message::ReqSyn(SessionObjective::new(sid, with_value_slot(objective)));
+            (request, ChanState::Synch { cmd, sid, name })
+        });
+        if let Err(e) = opened {
+            let result = Err(e);
+            self.events.push_back(Event::Synchronized { cmd, result });
+        }
     }
 
     /// The answer to our M_REQ_SYN.
