@@ -161,3 +161,29 @@ fn messages_are_counted_by_type_whatever_their_shape() {
     assert_eq!(c.get("other"), 3);
     assert_eq!(c.total(), 8);
 }
+
+/// Every waiting call ends: a negotiation still waiting for its peer when
+/// its ASA is deregistered ends then, with an error.
+#[test]
+fn deregistering_an_asa_ends_its_waiting_negotiation() {
+    let mut net = Net::new(2);
+    let b = asa(&mut net, 1, "listener");
+    let neg = Objective::new("EX.neg", ObjectiveFlags::from_bits(3)).with_value(Value::from(1u32));
+    let r = net.call(1, |e, _| {
+        e.register_objective(b, neg.clone(), RegisterOptions::default())
+    });
+    assert_eq!(r, Ok(()));
+    assert!(net.call(1, |e, _| e.listen_negotiate(b, "EX.neg")).is_ok());
+    let a = asa(&mut net, 0, "requester");
+    let peer = AsaLocator::new(Locator::tcp6(ula(2), 7017));
+    let id = net.start(0, |e, now, cmd| {
+        e.request_negotiate(now, cmd, a, neg, Some(peer), Duration::from_secs(5))
+    });
+    assert!(net.ended(0, id).is_none(), "the listener has not answered");
+    assert_eq!(net.call(0, |e, _| e.deregister_asa(a)), Ok(()));
+    match net.ended(0, id) {
+        Some(Event::Negotiated { result: Err(e), .. }) => assert_eq!(e.code, ErrorCode::NoSession),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.engines[0].open_channels(), 0);
+}
