@@ -153,7 +153,8 @@ impl Driver {
                     }
                     Some(Inbound::Channel(ch)) => {
                         // Refused (at the limit): dropping `ch` closes it.
-                        if let Some(id) = self.engine.handle_inbound_channel(now(), ch.peer, ch.identity) {
+                        let id = self.engine.handle_inbound_channel(now(), ch.peer, ch.identity);
+                        if let Some(id) = id {
                             let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
                             self.chans.insert(id, tx);
                             tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
