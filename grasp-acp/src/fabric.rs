@@ -1,8 +1,11 @@
 //! An in-memory link fabric: virtual nodes, interfaces and links.
 //!
 //! For tests, simulations of many nodes, and demos: no root, no sockets.
-//! Each node gets a [`MemTransport`] implementing the engine's
-//! `AcpTransport`, exactly as a real backend would.
+//! Each node gets a [`Transport`] implementing the engine's
+//! `AcpTransport`, exactly as a real backend would. A fabric node is a base
+//! like the plain ACP: a security backend stacks on it with
+//! [`secure::bind`](crate::secure::bind), and a backend's stream layer
+//! (TLS) runs over the fabric's channels as bytes, as it runs over TCP.
 //!
 //! * A [`Link`] is a broadcast domain. A multicast sent on a node's interface
 //!   reaches every other node attached to that link (and the sender too when
@@ -47,19 +50,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream};
+use futures::{FutureExt, Sink, Stream, StreamExt};
 use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, Datagram, Inbound, InboundStream, Interface, Security,
     StatsCounters, TransportStats,
 };
-use grasp_engine::wire::{Locator, GRASP_DEF_MAX_SIZE};
+use grasp_engine::wire::{Limits, Locator, GRASP_DEF_MAX_SIZE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSender;
 
+use tracing::debug;
+
 use crate::inbound_stream;
+use crate::message_bytes::{MessageBytes, MAX_WRITE};
+use crate::stream::{StreamLayer, Upgrade};
 
 /// Loss and delay of a link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -123,6 +130,9 @@ struct NodeState {
     permits: Arc<Semaphore>,
     stats: Arc<StatsCounters>,
     max_message_size: usize,
+    /// The largest piece its channels carry: the message size, or a TLS
+    /// record's worth when a layer runs over them as bytes.
+    pipe_max: usize,
     channel_capacity: usize,
 }
 
@@ -183,7 +193,7 @@ impl Fabric {
             inbound_queue: 1024,
             channel_capacity: 64,
             max_inbound_connections: 1024,
-            security: Security::None,
+            upgrade: Upgrade::default(),
         }
     }
 }
@@ -198,11 +208,11 @@ pub struct NodeBuilder {
     address: Option<Ipv6Addr>,
     port: u16,
     listen_self: bool,
-    max_message_size: usize,
+    pub(crate) max_message_size: usize,
     inbound_queue: usize,
     channel_capacity: usize,
     max_inbound_connections: usize,
-    security: Security,
+    upgrade: Upgrade,
 }
 
 impl NodeBuilder {
@@ -246,17 +256,18 @@ impl NodeBuilder {
         self.max_inbound_connections = n;
         self
     }
-    /// The security level the node's transport reports. A simulation knob:
-    /// the fabric encrypts nothing, but it lets engine tests exercise the
-    /// paths that RFC 8990 reserves for a secured substrate.
-    pub fn simulated_security(mut self, s: Security) -> Self {
-        self.security = s;
+    /// Runs every channel through a backend's [`Upgrade`]: its layer over
+    /// the channel's bytes (its framer is not needed: the fabric keeps
+    /// message boundaries). Set by [`secure::bind`](crate::secure::bind).
+    pub fn upgrade(mut self, upgrade: Upgrade) -> Self {
+        self.upgrade = upgrade;
         self
     }
 
     /// Creates the node.
-    pub fn bind(self) -> (Arc<MemTransport>, InboundStream) {
+    pub fn bind(self) -> (Arc<Transport>, InboundStream) {
         let (tx, rx) = mpsc::channel(self.inbound_queue);
+        let layer = self.upgrade.layer.clone();
         let stats = Arc::new(StatsCounters::default());
         let mut st = self.fabric.lock();
         let n = st.nodes.len() + 1;
@@ -283,29 +294,104 @@ impl NodeBuilder {
             permits: Arc::new(Semaphore::new(self.max_inbound_connections)),
             stats: stats.clone(),
             max_message_size: self.max_message_size,
+            pipe_max: if layer.is_some() {
+                MAX_WRITE.max(self.max_message_size)
+            } else {
+                self.max_message_size
+            },
             channel_capacity: self.channel_capacity,
         });
         drop(st);
-        let t = MemTransport {
+        let limits = Limits {
+            max_message_size: self.max_message_size,
+            ..Limits::default()
+        };
+        let inbound = match layer {
+            None => inbound_stream(rx),
+            Some(layer) => handshaken(
+                inbound_stream(rx),
+                layer,
+                self.upgrade.clone(),
+                limits,
+                stats.clone(),
+                self.inbound_queue,
+            ),
+        };
+        let t = Transport {
             fabric: self.fabric,
             node: n - 1,
-            security: self.security,
+            upgrade: self.upgrade,
+            limits,
             stats,
         };
-        (Arc::new(t), inbound_stream(rx))
+        (Arc::new(t), inbound)
     }
+}
+
+/// How long a layer's handshake over a fabric channel may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The inbound stream of a layered node: each channel a peer opens runs the
+/// layer's server handshake in a task of its own (bounded by the node's
+/// connection limit, whose permit the channel holds, and by
+/// [`HANDSHAKE_TIMEOUT`]) and joins the stream when it is done; failures
+/// are counted as refused.
+fn handshaken(
+    raw: InboundStream,
+    layer: Arc<dyn StreamLayer>,
+    upgrade: Upgrade,
+    limits: Limits,
+    stats: Arc<StatsCounters>,
+    queue: usize,
+) -> InboundStream {
+    let (tx, rx) = mpsc::channel(queue);
+    let direct = raw.filter_map(move |i| {
+        let Inbound::Channel(ch) = i else {
+            return futures::future::ready(Some(i));
+        };
+        let (layer, upgrade, stats, tx) =
+            (layer.clone(), upgrade.clone(), stats.clone(), tx.clone());
+        tokio::spawn(async move {
+            let (peer, local) = (ch.peer, ch.local);
+            let hs = layer.accept(Box::new(MessageBytes::new(ch.io)), peer);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
+                Ok(Ok(l)) => {
+                    let ch = Channel {
+                        peer,
+                        local,
+                        io: Box::pin(upgrade.channel(l.io, limits, &stats)),
+                        identity: l.identity,
+                    };
+                    if tx.try_send(Inbound::Channel(ch)).is_err() {
+                        StatsCounters::bump(&stats.channels_refused);
+                    }
+                }
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "inbound handshake failed");
+                    StatsCounters::bump(&stats.channels_refused);
+                }
+                Err(_) => {
+                    debug!(%peer, "inbound handshake timed out");
+                    StatsCounters::bump(&stats.channels_silent);
+                }
+            }
+        });
+        futures::future::ready(None)
+    });
+    futures::stream::select(direct, inbound_stream(rx)).boxed()
 }
 
 /// A node's transport on a [`Fabric`].
 #[derive(Debug)]
-pub struct MemTransport {
+pub struct Transport {
     fabric: Fabric,
     node: usize,
-    security: Security,
+    upgrade: Upgrade,
+    limits: Limits,
     stats: Arc<StatsCounters>,
 }
 
-impl MemTransport {
+impl Transport {
     /// The node's name.
     pub fn name(&self) -> String {
         self.fabric.lock().nodes[self.node].name.clone()
@@ -442,8 +528,7 @@ impl MemTransport {
             },
         ));
         let cap = tn.channel_capacity.min(me.channel_capacity);
-        let (mine, theirs) =
-            MemChannel::pair(cap, delay, me.max_message_size, tn.max_message_size, permit);
+        let (mine, theirs) = MemChannel::pair(cap, delay, me.pipe_max, tn.pipe_max, permit);
         // Scope id of our link-local address as seen from the target: its
         // interface on the same link.
         let remote_view = match local {
@@ -503,9 +588,9 @@ fn deliver(tx: &mpsc::Sender<Inbound>, stats: &StatsCounters, d: Datagram) {
     }
 }
 
-impl AcpTransport for MemTransport {
+impl AcpTransport for Transport {
     fn security(&self) -> Security {
-        self.security
+        Security::None
     }
 
     fn interfaces(&self) -> Vec<Interface> {
@@ -536,7 +621,34 @@ impl AcpTransport for MemTransport {
     }
 
     fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
-        futures::future::ready(self.open(peer)).boxed()
+        let Some(layer) = self.upgrade.layer.clone() else {
+            return futures::future::ready(self.open(peer)).boxed();
+        };
+        async move {
+            let ch = self.open(peer)?;
+            let hs = layer.connect(Box::new(MessageBytes::new(ch.io)), peer);
+            let l = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    StatsCounters::bump(&self.stats.connect_failures);
+                    return Err(e);
+                }
+                Err(_) => {
+                    StatsCounters::bump(&self.stats.connect_failures);
+                    return Err(AcpError::ConnectTimeout {
+                        peer,
+                        after: HANDSHAKE_TIMEOUT,
+                    });
+                }
+            };
+            Ok(Channel {
+                peer: ch.peer,
+                local: ch.local,
+                io: Box::pin(self.upgrade.channel(l.io, self.limits, &self.stats)),
+                identity: l.identity,
+            })
+        }
+        .boxed()
     }
 
     fn stats(&self) -> TransportStats {
@@ -849,7 +961,7 @@ mod tests {
         assert!(matches!(ch.take(), Some(Err(_))));
     }
 
-    impl MemTransport {
+    impl Transport {
         fn node_locator_addr(&self) -> SocketAddr {
             match self.node_locator() {
                 Locator::Ipv6 { addr, port, .. } => {

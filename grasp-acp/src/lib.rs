@@ -15,9 +15,11 @@
 //!   with loss and delay knobs. No root, no sockets, deterministic under
 //!   tokio's paused clock.
 //!
-//! Also here, for the other backends to reuse: [`stream::StreamChannel`]
-//! (whole messages over a byte stream) and [`interfaces`] (interface
-//! selection and the node's address).
+//! Also here, for the security backends: [`secure`], the one place a
+//! backend's protection is stacked on a base and applied (multicasts
+//! sealed and opened, channels protected, drops counted);
+//! [`stream::StreamChannel`] (whole messages over a byte stream) and
+//! [`interfaces`] (interface selection and the node's address).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), grasp_acp::Error> {
@@ -44,8 +46,10 @@ pub mod envelope;
 pub mod fabric;
 pub mod fair;
 pub mod interfaces;
+mod message_bytes;
 pub mod plain;
 pub mod replay;
+pub mod secure;
 pub mod slots;
 pub mod stream;
 
@@ -76,6 +80,10 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// A backend that runs a layer on the base's connections (TLS) was
+    /// given a transport already bound.
+    #[error("this security backend runs on the base's connections: stack it with secure::bind on a plain::Config or a fabric node, not with secure::wrap")]
+    NeedsBase,
 }
 
 /// Turns the receiving end of a bounded queue into the engine's inbound stream.

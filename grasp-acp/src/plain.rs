@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::interfaces::{host_interfaces, preferred_address, select};
-use crate::stream::{Framer, StreamChannel, StreamLayer};
+use crate::stream::{StreamChannel, Upgrade};
 use crate::Error;
 
 /// Configuration of the plain ACP.
@@ -66,11 +66,10 @@ pub struct Config {
     /// Override the node address (otherwise ULA, else global, else
     /// link-local).
     pub node_address: Option<Ipv6Addr>,
-    /// How TCP byte streams are split into messages; `None` (the default)
-    /// means CBOR items. Only graspy's legacy QUADS needs another.
-    pub framer: Option<Arc<dyn Framer>>,
-    /// A layer between TCP and the framing (TLS); `None`: plain TCP.
-    pub layer: Option<Arc<dyn StreamLayer>>,
+    /// What a security backend runs on every TCP connection (TLS) and how
+    /// it splits messages (legacy QUADS); the default is neither. Set by
+    /// [`secure::bind`](crate::secure::bind), not by hand.
+    pub upgrade: Upgrade,
     /// How often to look for interfaces that came or went and addresses
     /// that changed; `None` never looks again after binding.
     pub rescan_interval: Option<Duration>,
@@ -97,8 +96,7 @@ impl Default for Config {
             // while the engine is busy, a few hundred KiB when idle.
             receive_buffer: 4 << 20,
             node_address: None,
-            framer: None,
-            layer: None,
+            upgrade: Upgrade::default(),
             rescan_interval: Some(Duration::from_secs(5)),
             wait_for_interfaces: false,
         }
@@ -112,15 +110,9 @@ impl Config {
         self
     }
 
-    /// Runs every TCP connection through `layer` (TLS) before the framing.
-    pub fn layer(mut self, layer: Arc<dyn StreamLayer>) -> Self {
-        self.layer = Some(layer);
-        self
-    }
-
-    /// Splits TCP streams with `framer` instead of as CBOR items.
-    pub fn framer(mut self, framer: Arc<dyn Framer>) -> Self {
-        self.framer = Some(framer);
+    /// Runs every TCP connection through a backend's [`Upgrade`].
+    pub fn upgrade(mut self, upgrade: Upgrade) -> Self {
+        self.upgrade = upgrade;
         self
     }
 
@@ -176,8 +168,7 @@ pub struct Transport {
     multicast_port: u16,
     send: Arc<UdpSocket>,
     limits: Limits,
-    framer: Option<Arc<dyn Framer>>,
-    layer: Option<Arc<dyn StreamLayer>>,
+    upgrade: Upgrade,
     connect_timeout: Duration,
     stats: Arc<StatsCounters>,
     tasks: Vec<JoinHandle<()>>,
@@ -269,8 +260,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         local: None,
         slots: crate::slots::Slots::new(config.admission),
         limits,
-        framer: config.framer.clone(),
-        layer: config.layer.clone(),
+        upgrade: config.upgrade.clone(),
         silence: config.admission.silence,
         waiting: futures::stream::FuturesUnordered::new(),
         stats: stats.clone(),
@@ -285,7 +275,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         port,
         interfaces = ?interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         listen_self = config.listen_self,
-        layered = config.layer.is_some() || config.framer.is_some(),
+        upgraded = !config.upgrade.is_empty(),
         // The security above these sockets (QUADS, TLS, legacy QUADS, or
         // none) is logged by whoever stacks it; this says nothing about it.
         "GRASP sockets bound (UDP multicast and TCP)"
@@ -295,8 +285,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
         multicast_port: config.multicast_port,
         send: Arc::new(send),
         limits,
-        framer: config.framer.clone(),
-        layer: config.layer.clone(),
+        upgrade: config.upgrade,
         connect_timeout: config.connect_timeout,
         stats,
         tasks,
@@ -741,8 +730,7 @@ struct Acceptor {
     local: Option<SocketAddr>,
     slots: crate::slots::Slots,
     limits: Limits,
-    framer: Option<Arc<dyn Framer>>,
-    layer: Option<Arc<dyn StreamLayer>>,
+    upgrade: Upgrade,
     /// How long an admitted connection may stay silent.
     silence: Duration,
     /// Admitted connections that have not spoken yet.
@@ -825,9 +813,8 @@ impl Acceptor {
                     peer,
                     local,
                     slot,
-                    self.layer.clone(),
+                    self.upgrade.clone(),
                     self.limits,
-                    self.framer.clone(),
                     self.stats.clone(),
                     self.silence,
                 )
@@ -865,16 +852,15 @@ async fn first_words(
     peer: SocketAddr,
     local: SocketAddr,
     slot: crate::slots::Slot,
-    layer: Option<Arc<dyn StreamLayer>>,
+    upgrade: Upgrade,
     limits: Limits,
-    framer: Option<Arc<dyn Framer>>,
     stats: Arc<StatsCounters>,
     silence: Duration,
 ) -> Option<Channel> {
     let speak = async {
-        let Some(layer) = layer else {
+        let Some(layer) = upgrade.layer.clone() else {
             let mut io = StreamChannel::new(stream, limits)
-                .with_framer(framer)
+                .with_framer(upgrade.framer)
                 .with_stats(stats.clone())
                 .with_slot(slot);
             // Evicted, EOF or garbage before a message: nothing to hand on.
@@ -889,17 +875,14 @@ async fn first_words(
             });
         };
         let l = tokio::select! {
-            l = layer.accept(stream, peer) => l,
+            l = layer.accept(Box::new(stream), peer) => l,
             () = slot.evicted() => return None,
         };
         match l {
             Ok(l) => {
                 // Authenticated: no longer silent.
                 slot.spoke();
-                let io = StreamChannel::new(l.io, limits)
-                    .with_framer(framer)
-                    .with_stats(stats.clone())
-                    .with_slot(slot);
+                let io = upgrade.channel(l.io, limits, &stats).with_slot(slot);
                 Some(Channel {
                     peer,
                     local,
@@ -1023,9 +1006,12 @@ impl Transport {
         let local = stream
             .local_addr()
             .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
-        if let Some(layer) = &self.layer {
-            let l = match tokio::time::timeout(self.connect_timeout, layer.connect(stream, peer))
-                .await
+        if let Some(layer) = &self.upgrade.layer {
+            let l = match tokio::time::timeout(
+                self.connect_timeout,
+                layer.connect(Box::new(stream), peer),
+            )
+            .await
             {
                 Ok(Ok(l)) => l,
                 Ok(Err(e)) => {
@@ -1044,11 +1030,7 @@ impl Transport {
             return Ok(Channel {
                 peer,
                 local,
-                io: Box::pin(
-                    StreamChannel::new(l.io, self.limits)
-                        .with_framer(self.framer.clone())
-                        .with_stats(self.stats.clone()),
-                ),
+                io: Box::pin(self.upgrade.channel(l.io, self.limits, &self.stats)),
                 identity: l.identity,
             });
         }
@@ -1058,7 +1040,7 @@ impl Transport {
             local,
             io: Box::pin(
                 StreamChannel::new(stream, self.limits)
-                    .with_framer(self.framer.clone())
+                    .with_framer(self.upgrade.framer.clone())
                     .with_stats(self.stats.clone()),
             ),
             identity: None,

@@ -1,4 +1,5 @@
-//! Whole GRASP messages over a byte stream (TCP here; TLS in `grasp-tls`).
+//! Whole GRASP messages over a byte stream (TCP, a fabric pipe, or TLS
+//! over either), and the [`Upgrade`] a security backend asks of a base.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub trait Framer: Send + Sync + std::fmt::Debug {
 pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncIo for T {}
 
-/// What a [`StreamLayer`] makes of a TCP connection.
+/// What a [`StreamLayer`] makes of a connection's bytes.
 pub struct LayeredIo {
     /// The stream GRASP messages travel over.
     pub io: Box<dyn AsyncIo>,
@@ -49,24 +50,57 @@ impl std::fmt::Debug for LayeredIo {
     }
 }
 
-/// A layer between TCP and the message framing, such as TLS. The plain ACP
-/// runs `accept` for every admitted inbound connection while it waits for
-/// it to speak (bounded by the connection limits and their silence
-/// timeout), and `connect` after every outgoing TCP connect.
+/// A layer between a connection's bytes and the message framing, such as
+/// TLS. Both bases run it: the plain ACP over TCP (`accept` for every
+/// admitted inbound connection while it waits for it to speak, bounded by
+/// the connection limits and their silence timeout; `connect` after every
+/// outgoing TCP connect), and the fabric over its byte pipes.
 pub trait StreamLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Wraps an accepted connection (a TLS server handshake).
     fn accept(
         &self,
-        tcp: tokio::net::TcpStream,
+        io: Box<dyn AsyncIo>,
         peer: std::net::SocketAddr,
     ) -> futures::future::BoxFuture<'static, Result<LayeredIo, grasp_engine::transport::AcpError>>;
 
     /// Wraps an outgoing connection (a TLS client handshake).
     fn connect(
         &self,
-        tcp: tokio::net::TcpStream,
+        io: Box<dyn AsyncIo>,
         peer: std::net::SocketAddr,
     ) -> futures::future::BoxFuture<'static, Result<LayeredIo, grasp_engine::transport::AcpError>>;
+}
+
+/// What a security backend asks of a base's connections: a layer run on
+/// every connection's bytes (TLS), and a framer where its messages are not
+/// CBOR items on the wire (graspy's legacy QUADS, the one such case:
+/// graspy's ciphertexts are not self-delimiting). The default asks for
+/// neither: CBOR framing over the bare connection.
+#[derive(Clone, Debug, Default)]
+pub struct Upgrade {
+    /// Run on every connection before the framing.
+    pub layer: Option<Arc<dyn StreamLayer>>,
+    /// Splits received bytes into messages instead of as CBOR items.
+    pub framer: Option<Arc<dyn Framer>>,
+}
+
+impl Upgrade {
+    /// Whether it asks for anything.
+    pub fn is_empty(&self) -> bool {
+        self.layer.is_none() && self.framer.is_none()
+    }
+
+    /// The message channel over a layered connection's bytes.
+    pub(crate) fn channel(
+        &self,
+        io: Box<dyn AsyncIo>,
+        limits: Limits,
+        stats: &Arc<StatsCounters>,
+    ) -> StreamChannel<Box<dyn AsyncIo>> {
+        StreamChannel::new(io, limits)
+            .with_framer(self.framer.clone())
+            .with_stats(stats.clone())
+    }
 }
 
 /// A message channel over any byte stream: received bytes are split into

@@ -30,19 +30,22 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use grasp_acp::fabric::{Fabric, LinkConfig};
-//! use grasp_engine::proto::{Config, DiscoverOptions, RegisterOptions};
-//! use grasp_engine::transport::Security;
+//! use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 //! use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
 //! use grasp_engine::{Grasp, Negotiation};
 //!
 //! let fabric = Fabric::new(1);
 //! let link = fabric.link("link1", LinkConfig::default());
-//! // The fabric encrypts nothing; it claims QUADS so that negotiation and
-//! // synchronization, which RFC 8990 reserves for a secured substrate, run.
-//! let (tb, ib) = fabric.node("B").attach(&link).simulated_security(Security::Quads).bind();
-//! let (ta, ia) = fabric.node("A").attach(&link).simulated_security(Security::Quads).bind();
-//! let b = Grasp::start(tb, ib, Config::default());
-//! let a = Grasp::start(ta, ia, Config::default());
+//! let (tb, ib) = fabric.node("B").attach(&link).bind();
+//! let (ta, ia) = fabric.node("A").attach(&link).bind();
+//! // The fabric encrypts nothing; negotiation and synchronization, which
+//! // RFC 8990 reserves for a secured substrate, run only because this
+//! // example says to treat it as secured (a real node stacks QUADS or TLS
+//! // with `grasp_acp::secure::bind`).
+//! let mut config = Config::default();
+//! config.allow_insecure = true;
+//! let b = Grasp::start(tb, ib, config.clone());
+//! let a = Grasp::start(ta, ia, config);
 //!
 //! // B: a synchronization objective and a negotiation objective.
 //! let server = b.register_asa("example-server").await?;

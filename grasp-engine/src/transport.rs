@@ -53,9 +53,9 @@ use futures::{Sink, Stream};
 use crate::wire::{DecodeError, Locator};
 
 /// The security a backend provides (RFC 8990 §2.5.1 requires a secure
-/// substrate for everything but DULL).
+/// substrate for everything but DULL). Exhaustive on purpose: the crates
+/// move together, and a new backend must be matched everywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Security {
     /// No security: plain UDP and TCP. For labs, tests and DULL only.
     None,
@@ -70,6 +70,20 @@ impl Security {
     /// that negotiation, synchronization and flooding may be used.
     pub fn is_secure(self) -> bool {
         !matches!(self, Security::None)
+    }
+}
+
+impl std::str::FromStr for Security {
+    type Err = String;
+
+    /// `none` (or `insecure`), `quads` or `tls`, in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "insecure" => Ok(Security::None),
+            "quads" => Ok(Security::Quads),
+            "tls" => Ok(Security::Tls),
+            _ => Err(format!("unknown security {s:?}: choose none, quads or tls")),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use grasp_quads::{DomainKey, KdfParams, KeyRing, MasterSecret, Password, QuadsConfig, Sealer};
+use grasp_quads::{Config, DomainKey, KdfParams, KeyRing, MasterSecret, Password, Sealer};
 
 fn ring() -> KeyRing {
     KeyRing::new(DomainKey::from_master(&MasterSecret::from_bytes([7; 32])))
@@ -24,13 +24,13 @@ fn bench(c: &mut Criterion) {
     for size in [64usize, 512, 2048] {
         let msg = vec![0x5a; size];
         g.throughput(Throughput::Bytes(size as u64));
-        let s = Sealer::new(ring(), QuadsConfig::default());
+        let s = Sealer::new(ring(), Config::default());
         g.bench_with_input(BenchmarkId::new("seal_multicast", size), &msg, |b, m| {
             b.iter(|| s.seal_multicast(now_ms(), m))
         });
         // Opening needs a fresh counter each time (replay protection), so
         // seal a batch up front and open it in order.
-        let sender = Sealer::new(ring(), QuadsConfig::default());
+        let sender = Sealer::new(ring(), Config::default());
         g.bench_with_input(BenchmarkId::new("open_multicast", size), &msg, |b, m| {
             b.iter_custom(|iters| {
                 let recs: Vec<Vec<u8>> = (0..iters)
@@ -46,8 +46,8 @@ fn bench(c: &mut Criterion) {
         });
         // Unicast: one channel, records after the opening exchange.
         g.bench_with_input(BenchmarkId::new("unicast_seal_open", size), &msg, |b, m| {
-            let a = Sealer::new(ring(), QuadsConfig::default());
-            let z = Sealer::new(ring(), QuadsConfig::default());
+            let a = Sealer::new(ring(), Config::default());
+            let z = Sealer::new(ring(), Config::default());
             let mut ini = a.initiator();
             let mut res = z.responder();
             let t = now_ms();
@@ -59,8 +59,8 @@ fn bench(c: &mut Criterion) {
     g.finish();
     // A whole channel's crypto: open + answer (key derivations included).
     let mut g = c.benchmark_group("quads_channel");
-    let a = Sealer::new(ring(), QuadsConfig::default());
-    let z = Sealer::new(ring(), QuadsConfig::default().replay_cache(1 << 24));
+    let a = Sealer::new(ring(), Config::default());
+    let z = Sealer::new(ring(), Config::default().replay_cache(1 << 24));
     let msg = vec![0x5a; 40];
     g.bench_function("open_and_answer_40B", |b| {
         b.iter(|| {

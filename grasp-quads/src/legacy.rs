@@ -4,7 +4,7 @@
 //! padding under one key and one fixed IV (derived from the key), with no
 //! MAC: anyone on the link can flip bits in a message undetected, replay
 //! any message, and see when two messages are equal. Use it only to talk
-//! to graspy, only when configured explicitly; [`wrap_legacy`] logs a loud
+//! to graspy, only when configured explicitly; [`Backend`] logs a loud
 //! warning at start-up.
 //!
 //! ```text
@@ -28,13 +28,14 @@ use std::sync::Arc;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
+use grasp_acp::secure;
+use grasp_acp::stream::Upgrade;
 use grasp_engine::transport::{
-    AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
-    TransportStats,
+    AcpError, AcpTransport, Channel, InboundStream, MessageIo, Security,
 };
-use grasp_engine::wire::{DecodeError, Limits, Locator, StreamDecoder};
-use tracing::{debug, warn};
+use grasp_engine::wire::{DecodeError, Limits, StreamDecoder};
+use tracing::warn;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::transport::{RecordCodec, SealedChannel};
@@ -272,7 +273,7 @@ fn py_bytes(lit: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
 /// The [`Framer`](grasp_acp::stream::Framer) for graspy's back-to-back TCP
 /// ciphertexts.
 #[derive(Debug)]
-pub struct LegacyFramer {
+struct LegacyFramer {
     key: Arc<LegacyKey>,
     limits: Limits,
 }
@@ -283,135 +284,106 @@ impl grasp_acp::stream::Framer for LegacyFramer {
     }
 }
 
-/// graspy-compatible QUADS over an inner transport.
-pub struct LegacyTransport {
-    inner: Arc<dyn AcpTransport>,
-    key: Arc<LegacyKey>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl fmt::Debug for LegacyTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LegacyTransport").finish_non_exhaustive()
-    }
-}
-
 fn warn_loudly() {
     warn!("QUADS LEGACY MODE (graspy-compatible): AES-CBC with a fixed IV and NO INTEGRITY PROTECTION. Anyone on the link can alter or replay messages undetected. Use only to interoperate with graspy.");
 }
 
-/// Wraps `inner` in graspy's QUADS. For the plain ACP, bind it with
-/// [`legacy_framer`] so TCP streams are split correctly.
-pub fn wrap_legacy(
-    inner: Arc<dyn AcpTransport>,
-    inbound: InboundStream,
-    key: LegacyKey,
-) -> (Arc<LegacyTransport>, InboundStream) {
-    warn_loudly();
-    let key = Arc::new(key);
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let t = Arc::new(LegacyTransport {
-        inner,
-        key: key.clone(),
-        dropped: dropped.clone(),
-    });
-    let inbound = inbound
-        .filter_map(move |i| {
-            let out = match i {
-                Inbound::Datagram(mut d) => match key.decrypt(&d.msg) {
-                    Ok(pt) => {
-                        d.msg = Bytes::from(pt);
-                        Some(Inbound::Datagram(d))
-                    }
-                    Err(reason) => {
-                        dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        debug!(%reason, src = %d.src, "legacy QUADS multicast dropped");
-                        None
-                    }
-                },
-                Inbound::Channel(ch) => Some(Inbound::Channel(Channel {
-                    io: legacy_channel(ch.io, key.clone(), ch.peer),
-                    ..ch
-                })),
-                other => Some(other),
-            };
-            futures::future::ready(out)
-        })
-        .boxed();
-    (t, inbound)
+/// graspy's QUADS as a backend: stack it on a base with
+/// [`grasp_acp::secure::bind`]. On TCP it asks the base for its framer
+/// (graspy's ciphertexts are not self-delimiting); it logs a loud warning
+/// when it starts.
+#[derive(Debug)]
+pub struct Backend {
+    key: Arc<LegacyKey>,
 }
 
-/// The framer to give the plain ACP under legacy QUADS.
-pub fn legacy_framer(key: &LegacyKey, limits: Limits) -> Arc<dyn grasp_acp::stream::Framer> {
-    Arc::new(LegacyFramer {
-        key: Arc::new(key.clone()),
-        limits,
-    })
-}
-
-/// The plain ACP under legacy QUADS (framer and size limit set).
-pub async fn bind_plain_legacy(
-    config: grasp_acp::plain::Config,
-    key: LegacyKey,
-) -> Result<(Arc<LegacyTransport>, InboundStream), Error> {
-    let limits = Limits {
-        max_message_size: config.max_message_size,
-        ..Limits::default()
-    };
-    let max = config.max_message_size + 16;
-    let config = config
-        .framer(legacy_framer(&key, limits))
-        .max_message_size(max);
-    let (t, inbound) = grasp_acp::plain::bind(config).await?;
-    Ok(wrap_legacy(t, inbound, key))
-}
-
-impl LegacyTransport {
-    /// Messages that failed to decrypt (multicast).
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+impl Backend {
+    /// graspy's QUADS under `key`.
+    pub fn new(key: LegacyKey) -> Self {
+        Backend { key: Arc::new(key) }
     }
 }
 
-impl AcpTransport for LegacyTransport {
+impl secure::Backend for Backend {
+    type Protection = Protection;
+
+    fn overhead(&self) -> usize {
+        // PKCS#7 pads to a whole block: 1 to 16 bytes more.
+        16
+    }
+
+    fn upgrade(&self, limits: Limits) -> Upgrade {
+        Upgrade {
+            layer: None,
+            framer: Some(Arc::new(LegacyFramer {
+                key: self.key.clone(),
+                limits,
+            })),
+        }
+    }
+
+    fn start(self, max_message_size: usize) -> (Protection, Option<InboundStream>) {
+        warn_loudly();
+        let p = Protection {
+            key: self.key,
+            max: max_message_size,
+        };
+        (p, None)
+    }
+}
+
+/// A legacy QUADS transport: [`Protection`] over a base.
+pub type Transport = secure::Transport<Protection>;
+
+/// graspy's QUADS running.
+pub struct Protection {
+    key: Arc<LegacyKey>,
+    max: usize,
+}
+
+impl fmt::Debug for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("legacy::Protection")
+            .field("key", &self.key.fingerprint())
+            .finish()
+    }
+}
+
+impl secure::Protection for Protection {
+    type Drop = DropReason;
+
     fn security(&self) -> Security {
         Security::Quads
     }
 
-    fn interfaces(&self) -> Vec<Interface> {
-        self.inner.interfaces()
+    fn seal_multicast(&self, msg: &[u8]) -> Result<Bytes, AcpError> {
+        Ok(Bytes::from(self.key.encrypt(msg)))
     }
 
-    fn node_locator(&self) -> Locator {
-        self.inner.node_locator()
+    fn open_multicast(&self, msg: &[u8]) -> Result<Bytes, DropReason> {
+        self.key.decrypt(msg).map(Bytes::from)
     }
 
-    fn max_message_size(&self) -> usize {
-        self.inner.max_message_size().saturating_sub(16)
-    }
-
-    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
-        let ct = Bytes::from(self.key.encrypt(&msg));
-        self.inner.send_multicast(ifindex, ct)
-    }
-
-    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+    fn connect<'a>(
+        &'a self,
+        base: &'a dyn AcpTransport,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Result<Channel, AcpError>> {
         async move {
-            let ch = self.inner.connect(peer).await?;
+            let ch = base.connect(peer).await?;
             Ok(Channel {
-                io: legacy_channel(ch.io, self.key.clone(), peer),
+                io: self.channel(ch.io, peer),
                 ..ch
             })
         }
         .boxed()
     }
 
-    fn stats(&self) -> TransportStats {
-        let mut s = self.inner.stats();
-        let d = self.dropped();
-        s.multicast_received = s.multicast_received.saturating_sub(d);
-        s.multicast_dropped_other += d;
-        s
+    fn accept(&self, ch: Channel) -> Option<Channel> {
+        Some(Channel {
+            io: self.channel(ch.io, ch.peer),
+            ..ch
+        })
     }
 }
 
@@ -433,15 +405,14 @@ impl RecordCodec for LegacyCodec {
     }
 }
 
-fn legacy_channel(
-    inner: Pin<Box<dyn MessageIo>>,
-    key: Arc<LegacyKey>,
-    peer: SocketAddr,
-) -> Pin<Box<dyn MessageIo>> {
-    Box::pin(SealedChannel {
-        inner,
-        codec: LegacyCodec { key, peer },
-    })
+impl Protection {
+    fn channel(&self, inner: Pin<Box<dyn MessageIo>>, peer: SocketAddr) -> Pin<Box<dyn MessageIo>> {
+        let codec = LegacyCodec {
+            key: self.key.clone(),
+            peer,
+        };
+        Box::pin(SealedChannel::new(inner, codec, self.max))
+    }
 }
 
 #[cfg(test)]

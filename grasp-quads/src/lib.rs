@@ -2,9 +2,10 @@
 //!
 //! A GRASP security substrate for domains secured by one shared password:
 //! every GRASP message, multicast and unicast, is sealed with AES-256-GCM
-//! under keys derived from the password. [`wrap`] turns any
-//! [`AcpTransport`] (the plain ACP, or the in-memory fabric for tests and
-//! labs) into a QUADS transport; the engine sees no difference.
+//! under keys derived from the password. [`Backend`] stacks on any base
+//! with [`grasp_acp::secure::bind`] (the plain ACP's sockets, or the
+//! in-memory fabric for tests and labs), or over any transport with
+//! [`grasp_acp::secure::wrap`]; the engine sees no difference.
 //!
 //! graspy's own QUADS (AES-CBC with a fixed IV and no integrity) is available
 //! only behind the `quads-legacy` feature, in [`legacy`], for joining an
@@ -12,10 +13,10 @@
 //!
 //! ```
 //! use grasp_acp::fabric::{Fabric, LinkConfig};
-//! use grasp_engine::Config;
+//! use grasp_acp::secure;
 //! use grasp_engine::transport::{AcpTransport, Security};
 //! use grasp_engine::Grasp;
-//! use grasp_quads::{DomainKey, KdfParams, KeyRing, Password, QuadsConfig, OVERHEAD};
+//! use grasp_quads::{DomainKey, KdfParams, KeyRing, Password};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,14 +27,11 @@
 //!
 //! let fabric = Fabric::new(1);
 //! let link = fabric.link("l", LinkConfig::default());
-//! let (inner, inbound) = fabric
-//!     .node("A")
-//!     .attach(&link)
-//!     .max_message_size(2048 + OVERHEAD)
-//!     .bind();
-//! let (quads, inbound) = grasp_quads::wrap(inner, inbound, KeyRing::new(key), QuadsConfig::default());
+//! let backend = grasp_quads::Backend::new(KeyRing::new(key), grasp_quads::Config::default());
+//! let (quads, inbound) = secure::bind(fabric.node("A").attach(&link), backend).await?;
 //! assert_eq!(quads.security(), Security::Quads);
-//! let grasp = Grasp::start(quads.clone(), inbound, Config::default());
+//! assert_eq!(quads.max_message_size(), 2048); // the overhead is the backend's business
+//! let grasp = Grasp::start(quads.clone(), inbound, grasp_engine::Config::default());
 //! let _asa = grasp.register_asa("example").await?;
 //! # Ok(())
 //! # }
@@ -137,8 +135,8 @@ mod transport;
 
 pub use keyfile::{read_key_file, read_secret_file, write_key_file, write_secret_file, KeyFile};
 pub use keys::{domain_salt, DomainKey, KdfParams, KeyId, KeyRing, MasterSecret, Password};
-pub use seal::{ChannelObserver, Observer, QuadsStats, Sealer, UnicastSession, OVERHEAD};
-pub use transport::{bind_plain, wrap, QuadsTransport};
+pub use seal::{ChannelObserver, Observer, Sealer, Stats, UnicastSession, OVERHEAD};
+pub use transport::{Backend, Protection, Transport};
 
 use grasp_engine::transport::AcpTransport;
 
@@ -185,7 +183,7 @@ impl DropReason {
         DropReason::Plaintext,
     ];
 
-    /// Position in [`QuadsStats::dropped`].
+    /// Position in [`Stats::dropped`].
     pub fn index(self) -> usize {
         self as usize
     }
@@ -215,7 +213,7 @@ impl std::fmt::Display for DropReason {
 /// Tunables of the QUADS layer (the keys come separately, as a [`KeyRing`]).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct QuadsConfig {
+pub struct Config {
     /// How far a record's timestamp may be from our clock.
     pub clock_window: Duration,
     /// Unicast opening randoms remembered (refuse new channels beyond).
@@ -224,9 +222,9 @@ pub struct QuadsConfig {
     pub multicast_senders: usize,
 }
 
-impl Default for QuadsConfig {
+impl Default for Config {
     fn default() -> Self {
-        QuadsConfig {
+        Config {
             clock_window: Duration::from_secs(30),
             replay_cache: 1 << 20,
             multicast_senders: 4096,
@@ -234,7 +232,7 @@ impl Default for QuadsConfig {
     }
 }
 
-impl QuadsConfig {
+impl Config {
     /// Sets the clock window.
     pub fn clock_window(mut self, w: Duration) -> Self {
         self.clock_window = w;
@@ -306,6 +304,6 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Compile-time check that the transport is usable where the engine wants it.
 #[allow(dead_code)]
-fn _assert_dyn(t: std::sync::Arc<QuadsTransport>) -> std::sync::Arc<dyn AcpTransport> {
+fn _assert_dyn(t: std::sync::Arc<Transport>) -> std::sync::Arc<dyn AcpTransport> {
     t
 }

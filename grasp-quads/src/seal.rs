@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::keys::{DomainKey, KeyId, KeyRing};
 use crate::record::{self, kind, Item};
-use crate::{DropReason, QuadsConfig};
+use crate::{Config, DropReason};
 
 /// AES-GCM tag length.
 pub(crate) const TAG: usize = 16;
@@ -170,7 +170,7 @@ pub(crate) struct Counters {
 /// A copy of the QUADS counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct QuadsStats {
+pub struct Stats {
     /// Records sealed.
     pub sealed: u64,
     /// Records opened.
@@ -179,7 +179,7 @@ pub struct QuadsStats {
     pub dropped: [u64; DropReason::COUNT],
 }
 
-impl QuadsStats {
+impl Stats {
     /// Drops for one reason.
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.dropped[r.index()]
@@ -192,12 +192,12 @@ impl QuadsStats {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> QuadsStats {
+    pub(crate) fn snapshot(&self) -> Stats {
         let mut dropped = [0; DropReason::COUNT];
         for (d, c) in dropped.iter_mut().zip(&self.dropped) {
             *d = c.load(Ordering::Relaxed);
         }
-        QuadsStats {
+        Stats {
             sealed: self.sealed.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
             dropped,
@@ -301,7 +301,7 @@ impl OpenCache {
 #[derive(Debug)]
 pub struct Sealer {
     ring: std::sync::RwLock<Arc<KeyRing>>,
-    pub(crate) config: QuadsConfig,
+    pub(crate) config: Config,
     /// Our multicast sender id and next counter.
     mc: Mutex<([u8; 8], u64)>,
     windows: Mutex<grasp_acp::replay::CounterWindows<[u8; 8]>>,
@@ -317,11 +317,11 @@ pub struct Sealer {
 
 impl Sealer {
     /// A sealer for `ring`.
-    pub fn new(ring: KeyRing, config: QuadsConfig) -> Arc<Self> {
+    pub fn new(ring: KeyRing, config: Config) -> Arc<Self> {
         Self::new_at(ring, config, crate::now_ms())
     }
 
-    pub(crate) fn new_at(ring: KeyRing, config: QuadsConfig, started_ms: u64) -> Arc<Self> {
+    pub(crate) fn new_at(ring: KeyRing, config: Config, started_ms: u64) -> Arc<Self> {
         let sender = random();
         Arc::new(Sealer {
             windows: Mutex::new(grasp_acp::replay::CounterWindows::new(
@@ -348,7 +348,7 @@ impl Sealer {
     }
 
     /// The counters.
-    pub fn stats(&self) -> QuadsStats {
+    pub fn stats(&self) -> Stats {
         self.counters.snapshot()
     }
 
@@ -875,7 +875,7 @@ mod tests {
     }
 
     fn sealer(key: DomainKey) -> Arc<Sealer> {
-        Sealer::new_at(KeyRing::new(key), QuadsConfig::default(), 0)
+        Sealer::new_at(KeyRing::new(key), Config::default(), 0)
     }
 
     fn other_key() -> DomainKey {
@@ -956,10 +956,10 @@ mod tests {
     fn a_multicast_from_before_a_restart_is_refused() {
         let a = sealer(kat_key());
         let rec = a.seal_multicast(T, b"flood");
-        let before = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T - 5);
+        let before = Sealer::new_at(KeyRing::new(kat_key()), Config::default(), T - 5);
         assert_eq!(before.open_multicast(T + 10, &rec).unwrap(), b"flood");
         // The same node restarted 5 s later: its windows are empty.
-        let restarted = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 5_000);
+        let restarted = Sealer::new_at(KeyRing::new(kat_key()), Config::default(), T + 5_000);
         assert_eq!(
             restarted.open_multicast(T + 10_000, &rec),
             Err(DropReason::Stale)
@@ -1077,7 +1077,7 @@ mod tests {
         assert_eq!(res3.open(T + 60_000, &open), Err(DropReason::Stale));
         // A node that restarted (empty replay cache) refuses openings made
         // before it started.
-        let restarted = Sealer::new_at(KeyRing::new(kat_key()), QuadsConfig::default(), T + 1);
+        let restarted = Sealer::new_at(KeyRing::new(kat_key()), Config::default(), T + 1);
         assert_eq!(
             restarted.responder().open(T + 2, &open),
             Err(DropReason::Stale)
@@ -1101,7 +1101,7 @@ mod tests {
         let a = sealer(kat_key());
         let b = Sealer::new_at(
             KeyRing::new(kat_key()),
-            QuadsConfig::default().replay_cache(2),
+            Config::default().replay_cache(2),
             0,
         );
         let opens: Vec<_> = (0..3)
@@ -1125,12 +1125,12 @@ mod tests {
         // Phase 1: everyone accepts the new key; A already sends under it.
         let a = Sealer::new_at(
             KeyRing::new(k_new()).accept(k_old()).unwrap(),
-            QuadsConfig::default(),
+            Config::default(),
             0,
         );
         let b = Sealer::new_at(
             KeyRing::new(k_old()).accept(k_new()).unwrap(),
-            QuadsConfig::default(),
+            Config::default(),
             0,
         );
         let mc = a.seal_multicast(T, b"m");

@@ -1,5 +1,5 @@
-//! The QUADS [`AcpTransport`]: seals what the engine sends, opens what
-//! arrives, over any inner transport.
+//! The QUADS backend: its [`Protection`] seals what the engine sends and
+//! opens what arrives; [`grasp_acp::secure`] applies it over any base.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,34 +9,71 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream, StreamExt};
+use futures::{FutureExt, Sink, Stream};
+use grasp_acp::secure;
 use grasp_engine::transport::{
-    AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
-    TransportStats,
+    AcpError, AcpTransport, Channel, InboundStream, MessageIo, Security, TransportStats,
 };
-use grasp_engine::wire::Locator;
 use tracing::{info, warn};
 
-use crate::seal::{QuadsStats, Sealer, UnicastSession, OVERHEAD};
-use crate::{now_ms, DropReason, Error, KeyRing, QuadsConfig};
+use crate::seal::{Sealer, Stats, UnicastSession, OVERHEAD};
+use crate::{now_ms, Config, DropReason, KeyRing};
 
-/// A QUADS transport over an inner one.
-pub struct QuadsTransport {
-    inner: Arc<dyn AcpTransport>,
-    sealer: Arc<Sealer>,
-    log: Arc<LogLimiter>,
+/// QUADS's settings: the keys and the tunables. Stack it on a base with
+/// [`grasp_acp::secure::bind`] (or over any transport with
+/// [`grasp_acp::secure::wrap`]).
+#[derive(Debug)]
+pub struct Backend {
+    ring: KeyRing,
+    config: Config,
 }
 
-impl std::fmt::Debug for QuadsTransport {
+impl Backend {
+    /// QUADS under `ring`.
+    pub fn new(ring: KeyRing, config: Config) -> Self {
+        Backend { ring, config }
+    }
+}
+
+impl secure::Backend for Backend {
+    type Protection = Protection;
+
+    fn overhead(&self) -> usize {
+        OVERHEAD
+    }
+
+    fn start(self, max_message_size: usize) -> (Protection, Option<InboundStream>) {
+        info!(key = %self.ring.current().id(), accepted = ?self.ring.ids(), "QUADS on (AES-256-GCM)");
+        let p = Protection {
+            sealer: Sealer::new(self.ring, self.config),
+            log: Arc::new(LogLimiter::default()),
+            max: max_message_size,
+        };
+        (p, None)
+    }
+}
+
+/// A QUADS transport: [`Protection`] over a base.
+pub type Transport = secure::Transport<Protection>;
+
+/// QUADS running: seals what the engine sends, opens what arrives.
+pub struct Protection {
+    sealer: Arc<Sealer>,
+    log: Arc<LogLimiter>,
+    max: usize,
+}
+
+impl std::fmt::Debug for Protection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuadsTransport")
+        f.debug_struct("quads::Protection")
             .field("keys", &self.sealer.ring().ids())
             .finish_non_exhaustive()
     }
 }
 
-/// Logs a drop at most once per second per reason, with how many were not
-/// logged since.
+/// Logs a dropped unicast record at most once per second per reason, with
+/// how many were not logged since (multicasts are logged by
+/// [`secure::Transport`]).
 #[derive(Debug, Default)]
 struct LogLimiter {
     last: [AtomicU64; DropReason::COUNT],
@@ -61,59 +98,7 @@ impl LogLimiter {
     }
 }
 
-/// Wraps `inner` (and its inbound stream) in QUADS under `ring`.
-pub fn wrap(
-    inner: Arc<dyn AcpTransport>,
-    inbound: InboundStream,
-    ring: KeyRing,
-    config: QuadsConfig,
-) -> (Arc<QuadsTransport>, InboundStream) {
-    info!(key = %ring.current().id(), accepted = ?ring.ids(), "QUADS on (AES-256-GCM)");
-    let sealer = Sealer::new(ring, config);
-    let log = Arc::new(LogLimiter::default());
-    let t = Arc::new(QuadsTransport {
-        inner,
-        sealer: sealer.clone(),
-        log: log.clone(),
-    });
-    let inbound = inbound
-        .filter_map(move |i| {
-            let out = match i {
-                Inbound::Datagram(mut d) => match sealer.open_multicast(now_ms(), &d.msg) {
-                    Ok(pt) => {
-                        d.msg = Bytes::from(pt);
-                        Some(Inbound::Datagram(d))
-                    }
-                    Err(reason) => {
-                        log.note(reason, &d.src, "multicast");
-                        None
-                    }
-                },
-                Inbound::Channel(ch) => Some(Inbound::Channel(Channel {
-                    io: quads_channel(ch.io, sealer.responder(), ch.peer, log.clone()),
-                    ..ch
-                })),
-                other => Some(other),
-            };
-            futures::future::ready(out)
-        })
-        .boxed();
-    (t, inbound)
-}
-
-/// The plain ACP under QUADS: raises the plain ACP's size limit by the
-/// record overhead so the engine keeps its full message size.
-pub async fn bind_plain(
-    config: grasp_acp::plain::Config,
-    ring: KeyRing,
-    quads: QuadsConfig,
-) -> Result<(Arc<QuadsTransport>, InboundStream), Error> {
-    let max = config.max_message_size + OVERHEAD;
-    let (t, inbound) = grasp_acp::plain::bind(config.max_message_size(max)).await?;
-    Ok(wrap(t, inbound, ring, quads))
-}
-
-impl QuadsTransport {
+impl Protection {
     /// Replaces the keys while running (a step of a key rotation): new
     /// records are sealed under the new ring's current key and opened under
     /// any of its keys; channels already open finish under their own keys.
@@ -123,62 +108,47 @@ impl QuadsTransport {
     }
 
     /// The QUADS counters (sealed, opened, dropped by reason).
-    pub fn quads_stats(&self) -> QuadsStats {
+    pub fn stats(&self) -> Stats {
         self.sealer.stats()
     }
 }
 
-impl AcpTransport for QuadsTransport {
+impl secure::Protection for Protection {
+    type Drop = DropReason;
+
     fn security(&self) -> Security {
         Security::Quads
     }
 
-    fn interfaces(&self) -> Vec<Interface> {
-        self.inner.interfaces()
+    fn seal_multicast(&self, msg: &[u8]) -> Result<Bytes, AcpError> {
+        Ok(Bytes::from(self.sealer.seal_multicast(now_ms(), msg)))
     }
 
-    fn node_locator(&self) -> Locator {
-        self.inner.node_locator()
+    fn open_multicast(&self, msg: &[u8]) -> Result<Bytes, DropReason> {
+        self.sealer.open_multicast(now_ms(), msg).map(Bytes::from)
     }
 
-    fn max_message_size(&self) -> usize {
-        self.inner.max_message_size().saturating_sub(OVERHEAD)
-    }
-
-    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
-        let max = self.max_message_size();
-        if msg.len() > max {
-            return futures::future::ready(Err(AcpError::TooLarge {
-                len: msg.len(),
-                max,
-            }))
-            .boxed();
-        }
-        let sealed = Bytes::from(self.sealer.seal_multicast(now_ms(), &msg));
-        self.inner.send_multicast(ifindex, sealed)
-    }
-
-    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
+    fn connect<'a>(
+        &'a self,
+        base: &'a dyn AcpTransport,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Result<Channel, AcpError>> {
         async move {
-            let ch = self.inner.connect(peer).await?;
-            Ok(Channel {
-                io: quads_channel(ch.io, self.sealer.initiator(), peer, self.log.clone()),
-                ..ch
-            })
+            let ch = base.connect(peer).await?;
+            Ok(self.channel(ch, self.sealer.initiator()))
         }
         .boxed()
     }
 
-    fn stats(&self) -> TransportStats {
-        let mut s = self.inner.stats();
+    fn accept(&self, ch: Channel) -> Option<Channel> {
+        Some(self.channel(ch, self.sealer.responder()))
+    }
+
+    fn fold_stats(&self, s: &mut TransportStats) {
+        // Channels closed for a bad record count as malformed streams.
         let q = self.sealer.stats();
-        // Multicasts that failed to open count as dropped, not received;
-        // channels closed for a bad record as malformed streams.
         let mc = self.sealer.multicast_dropped();
-        s.multicast_received = s.multicast_received.saturating_sub(mc);
-        s.multicast_dropped_other += mc;
         s.malformed_streams += q.dropped_total().saturating_sub(mc);
-        s
     }
 }
 
@@ -190,10 +160,19 @@ pub(crate) trait RecordCodec: Send + 'static {
     fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, AcpError>;
 }
 
-/// A channel whose messages pass through a [`RecordCodec`].
+/// A channel whose messages pass through a [`RecordCodec`], no larger than
+/// `max` either way (the record's own overhead varies by kind, so the
+/// base's raised limit alone would let a slightly larger message through).
 pub(crate) struct SealedChannel<C> {
     pub(crate) inner: Pin<Box<dyn MessageIo>>,
     pub(crate) codec: C,
+    pub(crate) max: usize,
+}
+
+impl<C> SealedChannel<C> {
+    pub(crate) fn new(inner: Pin<Box<dyn MessageIo>>, codec: C, max: usize) -> Self {
+        SealedChannel { inner, codec, max }
+    }
 }
 
 impl<C: RecordCodec + Unpin> Stream for SealedChannel<C> {
@@ -202,7 +181,13 @@ impl<C: RecordCodec + Unpin> Stream for SealedChannel<C> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(rec))) => Poll::Ready(Some(this.codec.open(&rec).map(Bytes::from))),
+            Poll::Ready(Some(Ok(rec))) => Poll::Ready(Some(match this.codec.open(&rec) {
+                Ok(m) if m.len() > this.max => Err(AcpError::TooLarge {
+                    len: m.len(),
+                    max: this.max,
+                }),
+                other => other.map(Bytes::from),
+            })),
             other => other,
         }
     }
@@ -217,6 +202,12 @@ impl<C: RecordCodec + Unpin> Sink<Bytes> for SealedChannel<C> {
 
     fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), AcpError> {
         let this = &mut *self;
+        if item.len() > this.max {
+            return Err(AcpError::TooLarge {
+                len: item.len(),
+                max: this.max,
+            });
+        }
         let sealed = this.codec.seal(&item)?;
         this.inner.as_mut().start_send(Bytes::from(sealed))
     }
@@ -262,14 +253,16 @@ impl RecordCodec for QuadsCodec {
     }
 }
 
-fn quads_channel(
-    inner: Pin<Box<dyn MessageIo>>,
-    session: UnicastSession,
-    peer: SocketAddr,
-    log: Arc<LogLimiter>,
-) -> Pin<Box<dyn MessageIo>> {
-    Box::pin(SealedChannel {
-        inner,
-        codec: QuadsCodec { session, peer, log },
-    })
+impl Protection {
+    fn channel(&self, ch: Channel, session: UnicastSession) -> Channel {
+        let codec = QuadsCodec {
+            session,
+            peer: ch.peer,
+            log: self.log.clone(),
+        };
+        Channel {
+            io: Box::pin(SealedChannel::new(ch.io, codec, self.max)),
+            ..ch
+        }
+    }
 }

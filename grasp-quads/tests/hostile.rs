@@ -1,13 +1,13 @@
 //! Hostile input: arbitrary bytes and mutated records never panic and are
 //! never accepted; only the untouched record opens.
 
-use grasp_quads::{DomainKey, KeyRing, MasterSecret, QuadsConfig, Sealer};
+use grasp_quads::{Config, DomainKey, KeyRing, MasterSecret, Sealer};
 use proptest::prelude::*;
 
 fn sealer() -> std::sync::Arc<Sealer> {
     Sealer::new(
         KeyRing::new(DomainKey::from_master(&MasterSecret::from_bytes([5; 32]))),
-        QuadsConfig::default(),
+        Config::default(),
     )
 }
 
@@ -39,7 +39,7 @@ proptest! {
         let a = sealer();
         let b = Sealer::new(
             KeyRing::new(DomainKey::from_master(&MasterSecret::from_bytes([5; 32]))),
-            QuadsConfig::default(),
+            Config::default(),
         );
         let t = now();
         // Multicast: flip one byte, or cut the record short.

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use grasp_acp::stream::StreamLayer;
 use grasp_tls::certs::{issue_node, new_ca};
 use grasp_tls::multicast::Multicast;
-use grasp_tls::unicast::TlsLayer;
+use grasp_tls::unicast::Layer;
 use grasp_tls::NodeIdentity;
 
 fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
@@ -19,7 +19,7 @@ fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
 
 /// `n` handshakes; a new client layer each time makes them all full.
 async fn handshakes(n: u64, resume: bool, ca: &str, ca_key: &str) -> Duration {
-    let server = TlsLayer::new(&identity(ca, ca_key, "server.lab")).unwrap();
+    let server = Layer::new(&identity(ca, ca_key, "server.lab")).unwrap();
     let client_id = identity(ca, ca_key, "client.lab");
     let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -31,7 +31,7 @@ async fn handshakes(n: u64, resume: bool, ca: &str, ca_key: &str) -> Duration {
             let s = server.clone();
             tokio::spawn(async move {
                 use tokio::io::AsyncReadExt;
-                if let Ok(l) = s.accept(tcp, peer).await {
+                if let Ok(l) = s.accept(Box::new(tcp), peer).await {
                     let mut io = l.io;
                     let mut b = [0u8; 1];
                     let _ = io.read(&mut b).await;
@@ -39,25 +39,25 @@ async fn handshakes(n: u64, resume: bool, ca: &str, ca_key: &str) -> Duration {
             });
         }
     });
-    let shared = TlsLayer::new(&client_id).unwrap();
+    let shared = Layer::new(&client_id).unwrap();
     // Warm the ticket store.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    drop(shared.connect(tcp, addr).await.unwrap());
+    drop(shared.connect(Box::new(tcp), addr).await.unwrap());
     // A fresh client layer (no ticket) per full handshake, made before
     // the clock starts.
-    let layers: Vec<TlsLayer> = (0..n)
+    let layers: Vec<Layer> = (0..n)
         .map(|_| {
             if resume {
                 shared.clone()
             } else {
-                TlsLayer::new(&client_id).unwrap()
+                Layer::new(&client_id).unwrap()
             }
         })
         .collect();
     let start = Instant::now();
     for layer in layers {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut io = layer.connect(tcp, addr).await.unwrap().io;
+        let mut io = layer.connect(Box::new(tcp), addr).await.unwrap().io;
         // A byte each way, so the server has finished too.
         use tokio::io::AsyncWriteExt;
         io.write_all(&[0]).await.unwrap();

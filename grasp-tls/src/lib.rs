@@ -6,15 +6,24 @@
 //! * [`certs`]: loading and checking a node's chain, key and trust anchors
 //!   (a distinct error for each misconfiguration); making a domain CA and
 //!   node certificates (the `grasp-ca` tool).
-//! * [`unicast`]: the TLS 1.3 layer on the plain ACP's TCP connections
-//!   (mutual authentication against the domain anchors, ticket resumption).
+//! * [`unicast`]: the TLS 1.3 layer on the base's connections (mutual
+//!   authentication against the domain anchors, ticket resumption).
 //! * [`mux`]: GRASP channels as streams of one TLS connection per peer.
 //! * [`multicast`]: the signed multicast envelope.
-//! * [`transport`]: [`bind_plain`], the `AcpTransport` over the plain ACP's
-//!   sockets, and [`wrap_messages`], the same over the in-memory fabric;
-//!   `TlsTransport::reload` / `watch_files` take a renewed certificate
-//!   without a restart. ASAs see the peer's certificate name through
-//!   `Session::peer_identity()`.
+//! * [`transport`]: the [`Backend`], stacked on the plain ACP's sockets or
+//!   on a fabric node alike with `grasp_acp::secure::bind`;
+//!   [`Protection::reload`] / [`Protection::watch_files`] take a renewed
+//!   certificate without a restart. ASAs see the peer's certificate name
+//!   through `Session::peer_identity()`.
+//!
+//! ```no_run
+//! # async fn demo(identity: grasp_tls::NodeIdentity) -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = grasp_tls::Backend::new(&identity, grasp_tls::Config::default())?;
+//! let base = grasp_acp::plain::Config::default().interfaces(["eth0"]);
+//! let (tls, inbound) = grasp_acp::secure::bind(base, backend).await?;
+//! println!("TLS node {}", tls.protection().name());
+//! # drop(inbound); Ok(()) }
+//! ```
 //!
 //! # The mapping
 //!
@@ -56,8 +65,7 @@ pub mod transport;
 pub mod unicast;
 
 pub use certs::NodeIdentity;
-pub use mux::{MuxConfig, MuxStats};
-pub use transport::{bind_plain, bind_plain_with, wrap_messages, wrap_messages_with, TlsTransport};
+pub use transport::{Backend, Config, Protection, Transport};
 
 /// What is wrong with a node's certificates or keys.
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,7 @@ const KIND: u64 = 0;
 /// Why a multicast was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum McDrop {
+pub enum DropReason {
     /// Not a signed envelope at all (a plaintext GRASP peer, or garbage).
     Unsigned,
     /// Cut short.
@@ -63,41 +63,41 @@ pub enum McDrop {
     UnknownSender,
 }
 
-impl McDrop {
+impl DropReason {
     /// How many reasons there are.
     pub const COUNT: usize = 9;
 
     /// Every reason, in index order.
-    pub const ALL: [McDrop; Self::COUNT] = [
-        McDrop::Unsigned,
-        McDrop::Truncated,
-        McDrop::UnknownVersion,
-        McDrop::Untrusted,
-        McDrop::UnsupportedScheme,
-        McDrop::BadSignature,
-        McDrop::Stale,
-        McDrop::Replay,
-        McDrop::UnknownSender,
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Unsigned,
+        DropReason::Truncated,
+        DropReason::UnknownVersion,
+        DropReason::Untrusted,
+        DropReason::UnsupportedScheme,
+        DropReason::BadSignature,
+        DropReason::Stale,
+        DropReason::Replay,
+        DropReason::UnknownSender,
     ];
 
-    /// Its index in [`McStats::dropped`].
+    /// Its index in [`Stats::dropped`].
     pub fn index(self) -> usize {
         self as usize
     }
 }
 
-impl std::fmt::Display for McDrop {
+impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            McDrop::Unsigned => "unsigned",
-            McDrop::Truncated => "truncated",
-            McDrop::UnknownVersion => "unknown-version",
-            McDrop::Untrusted => "untrusted",
-            McDrop::UnsupportedScheme => "unsupported-scheme",
-            McDrop::BadSignature => "bad-signature",
-            McDrop::Stale => "stale",
-            McDrop::Replay => "replay",
-            McDrop::UnknownSender => "unknown-sender",
+            DropReason::Unsigned => "unsigned",
+            DropReason::Truncated => "truncated",
+            DropReason::UnknownVersion => "unknown-version",
+            DropReason::Untrusted => "untrusted",
+            DropReason::UnsupportedScheme => "unsupported-scheme",
+            DropReason::BadSignature => "bad-signature",
+            DropReason::Stale => "stale",
+            DropReason::Replay => "replay",
+            DropReason::UnknownSender => "unknown-sender",
         })
     }
 }
@@ -105,18 +105,18 @@ impl std::fmt::Display for McDrop {
 /// Counters of signed multicasts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct McStats {
+pub struct Stats {
     /// Signed and sent.
     pub signed: u64,
     /// Verified and delivered.
     pub verified: u64,
-    /// Dropped, by [`McDrop::index`].
-    pub dropped: [u64; McDrop::COUNT],
+    /// Dropped, by [`DropReason::index`].
+    pub dropped: [u64; DropReason::COUNT],
 }
 
-impl McStats {
+impl Stats {
     /// Drops for one reason.
-    pub fn dropped(&self, r: McDrop) -> u64 {
+    pub fn dropped(&self, r: DropReason) -> u64 {
         self.dropped[r.index()]
     }
 }
@@ -206,7 +206,7 @@ pub struct Multicast {
     started_ms: u64,
     signed: AtomicU64,
     verified: AtomicU64,
-    dropped: [AtomicU64; McDrop::COUNT],
+    dropped: [AtomicU64; DropReason::COUNT],
 }
 
 impl std::fmt::Debug for Multicast {
@@ -244,12 +244,12 @@ impl Multicast {
     }
 
     /// The counters.
-    pub fn stats(&self) -> McStats {
-        let mut dropped = [0; McDrop::COUNT];
+    pub fn stats(&self) -> Stats {
+        let mut dropped = [0; DropReason::COUNT];
         for (d, c) in dropped.iter_mut().zip(&self.dropped) {
             *d = c.load(Ordering::Relaxed);
         }
-        McStats {
+        Stats {
             signed: self.signed.load(Ordering::Relaxed),
             verified: self.verified.load(Ordering::Relaxed),
             dropped,
@@ -277,14 +277,14 @@ impl Multicast {
     }
 
     /// Checks one received multicast and returns its GRASP message.
-    pub fn verify(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, McDrop> {
+    pub fn verify(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, DropReason> {
         let r = self.verify_inner(now, msg).map_err(|e| match e {
             // A plain GRASP multicast (from a node outside TLS): graspy's
             // M_FLOOD `[9, ...]` would read as envelope version 9.
-            McDrop::UnknownVersion | McDrop::Truncated
+            DropReason::UnknownVersion | DropReason::Truncated
                 if grasp_engine::wire::Message::decode_slice(msg).is_ok() =>
             {
-                McDrop::Unsigned
+                DropReason::Unsigned
             }
             e => e,
         });
@@ -299,36 +299,36 @@ impl Multicast {
         r
     }
 
-    fn verify_inner(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, McDrop> {
+    fn verify_inner(&self, now: SystemTime, msg: &[u8]) -> Result<Vec<u8>, DropReason> {
         let p = envelope::parse(msg, VERSION).map_err(|e| match e {
-            EnvelopeError::Truncated => McDrop::Truncated,
-            EnvelopeError::UnknownVersion => McDrop::UnknownVersion,
-            _ => McDrop::Unsigned,
+            EnvelopeError::Truncated => DropReason::Truncated,
+            EnvelopeError::UnknownVersion => DropReason::UnknownVersion,
+            _ => DropReason::Unsigned,
         })?;
         if p.kind != KIND || p.fields.len() != 5 {
-            return Err(McDrop::Unsigned);
+            return Err(DropReason::Unsigned);
         }
         let uint = |i| match p.fields.get(i) {
             Some(Item::Uint(v)) => Ok(*v),
-            _ => Err(McDrop::Unsigned),
+            _ => Err(DropReason::Unsigned),
         };
         let bytes = |i| match p.fields.get(i) {
             Some(Item::Bytes(b)) => Ok(*b),
-            _ => Err(McDrop::Unsigned),
+            _ => Err(DropReason::Unsigned),
         };
-        let scheme = u16::try_from(uint(0)?).map_err(|_| McDrop::UnsupportedScheme)?;
+        let scheme = u16::try_from(uint(0)?).map_err(|_| DropReason::UnsupportedScheme)?;
         let counter = uint(1)?;
         let t = uint(2)?;
         let cert = bytes(3)?;
         let payload = bytes(4)?;
-        let alg = alg_for(scheme).ok_or(McDrop::UnsupportedScheme)?;
+        let alg = alg_for(scheme).ok_or(DropReason::UnsupportedScheme)?;
         if t.abs_diff(unix_ms(now)) > self.window.as_millis() as u64 || t < self.started_ms {
-            return Err(McDrop::Stale);
+            return Err(DropReason::Stale);
         }
         let (fp, der) = self.trust(cert, now)?;
-        let ee = webpki::EndEntityCert::try_from(&der).map_err(|_| McDrop::Untrusted)?;
+        let ee = webpki::EndEntityCert::try_from(&der).map_err(|_| DropReason::Untrusted)?;
         ee.verify_signature(alg, p.header, p.last)
-            .map_err(|_| McDrop::BadSignature)?;
+            .map_err(|_| DropReason::BadSignature)?;
         // Authenticated: now it may move the sender's window.
         if !self
             .windows
@@ -336,7 +336,7 @@ impl Multicast {
             .unwrap_or_else(|e| e.into_inner())
             .accept(fp, counter)
         {
-            return Err(McDrop::Replay);
+            return Err(DropReason::Replay);
         }
         Ok(payload.to_vec())
     }
@@ -348,10 +348,10 @@ impl Multicast {
         &self,
         cert: &[u8],
         now: SystemTime,
-    ) -> Result<([u8; 32], CertificateDer<'static>), McDrop> {
+    ) -> Result<([u8; 32], CertificateDer<'static>), DropReason> {
         let by_ref = cert.len() == 32;
         let fp: [u8; 32] = if by_ref {
-            cert.try_into().map_err(|_| McDrop::Unsigned)?
+            cert.try_into().map_err(|_| DropReason::Unsigned)?
         } else {
             fingerprint(cert)
         };
@@ -367,18 +367,18 @@ impl Multicast {
         }
         drop(g);
         if by_ref {
-            return Err(McDrop::UnknownSender);
+            return Err(DropReason::UnknownSender);
         }
         let der = CertificateDer::from(cert.to_vec());
         verify_chain(std::slice::from_ref(&der), &self.keys().anchors, now)
-            .map_err(|_| McDrop::Untrusted)?;
+            .map_err(|_| DropReason::Untrusted)?;
         use x509_parser::prelude::FromDer;
         let not_after = x509_parser::prelude::X509Certificate::from_der(cert)
             .map(|(_, c)| {
                 SystemTime::UNIX_EPOCH
                     + Duration::from_secs(c.validity().not_after.timestamp().max(0) as u64)
             })
-            .map_err(|_| McDrop::Untrusted)?;
+            .map_err(|_| DropReason::Untrusted)?;
         let mut g = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if g.0.len() >= KNOWN_SENDERS {
             if let Some(old) = g.0.iter().min_by_key(|(_, k)| k.last_used).map(|(f, _)| *f) {
@@ -442,7 +442,7 @@ mod tests {
         let m = a.sign(now, &[0x81, 0x00]).unwrap();
         assert_eq!(b.verify(now, &m).unwrap(), vec![0x81, 0x00]);
         // Replayed.
-        assert_eq!(b.verify(now, &m), Err(McDrop::Replay));
+        assert_eq!(b.verify(now, &m), Err(DropReason::Replay));
         // Tampered payload (the last payload byte sits before the signature).
         let m2 = a.sign(now, &[0x81, 0x00]).unwrap();
         let sig_len = 72usize.min(m2.len());
@@ -451,7 +451,7 @@ mod tests {
         t[i] ^= 1;
         assert!(matches!(
             b.verify(now, &t),
-            Err(McDrop::BadSignature | McDrop::Unsigned | McDrop::Truncated)
+            Err(DropReason::BadSignature | DropReason::Unsigned | DropReason::Truncated)
         ));
         assert_eq!(
             b.verify(now, &m2).unwrap(),
@@ -460,7 +460,7 @@ mod tests {
         );
         // Another CA's member.
         let mx = x.sign(now, &[0x81, 0x00]).unwrap();
-        assert_eq!(b.verify(now, &mx), Err(McDrop::Untrusted));
+        assert_eq!(b.verify(now, &mx), Err(DropReason::Untrusted));
         // Unsigned: plaintext GRASP messages (RFC 8990 Appendix A's
         // M_NOOP, M_DISCOVERY and M_FLOOD), whatever their first element.
         for plain in [
@@ -469,34 +469,37 @@ mod tests {
             "85091a00357b4e5020010db8f000baaa28ccdc4c97036781192710828463455831050282704578616d706c6520312076616c75653d186480",
         ] {
             let plain = hex::decode(plain).unwrap();
-            assert_eq!(b.verify(now, &plain), Err(McDrop::Unsigned));
+            assert_eq!(b.verify(now, &plain), Err(DropReason::Unsigned));
         }
-        assert_eq!(b.stats().dropped(McDrop::UnknownVersion), 0);
+        assert_eq!(b.stats().dropped(DropReason::UnknownVersion), 0);
         // Stale.
         let old = a
             .sign(now - Duration::from_secs(60), &[0x81, 0x00])
             .unwrap();
-        assert_eq!(b.verify(now, &old), Err(McDrop::Stale));
+        assert_eq!(b.verify(now, &old), Err(DropReason::Stale));
         // Truncated.
         let m3 = a.sign(now, &[0x81, 0x00]).unwrap();
-        assert_eq!(b.verify(now, &m3[..m3.len() - 3]), Err(McDrop::Truncated));
+        assert_eq!(
+            b.verify(now, &m3[..m3.len() - 3]),
+            Err(DropReason::Truncated)
+        );
         // A large message names its sender by fingerprint: unknown until a
         // smaller one from the same sender has brought the certificate.
         let c = Multicast::new(&identity(&ca, &ca_key, "c.lab")).unwrap();
         let big = vec![0x42; 900];
         let mb = c.sign(now, &big).unwrap();
         assert!(mb.len() < 1200, "{}", mb.len());
-        assert_eq!(b.verify(now, &mb), Err(McDrop::UnknownSender));
+        assert_eq!(b.verify(now, &mb), Err(DropReason::UnknownSender));
         let small = c.sign(now, &[0x81, 0x00]).unwrap();
         assert!(b.verify(now, &small).is_ok());
         let mb2 = c.sign(now, &big).unwrap();
         assert_eq!(b.verify(now, &mb2).unwrap(), big);
         let s = b.stats();
         assert_eq!(s.verified, 4);
-        assert_eq!(s.dropped(McDrop::UnknownSender), 1);
-        assert_eq!(s.dropped(McDrop::Replay), 1);
-        assert_eq!(s.dropped(McDrop::Untrusted), 1);
-        assert_eq!(s.dropped(McDrop::Stale), 1);
+        assert_eq!(s.dropped(DropReason::UnknownSender), 1);
+        assert_eq!(s.dropped(DropReason::Replay), 1);
+        assert_eq!(s.dropped(DropReason::Untrusted), 1);
+        assert_eq!(s.dropped(DropReason::Stale), 1);
     }
 
     /// A multicast signed before this node started is refused after it
@@ -513,7 +516,7 @@ mod tests {
         // b restarts 5 s later; the copy is replayed 10 s after it was made.
         let b = Multicast::new_at(&b_id, t0 + Duration::from_secs(5)).unwrap();
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(b.verify(later, &m), Err(McDrop::Stale));
+        assert_eq!(b.verify(later, &m), Err(DropReason::Stale));
         let fresh = a.sign(later, &[0x81, 0x00]).unwrap();
         assert!(b.verify(later, &fresh).is_ok());
     }

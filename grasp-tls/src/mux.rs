@@ -74,7 +74,7 @@ const KIND_GOAWAY: u64 = 2;
 /// Bounds and timers of the multiplexer.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
-pub struct MuxConfig {
+pub struct Config {
     /// A dialled connection with no stream for this long is closed; the
     /// listening side waits twice as long. Default 30 s.
     pub idle_timeout: Duration,
@@ -90,9 +90,9 @@ pub struct MuxConfig {
     pub max_pooled: usize,
 }
 
-impl Default for MuxConfig {
+impl Default for Config {
     fn default() -> Self {
-        MuxConfig {
+        Config {
             idle_timeout: Duration::from_secs(30),
             max_age: Duration::from_secs(600),
             max_streams: 256,
@@ -105,7 +105,7 @@ impl Default for MuxConfig {
 /// Counters of the multiplexer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct MuxStats {
+pub struct Stats {
     /// TLS connections dialled.
     pub connections_dialled: u64,
     /// TLS connections accepted.
@@ -147,9 +147,9 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> MuxStats {
+    pub(crate) fn snapshot(&self) -> Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        MuxStats {
+        Stats {
             connections_dialled: g(&self.connections_dialled),
             connections_accepted: g(&self.connections_accepted),
             connections_idle_closed: g(&self.connections_idle_closed),
@@ -204,7 +204,7 @@ struct Conn {
     dialled: bool,
     born: Instant,
     max_msg: usize,
-    cfg: MuxConfig,
+    cfg: Config,
     out: mpsc::Sender<Out>,
     /// Streams whose channel was dropped (one entry per stream), and
     /// GOAWAY requests (at most one is acted on). Bounded because the
@@ -364,7 +364,7 @@ fn start(
     ch: Channel,
     dialled: bool,
     max_msg: usize,
-    cfg: MuxConfig,
+    cfg: Config,
     counters: Arc<Counters>,
     accepted: Option<Accepted>,
 ) -> Arc<Conn> {
@@ -418,7 +418,7 @@ fn start(
 pub(crate) fn serve(
     ch: Channel,
     max_msg: usize,
-    cfg: MuxConfig,
+    cfg: Config,
     counters: Arc<Counters>,
     accepted: Accepted,
 ) -> Accepting {
@@ -756,13 +756,13 @@ fn live(slot: &Dialling) -> Option<&Arc<Conn>> {
 /// Dialled connections, one per peer, reused by every channel to it.
 pub(crate) struct Pool {
     conns: Mutex<HashMap<SocketAddr, Dialling>>,
-    cfg: MuxConfig,
+    cfg: Config,
     max_msg: usize,
     pub(crate) counters: Arc<Counters>,
 }
 
 impl Pool {
-    pub(crate) fn new(cfg: MuxConfig, max_msg: usize) -> Self {
+    pub(crate) fn new(cfg: Config, max_msg: usize) -> Self {
         Pool {
             conns: Mutex::new(HashMap::new()),
             cfg,
@@ -771,7 +771,7 @@ impl Pool {
         }
     }
 
-    pub(crate) fn config(&self) -> MuxConfig {
+    pub(crate) fn config(&self) -> Config {
         self.cfg
     }
 
@@ -923,11 +923,11 @@ mod tests {
         accepted: tokio::sync::mpsc::Receiver<Inbound>,
         accepted_tx: Accepted,
         dials: AtomicUsize,
-        cfg: MuxConfig,
+        cfg: Config,
     }
 
     impl Lab {
-        fn new(cfg: MuxConfig) -> Self {
+        fn new(cfg: Config) -> Self {
             let (accepted_tx, accepted) = tokio::sync::mpsc::channel(64);
             Lab {
                 pool: Pool::new(cfg, MAX),
@@ -983,7 +983,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_channels_share_one_connection_with_identities_and_ends() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         for i in 0..50u8 {
             let mut c = lab.channel().await;
             assert_eq!(c.identity.as_deref(), Some("server.lab"));
@@ -1013,7 +1013,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_channels_wait_for_one_dial_and_stay_apart() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         let lab_ref = &lab;
         let chans = futures::future::join_all((0..20).map(|_| lab_ref.channel())).await;
         assert_eq!(lab.dials(), 1);
@@ -1040,7 +1040,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_dial_fails_every_waiter_once_and_the_next_channel_dials_again() {
-        let pool = Pool::new(MuxConfig::default(), MAX);
+        let pool = Pool::new(Config::default(), MAX);
         let dials = AtomicUsize::new(0);
         let dial = || {
             dials.fetch_add(1, Ordering::Relaxed);
@@ -1064,9 +1064,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_whose_reader_falls_behind_is_reset_alone() {
-        let cfg = MuxConfig {
+        let cfg = Config {
             stream_queue: 4,
-            ..MuxConfig::default()
+            ..Config::default()
         };
         let mut lab = Lab::new(cfg);
         let mut c = lab.channel().await;
@@ -1095,7 +1095,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_frame_closes_the_connection_and_its_streams() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         let (mut raw, far) = pipe();
         serve(
             far,
@@ -1119,9 +1119,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_limit_refuses_new_streams_from_the_peer() {
-        let cfg = MuxConfig {
+        let cfg = Config {
             max_streams: 2,
-            ..MuxConfig::default()
+            ..Config::default()
         };
         let mut lab = Lab::new(cfg);
         let (mut raw, far) = pipe();
@@ -1159,9 +1159,9 @@ mod tests {
     /// having them queued without end (issue 11 §1).
     #[tokio::test]
     async fn a_peer_that_opens_streams_but_never_reads_is_cut_off() {
-        let cfg = MuxConfig {
+        let cfg = Config {
             max_streams: 2,
-            ..MuxConfig::default()
+            ..Config::default()
         };
         let lab = Lab::new(cfg);
         let (mut raw, far) = pipe();
@@ -1193,9 +1193,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_close_and_the_next_channel_dials_again() {
-        let cfg = MuxConfig {
+        let cfg = Config {
             idle_timeout: Duration::from_secs(2),
-            ..MuxConfig::default()
+            ..Config::default()
         };
         let mut lab = Lab::new(cfg);
         let mut c = lab.channel().await;
@@ -1214,7 +1214,7 @@ mod tests {
 
     #[tokio::test]
     async fn retired_connections_finish_their_streams_and_close() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         let mut c = lab.channel().await;
         c.io.send(msg(1)).await.unwrap();
         let mut s = lab.next_inbound().await;
@@ -1232,7 +1232,7 @@ mod tests {
 
     #[tokio::test]
     async fn goaway_moves_new_channels_to_a_new_connection() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         let (near, far) = pipe();
         let server = serve(
             far,
@@ -1292,10 +1292,10 @@ mod tests {
         };
         let (mut closed, mut alive) = (0, 0);
         for _ in 0..300 {
-            let cfg = MuxConfig {
+            let cfg = Config {
                 max_streams: 3,
                 stream_queue: 2,
-                ..MuxConfig::default()
+                ..Config::default()
             };
             let mut lab = Lab::new(cfg);
             let (mut raw, far) = pipe();
@@ -1360,7 +1360,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversize_messages_are_refused_both_ways() {
-        let mut lab = Lab::new(MuxConfig::default());
+        let mut lab = Lab::new(Config::default());
         let mut c = lab.channel().await;
         assert!(matches!(
             c.io.send(Bytes::from(vec![0u8; MAX + 1])).await,

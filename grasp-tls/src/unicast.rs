@@ -1,5 +1,5 @@
-//! Unicast: mutual TLS 1.3 over the plain ACP's TCP connections (a
-//! [`StreamLayer`]).
+//! Unicast: mutual TLS 1.3 over the base's connections (TCP, or a fabric
+//! pipe), as a [`StreamLayer`].
 //!
 //! Both ends present a certificate chain that must lead to one of the
 //! domain's trust anchors and carry both TLS usages; the peer's identity is
@@ -15,13 +15,12 @@ use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use grasp_acp::stream::{LayeredIo, StreamLayer};
+use grasp_acp::stream::{AsyncIo, LayeredIo, StreamLayer};
 use grasp_engine::transport::AcpError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::net::TcpStream;
 use x509_parser::prelude::FromDer;
 
 use crate::certs::{verify_chain, NodeIdentity};
@@ -109,7 +108,7 @@ impl ServerCertVerifier for DomainServerVerifier {
 
 /// The TLS layer: mutual TLS 1.3 on every GRASP TCP connection.
 #[derive(Clone)]
-pub struct TlsLayer {
+pub struct Layer {
     configs: Arc<std::sync::RwLock<Configs>>,
 }
 
@@ -119,9 +118,9 @@ struct Configs {
     client: tokio_rustls::TlsConnector,
 }
 
-impl std::fmt::Debug for TlsLayer {
+impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsLayer").finish_non_exhaustive()
+        f.debug_struct("Layer").finish_non_exhaustive()
     }
 }
 
@@ -132,10 +131,10 @@ fn peer_name(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
     crate::certs::dns_name(&c)
 }
 
-impl TlsLayer {
+impl Layer {
     /// TLS 1.3 configurations for `identity` (ring provider, explicitly).
     pub fn new(identity: &NodeIdentity) -> Result<Self, CertError> {
-        Ok(TlsLayer {
+        Ok(Layer {
             configs: Arc::new(std::sync::RwLock::new(Self::configs(identity)?)),
         })
     }
@@ -215,16 +214,14 @@ fn established(peer: SocketAddr, conn: &rustls::CommonState) -> Result<Option<St
     )))
 }
 
-impl TlsLayer {
-    /// The server side of a handshake over any byte stream.
-    pub fn accept_io<S>(
+impl StreamLayer for Layer {
+    /// The server side of a handshake over the base's bytes (TCP or a
+    /// fabric pipe).
+    fn accept(
         &self,
-        io: S,
+        io: Box<dyn AsyncIo>,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
         let acceptor = self.current().server;
         async move {
             let tls = acceptor.accept(io).await.map_err(|e| tls_failed(peer, e))?;
@@ -237,15 +234,12 @@ impl TlsLayer {
         .boxed()
     }
 
-    /// The client side of a handshake over any byte stream.
-    pub fn connect_io<S>(
+    /// The client side of a handshake over the base's bytes.
+    fn connect(
         &self,
-        io: S,
+        io: Box<dyn AsyncIo>,
         peer: SocketAddr,
-    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
+    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
         let connector = self.current().client;
         async move {
             // Tickets are kept per server name: the peer's address.
@@ -264,30 +258,13 @@ impl TlsLayer {
     }
 }
 
-impl StreamLayer for TlsLayer {
-    fn accept(
-        &self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
-        self.accept_io(tcp, peer)
-    }
-
-    fn connect(
-        &self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-    ) -> BoxFuture<'static, Result<LayeredIo, AcpError>> {
-        self.connect_io(tcp, peer)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::certs::{issue_node, new_ca};
     use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn identity(ca: &str, ca_key: &str, node: &str) -> NodeIdentity {
         let (cert, key) = issue_node(ca, ca_key, node, 10).unwrap();
@@ -303,8 +280,8 @@ mod tests {
     #[tokio::test]
     async fn mutual_tls_with_identities_and_resumption() {
         let (ca, ca_key) = new_ca("lab", 30).unwrap();
-        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
-        let client = TlsLayer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
+        let server = Layer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        let client = Layer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
         let (l, addr) = listener().await;
         let srv = tokio::spawn(async move {
             let mut kinds = Vec::new();
@@ -327,7 +304,7 @@ mod tests {
         });
         for _ in 0..2 {
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let l = client.connect(tcp, addr).await.unwrap();
+            let l = client.connect(Box::new(tcp), addr).await.unwrap();
             assert_eq!(l.identity.as_deref(), Some("server.lab"));
             let mut io = l.io;
             io.write_all(b"hello").await.unwrap();
@@ -344,8 +321,8 @@ mod tests {
     #[tokio::test]
     async fn a_reloaded_identity_is_used_for_new_handshakes() {
         let (ca, ca_key) = new_ca("lab", 30).unwrap();
-        let server = TlsLayer::new(&identity(&ca, &ca_key, "old.lab")).unwrap();
-        let client = TlsLayer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
+        let server = Layer::new(&identity(&ca, &ca_key, "old.lab")).unwrap();
+        let client = Layer::new(&identity(&ca, &ca_key, "client.lab")).unwrap();
         let (l, addr) = listener().await;
         let s2 = server.clone();
         let srv = tokio::spawn(async move {
@@ -353,18 +330,18 @@ mod tests {
                 let (tcp, peer) = l.accept().await.unwrap();
                 let s3 = s2.clone();
                 tokio::spawn(async move {
-                    let mut io = s3.accept(tcp, peer).await.unwrap().io;
+                    let mut io = s3.accept(Box::new(tcp), peer).await.unwrap().io;
                     let mut b = [0u8; 1];
                     let _ = io.read(&mut b).await;
                 });
             }
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let first = client.connect(tcp, addr).await.unwrap();
+        let first = client.connect(Box::new(tcp), addr).await.unwrap();
         assert_eq!(first.identity.as_deref(), Some("old.lab"));
         server.reload(&identity(&ca, &ca_key, "new.lab")).unwrap();
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let second = client.connect(tcp, addr).await.unwrap();
+        let second = client.connect(Box::new(tcp), addr).await.unwrap();
         assert_eq!(second.identity.as_deref(), Some("new.lab"));
         drop((first, second));
         srv.await.unwrap();
@@ -373,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_certificate_is_refused() {
         let (ca, ca_key) = new_ca("lab", 30).unwrap();
-        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        let server = Layer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
         // An identity that was valid last year (loaded with last year's
         // clock, as a node whose certificate lapsed while running).
         let (cert, key) = crate::certs::issue_node_with(&ca, &ca_key, "old.lab", |p| {
@@ -383,14 +360,14 @@ mod tests {
         .unwrap();
         let then = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_593_561_600); // 2020-07-01
         let old = NodeIdentity::from_pem(&cert, &key, &ca, then).unwrap();
-        let client = TlsLayer::new(&old).unwrap();
+        let client = Layer::new(&old).unwrap();
         let (l, addr) = listener().await;
         let srv = tokio::spawn(async move {
             let (tcp, peer) = l.accept().await.unwrap();
-            server.accept(tcp, peer).await.is_ok()
+            server.accept(Box::new(tcp), peer).await.is_ok()
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        if let Ok(l) = client.connect(tcp, addr).await {
+        if let Ok(l) = client.connect(Box::new(tcp), addr).await {
             let mut io = l.io;
             let mut b = [0u8; 1];
             assert!(io.read(&mut b).await.map(|n| n == 0).unwrap_or(true));
@@ -402,20 +379,20 @@ mod tests {
     async fn strangers_are_refused() {
         let (ca, ca_key) = new_ca("lab", 30).unwrap();
         let (ca2, ca2_key) = new_ca("other", 30).unwrap();
-        let server = TlsLayer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
-        let stranger = TlsLayer::new(&identity(&ca2, &ca2_key, "x.other")).unwrap();
+        let server = Layer::new(&identity(&ca, &ca_key, "server.lab")).unwrap();
+        let stranger = Layer::new(&identity(&ca2, &ca2_key, "x.other")).unwrap();
         let (l, addr) = listener().await;
         let srv = tokio::spawn(async move {
             let mut results = Vec::new();
             for _ in 0..3 {
                 let (tcp, peer) = l.accept().await.unwrap();
-                results.push(server.accept(tcp, peer).await.is_ok());
+                results.push(server.accept(Box::new(tcp), peer).await.is_ok());
             }
             results
         });
         // A node of another CA: both sides refuse.
         let tcp = TcpStream::connect(addr).await.unwrap();
-        assert!(stranger.connect(tcp, addr).await.is_err());
+        assert!(stranger.connect(Box::new(tcp), addr).await.is_err());
         // A TLS client with no certificate.
         let anon = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -1,9 +1,12 @@
 //! Shared helpers of the workspace's integration tests.
 //!
+//! * [`backend`]: every backend behind one builder, for the conformance
+//!   suite (`tests/tests/conformance`).
 //! * [`netns`]: Linux network-namespace labs (veth pairs, ULA addresses) and
 //!   running async code inside a namespace.
 //! * [`scenario`]: GRASP exchanges the backend tests share.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod netns;
 pub mod scenario;

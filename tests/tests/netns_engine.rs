@@ -12,14 +12,13 @@ use std::time::Duration;
 use grasp_acp::plain;
 use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+use grasp_engine::Grasp;
 use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
-use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
 use grasp_tests::scenario::{flood_one, wait_for_flood};
 use tokio::sync::oneshot;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
-const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
 const T: Duration = Duration::from_secs(5);
 
 fn a6(s: &str) -> Ipv6Addr {
@@ -37,92 +36,6 @@ async fn start(iface: &str) -> Grasp {
         .await
         .expect("bind the plain ACP");
     Grasp::start(t, inbound, config())
-}
-
-#[test]
-fn engine_two_nodes_over_the_plain_acp() {
-    if Lab::skip_loudly("engine_two_nodes_over_the_plain_acp") {
-        return;
-    }
-    let mut lab = Lab::new();
-    let (na, nb) = lab.pair().unwrap();
-    let (ready_tx, ready_rx) = oneshot::channel::<()>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-
-    let b = spawn_in(&nb, move || async move {
-        let g = start("ba0").await;
-        let asa = g.register_asa("B").await.unwrap();
-        let sync = Objective::new("EX.sync", SYNCH)
-            .with_value(Value::from_serialize(&("ver", 1)).unwrap());
-        asa.register_objective(&sync, RegisterOptions::default())
-            .await
-            .unwrap();
-        asa.listen_synchronize(&sync).await.unwrap();
-        let neg = Objective::new("EX.neg", NEG);
-        asa.register_objective(&neg, RegisterOptions::default())
-            .await
-            .unwrap();
-        let listener = asa.listen_negotiate("EX.neg").await.unwrap();
-        let fl = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded"));
-        asa.register_objective(&fl, RegisterOptions::default())
-            .await
-            .unwrap();
-        ready_tx.send(()).unwrap();
-        // Negotiation: counter 100, then accept.
-        let (session, req) = listener.next().await.unwrap();
-        assert_eq!(req.value.as_ref().unwrap().as_u64(), Some(150));
-        let counter = req.clone().with_value(Value::from(100u32));
-        match session.step(&counter, T).await.unwrap() {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.unwrap().as_u64(), Some(120));
-                session.accept().await.unwrap();
-            }
-            other => panic!("{other:?}"),
-        }
-        flood_one(&asa, fl, 10_000).await;
-        done_rx.await.unwrap();
-    });
-
-    let a = spawn_in(&na, move || async move {
-        let g = start("ab0").await;
-        let asa = g.register_asa("A").await.unwrap();
-        ready_rx.await.unwrap();
-        let probe = Objective::new("EX.sync", SYNCH);
-        let t0 = tokio::time::Instant::now();
-        let found = asa
-            .discover(&probe, DiscoverOptions::first(Duration::from_secs(2)))
-            .await
-            .unwrap();
-        let took = t0.elapsed();
-        assert_eq!(found.len(), 1, "one responder");
-        assert!(
-            took < Duration::from_millis(500),
-            "first answer, not the timeout: {took:?}"
-        );
-        let got = asa.synchronize(&probe, None, T).await.unwrap();
-        let v: (String, u32) = got.value.unwrap().deserialize().unwrap();
-        assert_eq!(v, ("ver".into(), 1));
-        let bid = Objective::new("EX.neg", NEG).with_value(Value::from(150u32));
-        match asa.request_negotiate(&bid, None, T).await.unwrap() {
-            Negotiation::Step { session, objective } => {
-                assert_eq!(objective.value.clone().unwrap().as_u64(), Some(100));
-                assert_eq!(objective.loop_count, 5);
-                let next = objective.with_value(Value::from(120u32));
-                assert!(matches!(
-                    session.step(&next, T).await.unwrap(),
-                    Negotiation::Accepted
-                ));
-            }
-            other => panic!("{other:?}"),
-        }
-        // The flood arrives.
-        let got = wait_for_flood(&asa, "EX.flood", 50).await;
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].initiator, std::net::IpAddr::V6(a6("fd00:1::2")));
-        done_tx.send(()).unwrap();
-    });
-    a.join().expect("A panicked").unwrap();
-    b.join().expect("B panicked").unwrap();
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! The TLS backend over the plain ACP's sockets between namespaces (root
-//! only; loudly skipped otherwise): discovery, synchronization,
-//! negotiation and flooding between two members of a domain, and a node
-//! with a certificate from another CA that is refused on both unicast and
-//! multicast.
+//! What only TLS has, between namespaces over the plain ACP's sockets
+//! (root only; loudly skipped otherwise): a renewed certificate taken
+//! without a restart, and a connection flood that does not keep a member
+//! out. (Every GRASP operation runs under TLS between namespaces in the
+//! conformance suite.)
 
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -12,14 +12,10 @@ use std::time::Duration;
 use grasp_acp::plain;
 use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, Value};
-use grasp_engine::{AsaLocator, Config, DiscoverOptions, RegisterOptions};
+use grasp_engine::{AsaLocator, Config, RegisterOptions};
 use grasp_engine::{Grasp, Negotiation};
 use grasp_tests::netns::{spawn_in, Lab};
-use grasp_tests::scenario::{
-    answer_with_counter, flood_one, negotiable, request_and_accept_step, wait_for_flood,
-};
-use grasp_tls::multicast::McDrop;
-use grasp_tls::{NodeIdentity, TlsTransport};
+use grasp_tls::NodeIdentity;
 use tokio::sync::oneshot;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
@@ -51,11 +47,11 @@ fn node_files(
 async fn start(
     iface: &str,
     files: &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
-) -> (Grasp, Arc<TlsTransport>) {
+) -> (Grasp, Arc<grasp_tls::Transport>) {
     let id = NodeIdentity::load(&files.0, &files.1, &files.2).unwrap();
-    let (t, inbound) = grasp_tls::bind_plain(plain::Config::default().interfaces([iface]), &id)
-        .await
-        .unwrap();
+    let backend = grasp_tls::Backend::new(&id, grasp_tls::Config::default()).unwrap();
+    let base = plain::Config::default().interfaces([iface]);
+    let (t, inbound) = grasp_acp::secure::bind(base, backend).await.unwrap();
     assert_eq!(t.security(), Security::Tls);
     (Grasp::start(t.clone(), inbound, Config::default()), t)
 }
@@ -64,127 +60,6 @@ async fn start(
 fn new_ca(name: &str) -> (String, String) {
     let (c, k) = grasp_tls::certs::new_ca(name, 30).unwrap();
     (c, k.to_string())
-}
-
-#[test]
-fn tls_over_the_plain_acp() {
-    if Lab::skip_loudly("tls_over_the_plain_acp") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ca = new_ca("lab");
-    let other = new_ca("other");
-    let fa = node_files(dir.path(), &ca, "a.lab");
-    let fb = node_files(dir.path(), &ca, "b.lab");
-    let fx = node_files(dir.path(), &other, "x.other");
-    let mut lab = Lab::new();
-    let (na, nb) = lab.pair().unwrap();
-    let nx = lab.netns().unwrap();
-    lab.link(2, (&nb, "bx0"), (&nx, "xb0")).unwrap();
-    let (ready_tx, ready_rx) = oneshot::channel::<()>();
-    let (xready_tx, xready_rx) = oneshot::channel::<u16>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let (xdone_tx, xdone_rx) = oneshot::channel::<()>();
-
-    let fb2 = fb.clone();
-    let b = spawn_in(&nb, move || async move {
-        let (g, t) = start("ba0", &fb2).await;
-        let (g2, t2) = start("bx0", &fb2).await;
-        for g in [&g, &g2] {
-            let asa = g.register_asa("sync").await.unwrap();
-            let o = Objective::new("EX.sync", SYNCH).with_value(Value::from("tls ok"));
-            asa.register_objective(&o, RegisterOptions::default())
-                .await
-                .unwrap();
-            asa.listen_synchronize(&o).await.unwrap();
-            std::mem::forget(asa);
-        }
-        let asa = g.register_asa("neg").await.unwrap();
-        let neg = Objective::new("EX.neg", NEG);
-        asa.register_objective(&neg, RegisterOptions::default())
-            .await
-            .unwrap();
-        let listener = asa.listen_negotiate("EX.neg").await.unwrap();
-        let fl = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded"));
-        asa.register_objective(&fl, RegisterOptions::default())
-            .await
-            .unwrap();
-        ready_tx.send(()).unwrap();
-        let port2 = match t2.node_locator() {
-            Locator::Ipv6 { port, .. } => port,
-            other => panic!("{other:?}"),
-        };
-        xready_tx.send(port2).unwrap();
-        let answered = answer_with_counter(&listener, None, 100, T).await;
-        assert_eq!(answered.requested, Some(150));
-        assert_eq!(answered.stepped, Some(120));
-        assert_eq!(
-            answered.identity.as_deref(),
-            Some("a.lab"),
-            "the requester's certificate name"
-        );
-        flood_one(&asa, fl, 10_000).await;
-        done_rx.await.unwrap();
-        xdone_rx.await.unwrap();
-        (t.multicast_stats(), t2.multicast_stats(), t2.stats())
-    });
-
-    let a = spawn_in(&na, move || async move {
-        let (g, t) = start("ab0", &fa).await;
-        let asa = g.register_asa("A").await.unwrap();
-        ready_rx.await.unwrap();
-        let probe = Objective::new("EX.sync", SYNCH);
-        let found = asa
-            .discover(&probe, DiscoverOptions::first(Duration::from_secs(2)))
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        let got = asa.synchronize(&probe, None, T).await.unwrap();
-        assert_eq!(got.value.unwrap().as_str(), Some("tls ok"));
-        let bid = negotiable(&asa, "EX.neg", 150).await;
-        let requested = request_and_accept_step(&asa, &bid, 120, T).await;
-        assert_eq!(requested.countered, Some(100));
-        assert_eq!(
-            requested.identity.as_deref(),
-            Some("b.lab"),
-            "the responder's certificate name"
-        );
-        let got = wait_for_flood(&asa, "EX.flood", 100).await;
-        assert_eq!(got.len(), 1);
-        done_tx.send(()).unwrap();
-        t.multicast_stats()
-    });
-
-    let x = spawn_in(&nx, move || async move {
-        let (g, t) = start("xb0", &fx).await;
-        let asa = g.register_asa("X").await.unwrap();
-        let b_port = xready_rx.await.unwrap();
-        let probe = Objective::new("EX.sync", SYNCH);
-        let found = asa
-            .discover(&probe, DiscoverOptions::all(Duration::from_millis(500)))
-            .await
-            .unwrap();
-        assert!(
-            found.is_empty(),
-            "another CA's node was answered: {found:?}"
-        );
-        let b = AsaLocator::new(Locator::tcp6(a6("fd00:2::1"), b_port));
-        let r = asa.synchronize(&probe, Some(b), T).await;
-        assert!(r.is_err(), "{r:?}");
-        xdone_tx.send(()).unwrap();
-        t.stats()
-    });
-    let sa = a.join().expect("A panicked").unwrap();
-    let tx = x.join().expect("X panicked").unwrap();
-    let (sb, sb2, tb2) = b.join().expect("B panicked").unwrap();
-    assert!(sa.verified >= 1 && sb.verified >= 1, "{sa:?} {sb:?}");
-    assert_eq!(sa.dropped.iter().sum::<u64>(), 0, "{sa:?}");
-    // B dropped X's multicasts as untrusted and refused its TLS channel.
-    assert!(sb2.dropped(McDrop::Untrusted) >= 1, "{sb2:?}");
-    // X's TLS client refuses B's certificate (another CA) and B refuses
-    // X's; whichever side sees it first, no channel opens.
-    assert!(tx.connect_failures >= 1, "{tx:?}");
-    assert_eq!(tb2.channels_accepted, 0, "{tb2:?}");
 }
 
 /// A renewed certificate written over the node's files is picked up
@@ -206,7 +81,7 @@ fn renewed_certificate_is_picked_up_without_restart() {
     let (ca2, fb2) = (ca.clone(), fb.clone());
     let b = spawn_in(&nb, move || async move {
         let (g, t) = start("ba0", &fb2).await;
-        let _w = t.watch_files(
+        let _w = t.protection().watch_files(
             fb2.0.clone(),
             fb2.1.clone(),
             fb2.2.clone(),
@@ -238,12 +113,16 @@ fn renewed_certificate_is_picked_up_without_restart() {
         std::fs::write(&fb2.0, cert).unwrap();
         std::fs::write(&fb2.1, key.as_bytes()).unwrap();
         for _ in 0..50 {
-            if t.name() == "b2.lab" {
+            if t.protection().name() == "b2.lab" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(t.name(), "b2.lab", "reloaded without a restart");
+        assert_eq!(
+            t.protection().name(),
+            "b2.lab",
+            "reloaded without a restart"
+        );
         renewed_tx.send(()).unwrap();
         serve_one(listener).await;
     });
@@ -266,12 +145,16 @@ fn renewed_certificate_is_picked_up_without_restart() {
                 // B's reload sent GOAWAY on A's connection to it: A's next
                 // channel dials afresh and meets the new certificate.
                 for _ in 0..50 {
-                    if t.pooled_connections() == 0 {
+                    if t.protection().pooled_connections() == 0 {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                assert_eq!(t.pooled_connections(), 0, "GOAWAY retired the connection");
+                assert_eq!(
+                    t.protection().pooled_connections(),
+                    0,
+                    "GOAWAY retired the connection"
+                );
             }
             match asa.request_negotiate(&bid, None, T).await.unwrap() {
                 Negotiation::Step { session, objective } => {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use grasp_engine::transport::Security;
+
 use crate::value::parse_value;
 
 /// What is wrong with a configuration.
@@ -50,60 +52,22 @@ fn invalid(setting: impl Into<String>, why: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The security substrate. Every name parses whatever was compiled in;
-/// [`SecurityChoice::check_compiled`] says which cargo feature a missing one
-/// needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SecurityChoice {
-    /// No security (plain UDP and TCP): labs and DULL only.
-    None,
-    /// QUADS: keys from a shared domain password.
-    #[default]
-    Quads,
-    /// Mutual TLS with per-node certificates.
-    Tls,
-}
-
-impl FromStr for SecurityChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" | "insecure" => Ok(SecurityChoice::None),
-            "quads" => Ok(SecurityChoice::Quads),
-            "tls" => Ok(SecurityChoice::Tls),
-            _ => Err(format!("unknown security {s:?}: choose none, quads or tls")),
-        }
+/// Whether this build has the backend for `s`.
+pub fn compiled(s: Security) -> bool {
+    match s {
+        Security::Quads => cfg!(feature = "quads"),
+        Security::Tls => cfg!(feature = "tls"),
+        _ => true,
     }
 }
 
-impl std::fmt::Display for SecurityChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SecurityChoice::None => "none",
-            SecurityChoice::Quads => "quads",
-            SecurityChoice::Tls => "tls",
-        })
-    }
+/// An error naming the cargo feature to enable when the backend for `s`
+/// is not in this build. Every name parses whatever was compiled in.
+pub fn check_compiled(s: Security) -> Result<(), ConfigError> {
+    check_feature(s, compiled(s))
 }
 
-impl SecurityChoice {
-    /// Whether this build has the backend.
-    pub fn compiled(self) -> bool {
-        match self {
-            SecurityChoice::None => true,
-            SecurityChoice::Quads => cfg!(feature = "quads"),
-            SecurityChoice::Tls => cfg!(feature = "tls"),
-        }
-    }
-
-    /// An error naming the cargo feature to enable when the backend is not
-    /// in this build.
-    pub fn check_compiled(self) -> Result<(), ConfigError> {
-        check_feature(self, self.compiled())
-    }
-}
-
-fn check_feature(s: SecurityChoice, compiled: bool) -> Result<(), ConfigError> {
+fn check_feature(s: Security, compiled: bool) -> Result<(), ConfigError> {
     if compiled {
         return Ok(());
     }
@@ -430,7 +394,7 @@ pub struct TlsFiles {
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// Security substrate.
-    pub security: SecurityChoice,
+    pub security: Security,
     /// Interfaces by name; `None`: every usable one.
     pub interfaces: Option<Vec<String>>,
     /// TCP port (0: any).
@@ -498,11 +462,11 @@ impl NodeConfig {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
-        let security: SecurityChoice = match args.security.as_deref().or(file.security.as_deref()) {
+        let security: Security = match args.security.as_deref().or(file.security.as_deref()) {
             Some(s) => s.parse().map_err(|e| invalid("security", e))?,
-            None => SecurityChoice::default(),
+            None => Security::Quads,
         };
-        security.check_compiled()?;
+        check_compiled(security)?;
         let interfaces = if !args.interfaces.is_empty() {
             Some(args.interfaces.clone())
         } else {
@@ -553,12 +517,12 @@ impl NodeConfig {
                 "a policy without a socket: set [api] socket = \"/run/graspd/api.sock\"",
             ));
         }
-        let quads = if security == SecurityChoice::Quads {
+        let quads = if security == Security::Quads {
             Some(quads_source(args, &file.quads)?)
         } else {
             None
         };
-        let tls = if security == SecurityChoice::Tls {
+        let tls = if security == Security::Tls {
             Some(tls_files(args, &file.tls)?)
         } else {
             None
@@ -667,15 +631,15 @@ impl NodeConfig {
                     .to_string())
         );
         let sec = match self.security {
-            SecurityChoice::None => "none: plain UDP and TCP, no encryption or authentication (labs, or DULL only)".to_string(),
-            SecurityChoice::Quads => match &self.quads {
+            Security::None => "none: plain UDP and TCP, no encryption or authentication (labs, or DULL only)".to_string(),
+            Security::Quads => match &self.quads {
                 Some(QuadsKeySource::File(p)) => format!("quads: AES-256-GCM with the domain key in {}", p.display()),
                 Some(QuadsKeySource::Password { domain, .. }) => {
                     format!("quads: AES-256-GCM with a key derived from the password for domain {domain:?}")
                 }
                 None => "quads".into(),
             },
-            SecurityChoice::Tls => match &self.tls {
+            Security::Tls => match &self.tls {
                 Some(t) => format!(
                     "tls: mutual TLS 1.3 with {} (key {}), trusting {}; renewed files are picked up within {} s",
                     t.cert.display(),
@@ -882,21 +846,19 @@ mod tests {
     #[test]
     fn every_security_name_parses_and_a_missing_backend_names_its_feature() {
         for (s, want) in [
-            ("none", SecurityChoice::None),
-            ("quads", SecurityChoice::Quads),
-            ("TLS", SecurityChoice::Tls),
+            ("none", Security::None),
+            ("quads", Security::Quads),
+            ("TLS", Security::Tls),
         ] {
-            assert_eq!(s.parse::<SecurityChoice>().unwrap(), want);
+            assert_eq!(s.parse::<Security>().unwrap(), want);
         }
         assert!("ipsec"
-            .parse::<SecurityChoice>()
+            .parse::<Security>()
             .unwrap_err()
             .contains("none, quads or tls"));
-        let e = check_feature(SecurityChoice::Tls, false)
-            .unwrap_err()
-            .to_string();
+        let e = check_feature(Security::Tls, false).unwrap_err().to_string();
         assert!(e.contains("--features tls"), "{e}");
-        assert!(check_feature(SecurityChoice::Quads, true).is_ok());
+        assert!(check_feature(Security::Quads, true).is_ok());
     }
 
     #[test]
@@ -910,7 +872,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(c.security, SecurityChoice::None);
+        assert_eq!(c.security, Security::None);
         assert_eq!(c.interfaces, Some(vec!["eth9".to_string()]));
         assert_eq!(c.port, 7200);
         assert_eq!(c.serve[0].value.to_string(), "[\"NZD\", 5]");

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod asa;
+pub mod backend;
 pub mod config;
 pub mod control;
 pub mod decode;
@@ -19,7 +20,7 @@ pub mod pretty;
 pub mod socket;
 pub mod value;
 
-pub use config::{NodeArgs, NodeConfig, SecurityChoice};
+pub use config::{NodeArgs, NodeConfig};
 pub use node::Node;
 pub use value::parse_value;
 

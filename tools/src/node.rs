@@ -9,31 +9,26 @@ use grasp_engine::Grasp;
 use serde_json::{json, Map, Value as Json};
 use tracing::{info, warn};
 
-use crate::config::{NodeConfig, RelayChoice, SecurityChoice};
+use grasp_engine::transport::Security;
+
+use crate::backend::{Bound, Control, Spec};
+use crate::config::{NodeConfig, RelayChoice};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The sockets.
-    #[error("cannot bind the GRASP sockets: {0}")]
-    Bind(String),
+    /// The sockets, or the backend over them.
+    #[error("cannot start the GRASP backend: {0}")]
+    Bind(#[from] crate::backend::BindError),
+    /// The backend is not compiled in.
+    #[error("{0}")]
+    Unavailable(String),
     /// The QUADS key.
     #[error("QUADS key: {0}")]
     Key(String),
     /// The TLS certificates.
     #[error("TLS identity: {0}")]
     Cert(String),
-}
-
-/// The backend-specific handle (for counters and reloads).
-enum Backend {
-    Plain,
-    #[cfg(feature = "quads")]
-    Quads(Arc<grasp_quads::QuadsTransport>),
-    #[cfg(feature = "quads")]
-    Legacy(Arc<grasp_quads::legacy::LegacyTransport>),
-    #[cfg(feature = "tls")]
-    Tls(Arc<grasp_tls::TlsTransport>),
 }
 
 /// A running node.
@@ -44,7 +39,7 @@ pub struct Node {
     pub transport: Arc<dyn AcpTransport>,
     /// The ASA socket's counters (when `api.socket` is set).
     pub api_stats: Arc<crate::api::Stats>,
-    backend: Backend,
+    backend: Control,
     config: NodeConfig,
     started: std::time::Instant,
     /// Held while a reload runs: one at a time (a password-derived QUADS
@@ -107,7 +102,7 @@ pub fn engine_config(cfg: &NodeConfig) -> Config {
         RelayChoice::Never => Some(false),
     };
     // Chosen explicitly in the configuration: a lab.
-    c.allow_insecure = cfg.security == SecurityChoice::None;
+    c.allow_insecure = cfg.security == Security::None;
     if cfg.api_socket.is_some() {
         // Room for the ASA socket's clients (a few ASAs and objectives
         // each; the socket bounds each connection, these bound them all).
@@ -117,76 +112,65 @@ pub fn engine_config(cfg: &NodeConfig) -> Config {
     c
 }
 
-/// Binds the backend `cfg` names.
-async fn bind(
-    cfg: &NodeConfig,
-) -> Result<(Arc<dyn AcpTransport>, InboundStream, Backend), NodeError> {
-    let plain = plain_config(cfg);
-    let bind_err = |e: &dyn std::fmt::Display| NodeError::Bind(e.to_string());
+/// The backend `cfg` names, with its key or identity loaded.
+fn spec(cfg: &NodeConfig) -> Result<Spec, NodeError> {
     match cfg.security {
-        SecurityChoice::None => {
+        Security::None => {
             warn!("security none: GRASP runs without encryption or authentication (labs only)");
-            let (t, i) = grasp_acp::plain::bind(plain)
-                .await
-                .map_err(|e| bind_err(&e))?;
-            Ok((t, i, Backend::Plain))
+            Ok(Spec::None)
         }
         #[cfg(feature = "quads")]
-        SecurityChoice::Quads => {
+        Security::Quads => {
             let src = cfg
                 .quads
                 .as_ref()
                 .ok_or_else(|| NodeError::Key("no key configured".into()))?;
-            match load_quads_key(src)? {
-                QuadsKey::Graspy(key) => {
-                    let (t, i) = grasp_quads::legacy::bind_plain_legacy(plain, key)
-                        .await
-                        .map_err(|e| bind_err(&e))?;
-                    Ok((t.clone(), i, Backend::Legacy(t)))
-                }
+            Ok(match load_quads_key(src)? {
+                QuadsKey::Graspy(key) => Spec::LegacyQuads(key),
                 QuadsKey::Ours { key, .. } => {
                     info!(key_id = %key.id(), "QUADS key loaded");
-                    let (t, i) = grasp_quads::bind_plain(
-                        plain,
-                        grasp_quads::KeyRing::new(*key),
-                        grasp_quads::QuadsConfig::default(),
-                    )
-                    .await
-                    .map_err(|e| bind_err(&e))?;
-                    Ok((t.clone(), i, Backend::Quads(t)))
+                    Spec::Quads(Box::new(grasp_quads::KeyRing::new(*key)))
                 }
-            }
+            })
         }
         #[cfg(feature = "tls")]
-        SecurityChoice::Tls => {
+        Security::Tls => {
             let f = cfg
                 .tls
                 .as_ref()
                 .ok_or_else(|| NodeError::Cert("no TLS files configured".into()))?;
             let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
                 .map_err(|e| NodeError::Cert(e.to_string()))?;
-            let (t, i) = grasp_tls::bind_plain(plain, &id)
-                .await
-                .map_err(|e| bind_err(&e))?;
-            let _watch = t.watch_files(f.cert.clone(), f.key.clone(), f.ca.clone(), f.check_every);
-            Ok((t.clone(), i, Backend::Tls(t)))
+            Ok(Spec::Tls(Box::new(id)))
         }
         #[allow(unreachable_patterns)]
-        other => {
-            Err(NodeError::Bind(other.check_compiled().err().map_or_else(
-                || "backend not available".into(),
+        other => Err(NodeError::Unavailable(
+            crate::config::check_compiled(other).err().map_or_else(
+                || format!("backend {other} not available"),
                 |e| e.to_string(),
-            )))
-        }
+            ),
+        )),
     }
+}
+
+/// Binds the backend `cfg` names.
+async fn bind(cfg: &NodeConfig) -> Result<Bound, NodeError> {
+    let b = crate::backend::bind(plain_config(cfg), spec(cfg)?).await?;
+    #[cfg(feature = "tls")]
+    if let (Control::Tls(t), Some(f)) = (&b.control, &cfg.tls) {
+        let _watch =
+            t.protection()
+                .watch_files(f.cert.clone(), f.key.clone(), f.ca.clone(), f.check_every);
+    }
+    Ok(b)
 }
 
 /// Binds the backend `cfg` names without an engine (for `grasp watch`).
 pub async fn bind_transport(
     cfg: &NodeConfig,
 ) -> Result<(Arc<dyn AcpTransport>, InboundStream), NodeError> {
-    let (t, i, _) = bind(cfg).await?;
-    Ok((t, i))
+    let b = bind(cfg).await?;
+    Ok((b.transport, b.inbound))
 }
 
 /// Whether a key file is graspy's `quadsk.py` (legacy QUADS) rather than
@@ -263,13 +247,17 @@ impl Node {
             0
         };
         raise_open_files(grasp_acp::slots::Admission::default().max as u64 + api);
-        let (transport, inbound, backend) = bind(cfg).await?;
+        let Bound {
+            transport,
+            inbound,
+            control,
+        } = bind(cfg).await?;
         let grasp = Grasp::start(transport.clone(), inbound, engine_config(cfg));
         Ok(Node {
             grasp,
             transport,
             api_stats: Arc::default(),
-            backend,
+            backend: control,
             config: cfg.clone(),
             started: std::time::Instant::now(),
             reloading: std::sync::Mutex::new(()),
@@ -290,15 +278,15 @@ impl Node {
         };
         match &self.backend {
             #[cfg(feature = "tls")]
-            Backend::Tls(t) => {
+            Control::Tls(t) => {
                 let f = self.config.tls.as_ref().ok_or("no TLS files")?;
                 let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
                     .map_err(|e| e.to_string())?;
-                t.reload(&id).map_err(|e| e.to_string())?;
+                t.protection().reload(&id).map_err(|e| e.to_string())?;
                 Ok(format!("TLS identity reloaded: {}", id.name))
             }
             #[cfg(feature = "quads")]
-            Backend::Quads(t) => {
+            Control::Quads(t) => {
                 let src = self
                     .config
                     .quads
@@ -313,7 +301,7 @@ impl Node {
                 };
                 let id = key.id();
                 let ring = grasp_quads::KeyRing::new(*key);
-                t.set_keys(ring);
+                t.protection().set_keys(ring);
                 Ok(format!("QUADS key reloaded: key id {id}"))
             }
             _ => Ok("nothing to reload for this backend".into()),
@@ -367,8 +355,8 @@ impl Node {
         );
         match &self.backend {
             #[cfg(feature = "quads")]
-            Backend::Quads(t) => {
-                let q = t.quads_stats();
+            Control::Quads(t) => {
+                let q = t.protection().stats();
                 let drops: Map<String, Json> = grasp_quads::DropReason::ALL
                     .iter()
                     .map(|r| (r.as_str().to_string(), json!(q.dropped(*r))))
@@ -379,13 +367,17 @@ impl Node {
                 );
             }
             #[cfg(feature = "quads")]
-            Backend::Legacy(t) => {
-                out.insert("quads_legacy".into(), json!({"dropped": t.dropped()}));
+            Control::Legacy(t) => {
+                out.insert(
+                    "quads_legacy".into(),
+                    json!({"dropped": t.multicast_dropped()}),
+                );
             }
             #[cfg(feature = "tls")]
-            Backend::Tls(t) => {
+            Control::Tls(t) => {
+                let t = t.protection();
                 let m = t.multicast_stats();
-                let drops: Map<String, Json> = grasp_tls::multicast::McDrop::ALL
+                let drops: Map<String, Json> = grasp_tls::multicast::DropReason::ALL
                     .iter()
                     .map(|r| (r.to_string(), json!(m.dropped(*r))))
                     .collect();
@@ -459,7 +451,7 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
     match cfg.security {
         #[cfg(feature = "quads")]
-        SecurityChoice::Quads => match cfg.quads.as_ref() {
+        Security::Quads => match cfg.quads.as_ref() {
             Some(src @ crate::config::QuadsKeySource::File(_)) => {
                 match load_quads_key(src).map_err(|e| format!("quads.key_file: {e}"))? {
                     QuadsKey::Graspy(k) => found.push(format!(
@@ -476,7 +468,7 @@ pub fn check_deep(cfg: &NodeConfig) -> Result<Vec<String>, String> {
             _ => found.push("QUADS key from a password (derived at start)".into()),
         },
         #[cfg(feature = "tls")]
-        SecurityChoice::Tls => {
+        Security::Tls => {
             let f = cfg.tls.as_ref().ok_or("no TLS files")?;
             let id = grasp_tls::NodeIdentity::load(&f.cert, &f.key, &f.ca)
                 .map_err(|e| format!("tls: {e}"))?;

@@ -34,7 +34,7 @@ fn decode_obj(v: &Value) -> Objective {
 
 #[tokio::test]
 async fn a_client_uses_the_nodes_core_through_the_socket() {
-    let (core, n3) = line();
+    let (core, n3) = line().await;
     // N3 serves EX.far.
     let far_asa = n3.register_asa("far").await.unwrap();
     let far = Objective::new("EX.far", SYNCH).with_value("far");
@@ -228,7 +228,7 @@ async fn a_client_uses_the_nodes_core_through_the_socket() {
 
 #[tokio::test]
 async fn bad_requests_get_errors_that_say_why() {
-    let (core, _n3) = line();
+    let (core, _n3) = line().await;
     let mut c = client(core.clone());
     c.hello().await;
     let asa = c.register_asa("a").await;
@@ -324,7 +324,7 @@ async fn bad_requests_get_errors_that_say_why() {
 
 #[tokio::test]
 async fn calls_outstanding_are_bounded_and_can_be_cancelled() {
-    let (mut core, _n3) = line();
+    let (mut core, _n3) = line().await;
     core.limits.requests = 1;
     core.limits.asas = 1;
     let mut c = client(core);
@@ -382,7 +382,7 @@ async fn calls_outstanding_are_bounded_and_can_be_cancelled() {
 #[tokio::test]
 async fn negotiation_through_the_socket_both_ways() {
     const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
-    let (core, n3) = line();
+    let (core, n3) = line().await;
     let bank = n3.register_asa("bank").await.unwrap();
     let loan = Objective::new("EX.loan", NEG).with_value(0u32);
     bank.register_objective(&loan, RegisterOptions::default())
@@ -585,7 +585,7 @@ async fn negotiation_through_the_socket_both_ways() {
 /// over its limit, and the connection goes on.
 #[tokio::test]
 async fn answers_respect_the_clients_frame_limit() {
-    let (core, _n3) = line();
+    let (core, _n3) = line().await;
     let mut c = client(core);
     let r = c
         .call(
@@ -627,7 +627,7 @@ async fn answers_respect_the_clients_frame_limit() {
 #[tokio::test]
 async fn negotiation_requests_arrive_as_events() {
     const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
-    let (core, n3) = line();
+    let (core, n3) = line().await;
     let stats = core.stats.clone();
     let mut c = client(core);
     c.hello().await;
@@ -715,7 +715,7 @@ async fn negotiation_requests_arrive_as_events() {
 #[tokio::test]
 async fn the_policy_refuses_what_no_rule_grants() {
     use grasp_tools::api::policy::{Names, Peer, Policy, Rule, Who};
-    let (mut core, _n3) = line();
+    let (mut core, _n3) = line().await;
     let names = |v: &[&str]| Names::new(v.iter().map(|s| s.to_string()).collect()).unwrap();
     core.policy = std::sync::Arc::new(Policy {
         open: false,

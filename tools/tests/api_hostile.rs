@@ -59,7 +59,7 @@ async fn ends(s: &mut UnixStream) {
 
 #[tokio::test]
 async fn bytes_that_are_not_frames_close_only_their_connection() {
-    let (core, _n3) = line();
+    let (core, _n3) = line().await;
     let mut calm = client(core.clone());
     calm.hello().await;
     let calm_asa = calm.register_asa("calm").await;
@@ -265,7 +265,7 @@ fn wrong(v: &Value) -> Value {
 
 #[tokio::test]
 async fn a_wrong_type_in_every_field_of_every_method_is_a_bad_request() {
-    let (core, _n3) = line();
+    let (core, _n3) = line().await;
     let mut c = client(core.clone());
     c.hello().await;
     let asa = c.register_asa("typo").await;
@@ -340,7 +340,7 @@ async fn a_wrong_type_in_every_field_of_every_method_is_a_bad_request() {
 
 #[tokio::test]
 async fn a_session_of_another_connection_is_no_session_there() {
-    let (core, n3) = line();
+    let (core, n3) = line().await;
     let mut a = client(core.clone());
     a.hello().await;
     let asa_a = a.register_asa("a").await;
@@ -411,7 +411,7 @@ async fn a_session_of_another_connection_is_no_session_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_outstanding_requests_are_answered_not_queued() {
-    let (core, _n3) = line();
+    let (core, _n3) = line().await;
     let mut calm = client(core.clone());
     calm.hello().await;
     let calm_asa = calm.register_asa("calm").await;
@@ -471,7 +471,7 @@ async fn ten_thousand_outstanding_requests_are_answered_not_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_loses_its_own_events_only() {
-    let (mut core, n3) = line();
+    let (mut core, n3) = line().await;
     core.limits.requests = 8; // a short queue to the writer
     let mut calm = client(core.clone());
     calm.hello().await;
@@ -555,7 +555,7 @@ async fn a_client_that_never_reads_loses_its_own_events_only() {
 
 #[tokio::test]
 async fn objectives_per_connection_are_bounded() {
-    let (mut core, _n3) = line();
+    let (mut core, _n3) = line().await;
     core.limits.objectives = 3;
     let mut c = client(core);
     c.hello().await;
@@ -593,7 +593,7 @@ async fn one_users_connections_are_bounded() {
     }
     use grasp_tools::api::policy::{Names, Policy, Rule, Who};
     use std::os::unix::fs::PermissionsExt;
-    let (mut core, _n3) = line();
+    let (mut core, _n3) = line().await;
     core.limits.per_user = 2;
     core.policy = std::sync::Arc::new(Policy {
         open: false,

@@ -373,9 +373,10 @@ pub struct Config {
     /// Relay discoveries and floods between interfaces. `None`: relay when
     /// there is more than one interface and the instance is not DULL.
     pub relay: Option<bool>,
-    /// Allow negotiation, synchronization and flooding over a transport
-    /// without security (labs and tests only; RFC 8990 requires a secured
-    /// substrate). Default false: such calls fail with `noSecurity`.
+    /// Treat a transport without security as secured: allow negotiation,
+    /// synchronization and flooding over it (labs and tests only; RFC 8990
+    /// requires a secured substrate). The one knob for that in the
+    /// workspace. Default false: such calls fail with `noSecurity`.
     pub allow_insecure: bool,
     /// Decoding limits.
     pub limits: Limits,

@@ -528,12 +528,7 @@ fn hello(
             ])
         })
         .collect();
-    let security = match t.security() {
-        grasp_engine::transport::Security::None => "none",
-        grasp_engine::transport::Security::Quads => "quads",
-        grasp_engine::transport::Security::Tls => "tls",
-        _ => "other", // a backend newer than this file
-    };
+    let security = t.security().to_string();
     Ok((
         map(vec![
             ("version", Value::Integer(grasp_asa_api::VERSION.into())),
@@ -555,7 +550,7 @@ fn hello(
                     ("interfaces", Value::Array(interfaces)),
                     ("relay", Value::Bool(core.facts.relay)),
                     ("dull", Value::Bool(core.facts.dull)),
-                    ("security", Value::Text(security.into())),
+                    ("security", Value::Text(security)),
                     (
                         "daemon",
                         Value::Text(format!("graspd {}", env!("CARGO_PKG_VERSION"))),

@@ -192,9 +192,7 @@ pub fn fabric_nodes(
         .collect();
     (0..n)
         .map(|i| {
-            let mut b = f
-                .node(format!("N{}", i + 1))
-                .simulated_security(grasp_engine::transport::Security::Quads);
+            let mut b = f.node(format!("N{}", i + 1));
             if i > 0 {
                 b = b.attach(&links[i - 1]);
             }
@@ -202,7 +200,10 @@ pub fn fabric_nodes(
                 b = b.attach(&links[i]);
             }
             let (t, inbound) = b.bind();
-            let g = grasp_engine::Grasp::start(t.clone(), inbound, grasp_engine::Config::default());
+            // A test line: the fabric has no security, treat it as secured.
+            let mut c = grasp_engine::Config::default();
+            c.allow_insecure = true;
+            let g = grasp_engine::Grasp::start(t.clone(), inbound, c);
             (
                 t as std::sync::Arc<dyn grasp_engine::transport::AcpTransport>,
                 g,

@@ -42,10 +42,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::transport::{AcpTransport, Security};
+use grasp_engine::transport::AcpTransport;
 use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
 use grasp_engine::{AsaLocator, Config, RegisterOptions};
 use grasp_engine::{Grasp, Negotiation};
+use grasp_tools::backend::Spec;
 
 #[derive(Parser, Debug)]
 #[command(about = "GRASP engine throughput benchmarks")]
@@ -490,18 +491,17 @@ async fn bind_node(
         let (cert, nkey) = grasp_tls::certs::issue_node(&ca, &ca_key, &name, 1)?;
         let id =
             grasp_tls::NodeIdentity::from_pem(&cert, &nkey, &ca, std::time::SystemTime::now())?;
-        let (t, i) = grasp_tls::bind_plain(cfg, &id).await?;
+        let b = grasp_tools::backend::bind(cfg, Spec::Tls(Box::new(id))).await?;
         println!("TLS backend, node {name}");
-        return Ok((t, i));
+        return Ok((b.transport, b.inbound));
     }
-    Ok(if quads {
-        let (t, i) =
-            grasp_quads::bind_plain(cfg, bench_ring(), grasp_quads::QuadsConfig::default()).await?;
-        (t, i)
+    let spec = if quads {
+        Spec::Quads(Box::new(bench_ring()))
     } else {
-        let (t, i) = grasp_acp::plain::bind(cfg).await?;
-        (t, i)
-    })
+        Spec::None
+    };
+    let b = grasp_tools::backend::bind(cfg, spec).await?;
+    Ok((b.transport, b.inbound))
 }
 
 fn bench_config() -> Config {
@@ -1045,7 +1045,6 @@ async fn memory(n: usize) -> Result<()> {
     let node = |name: &str| {
         f.node(name)
             .attach(&l)
-            .simulated_security(Security::Quads)
             .max_inbound_connections(n + 10)
             .bind()
     };
@@ -1053,6 +1052,8 @@ async fn memory(n: usize) -> Result<()> {
     let (tb, ib) = node("B");
     let mut cfg = Config::default();
     cfg.max_channels = n + 100;
+    // The fabric has no security: negotiating over it is a lab.
+    cfg.allow_insecure = true;
     let a = Grasp::start(ta, ia, cfg.clone());
     let b = Grasp::start(tb.clone(), ib, cfg);
     let server = b.register_asa("server").await?;
@@ -1102,7 +1103,7 @@ async fn memory(n: usize) -> Result<()> {
 }
 
 /// Two engines on one fabric link, B serving `EX.bench` (synchronization,
-/// or negotiation with an immediate accept), plain (simulated security) or
+/// or negotiation with an immediate accept), plain (treated as secured) or
 /// under QUADS; what a requester on A needs.
 struct FabricPair {
     client: grasp_engine::Asa,
@@ -1117,28 +1118,22 @@ async fn fabric_pair(negotiate: bool, quads: bool) -> Result<FabricPair> {
     let l = f.link("l", LinkConfig::default());
     let mut cfg = Config::default();
     cfg.max_channels = 100_000;
-    let node = |name: &str| -> (
-        Arc<dyn AcpTransport>,
-        grasp_engine::transport::InboundStream,
-    ) {
-        let b = f
-            .node(name)
-            .attach(&l)
-            .max_inbound_connections(100_000)
-            .max_message_size(2048 + grasp_quads::OVERHEAD);
-        if quads {
-            let (t, i) = b.bind();
-            let (t, i) = grasp_quads::wrap(t, i, bench_ring(), grasp_quads::QuadsConfig::default());
-            (t, i)
+    // Without QUADS the engine needs to be told to treat the fabric as
+    // secured for synchronization.
+    cfg.allow_insecure = !quads;
+    let node = |name: &str| {
+        let b = f.node(name).attach(&l).max_inbound_connections(100_000);
+        let spec = if quads {
+            Spec::Quads(Box::new(bench_ring()))
         } else {
-            // The engine needs a secured substrate for synchronization;
-            // the fabric pretends to be one.
-            let (t, i) = b.simulated_security(Security::Quads).bind();
-            (t, i)
-        }
+            Spec::None
+        };
+        grasp_tools::backend::bind(b, spec)
     };
-    let (ta, ia) = node("A");
-    let (tb, ib) = node("B");
+    let na = node("A").await?;
+    let nb = node("B").await?;
+    let (ta, ia) = (na.transport, na.inbound);
+    let (tb, ib) = (nb.transport, nb.inbound);
     let a = Grasp::start(ta, ia, cfg.clone());
     let b = Grasp::start(tb.clone(), ib, cfg);
     let server = b.register_asa("server").await?;

@@ -28,19 +28,18 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use clap::Parser;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Sink, Stream, StreamExt};
+use futures::{FutureExt, Sink, Stream};
 use grasp_acp::fabric::{Fabric, LinkConfig};
+use grasp_acp::secure;
 use grasp_engine::proto::MESSAGE_TYPE_NAMES;
 use grasp_engine::transport::{
-    AcpError, AcpTransport, Channel, Inbound, InboundStream, Interface, MessageIo, Security,
-    TransportStats,
+    AcpError, AcpTransport, Channel, InboundStream, MessageIo, Security,
 };
-use grasp_engine::wire::Locator;
 use grasp_engine::Grasp;
 use grasp_engine::{Config, EngineStats};
 use grasp_tools::asa::briggs_gray::{briggs_with, gray_with, GrayReport, LoanResult, REACH};
 use grasp_tools::asa::{ms, Transcript};
-use grasp_tools::config::SecurityChoice;
+use grasp_tools::backend::Spec;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -162,14 +161,14 @@ fn roles(n: usize, links: &[(usize, usize)]) -> Roles {
 fn main() -> ExitCode {
     let args = Args::parse();
     grasp_tools::init_logging(grasp_tools::config::LogFormat::Plain, "warn");
-    let security: SecurityChoice = match args.security.parse() {
+    let security: Security = match args.security.parse() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("grasp-lab: --security: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = security.check_compiled() {
+    if let Err(e) = grasp_tools::config::check_compiled(security) {
         eprintln!("grasp-lab: {e}");
         return ExitCode::from(2);
     }
@@ -210,7 +209,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Makes each node's transport for `security` over its fabric node.
+/// Makes each node's backend for `security`.
 struct Secure {
     #[cfg(feature = "quads")]
     quads: Option<grasp_quads::MasterSecret>,
@@ -219,11 +218,11 @@ struct Secure {
 }
 
 impl Secure {
-    fn new(security: SecurityChoice, password: &str) -> Result<Self> {
+    fn new(security: Security, password: &str) -> Result<Self> {
         let _ = (security, password);
         Ok(Secure {
             #[cfg(feature = "quads")]
-            quads: if security == SecurityChoice::Quads {
+            quads: if security == Security::Quads {
                 let pw = grasp_quads::Password::new(password)?;
                 Some(grasp_quads::MasterSecret::derive(
                     &pw,
@@ -234,7 +233,7 @@ impl Secure {
                 None
             },
             #[cfg(feature = "tls")]
-            ca: if security == SecurityChoice::Tls {
+            ca: if security == Security::Tls {
                 let (c, k) = grasp_tls::certs::new_ca("lab", 1)?;
                 Some((c, k.to_string()))
             } else {
@@ -243,28 +242,22 @@ impl Secure {
         })
     }
 
-    fn wrap(
-        &self,
-        name: &str,
-        t: Arc<dyn AcpTransport>,
-        i: InboundStream,
-    ) -> Result<(Arc<dyn AcpTransport>, InboundStream)> {
+    /// The backend of the node `name`.
+    fn spec(&self, name: &str) -> Result<Spec> {
         let _ = name;
         #[cfg(feature = "quads")]
         if let Some(m) = &self.quads {
             let ring = grasp_quads::KeyRing::new(grasp_quads::DomainKey::from_master(m));
-            let (t, i) = grasp_quads::wrap(t, i, ring, grasp_quads::QuadsConfig::default());
-            return Ok((t, i));
+            return Ok(Spec::Quads(Box::new(ring)));
         }
         #[cfg(feature = "tls")]
         if let Some((ca, key)) = &self.ca {
             let (c, k) =
                 grasp_tls::certs::issue_node(ca, key, &format!("{}.lab", name.to_lowercase()), 1)?;
             let id = grasp_tls::NodeIdentity::from_pem(&c, &k, ca, std::time::SystemTime::now())?;
-            let (t, i) = grasp_tls::wrap_messages(t, i, &id)?;
-            return Ok((t, i));
+            return Ok(Spec::Tls(Box::new(id)));
         }
-        Ok((t, i))
+        Ok(Spec::None)
     }
 }
 
@@ -274,11 +267,7 @@ struct LabNode {
     transport: Arc<dyn AcpTransport>,
 }
 
-async fn fabric_lab(
-    args: &Args,
-    security: SecurityChoice,
-    topo: &[(usize, usize)],
-) -> Result<bool> {
+async fn fabric_lab(args: &Args, security: Security, topo: &[(usize, usize)]) -> Result<bool> {
     let n = args.nodes;
     let fabric = Fabric::new(args.seed);
     let cfg = LinkConfig {
@@ -293,24 +282,20 @@ async fn fabric_lab(
     let mut nodes = Vec::new();
     for i in 0..n {
         let name = format!("N{}", i + 1);
-        let mut b = fabric.node(name.clone()).max_message_size(20_000);
-        if security == SecurityChoice::None {
-            b = b.simulated_security(Security::None);
-        }
+        let mut b = fabric.node(name.clone());
         for (k, (a, bb)) in topo.iter().enumerate() {
             if *a == i || *bb == i {
                 b = b.attach(&fab_links[k]);
             }
         }
-        let (t, inbound) = b.bind();
-        let (t, inbound) = secure.wrap(&name, t, inbound)?;
+        let bound = grasp_tools::backend::bind(b, secure.spec(&name)?).await?;
         let (t, inbound) = if args.messages && !args.quiet {
-            tap(name.clone(), t, inbound)
+            tap(name.clone(), bound.transport, bound.inbound)?
         } else {
-            (t, inbound)
+            (bound.transport, bound.inbound)
         };
         let mut c = Config::default();
-        c.allow_insecure = security == SecurityChoice::None;
+        c.allow_insecure = security == Security::None;
         nodes.push(LabNode {
             name,
             grasp: Grasp::start(t.clone(), inbound, c),
@@ -323,9 +308,9 @@ async fn fabric_lab(
             "grasp-lab: {n} nodes, {} topology, security {security}{}; Gray on N1, Briggs on N{} ({} hop(s) away)",
             args.topology,
             match security {
-                SecurityChoice::Quads => " (AES-256-GCM, key from the demo password)",
-                SecurityChoice::Tls => " (mutual TLS 1.3, a CA made for this run)",
-                SecurityChoice::None => " (NO security: a lab)",
+                Security::Quads => " (AES-256-GCM, key from the demo password)",
+                Security::Tls => " (mutual TLS 1.3, a CA made for this run)",
+                Security::None => " (NO security: a lab)",
             },
             far + 1,
             hops
@@ -400,7 +385,7 @@ impl NodeCounts {
 }
 
 /// Prints the summary table; whether every step worked.
-fn summary(args: &Args, security: SecurityChoice, r: &GrayReport, nodes: &[NodeCounts]) -> bool {
+fn summary(args: &Args, security: Security, r: &GrayReport, nodes: &[NodeCounts]) -> bool {
     grasp_tools::outln!(
         "\nSummary: {} nodes, {}, security {security}",
         nodes.len(),
@@ -482,14 +467,14 @@ fn summary(args: &Args, security: SecurityChoice, r: &GrayReport, nodes: &[NodeC
     ok
 }
 
-/// Prints what a node sends (above the security layer): a transport
-/// wrapper the engine does not know about.
+/// Prints what a node sends (above the security layer): a pass-through
+/// protection over the node's transport, which the engine does not know
+/// about.
 struct Tap {
     name: String,
-    inner: Arc<dyn AcpTransport>,
 }
 
-fn show(from: &str, to: &str, raw: &Bytes) {
+fn show(from: &str, to: &str, raw: &[u8]) {
     grasp_tools::outln!(
         "      {from:>4} -> {to:<28} {}",
         grasp_tools::pretty::summary(raw)
@@ -541,34 +526,43 @@ impl Tap {
     }
 }
 
-impl AcpTransport for Tap {
+/// Also what a tapped node's engine sees: the security below the tap.
+struct Tapped {
+    tap: Tap,
+    security: Security,
+}
+
+impl secure::Backend for Tapped {
+    type Protection = Tapped;
+    fn overhead(&self) -> usize {
+        0
+    }
+    fn start(self, _max: usize) -> (Tapped, Option<InboundStream>) {
+        (self, None)
+    }
+}
+
+impl secure::Protection for Tapped {
+    type Drop = &'static str;
     fn security(&self) -> Security {
-        self.inner.security()
+        self.security
     }
-    fn interfaces(&self) -> Vec<Interface> {
-        self.inner.interfaces()
+    fn seal_multicast(&self, msg: &[u8]) -> Result<Bytes, AcpError> {
+        show(&self.tap.name, "ff02::13", msg);
+        Ok(Bytes::copy_from_slice(msg))
     }
-    fn node_locator(&self) -> Locator {
-        self.inner.node_locator()
+    fn open_multicast(&self, msg: &[u8]) -> Result<Bytes, &'static str> {
+        Ok(Bytes::copy_from_slice(msg))
     }
-    fn max_message_size(&self) -> usize {
-        self.inner.max_message_size()
+    fn connect<'a>(
+        &'a self,
+        base: &'a dyn AcpTransport,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Result<Channel, AcpError>> {
+        async move { base.connect(peer).await.map(|c| self.tap.wrap(c)) }.boxed()
     }
-    fn send_multicast(&self, ifindex: u32, msg: Bytes) -> BoxFuture<'_, Result<(), AcpError>> {
-        let link = self
-            .inner
-            .interfaces()
-            .into_iter()
-            .find(|i| i.index == ifindex)
-            .map_or_else(|| format!("if {ifindex}"), |i| i.name);
-        show(&self.name, &format!("ff02::13 on {link}"), &msg);
-        self.inner.send_multicast(ifindex, msg)
-    }
-    fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
-        async move { self.inner.connect(peer).await.map(|c| self.wrap(c)) }.boxed()
-    }
-    fn stats(&self) -> TransportStats {
-        self.inner.stats()
+    fn accept(&self, ch: Channel) -> Option<Channel> {
+        Some(self.tap.wrap(ch))
     }
 }
 
@@ -576,16 +570,14 @@ fn tap(
     name: String,
     inner: Arc<dyn AcpTransport>,
     inbound: InboundStream,
-) -> (Arc<dyn AcpTransport>, InboundStream) {
-    let t = Arc::new(Tap { name, inner });
-    let t2 = t.clone();
-    let inbound = inbound
-        .map(move |i| match i {
-            Inbound::Channel(c) => Inbound::Channel(t2.wrap(c)),
-            d => d,
-        })
-        .boxed();
-    (t, inbound)
+) -> Result<(Arc<dyn AcpTransport>, InboundStream)> {
+    let security = inner.security();
+    let tapped = Tapped {
+        tap: Tap { name },
+        security,
+    };
+    let (t, i) = secure::wrap(inner, inbound, tapped)?;
+    Ok((t, i))
 }
 
 mod netns {
@@ -680,11 +672,7 @@ mod netns {
         )
     }
 
-    pub(super) fn run(
-        args: &Args,
-        security: SecurityChoice,
-        topo: &[(usize, usize)],
-    ) -> Result<bool> {
+    pub(super) fn run(args: &Args, security: Security, topo: &[(usize, usize)]) -> Result<bool> {
         if !nix::unistd::geteuid().is_root() {
             bail!("--netns needs root (it creates network namespaces); run without --netns for the in-process lab");
         }
@@ -880,19 +868,14 @@ mod netns {
     /// Keys or certificates for every node, in `dir`.
     struct Creds {
         dir: PathBuf,
-        security: SecurityChoice,
+        security: Security,
     }
 
-    fn credentials(
-        dir: &Path,
-        security: SecurityChoice,
-        n: usize,
-        password: &str,
-    ) -> Result<Creds> {
+    fn credentials(dir: &Path, security: Security, n: usize, password: &str) -> Result<Creds> {
         let _ = (n, password);
         match security {
             #[cfg(feature = "quads")]
-            SecurityChoice::Quads => {
+            Security::Quads => {
                 let pw = grasp_quads::Password::new(password)?;
                 let params = grasp_quads::KdfParams::default();
                 let kf = grasp_quads::KeyFile {
@@ -903,7 +886,7 @@ mod netns {
                 grasp_quads::write_key_file(&dir.join("domain.key"), &kf, false)?;
             }
             #[cfg(feature = "tls")]
-            SecurityChoice::Tls => {
+            Security::Tls => {
                 let (ca, key) = grasp_tls::certs::new_ca("lab", 1)?;
                 std::fs::write(dir.join("ca.crt"), &ca)?;
                 for i in 0..n {
@@ -944,17 +927,17 @@ mod netns {
         fn config(&self, i: usize) -> String {
             let d = self.dir.display();
             match self.security {
-                SecurityChoice::Quads => format!("[quads]\nkey_file = \"{d}/domain.key\"\n"),
-                SecurityChoice::Tls => format!(
+                Security::Quads => format!("[quads]\nkey_file = \"{d}/domain.key\"\n"),
+                Security::Tls => format!(
                     "[tls]\ncert = \"{d}/n{n}.crt\"\nkey = \"{d}/n{n}.key\"\nca = \"{d}/ca.crt\"\n",
                     n = i + 1
                 ),
-                SecurityChoice::None => String::new(),
+                Security::None => String::new(),
             }
         }
 
         /// Flags for node `i` run in-process.
-        fn args(&self, i: usize, interfaces: Vec<String>, security: SecurityChoice) -> NodeArgs {
+        fn args(&self, i: usize, interfaces: Vec<String>, security: Security) -> NodeArgs {
             let mut a = NodeArgs {
                 security: Some(security.to_string()),
                 interfaces,
@@ -962,13 +945,13 @@ mod netns {
                 ..NodeArgs::default()
             };
             match security {
-                SecurityChoice::Quads => a.key_file = Some(self.dir.join("domain.key")),
-                SecurityChoice::Tls => {
+                Security::Quads => a.key_file = Some(self.dir.join("domain.key")),
+                Security::Tls => {
                     a.cert = Some(self.dir.join(format!("n{}.crt", i + 1)));
                     a.key = Some(self.dir.join(format!("n{}.key", i + 1)));
                     a.ca = Some(self.dir.join("ca.crt"));
                 }
-                SecurityChoice::None => {}
+                Security::None => {}
             }
             a
         }

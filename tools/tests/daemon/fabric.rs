@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::Config;
 use grasp_engine::Grasp;
 use grasp_tools::api::policy::Grants;
@@ -17,8 +16,9 @@ use tokio::net::UnixStream;
 
 use super::asa_client::Client;
 
-/// N1 - N2 - N3 on the fabric; N1's engine and transport for the socket.
-pub(crate) fn line() -> (Core, Grasp) {
+/// N1 - N2 - N3 on the fabric under QUADS; N1's engine and transport for
+/// the socket.
+pub(crate) async fn line() -> (Core, Grasp) {
     let f = Fabric::new(12);
     let cfg = LinkConfig {
         loss: 0.0,
@@ -26,18 +26,24 @@ pub(crate) fn line() -> (Core, Grasp) {
     };
     let (l1, l2) = (f.link("l1", cfg), f.link("l2", cfg));
     let bind = |name: &str, links: &[&grasp_acp::fabric::Link]| {
-        let mut b = f.node(name).simulated_security(Security::Quads);
+        let mut b = f.node(name);
         for l in links {
             b = b.attach(l);
         }
-        let (t, inbound) = b.bind();
-        (t.clone(), Grasp::start(t, inbound, Config::default()))
+        // A fixed key: argon2 would only slow the tests down.
+        let key =
+            grasp_quads::DomainKey::from_master(&grasp_quads::MasterSecret::from_bytes([12; 32]));
+        let spec = grasp_tools::backend::Spec::Quads(Box::new(grasp_quads::KeyRing::new(key)));
+        async move {
+            let b = grasp_tools::backend::bind(b, spec).await.unwrap();
+            let g = Grasp::start(b.transport.clone(), b.inbound, Config::default());
+            (b.transport, g)
+        }
     };
-    let (t1, g1) = bind("N1", &[&l1]);
-    let (_, g2) = bind("N2", &[&l1, &l2]);
+    let (t1, g1) = bind("N1", &[&l1]).await;
+    let (_, g2) = bind("N2", &[&l1, &l2]).await;
     std::mem::forget(g2); // the relay runs for the test's life
-    let (_, g3) = bind("N3", &[&l2]);
-    let t1: std::sync::Arc<dyn AcpTransport> = t1;
+    let (_, g3) = bind("N3", &[&l2]).await;
     (
         Core {
             grasp: g1,

@@ -1,4 +1,4 @@
-//! graspy's own smoke tests (`grasptests.py` / `graspitests.py`, scenarios
+//! graspy's own smoke tests, on every backend: (`grasptests.py` / `graspitests.py`, scenarios
 //! T1-T11 of the project's graspy reference §5) as real assertions, over the
 //! in-memory fabric on a paused clock. graspy runs them in one process with
 //! `listen_self`; here the ASAs sit on separate nodes where that matters
@@ -8,27 +8,21 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use grasp_acp::fabric::{Fabric, LinkConfig};
-use grasp_engine::transport::{AcpTransport, Security};
 use grasp_engine::wire::{
     Locator, Message, Objective, ObjectiveFlags, SessionId, SessionObjective, TaggedObjective,
     Value,
 };
-use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
-use grasp_engine::{ErrorCode, Grasp, Negotiation};
+use grasp_engine::{DiscoverOptions, RegisterOptions};
+use grasp_engine::{ErrorCode, Negotiation};
+use grasp_tests::backend::{Backend, Domain};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
 const T: Duration = Duration::from_secs(5);
 
-fn config() -> Config {
-    let mut c = Config::default();
-    c.seed = Some(11);
-    c
-}
-
-#[tokio::test(start_paused = true)]
-async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch() {
+pub(crate) async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch(backend: Backend) {
     let f = Fabric::new(11);
+    let d = Domain::new(backend, 1);
     let l1 = f.link(
         "l1",
         LinkConfig {
@@ -43,17 +37,11 @@ async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch() {
             delay: Duration::from_millis(1),
         },
     );
-    let mk = |name: &str, links: &[&grasp_acp::fabric::Link]| {
-        let mut b = f.node(name).simulated_security(Security::Quads);
-        for l in links {
-            b = b.attach(l);
-        }
-        let (t, i) = b.bind();
-        (Grasp::start(t.clone(), i, config()), t)
-    };
-    let (b, tb) = mk("B", &[&l1]); // the ASA node of graspy's test
-    let (a, _ta) = mk("A", &[&l1, &l2]); // learns B's objectives, answers with diverts
-    let (c, _tc) = mk("C", &[&l2]);
+    let nb = d.fabric_node(&f, "B", &[&l1]).await; // the ASA node of graspy's test
+    let na = d.fabric_node(&f, "A", &[&l1, &l2]).await; // learns B's objectives, answers with diverts
+    let nc = d.fabric_node(&f, "C", &[&l2]).await;
+    let (b, tb) = (&nb.grasp, &nb.transport);
+    let (a, c) = (&na.grasp, &nc.grasp);
 
     // T1: register ASA-1 and EX1 (synch, loop count 2, ttl 10 s).
     let asa1 = b.register_asa("ASA-1").await.unwrap();
@@ -213,9 +201,9 @@ async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch() {
 
 /// T10: in-host negotiation, each of graspy's random branches as its own
 /// deterministic case.
-#[tokio::test(start_paused = true)]
-async fn t10_negotiation_branches() {
+pub(crate) async fn t10_negotiation_branches(backend: Backend) {
     let f = Fabric::new(12);
+    let d = Domain::new(backend, 1);
     let l = f.link(
         "l",
         LinkConfig {
@@ -223,13 +211,10 @@ async fn t10_negotiation_branches() {
             delay: Duration::from_millis(1),
         },
     );
-    let (t, i) = f
-        .node("host")
-        .attach(&l)
-        .simulated_security(Security::Quads)
-        .listen_self(true)
-        .bind();
-    let g = Grasp::start(t.clone(), i, config());
+    let host = d
+        .node(f.node("host").attach(&l).listen_self(true), "host")
+        .await;
+    let (g, t) = (&host.grasp, &host.transport);
     let neg1 = g.register_asa("Neg1").await.unwrap();
     let neg2 = g.register_asa("Neg2").await.unwrap();
     let ex2 = Objective::new("EX2", NEG);
