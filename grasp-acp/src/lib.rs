@@ -42,7 +42,6 @@ use futures::StreamExt;
 use grasp_engine::transport::{Inbound, InboundStream};
 use tokio::sync::mpsc;
 
-pub mod envelope;
 pub mod fabric;
 pub mod fair;
 pub mod interfaces;

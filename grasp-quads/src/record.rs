@@ -1,7 +1,9 @@
-//! The sealed record: a [`grasp_acp::envelope`] (the exact layout is in the
+//! The sealed record: a [`grasp_engine::wire::envelope`] (the exact layout is in the
 //! crate docs), version 1.
 
-pub(crate) use grasp_acp::envelope::{push_bytes, push_bytes_head, push_uint, Item, Parsed};
+pub(crate) use grasp_engine::wire::envelope::{
+    push_bytes, push_bytes_head, push_uint, Item, Parsed,
+};
 
 use crate::DropReason;
 
@@ -25,14 +27,14 @@ pub(crate) mod kind {
 
 /// Starts a record of `n` items.
 pub(crate) fn start(n: u64, kind: u64, capacity: usize) -> Vec<u8> {
-    grasp_acp::envelope::start(n, VERSION, kind, capacity)
+    grasp_engine::wire::envelope::start(n, VERSION, kind, capacity)
 }
 
 /// Parses a whole record.
 pub(crate) fn parse(b: &[u8]) -> Result<Parsed<'_>, DropReason> {
-    grasp_acp::envelope::parse(b, VERSION).map_err(|e| match e {
-        grasp_acp::envelope::EnvelopeError::Truncated => DropReason::Truncated,
-        grasp_acp::envelope::EnvelopeError::UnknownVersion => DropReason::UnknownVersion,
+    grasp_engine::wire::envelope::parse(b, VERSION).map_err(|e| match e {
+        grasp_engine::wire::envelope::EnvelopeError::Truncated => DropReason::Truncated,
+        grasp_engine::wire::envelope::EnvelopeError::UnknownVersion => DropReason::UnknownVersion,
         _ => DropReason::Malformed,
     })
 }

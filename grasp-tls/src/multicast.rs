@@ -7,7 +7,7 @@
 //! [1, 0, scheme, counter, time_ms, cert, payload, signature]
 //! ```
 //!
-//! A [`grasp_acp::envelope`] (version 1, kind 0): `scheme` is the TLS
+//! A [`grasp_engine::wire::envelope`] (version 1, kind 0): `scheme` is the TLS
 //! SignatureScheme code of the signature; `counter` starts at the sender's
 //! clock in microseconds when it starts and counts up (so a restarted
 //! sender continues above its old counters); `time_ms` is the sender's Unix
@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use grasp_acp::envelope::{self, EnvelopeError, Item};
 use grasp_acp::replay::CounterWindows;
+use grasp_engine::wire::envelope::{self, EnvelopeError, Item};
 use rustls::pki_types::CertificateDer;
 use rustls::SignatureScheme;
 
@@ -217,6 +217,18 @@ impl std::fmt::Debug for Multicast {
 
 /// Senders whose certificates are kept verified.
 const KNOWN_SENDERS: usize = 1024;
+
+/// The GRASP message inside a signed multicast, its signature **not**
+/// checked (the envelope is authenticated, not encrypted: anyone on the
+/// link can read it). For tools that show traffic, such as `grasp decode`;
+/// a node uses [`Multicast::verify`].
+pub fn payload_unverified(msg: &[u8]) -> Option<&[u8]> {
+    let p = envelope::parse(msg, VERSION).ok()?;
+    match (p.kind, p.fields.len(), p.fields.get(4)) {
+        (KIND, 5, Some(Item::Bytes(m))) => Some(m),
+        _ => None,
+    }
+}
 
 impl Multicast {
     /// For `identity` (its leaf certificate and key), trusting its anchors.

@@ -55,8 +55,8 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use futures::{Sink, Stream};
-use grasp_acp::envelope;
 use grasp_engine::transport::{AcpError, Channel, Inbound, MessageIo};
+use grasp_engine::wire::envelope;
 use tracing::debug;
 
 /// The ALPN protocol name of this mapping.

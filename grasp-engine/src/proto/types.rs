@@ -508,24 +508,11 @@ pub const MESSAGE_TYPE_NAMES: [&str; 12] = [
 ];
 
 impl MessageCounts {
-    /// The slot of `msg`'s type: a GRASP message is an array whose first
-    /// item is the type, one byte for 0..=23, two (0x18 n) for M_INVALID = 99.
+    /// The slot of `msg`'s type.
     fn slot(msg: &[u8]) -> usize {
-        let skip = match msg.first() {
-            Some(b) if b & 0xe0 == 0x80 && b & 0x1f < 24 => 1,
-            Some(0x98) => 2,
-            Some(0x99) => 3,
-            _ => 0,
-        };
-        let t = match (skip, msg.get(skip), msg.get(skip + 1)) {
-            (0, _, _) => u64::MAX,
-            (_, Some(t), _) if *t < 24 => u64::from(*t),
-            (_, Some(0x18), Some(t)) => u64::from(*t),
-            _ => u64::MAX,
-        };
-        match t {
-            0..=9 => t as usize,
-            99 => 10,
+        match crate::wire::peek_type(msg) {
+            Some(t @ 0..=9) => t as usize,
+            Some(99) => 10,
             _ => 11,
         }
     }

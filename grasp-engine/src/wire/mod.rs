@@ -19,6 +19,7 @@
 //! ```
 
 mod cbor;
+pub mod envelope;
 mod error;
 mod framing;
 mod message;
@@ -31,6 +32,16 @@ pub use message::{
     SessionObjective, TaggedObjective, UnknownMessage, Wait,
 };
 pub use value::{Value, ValueError, TAG_ENCODED_CBOR};
+
+/// The type number of an encoded GRASP message (its array's first item),
+/// without decoding the rest; `None` if it does not start like one.
+pub fn peek_type(msg: &[u8]) -> Option<u64> {
+    let mut r = cbor::Reader::new(msg, 1);
+    match (r.head(), r.head()) {
+        (Ok(cbor::Head::Array(_)), Ok(cbor::Head::Uint(t))) => Some(t),
+        _ => None,
+    }
+}
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
