@@ -119,6 +119,8 @@ pub mod api;
 mod driver;
 pub mod error;
 pub mod proto;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 pub mod wire;
 

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use grasp_engine::proto::{
     AsaHandle, AsaLocator, ChannelId, CommandId, Config, DiscoverOptions, Engine, Event,
-    NegotiationOutcome, RegisterOptions, SessionHandle, Transmit, TransportInfo,
+    NegotiationOutcome, RegisterOptions, SessionHandle, Transmit,
 };
-use grasp_engine::transport::{Datagram, Interface, Security};
+use grasp_engine::testing::{secured, Net};
+use grasp_engine::transport::Datagram;
 use grasp_engine::wire::{
     EndOption, Locator, Message, Objective, ObjectiveFlags, ResponseTarget, SessionId,
 };
@@ -91,11 +92,11 @@ fn set_sid(m: &mut Message, sid: SessionId) {
 }
 
 struct Player {
-    e: Engine,
-    now: Instant,
+    /// The one engine, its clock and command ids (the crate's harness;
+    /// what it sends for the capture's peer comes out of `net.outside`).
+    net: Net,
     we: String,
     asa: AsaHandle,
-    next_cmd: u64,
     /// graspy's session id -> ours.
     sids: HashMap<SessionId, SessionId>,
     /// capture's TCP connection -> our channel.
@@ -134,30 +135,13 @@ impl Player {
         let (ula, _) = node_addrs(we);
         let mut config = Config::default();
         config.seed = Some(8990);
-        let mut e = Engine::new(
-            config,
-            TransportInfo {
-                security: Security::Quads,
-                interfaces: ifaces
-                    .iter()
-                    .map(|&(index, link_local)| Interface {
-                        index,
-                        name: format!("eth{index}"),
-                        link_local,
-                    })
-                    .collect(),
-                node_locator: Locator::tcp6(ula, port),
-                max_message_size: 2048,
-            },
-        );
-        let now = Instant::now();
-        let asa = e.register_asa("player".into()).unwrap();
+        let ifaces: Vec<(u32, Ipv6Addr)> = ifaces.to_vec();
+        let mut net = Net::of(vec![(config, secured(&ifaces, Locator::tcp6(ula, port)))]);
+        let asa = net.engines[0].register_asa("player".into()).unwrap();
         Player {
-            e,
-            now,
+            net,
             we: we.into(),
             asa,
-            next_cmd: 1,
             sids: HashMap::new(),
             conns: HashMap::new(),
             out: VecDeque::new(),
@@ -169,7 +153,8 @@ impl Player {
 
     /// A call that finishes at once.
     fn call<T>(&mut self, f: impl FnOnce(&mut Engine, Instant, AsaHandle) -> Result<T, ApiError>) {
-        let r = f(&mut self.e, self.now, self.asa);
+        let now = self.net.now;
+        let r = f(&mut self.net.engines[0], now, self.asa);
         self.results.push(r.map(|_| ()));
         self.drain();
     }
@@ -179,19 +164,18 @@ impl Player {
         &mut self,
         f: impl FnOnce(&mut Engine, Instant, CommandId, AsaHandle) -> Result<(), ApiError>,
     ) {
-        let id = CommandId(self.next_cmd);
-        self.next_cmd += 1;
-        if let Err(e) = f(&mut self.e, self.now, id, self.asa) {
+        let id = self.net.command();
+        let now = self.net.now;
+        if let Err(e) = f(&mut self.net.engines[0], now, id, self.asa) {
             self.results.push(Err(e));
         }
         self.drain();
     }
 
     fn drain(&mut self) {
-        while let Some(t) = self.e.poll_transmit() {
-            self.out.push_back(t);
-        }
-        while let Some(ev) = self.e.poll_event() {
+        self.net.run();
+        self.out.extend(self.net.outside.drain(..).map(|(_, t)| t));
+        for (_, ev) in std::mem::take(&mut self.net.events) {
             match ev {
                 Event::NegotiationRequest {
                     session, objective, ..
@@ -307,8 +291,8 @@ impl Player {
         let raw = m.encode();
         let scope = |a: &Ipv6Addr| if a.segments()[0] == 0xfe80 { 1 } else { 0 };
         if v.transport == "udp-multicast" {
-            self.e.handle_datagram(
-                self.now,
+            self.net.engines[0].handle_datagram(
+                self.net.now,
                 Datagram {
                     ifindex: 1,
                     src: SocketAddrV6::new(v.src, v.src_port, 0, 1),
@@ -322,12 +306,14 @@ impl Player {
                 None => {
                     let peer =
                         SocketAddr::V6(SocketAddrV6::new(v.src, v.src_port, 0, scope(&v.src)));
-                    let c = self.e.handle_inbound_channel(self.now, peer, None).unwrap();
+                    let c = self.net.engines[0]
+                        .handle_inbound_channel(self.net.now, peer, None)
+                        .unwrap();
                     self.conns.insert(conn, c);
                     c
                 }
             };
-            self.e.handle_channel_message(self.now, ch, raw);
+            self.net.engines[0].handle_channel_message(self.net.now, ch, raw);
         }
         self.drain();
     }
@@ -494,7 +480,7 @@ fn play(file: &str, we: &str) -> usize {
         } else {
             p.feed(v);
         }
-        p.now += Duration::from_millis(1);
+        p.net.now += Duration::from_millis(1);
     }
     for r in &p.results {
         assert!(r.is_ok(), "{file} as {we}: an API call failed: {r:?}");
@@ -567,8 +553,8 @@ fn relay_discovery_as_the_relay() {
         }
     };
     let feed_on = |p: &mut Player, v: &V, ifindex: u32| {
-        p.e.handle_datagram(
-            p.now,
+        p.net.engines[0].handle_datagram(
+            p.net.now,
             Datagram {
                 ifindex,
                 src: SocketAddrV6::new(v.src, v.src_port, 0, ifindex),
@@ -590,8 +576,10 @@ fn relay_discovery_as_the_relay() {
     assert!(p.out.is_empty());
     // #6: C answers the relay by TCP.
     let peer = SocketAddr::V6(SocketAddrV6::new(vs[6].src, vs[6].src_port, 0, 2));
-    let ch = p.e.handle_inbound_channel(p.now, peer, None).unwrap();
-    p.e.handle_channel_message(p.now, ch, vs[6].msg.encode());
+    let ch = p.net.engines[0]
+        .handle_inbound_channel(p.net.now, peer, None)
+        .unwrap();
+    p.net.engines[0].handle_channel_message(p.net.now, ch, vs[6].msg.encode());
     p.drain();
     // graspy sends nothing to A here; the engine answers A at once, at the
     // source port of A's multicast, with a divert to C.
@@ -621,7 +609,7 @@ fn relay_discovery_as_the_relay() {
     // #7 -> #8 and #10 -> #11: later discoveries are answered from the cache
     // with the same divert layout as graspy's (ttl = remaining lifetime).
     for (q, a) in [(7, 8), (10, 11)] {
-        p.now += Duration::from_millis(1800);
+        p.net.now += Duration::from_millis(1800);
         feed_on(&mut p, &vs[q], link(&vs[q]));
         let mut got = None;
         while let Some(t) = p.out.pop_front() {
@@ -659,8 +647,8 @@ fn relay_flood_as_the_relay() {
     let ll2: Ipv6Addr = "fe80::2:1".parse().unwrap();
     let mut p = Player::with_interfaces("gB", 7017, &[(1, ll1), (2, ll2)]);
     for (q, a) in [(4, 5), (6, 7)] {
-        p.e.handle_datagram(
-            p.now,
+        p.net.engines[0].handle_datagram(
+            p.net.now,
             Datagram {
                 ifindex: 2,
                 src: SocketAddrV6::new(vs[q].src, vs[q].src_port, 0, 2),
@@ -675,8 +663,8 @@ fn relay_flood_as_the_relay() {
         }
         assert!(p.out.is_empty());
         // A copy coming back is a duplicate: neither cached again nor relayed.
-        p.e.handle_datagram(
-            p.now,
+        p.net.engines[0].handle_datagram(
+            p.net.now,
             Datagram {
                 ifindex: 1,
                 src: SocketAddrV6::new(ll1, 7017, 0, 1),
@@ -685,8 +673,8 @@ fn relay_flood_as_the_relay() {
         );
         p.drain();
         assert!(p.out.is_empty());
-        p.now += Duration::from_secs(1);
+        p.net.now += Duration::from_secs(1);
     }
-    assert_eq!(p.e.stats().floods_relayed, 2);
-    assert_eq!(p.e.stats().duplicates, 2);
+    assert_eq!(p.net.engines[0].stats().floods_relayed, 2);
+    assert_eq!(p.net.engines[0].stats().duplicates, 2);
 }
