@@ -15,7 +15,7 @@
 //! ```
 //!
 //! On TCP the ciphertexts are written back to back with no length, as graspy
-//! does; [`LegacyFramer`] finds where each ends (CBC restarts from the fixed
+//! does; its framer (`Backend::upgrade`) finds where each ends (CBC restarts from the fixed
 //! IV at every message, so the first message's plaintext is decrypted block
 //! by block until it is exactly one CBOR item followed by valid padding).
 

@@ -105,7 +105,7 @@ impl Engine {
 
     /// Connect, send one message, close (the responder closes first).
     fn send_oneshot(&mut self, to: SocketAddrV6, msg: &Message) {
-        let channel = self.new_channel();
+        let channel = self.channels.id();
         self.transmits.push_back(Transmit::Connect {
             channel,
             peer: SocketAddr::V6(to),

@@ -40,22 +40,22 @@ impl Engine {
         peer: SocketAddr,
         identity: Option<String>,
     ) -> Option<ChannelId> {
-        if self.channels.len() >= self.config.max_channels {
-            self.stats.bounded_refusals += 1;
-            return None;
+        let chan = Chan {
+            peer,
+            identity,
+            deadline: None,
+            state: ChanState::Fresh,
+        };
+        match self
+            .channels
+            .open(chan, now + self.config.first_message_timeout)
+        {
+            Ok(channel) => Some(channel),
+            Err(_) => {
+                self.stats.bounded_refusals += 1;
+                None
+            }
         }
-        let channel = self.new_channel();
-        self.channels.insert(
-            channel,
-            Chan {
-                peer,
-                identity,
-                deadline: None,
-                state: ChanState::Fresh,
-            },
-        );
-        self.set_deadline(channel, Some(now + self.config.first_message_timeout));
-        Some(channel)
     }
 
     /// The transport proved who the peer of our outgoing `channel` is
@@ -238,18 +238,29 @@ impl Engine {
 
     /// Time has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(t, timer)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
-            match timer {
-                Timer::Disc(sid, init) => {
-                    let finished = self.finish_discovery(now, (sid, init));
-                    self.resolve(now, finished);
+        // Discovery timers and channel deadlines, in time order.
+        loop {
+            let disc = self.timers.first().map(|&(t, _)| t).filter(|t| *t <= now);
+            let chan = self.channels.next_deadline().filter(|t| *t <= now);
+            let discovery_first = match (disc, chan) {
+                (Some(d), Some(c)) => d <= c,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return,
+            };
+            if discovery_first {
+                let Some((_, timer)) = self.timers.pop_first() else {
+                    return;
+                };
+                match timer {
+                    Timer::Disc(sid, init) => {
+                        let finished = self.finish_discovery(now, (sid, init));
+                        self.resolve(now, finished);
+                    }
+                    Timer::Repeat(sid, init) => self.repeat_discovery(now, (sid, init)),
                 }
-                Timer::Repeat(sid, init) => self.repeat_discovery(now, (sid, init)),
-                Timer::Chan(id) => self.channel_timeout(now, id),
+            } else if let Some(id) = self.channels.pop_due(now) {
+                self.channel_timeout(now, id);
             }
         }
     }
@@ -258,7 +269,6 @@ impl Engine {
         let Some(ch) = self.channels.get_mut(&id) else {
             return;
         };
-        ch.deadline = None;
         let peer = ch.peer;
         match &ch.state {
             ChanState::Fresh => {

@@ -21,6 +21,7 @@
 mod budget;
 mod cache;
 mod calls;
+mod channels;
 mod discovery;
 mod flood;
 mod input;
@@ -31,7 +32,7 @@ mod synch;
 mod tables;
 pub mod types;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -87,12 +88,11 @@ pub struct Engine {
     /// The session ids of discovery repeats, to their discovery's first.
     disc_alias: HashMap<(SessionId, IpAddr), (SessionId, IpAddr)>,
     recent: RecentSessions,
-    own_sids: HashSet<SessionId>,
-    neg_clash: HashSet<(SessionId, IpAddr)>,
-    channels: HashMap<ChannelId, Chan>,
+    /// Unicast channels and what they hold (deadlines, session ids).
+    channels: channels::Channels,
+    /// Discovery timers (channel deadlines are the channel table's).
     timers: BTreeSet<(Instant, Timer)>,
     budgets: Budgets,
-    next_channel: u64,
     next_subscription: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -152,12 +152,9 @@ impl Engine {
             objectives: HashMap::new(),
             discoveries: HashMap::new(),
             disc_alias: HashMap::new(),
-            own_sids: HashSet::new(),
-            neg_clash: HashSet::new(),
-            channels: HashMap::new(),
+            channels: channels::Channels::new(config.max_channels),
             timers: BTreeSet::new(),
             budgets: Budgets::new(),
-            next_channel: 1,
             next_subscription: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -217,13 +214,11 @@ impl Engine {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
-    }
-
-    fn new_channel(&mut self) -> ChannelId {
-        let id = ChannelId(self.next_channel);
-        self.next_channel += 1;
-        id
+        let discovery = self.timers.first().map(|(t, _)| *t);
+        match (discovery, self.channels.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn new_subscription(&mut self) -> SubscriptionId {
@@ -240,7 +235,7 @@ impl Engine {
             if !self.discoveries.contains_key(&key)
                 && !self.disc_alias.contains_key(&key)
                 && !self.recent.contains(&key, now)
-                && !self.own_sids.contains(&sid)
+                && !self.channels.owns_sid(&sid)
             {
                 return sid;
             }
@@ -251,33 +246,15 @@ impl Engine {
     }
 
     fn set_deadline(&mut self, id: ChannelId, at: Option<Instant>) {
-        if let Some(ch) = self.channels.get_mut(&id) {
-            if let Some(old) = ch.deadline.take() {
-                self.timers.remove(&(old, Timer::Chan(id)));
-            }
-            ch.deadline = at;
-            if let Some(t) = at {
-                self.timers.insert((t, Timer::Chan(id)));
-            }
-        }
+        self.channels.set_deadline(id, at);
     }
 
+    /// Stops tracking a channel (the table releases what it held) and ends
+    /// a raw receive or open still waiting on it.
     fn remove_channel(&mut self, id: ChannelId) -> Option<Chan> {
-        let ch = self.channels.remove(&id)?;
-        if let Some(t) = ch.deadline {
-            self.timers.remove(&(t, Timer::Chan(id)));
-        }
-        match &ch.state {
-            ChanState::Synch { sid, .. } => {
-                self.own_sids.remove(sid);
-            }
-            ChanState::Neg(n) => {
-                if n.requester {
-                    self.own_sids.remove(&n.sid);
-                }
-                if let Some(k) = n.clash_key {
-                    self.neg_clash.remove(&k);
-                }
+        let ch = self.channels.remove(id)?;
+        if let ChanState::Neg(n) = &ch.state {
+            {
                 if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
                     self.events.push_back(Event::RawReceived {
                         cmd,
@@ -294,7 +271,6 @@ impl Engine {
                     });
                 }
             }
-            ChanState::Fresh => {}
         }
         Some(ch)
     }
@@ -414,25 +390,21 @@ impl Engine {
             let detail = format!("cannot connect to locator {}", loc.locator);
             return Err(err(code, detail));
         };
-        if self.channels.len() >= self.config.max_channels {
-            self.stats.bounded_refusals += 1;
-            return Err(err(ErrorCode::NoSocket, "too many sessions open"));
-        }
-        let channel = self.new_channel();
         let sid = self.new_sid(now);
-        self.own_sids.insert(sid);
-        self.transmits
-            .push_back(Transmit::Connect { channel, peer });
         let (request, state) = open(sid);
-        self.send(channel, &request);
         let chan = Chan {
             peer,
             identity: None,
             deadline: None,
             state,
         };
-        self.channels.insert(channel, chan);
-        self.set_deadline(channel, Some(until.max(now)));
+        let Ok(channel) = self.channels.open(chan, until.max(now)) else {
+            self.stats.bounded_refusals += 1;
+            return Err(err(ErrorCode::NoSocket, "too many sessions open"));
+        };
+        self.transmits
+            .push_back(Transmit::Connect { channel, peer });
+        self.send(channel, &request);
         Ok(channel)
     }
 

@@ -32,26 +32,24 @@ impl Engine {
         //# if the received session ID is already locally active, the request
         //# MUST be discarded
         let clash = (req.session_id, peer.ip());
-        if !self.neg_clash.insert(clash) {
-            self.stats.id_clashes += 1;
-            return self.close(channel, false);
-        }
         let session = SessionHandle {
             channel,
             session_id: req.session_id,
         };
-        if let Some(ch) = self.channels.get_mut(&channel) {
-            ch.state = ChanState::Neg(Neg {
-                sid: req.session_id,
-                asa,
-                name: req.objective.name.clone(),
-                requester: false,
-                pending: None,
-                early: VecDeque::new(),
-                raw: None,
-                peer_closed: false,
-                clash_key: Some(clash),
-            });
+        let state = ChanState::Neg(Neg {
+            sid: req.session_id,
+            asa,
+            name: req.objective.name.clone(),
+            requester: false,
+            pending: None,
+            early: VecDeque::new(),
+            raw: None,
+            peer_closed: false,
+            clash_key: Some(clash),
+        });
+        if self.channels.set_state(channel, state).is_err() {
+            self.stats.id_clashes += 1;
+            return self.close(channel, false);
         }
         self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
         let identity = self.channels.get(&channel).and_then(|c| c.identity.clone());

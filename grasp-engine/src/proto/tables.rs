@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::types::{AsaHandle, AsaLocator, ChannelId, CommandId, RegisterOptions, SubscriptionId};
+use super::types::{AsaHandle, AsaLocator, CommandId, RegisterOptions, SubscriptionId};
 use crate::wire::{Message, Objective, SessionId};
 
 /// A registered objective.
@@ -190,5 +190,4 @@ pub(super) enum Timer {
     Disc(SessionId, IpAddr),
     /// Repeat our discovery (keyed by its first session id).
     Repeat(SessionId, IpAddr),
-    Chan(ChannelId),
 }

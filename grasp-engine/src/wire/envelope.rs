@@ -5,7 +5,7 @@
 //! stay self-delimiting and the stream framing still works. Definite lengths
 //! only; every claimed length is checked against the bytes present; nothing
 //! is allocated while parsing. Written and read with the one CBOR head
-//! codec of the workspace ([`cbor`](super::cbor)).
+//! codec of the workspace (the `wire` module's CBOR reader and writer).
 
 use super::cbor::{write_head, Head, Reader, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_UINT};
 use super::DecodeError;
