@@ -621,31 +621,21 @@ impl AcpTransport for Transport {
     }
 
     fn connect(&self, peer: SocketAddr) -> BoxFuture<'_, Result<Channel, AcpError>> {
-        let Some(layer) = self.upgrade.layer.clone() else {
+        if self.upgrade.layer.is_none() {
             return futures::future::ready(self.open(peer)).boxed();
-        };
+        }
         async move {
             let ch = self.open(peer)?;
-            let hs = layer.connect(Box::new(MessageBytes::new(ch.io)), peer);
-            let l = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    StatsCounters::bump(&self.stats.connect_failures);
-                    return Err(e);
-                }
-                Err(_) => {
-                    StatsCounters::bump(&self.stats.connect_failures);
-                    return Err(AcpError::ConnectTimeout {
-                        peer,
-                        after: HANDSHAKE_TIMEOUT,
-                    });
-                }
-            };
+            let bytes = Box::new(MessageBytes::new(ch.io));
+            let (io, identity) = self
+                .upgrade
+                .connect(bytes, peer, HANDSHAKE_TIMEOUT, self.limits, &self.stats)
+                .await?;
             Ok(Channel {
                 peer: ch.peer,
                 local: ch.local,
-                io: Box::pin(self.upgrade.channel(l.io, self.limits, &self.stats)),
-                identity: l.identity,
+                io: Box::pin(io),
+                identity,
             })
         }
         .boxed()

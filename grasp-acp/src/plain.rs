@@ -1006,32 +1006,23 @@ impl Transport {
         let local = stream
             .local_addr()
             .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
-        if let Some(layer) = &self.upgrade.layer {
-            let l = match tokio::time::timeout(
-                self.connect_timeout,
-                layer.connect(Box::new(stream), peer),
-            )
-            .await
-            {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    StatsCounters::bump(&self.stats.connect_failures);
-                    return Err(e);
-                }
-                Err(_) => {
-                    StatsCounters::bump(&self.stats.connect_failures);
-                    return Err(AcpError::ConnectTimeout {
-                        peer,
-                        after: self.connect_timeout,
-                    });
-                }
-            };
+        if self.upgrade.layer.is_some() {
+            let (io, identity) = self
+                .upgrade
+                .connect(
+                    Box::new(stream),
+                    peer,
+                    self.connect_timeout,
+                    self.limits,
+                    &self.stats,
+                )
+                .await?;
             StatsCounters::bump(&self.stats.channels_opened);
             return Ok(Channel {
                 peer,
                 local,
-                io: Box::pin(self.upgrade.channel(l.io, self.limits, &self.stats)),
-                identity: l.identity,
+                io: Box::pin(io),
+                identity,
             });
         }
         StatsCounters::bump(&self.stats.channels_opened);

@@ -90,6 +90,38 @@ impl Upgrade {
         self.layer.is_none() && self.framer.is_none()
     }
 
+    /// An outgoing connection's bytes through the layer's client handshake
+    /// (within `timeout`; no layer, no handshake), framed: the channel's
+    /// I/O and the peer's proven identity. A handshake that fails or is
+    /// late counts as a connect failure.
+    pub(crate) async fn connect(
+        &self,
+        io: Box<dyn AsyncIo>,
+        peer: std::net::SocketAddr,
+        timeout: std::time::Duration,
+        limits: Limits,
+        stats: &Arc<StatsCounters>,
+    ) -> Result<(StreamChannel<Box<dyn AsyncIo>>, Option<String>), AcpError> {
+        let Some(layer) = &self.layer else {
+            return Ok((self.channel(io, limits, stats), None));
+        };
+        let l = match tokio::time::timeout(timeout, layer.connect(io, peer)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                StatsCounters::bump(&stats.connect_failures);
+                return Err(e);
+            }
+            Err(_) => {
+                StatsCounters::bump(&stats.connect_failures);
+                return Err(AcpError::ConnectTimeout {
+                    peer,
+                    after: timeout,
+                });
+            }
+        };
+        Ok((self.channel(l.io, limits, stats), l.identity))
+    }
+
     /// The message channel over a layered connection's bytes.
     pub(crate) fn channel(
         &self,

@@ -53,7 +53,7 @@ pub const GRASPY_ITERATIONS: u32 = 100_000;
 
 /// A graspy QUADS key and its IV. Zeroized on drop; `Debug` prints nothing
 /// secret.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct LegacyKey {
     key: [u8; 32],
     iv: [u8; 16],

@@ -289,9 +289,6 @@ pub enum Error {
     /// The file exists and overwriting was not asked for.
     #[error("key file {0} exists; pass --force to overwrite it")]
     Exists(String),
-    /// The underlying transport failed.
-    #[error(transparent)]
-    Transport(#[from] grasp_acp::Error),
 }
 
 /// Milliseconds since the Unix epoch, our clock for record timestamps.
