@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::interfaces::{host_interfaces, preferred_address, select};
-use crate::stream::{StreamChannel, Upgrade};
+use crate::stream::{StreamChannel, StreamLayer, Upgrade};
 use crate::Error;
 
 /// Configuration of the plain ACP.
@@ -807,19 +807,45 @@ impl Acceptor {
                     .local_addr()
                     .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
             });
-            self.waiting.push(
-                first_words(
-                    stream,
-                    peer,
-                    local,
-                    slot,
-                    self.upgrade.clone(),
-                    self.limits,
-                    self.stats.clone(),
-                    self.silence,
-                )
-                .boxed(),
-            );
+            if let Some(layer) = self.upgrade.layer.clone() {
+                self.waiting.push(
+                    handshake(
+                        stream,
+                        layer,
+                        peer,
+                        local,
+                        slot,
+                        self.upgrade.clone(),
+                        self.limits,
+                        self.stats.clone(),
+                        self.silence,
+                    )
+                    .boxed(),
+                );
+                continue;
+            }
+            let mut io = StreamChannel::new(stream, self.limits)
+                .with_framer(self.upgrade.framer.clone())
+                .with_stats(self.stats.clone())
+                .with_slot(slot);
+            // Usually the request is here already: then the connection
+            // skips the waiting room (its box, its timer).
+            match io.poll_first(cx) {
+                Poll::Ready(true) => {
+                    StatsCounters::bump(&self.stats.channels_accepted);
+                    return Poll::Ready(Inbound::Channel(Channel {
+                        peer,
+                        local,
+                        io: Box::pin(io),
+                        identity: None,
+                    }));
+                }
+                // EOF or garbage before a message: nothing to hand on.
+                Poll::Ready(false) => {}
+                Poll::Pending => self
+                    .waiting
+                    .push(first_words(io, peer, local, self.stats.clone(), self.silence).boxed()),
+            }
         }
         self.poll_waiting(cx)
     }
@@ -842,13 +868,40 @@ impl Acceptor {
 const ACCEPTS_PER_POLL: usize = 32;
 
 /// An admitted connection in the waiting room: it becomes a channel for the
-/// engine once it has spoken (its first whole message has arrived, or its
-/// layer's handshake has finished), and is dropped if it has not within
-/// `silence` or is closed to make room. Until then it costs its socket and
-/// a few hundred bytes here, and nothing in the engine.
-#[allow(clippy::too_many_arguments)]
+/// engine once it has spoken (its first whole message has arrived), and is
+/// dropped if it has not within `silence` or is closed to make room (its
+/// slot). Until then it costs its socket and a few hundred bytes here, and
+/// nothing in the engine.
 async fn first_words(
+    mut io: StreamChannel<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    stats: Arc<StatsCounters>,
+    silence: Duration,
+) -> Option<Channel> {
+    let speak = std::future::poll_fn(|cx| io.poll_first(cx));
+    match tokio::time::timeout(silence, speak).await {
+        // Evicted, EOF or garbage before a message: nothing to hand on.
+        Ok(false) => None,
+        Ok(true) => Some(Channel {
+            peer,
+            local,
+            io: Box::pin(io),
+            identity: None,
+        }),
+        Err(_) => {
+            silent(&stats, peer);
+            None
+        }
+    }
+}
+
+/// The waiting room of a layered connection: it becomes a channel once its
+/// layer's handshake has finished, and is dropped as [`first_words`] says.
+#[allow(clippy::too_many_arguments)]
+async fn handshake(
     stream: TcpStream,
+    layer: Arc<dyn StreamLayer>,
     peer: SocketAddr,
     local: SocketAddr,
     slot: crate::slots::Slot,
@@ -858,22 +911,6 @@ async fn first_words(
     silence: Duration,
 ) -> Option<Channel> {
     let speak = async {
-        let Some(layer) = upgrade.layer.clone() else {
-            let mut io = StreamChannel::new(stream, limits)
-                .with_framer(upgrade.framer)
-                .with_stats(stats.clone())
-                .with_slot(slot);
-            // Evicted, EOF or garbage before a message: nothing to hand on.
-            if !std::future::poll_fn(|cx| io.poll_first(cx)).await {
-                return None;
-            }
-            return Some(Channel {
-                peer,
-                local,
-                io: Box::pin(io),
-                identity: None,
-            });
-        };
         let l = tokio::select! {
             l = layer.accept(Box::new(stream), peer) => l,
             () = slot.evicted() => return None,
@@ -900,11 +937,15 @@ async fn first_words(
     match tokio::time::timeout(silence, speak).await {
         Ok(ch) => ch,
         Err(_) => {
-            debug!(%peer, "inbound connection silent too long; closed");
-            StatsCounters::bump(&stats.channels_silent);
+            silent(&stats, peer);
             None
         }
     }
+}
+
+fn silent(stats: &StatsCounters, peer: SocketAddr) {
+    debug!(%peer, "inbound connection silent too long; closed");
+    StatsCounters::bump(&stats.channels_silent);
 }
 
 impl Acceptor {

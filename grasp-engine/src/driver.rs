@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
@@ -108,6 +108,8 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     routes: Routes,
     chans: HashMap<ChannelId, ChanTx>,
+    /// A peer's channel taken on in this turn that has no task yet.
+    fresh: Option<(ChannelId, Pin<Box<dyn MessageIo>>)>,
     ev_tx: mpsc::Sender<ChanEvent>,
     ev_rx: mpsc::Receiver<ChanEvent>,
 }
@@ -131,6 +133,7 @@ impl Driver {
             requests,
             routes: Routes::default(),
             chans: HashMap::new(),
+            fresh: None,
             ev_tx,
             ev_rx,
         }
@@ -151,15 +154,7 @@ impl Driver {
                         );
                         self.engine.set_interfaces(interfaces, &node_locator);
                     }
-                    Some(Inbound::Channel(ch)) => {
-                        // Refused (at the limit): dropping `ch` closes it.
-                        let id = self.engine.handle_inbound_channel(now(), ch.peer, ch.identity);
-                        if let Some(id) = id {
-                            let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
-                            self.chans.insert(id, tx);
-                            tokio::spawn(channel_task(id, ch.io, rx, self.ev_tx.clone()));
-                        }
-                    }
+                    Some(Inbound::Channel(ch)) => self.accept(ch).await,
                     None => {
                         warn!("the transport's inbound stream ended");
                         inbound_open = false;
@@ -177,6 +172,94 @@ impl Driver {
             }
             self.flush().await;
         }
+    }
+
+    /// Takes on a peer's new channel. Its first message is usually there
+    /// already (the plain ACP hands on channels once they have spoken), and
+    /// a one-shot exchange (a synchronization, a refusal) often ends within
+    /// that one turn: the driver then answers and closes it itself, with no
+    /// task and no queues. Whatever is left gets its channel task.
+    async fn accept(&mut self, ch: crate::transport::Channel) {
+        // Refused (at the limit): dropping `ch` closes it.
+        let Some(id) = self
+            .engine
+            .handle_inbound_channel(now(), ch.peer, ch.identity)
+        else {
+            return;
+        };
+        let mut io = ch.io;
+        // Polled once without a waker: if nothing is there, the channel
+        // task polls again with its own, and readiness is not lost.
+        match io.next().now_or_never() {
+            Some(Some(Ok(msg))) => {
+                self.fresh = Some((id, io));
+                self.engine.handle_channel_message(now(), id, msg);
+                self.flush().await;
+                if let Some((id, io)) = self.fresh.take() {
+                    self.spawn_channel(id, io, false);
+                }
+            }
+            None => self.spawn_channel(id, io, false),
+            Some(None) => {
+                self.spawn_channel(id, io, true);
+                self.engine
+                    .handle_channel_closed(now(), id, ChannelEnd::PeerFinished);
+            }
+            Some(Some(Err(e))) => {
+                debug!(?id, error = %e, "channel error");
+                self.engine
+                    .handle_channel_closed(now(), id, channel_end(&e));
+            }
+        }
+    }
+
+    /// Gives a channel its task (`read_done`: the peer has finished).
+    fn spawn_channel(&mut self, id: ChannelId, io: Pin<Box<dyn MessageIo>>, read_done: bool) {
+        let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
+        self.chans.insert(id, tx);
+        tokio::spawn(channel_task(id, io, rx, self.ev_tx.clone(), read_done));
+    }
+
+    /// Writes `msg` on the fresh channel `id` without waiting, if the
+    /// socket takes it at once; otherwise the channel gets its task, which
+    /// finishes the write first, or the message queued.
+    fn send_fresh(&mut self, id: ChannelId, msg: Bytes) -> Option<Bytes> {
+        let Some((_, io)) = self.fresh.as_mut() else {
+            return Some(msg);
+        };
+        let ready = std::future::poll_fn(|cx| io.as_mut().poll_ready(cx)).now_or_never();
+        let result = match ready {
+            None => {
+                let (id, io) = self.fresh.take().expect("fresh");
+                self.spawn_channel(id, io, false);
+                return Some(msg);
+            }
+            Some(Ok(())) => match io.as_mut().start_send(msg.clone()) {
+                Ok(()) => std::future::poll_fn(|cx| io.as_mut().poll_flush(cx)).now_or_never(),
+                Err(e) => Some(Err(e)),
+            },
+            Some(Err(e)) => Some(Err(e)),
+        };
+        match result {
+            Some(Ok(())) => {}
+            // In its buffer: the task flushes it first.
+            None => {
+                let (id, io) = self.fresh.take().expect("fresh");
+                self.spawn_channel(id, io, false);
+            }
+            Some(Err(e)) => {
+                debug!(?id, error = %e, "send failed");
+                self.fresh = None;
+                self.engine.handle_unsent(&msg);
+                self.engine
+                    .handle_channel_closed(now(), id, ChannelEnd::Lost);
+            }
+        }
+        None
+    }
+
+    fn is_fresh(&self, id: ChannelId) -> bool {
+        self.fresh.as_ref().is_some_and(|(f, _)| *f == id)
     }
 
     fn on_chan_event(&mut self, ev: ChanEvent) {
@@ -241,7 +324,7 @@ impl Driver {
                                     return;
                                 }
                             }
-                            channel_task(channel, ch.io, rx, ev).await
+                            channel_task(channel, ch.io, rx, ev, false).await
                         }
                         Err(e) => {
                             debug!(%peer, error = %e, "connect failed");
@@ -254,6 +337,14 @@ impl Driver {
                 });
             }
             Transmit::Send { channel, msg } => {
+                let msg = if self.is_fresh(channel) {
+                    match self.send_fresh(channel, msg) {
+                        Some(msg) => msg,
+                        None => return,
+                    }
+                } else {
+                    msg
+                };
                 let Some(tx) = self.chans.get_mut(&channel) else {
                     // Its task ended (the peer is gone).
                     self.engine.handle_unsent(&msg);
@@ -274,6 +365,14 @@ impl Driver {
                 }
             }
             Transmit::Close { channel, linger } => {
+                if self.is_fresh(channel) {
+                    let (id, io) = self.fresh.take().expect("fresh");
+                    if !linger {
+                        // Every send was flushed: dropping it closes it.
+                        return;
+                    }
+                    self.spawn_channel(id, io, false);
+                }
                 if let Some(mut tx) = self.chans.remove(&channel) {
                     let _ = tx.try_send(ChanOut::Close { linger });
                 }
@@ -359,6 +458,14 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// How a channel that failed with `e` ended.
+fn channel_end(e: &AcpError) -> ChannelEnd {
+    match e {
+        AcpError::Reset => ChannelEnd::Reset,
+        _ => ChannelEnd::Lost,
+    }
+}
+
 /// Reports what is still queued for a channel that will never write it.
 async fn unsent(mut out: ChanRx, ev: &mpsc::Sender<ChanEvent>) {
     out.close();
@@ -383,8 +490,15 @@ async fn channel_task(
     mut io: Pin<Box<dyn MessageIo>>,
     mut out: ChanRx,
     ev: mpsc::Sender<ChanEvent>,
+    mut read_done: bool,
 ) {
-    let mut read_done = false;
+    // What the driver started writing before the task existed.
+    if let Err(e) = io.flush().await {
+        debug!(?id, error = %e, "send failed");
+        unsent(out, &ev).await;
+        let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+        return;
+    }
     loop {
         tokio::select! {
             m = io.next(), if !read_done => match m {
@@ -395,12 +509,8 @@ async fn channel_task(
                 }
                 Some(Err(e)) => {
                     debug!(?id, error = %e, "channel error");
-                    let how = match e {
-                        AcpError::Reset => ChannelEnd::Reset,
-                        _ => ChannelEnd::Lost,
-                    };
                     unsent(out, &ev).await;
-                    let _ = ev.send(ChanEvent::Closed(id, how)).await;
+                    let _ = ev.send(ChanEvent::Closed(id, channel_end(&e))).await;
                     return;
                 }
                 None => {
