@@ -8,7 +8,6 @@
 //! socket and the engine, so a slow or silent peer only ever holds up its own
 //! channel; every queue between them is bounded.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +21,8 @@ use tracing::{debug, info, trace, warn};
 use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
-    AsaLocator, ChannelEnd, ChannelId, CommandId, Engine, Event, FloodEntry, NegotiationOutcome,
-    SessionHandle, SubscriptionId, Transmit,
+    AsaLocator, ChannelEnd, ChannelId, CommandId, Engine, Event, FloodEntry, IdMap,
+    NegotiationOutcome, SessionHandle, SubscriptionId, Transmit,
 };
 use crate::transport::{AcpError, AcpTransport, Inbound, InboundStream, MessageIo};
 use crate::wire::{Objective, Value};
@@ -51,17 +50,17 @@ pub(crate) type Answer<T> = oneshot::Sender<Result<T, ApiError>>;
 #[derive(Default)]
 pub(crate) struct Routes {
     next_cmd: u64,
-    pub(crate) discovered: HashMap<CommandId, Answer<Vec<AsaLocator>>>,
+    pub(crate) discovered: IdMap<CommandId, Answer<Vec<AsaLocator>>>,
     /// A streamed discovery's locators, as they come.
-    pub(crate) found: HashMap<CommandId, mpsc::Sender<AsaLocator>>,
-    pub(crate) synchronized: HashMap<CommandId, Answer<Objective>>,
-    pub(crate) negotiated: HashMap<CommandId, Answer<NegotiationOutcome>>,
-    pub(crate) raw_opened: HashMap<CommandId, Answer<SessionHandle>>,
-    pub(crate) raw_received: HashMap<CommandId, Answer<Value>>,
+    pub(crate) found: IdMap<CommandId, mpsc::Sender<AsaLocator>>,
+    pub(crate) synchronized: IdMap<CommandId, Answer<Objective>>,
+    pub(crate) negotiated: IdMap<CommandId, Answer<NegotiationOutcome>>,
+    pub(crate) raw_opened: IdMap<CommandId, Answer<SessionHandle>>,
+    pub(crate) raw_received: IdMap<CommandId, Answer<Value>>,
     /// Peers' negotiation requests, per listen.
-    pub(crate) listeners: HashMap<SubscriptionId, mpsc::Sender<Incoming>>,
+    pub(crate) listeners: IdMap<SubscriptionId, mpsc::Sender<Incoming>>,
     /// Floods entering the cache, per watch.
-    pub(crate) watchers: HashMap<SubscriptionId, mpsc::Sender<FloodEntry>>,
+    pub(crate) watchers: IdMap<SubscriptionId, mpsc::Sender<FloodEntry>>,
 }
 
 impl Routes {
@@ -73,11 +72,7 @@ impl Routes {
 }
 
 /// Sends `result` to whoever waits for `cmd` in `route`.
-fn answer<T>(
-    route: &mut HashMap<CommandId, Answer<T>>,
-    cmd: CommandId,
-    result: Result<T, ApiError>,
-) {
+fn answer<T>(route: &mut IdMap<CommandId, Answer<T>>, cmd: CommandId, result: Result<T, ApiError>) {
     if let Some(tx) = route.remove(&cmd) {
         let _ = tx.send(result);
     }
@@ -107,7 +102,7 @@ pub(crate) struct Driver {
     inbound: InboundStream,
     requests: mpsc::Receiver<Request>,
     routes: Routes,
-    chans: HashMap<ChannelId, ChanTx>,
+    chans: IdMap<ChannelId, ChanTx>,
     /// A peer's channel taken on in this turn that has no task yet.
     fresh: Option<(ChannelId, Pin<Box<dyn MessageIo>>)>,
     ev_tx: mpsc::Sender<ChanEvent>,
@@ -132,7 +127,7 @@ impl Driver {
             inbound,
             requests,
             routes: Routes::default(),
-            chans: HashMap::new(),
+            chans: IdMap::default(),
             fresh: None,
             ev_tx,
             ev_rx,
@@ -501,29 +496,9 @@ async fn channel_task(
     }
     loop {
         tokio::select! {
-            m = io.next(), if !read_done => match m {
-                Some(Ok(b)) => {
-                    if ev.send(ChanEvent::Msg(id, b)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Err(e)) => {
-                    debug!(?id, error = %e, "channel error");
-                    unsent(out, &ev).await;
-                    let _ = ev.send(ChanEvent::Closed(id, channel_end(&e))).await;
-                    return;
-                }
-                None => {
-                    read_done = true;
-                    if ev
-                        .send(ChanEvent::Closed(id, ChannelEnd::PeerFinished))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            },
+            // The engine's sends first: a peer that floods us cannot hold
+            // them up (the queue is bounded, so reads wait at most that long).
+            biased;
             o = out.next() => match o {
                 Some(ChanOut::Msg(b)) => {
                     if let Err(e) = io.send(b.clone()).await {
@@ -549,6 +524,29 @@ async fn channel_task(
                 None => {
                     let _ = tokio::time::timeout(LINGER, io.close()).await;
                     return;
+                }
+            },
+            m = io.next(), if !read_done => match m {
+                Some(Ok(b)) => {
+                    if ev.send(ChanEvent::Msg(id, b)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(?id, error = %e, "channel error");
+                    unsent(out, &ev).await;
+                    let _ = ev.send(ChanEvent::Closed(id, channel_end(&e))).await;
+                    return;
+                }
+                None => {
+                    read_done = true;
+                    if ev
+                        .send(ChanEvent::Closed(id, ChannelEnd::PeerFinished))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             },
         }

@@ -1,7 +1,6 @@
 //! The GRASP core in this process: the engine task, reached by typed calls
 //! queued as closures, answered on oneshots.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use crate::driver::{Answer, Driver, Request, Routes};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
     AsaHandle, AsaLocator, CommandId, Config, DiscoverOptions, Dump, Engine, EngineStats,
-    FloodEntry, NegotiationOutcome, RegisterOptions, SessionHandle, TransportInfo,
+    FloodEntry, IdMap, NegotiationOutcome, RegisterOptions, SessionHandle, TransportInfo,
 };
 use crate::transport::{AcpTransport, InboundStream};
 use crate::wire::{Objective, TaggedObjective, Value};
@@ -69,7 +68,7 @@ impl Local {
     /// event that ends it, which the driver sends along `route`.
     async fn wait<T: Send + 'static>(
         &self,
-        route: fn(&mut Routes) -> &mut HashMap<CommandId, Answer<T>>,
+        route: fn(&mut Routes) -> &mut IdMap<CommandId, Answer<T>>,
         f: impl FnOnce(&mut Engine, Instant, CommandId, &mut Routes) -> Result<(), ApiError>
             + Send
             + 'static,

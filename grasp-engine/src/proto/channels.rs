@@ -10,14 +10,14 @@
 //!   lives, and a second request with the same pair is refused (§2.8.6);
 //! * removing a channel releases all of the above, in one place.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::wire::SessionId;
 
 use super::tables::{Chan, ChanState};
-use super::types::ChannelId;
+use super::types::{ChannelId, IdMap};
 
 /// Why a channel's new state was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub(super) enum Refused {
 
 #[derive(Debug)]
 pub(super) struct Channels {
-    map: HashMap<ChannelId, Chan>,
+    map: IdMap<ChannelId, Chan>,
     deadlines: BTreeSet<(Instant, ChannelId)>,
     own_sids: HashSet<SessionId>,
     clashes: HashSet<(SessionId, IpAddr)>,
@@ -41,7 +41,7 @@ pub(super) struct Channels {
 impl Channels {
     pub(super) fn new(max: usize) -> Self {
         Channels {
-            map: HashMap::new(),
+            map: IdMap::default(),
             deadlines: BTreeSet::new(),
             own_sids: HashSet::new(),
             clashes: HashSet::new(),

@@ -12,6 +12,13 @@ use crate::wire::{Limits, Locator, Objective, SessionId, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AsaHandle(pub u32);
 
+/// A map keyed by ids the engine hands out itself (channels, calls,
+/// subscriptions, ASAs), never by anything a peer or an ASA chooses: such
+/// keys cannot be picked to collide, so foldhash's speed is safe here.
+/// Maps keyed by what arrives from outside (session ids, addresses,
+/// objective names) keep std's SipHash.
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The engine's name for one unicast channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u64);
