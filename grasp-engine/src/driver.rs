@@ -136,8 +136,20 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut inbound_open = true;
+        // One timer for the engine's next deadline, moved only when the
+        // deadline moves: most turns leave it where it is, and a timer made
+        // anew each turn would enter and leave tokio's wheel every time.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.engine.poll_timeout().map(Instant::from_std);
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 item = self.inbound.next(), if inbound_open => match item {
                     Some(Inbound::Datagram(d)) => self.engine.handle_datagram(now(), d),
@@ -163,7 +175,10 @@ impl Driver {
                         return;
                     }
                 },
-                _ = sleep_until_opt(deadline) => self.engine.handle_timeout(now()),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.engine.handle_timeout(now());
+                }
             }
             self.flush().await;
         }
@@ -443,13 +458,6 @@ impl Driver {
                 r.watchers.remove(&subscription);
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => futures::future::pending().await,
     }
 }
 
