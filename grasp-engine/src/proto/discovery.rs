@@ -16,10 +16,7 @@ impl Engine {
         raw: &[u8],
     ) {
         let key = (disc.session_id, disc.initiator);
-        if self.discoveries.contains_key(&key)
-            || self.disc_alias.contains_key(&key)
-            || self.recent.contains(&key, now)
-        {
+        if self.discoveries.knows(&key) || self.recent.contains(&key, now) {
             // Our own (looped back), or one we relayed already.
             self.stats.duplicates += 1;
             return;
@@ -132,7 +129,7 @@ impl Engine {
         if lc <= 1 {
             return;
         }
-        if self.discoveries.len() >= self.config.max_discoveries {
+        if self.discoveries.is_full() {
             self.stats.bounded_refusals += 1;
             return;
         }
@@ -149,20 +146,19 @@ impl Engine {
             self.stats.malformed += 1;
             return;
         };
+        let relayed = Disc {
+            name: disc.objective.name,
+            deadline: now + discovery_timeout(lc - 1),
+            waiters: Vec::new(),
+            found: Vec::new(),
+            relay_to: Some(src),
+            repeat: None,
+        };
+        if self.discoveries.start(key, relayed, None).is_err() {
+            self.stats.bounded_refusals += 1;
+            return;
+        }
         self.multicast(Some(ifindex), &bytes);
-        let deadline = now + discovery_timeout(lc - 1);
-        self.discoveries.insert(
-            key,
-            Disc {
-                name: disc.objective.name,
-                deadline,
-                waiters: Vec::new(),
-                found: Vec::new(),
-                relay_to: Some(src),
-                repeat: None,
-            },
-        );
-        self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
         self.stats.discoveries_relayed += 1;
     }
 
@@ -170,7 +166,7 @@ impl Engine {
     /// relayed back, and handed to the waiters that can go on now.
     pub(super) fn on_response(&mut self, now: Instant, learnt_on: u32, r: Response) -> Finished {
         let key = (r.session_id, r.initiator);
-        let key = self.disc_alias.get(&key).copied().unwrap_or(key);
+        let key = self.discoveries.resolve(key);
         let Some(disc) = self.discoveries.get(&key) else {
             return Finished::default(); // unknown or expired session: drop silently (§2.5.4.3)
         };
@@ -284,14 +280,12 @@ impl Engine {
     /// A discovery's time is up: every waiter gets what it found.
     pub(super) fn finish_discovery(&mut self, now: Instant, key: (SessionId, IpAddr)) -> Finished {
         let finished = self.wake_waiters(key, true);
-        if let Some(d) = self.discoveries.remove(&key) {
+        if let Some(d) = self.discoveries.finish(&key) {
             // Remember it a while so late copies are not relayed again.
             let hold = (d.deadline - now).max(Duration::from_secs(10));
             self.recent.insert(key, now + hold, now);
             for sid in d.repeat.iter().flat_map(|r| &r.aliases) {
-                let alias = (*sid, key.1);
-                self.disc_alias.remove(&alias);
-                self.recent.insert(alias, now + hold, now);
+                self.recent.insert((*sid, key.1), now + hold, now);
             }
         }
         finished
@@ -320,19 +314,20 @@ impl Engine {
         .encode();
         self.multicast(None, &msg);
         self.stats.discoveries_repeated += 1;
-        self.disc_alias.insert((sid, key.1), key);
+        let mut next = None;
         if let Some(r) = self
             .discoveries
             .get_mut(&key)
             .and_then(|d| d.repeat.as_mut())
         {
-            r.aliases.push(sid);
             r.gap *= 2;
-            let next = now + r.gap;
-            if next < deadline && r.aliases.len() < DISCOVERY_REPEATS {
-                self.timers.insert((next, Timer::Repeat(key.0, key.1)));
+            let at = now + r.gap;
+            // This repeat is the (len + 1)th.
+            if at < deadline && r.aliases.len() + 1 < DISCOVERY_REPEATS {
+                next = Some(at);
             }
         }
+        self.discoveries.repeated(key, sid, next);
     }
 
     /// Discovery for every call that needs it: local registrations and the
@@ -382,7 +377,7 @@ impl Engine {
                 found,
             });
         }
-        if self.discoveries.len() >= self.config.max_discoveries {
+        if self.discoveries.is_full() {
             self.stats.bounded_refusals += 1;
             return Err(err(ErrorCode::Unspec, "too many discoveries in progress"));
         }
@@ -408,26 +403,27 @@ impl Engine {
                 "the discovery message would exceed 1232 bytes",
             ));
         }
+        let ours = Disc {
+            name,
+            deadline: now + timeout,
+            waiters: vec![w],
+            found: Vec::new(),
+            relay_to: None,
+            repeat: Some(Repeat {
+                objective,
+                gap: timeout / 4,
+                aliases: Vec::new(),
+            }),
+        };
+        if self
+            .discoveries
+            .start(key, ours, Some(now + timeout / 4))
+            .is_err()
+        {
+            self.stats.bounded_refusals += 1;
+            return Err(err(ErrorCode::Unspec, "too many discoveries in progress"));
+        }
         self.multicast(None, &msg);
-        let deadline = now + timeout;
-        self.discoveries.insert(
-            key,
-            Disc {
-                name,
-                deadline,
-                waiters: vec![w],
-                found: Vec::new(),
-                relay_to: None,
-                repeat: Some(Repeat {
-                    objective,
-                    gap: timeout / 4,
-                    aliases: Vec::new(),
-                }),
-            },
-        );
-        self.timers.insert((deadline, Timer::Disc(key.0, key.1)));
-        self.timers
-            .insert((now + timeout / 4, Timer::Repeat(key.0, key.1)));
         Ok(Finished::default())
     }
 

@@ -2,6 +2,7 @@
 //! the procedure it belongs to. Waits a procedure finishes go on through
 //! the calls (`calls.rs`); procedures never call back here.
 
+use super::discoveries::Due;
 use super::*;
 
 impl Engine {
@@ -240,7 +241,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Discovery timers and channel deadlines, in time order.
         loop {
-            let disc = self.timers.first().map(|&(t, _)| t).filter(|t| *t <= now);
+            let disc = self.discoveries.next_deadline().filter(|t| *t <= now);
             let chan = self.channels.next_deadline().filter(|t| *t <= now);
             let discovery_first = match (disc, chan) {
                 (Some(d), Some(c)) => d <= c,
@@ -249,15 +250,13 @@ impl Engine {
                 (None, None) => return,
             };
             if discovery_first {
-                let Some((_, timer)) = self.timers.pop_first() else {
-                    return;
-                };
-                match timer {
-                    Timer::Disc(sid, init) => {
-                        let finished = self.finish_discovery(now, (sid, init));
+                match self.discoveries.pop_due(now) {
+                    Some(Due::End(key)) => {
+                        let finished = self.finish_discovery(now, key);
                         self.resolve(now, finished);
                     }
-                    Timer::Repeat(sid, init) => self.repeat_discovery(now, (sid, init)),
+                    Some(Due::Repeat(key)) => self.repeat_discovery(now, key),
+                    None => return,
                 }
             } else if let Some(id) = self.channels.pop_due(now) {
                 self.channel_timeout(now, id);

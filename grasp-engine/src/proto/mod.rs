@@ -22,6 +22,7 @@ mod budget;
 mod cache;
 mod calls;
 mod channels;
+mod discoveries;
 mod discovery;
 mod flood;
 mod input;
@@ -32,7 +33,7 @@ mod synch;
 mod tables;
 pub mod types;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -84,14 +85,11 @@ pub struct Engine {
     flood_cache: FloodCache,
     /// Who watches which objective's floods ([`Engine::watch_flood`]).
     flood_watch: HashMap<String, Vec<(AsaHandle, SubscriptionId)>>,
-    discoveries: HashMap<(SessionId, IpAddr), Disc>,
-    /// The session ids of discovery repeats, to their discovery's first.
-    disc_alias: HashMap<(SessionId, IpAddr), (SessionId, IpAddr)>,
+    /// Discoveries in progress, ours and relayed, with their timers.
+    discoveries: discoveries::Discoveries,
     recent: RecentSessions,
     /// Unicast channels and what they hold (deadlines, session ids).
     channels: channels::Channels,
-    /// Discovery timers (channel deadlines are the channel table's).
-    timers: BTreeSet<(Instant, Timer)>,
     budgets: Budgets,
     next_subscription: u64,
     transmits: VecDeque<Transmit>,
@@ -150,10 +148,8 @@ impl Engine {
             relay,
             asas: IdMap::default(),
             objectives: HashMap::new(),
-            discoveries: HashMap::new(),
-            disc_alias: HashMap::new(),
+            discoveries: discoveries::Discoveries::new(config.max_discoveries),
             channels: channels::Channels::new(config.max_channels),
-            timers: BTreeSet::new(),
             budgets: Budgets::new(),
             next_subscription: 1,
             transmits: VecDeque::new(),
@@ -214,7 +210,7 @@ impl Engine {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let discovery = self.timers.first().map(|(t, _)| *t);
+        let discovery = self.discoveries.next_deadline();
         match (discovery, self.channels.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -232,8 +228,7 @@ impl Engine {
         for _ in 0..16 {
             let sid = SessionId(self.rng.random());
             let key = (sid, self.node_addr);
-            if !self.discoveries.contains_key(&key)
-                && !self.disc_alias.contains_key(&key)
+            if !self.discoveries.knows(&key)
                 && !self.recent.contains(&key, now)
                 && !self.channels.owns_sid(&sid)
             {

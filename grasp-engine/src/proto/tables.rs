@@ -184,10 +184,3 @@ pub(super) struct Chan {
     pub(super) deadline: Option<Instant>,
     pub(super) state: ChanState,
 }
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Timer {
-    Disc(SessionId, IpAddr),
-    /// Repeat our discovery (keyed by its first session id).
-    Repeat(SessionId, IpAddr),
-}
