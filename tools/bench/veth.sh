@@ -13,6 +13,9 @@
 #   WORKERS=2 tools/bench/veth.sh       (tokio multi-thread runtime, 2 workers,
 #                                        both sides; default 0 = current-thread)
 #   SESSIONS=20000 tools/bench/veth.sh  (sessions held for the memory figure)
+#   PIN=1 tools/bench/veth.sh          (server on CPU 1, client on CPU 0: on a
+#                                        2-core VM the two otherwise share a
+#                                        core in some runs and not in others)
 #   BASELINE=/path/to/old/grasp-bench tools/bench/veth.sh
 #                                       (each engine row also run with an older
 #                                        build, right after, for before/after)
@@ -21,6 +24,8 @@ cd "$(dirname "$0")/../.."
 secs=${1:-10}; shift || true
 concs=("${@:-1 4}")
 workers=${WORKERS:-0}
+pin_a=(); pin_b=()
+if [ "${PIN:-0}" = 1 ]; then pin_a=(taskset -c 0); pin_b=(taskset -c 1); fi
 [ "$(id -u)" = 0 ] || { echo "veth.sh: needs root (network namespaces)"; exit 1; }
 command -v ip >/dev/null || { echo "veth.sh: needs iproute2"; exit 1; }
 
@@ -38,10 +43,10 @@ tw() { ip netns exec "$a" ss -tan state time-wait 2>/dev/null | tail -n +2 | wc 
 
 run() { # mode conc port extra... (extra goes to both sides)
   local mode=$1 conc=$2 port=$3; shift 3
-  ip netns exec "$b" "$bin" serve --mode "$mode" --port "$port" --seconds $((secs + 3)) --workers "$workers" "$@" > /tmp/gb$$.srv 2>&1 &
+  ip netns exec "$b" "${pin_b[@]}" "$bin" serve --mode "$mode" --port "$port" --seconds $((secs + 3)) --workers "$workers" "$@" > /tmp/gb$$.srv 2>&1 &
   local spid=$!
   sleep 1
-  ip netns exec "$a" "$bin" client --mode "$mode" --peer fd00:1::2 --port "$port" \
+  ip netns exec "$a" "${pin_a[@]}" "$bin" client --mode "$mode" --peer fd00:1::2 --port "$port" \
       --seconds "$secs" --concurrency "$conc" --workers "$workers" "$@"
   wait "$spid"
   cat /tmp/gb$$.srv
@@ -50,12 +55,12 @@ run() { # mode conc port extra... (extra goes to both sides)
 
 runneg() { # steps conc port
   local steps=$1 conc=$2 port=$3
-  ip netns exec "$b" "$bin" serve --mode grasp --port "$port" --seconds $((secs + 3)) \
+  ip netns exec "$b" "${pin_b[@]}" "$bin" serve --mode grasp --port "$port" --seconds $((secs + 3)) \
       --workers "$workers" --negotiate "$steps" > /tmp/gb$$.srv 2>&1 &
   local spid=$!
   sleep 1
   echo -n "negotiation, server counter-offers $steps time(s): "
-  ip netns exec "$a" "$bin" client --mode grasp --peer fd00:1::2 --port "$port" \
+  ip netns exec "$a" "${pin_a[@]}" "$bin" client --mode grasp --peer fd00:1::2 --port "$port" \
       --seconds "$secs" --concurrency "$conc" --workers "$workers" --negotiate
   wait "$spid"
   cat /tmp/gb$$.srv
@@ -80,10 +85,10 @@ for c in ${concs[@]}; do
   runneg 1 "$c" $((port++))
 done
 echo "== discovery, return on first answer =="
-ip netns exec "$b" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp/gb$$.srv 2>&1 &
+ip netns exec "$b" "${pin_b[@]}" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp/gb$$.srv 2>&1 &
 spid=$!
 sleep 1
-ip netns exec "$a" "$bin" client --mode grasp --peer fd00:1::2 --port $((port)) --seconds 1 --discoveries 1000
+ip netns exec "$a" "${pin_a[@]}" "$bin" client --mode grasp --peer fd00:1::2 --port $((port)) --seconds 1 --discoveries 1000
 wait "$spid"; cat /tmp/gb$$.srv
 echo "== memory per open negotiation session, ${SESSIONS:-10000} sessions held =="
 ip netns exec "$b" "$bin" hold-serve --port $((port + 1)) --seconds 10 > /tmp/gb$$.srv 2>&1 &
