@@ -26,7 +26,7 @@ impl Engine {
             self.stats.dull_dropped += 1;
             return;
         }
-        if let Some(reg) = self.objectives.get(&name).filter(|r| r.discoverable()) {
+        if let Some(reg) = self.registry.get(&name).filter(|r| r.discoverable()) {
             let locs = self.locators_for(reg, ifindex);
             let rapid = (reg.options.rapid && reg.listen_synch).then(|| reg.objective.clone());
             let ttl = reg.options.ttl_ms;
@@ -349,7 +349,7 @@ impl Engine {
         }
         let mut found: Vec<AsaLocator> = Vec::new();
         // ASAs of this node that offer it (ASAs in one process find each other).
-        if let Some(reg) = self.objectives.get(&name).filter(|r| r.discoverable()) {
+        if let Some(reg) = self.registry.get(&name).filter(|r| r.discoverable()) {
             let ifindex = self.interfaces.first().map_or(0, |i| i.index);
             for l in self.locators_for(reg, ifindex) {
                 let mut al = AsaLocator::new(l);
@@ -436,7 +436,7 @@ impl Engine {
         disc: Discovery,
     ) {
         if let Some(reg) = self
-            .objectives
+            .registry
             .get(&disc.objective.name)
             .filter(|r| r.discoverable())
         {

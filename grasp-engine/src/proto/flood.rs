@@ -6,13 +6,11 @@ use super::*;
 impl Engine {
     /// Puts a flood in the cache, and tells the ASAs watching its objective.
     fn cache_flood(&mut self, e: FloodEntry) {
-        if let Some(w) = self.flood_watch.get(&e.objective.name) {
-            for (_, subscription) in w {
-                self.events.push_back(Event::Flood {
-                    subscription: *subscription,
-                    entry: e.clone(),
-                });
-            }
+        for (_, subscription) in self.registry.watchers(&e.objective.name) {
+            self.events.push_back(Event::Flood {
+                subscription: *subscription,
+                entry: e.clone(),
+            });
         }
         self.flood_cache.insert(e);
     }
@@ -211,21 +209,8 @@ impl Engine {
     /// (RFC 8991's event-loop model, instead of polling `get_flood`). A
     /// second watch of the same ASA replaces the first.
     pub fn watch_flood(&mut self, asa: AsaHandle, name: &str) -> Result<SubscriptionId, ApiError> {
-        self.check_asa(asa)?;
-        let watches: usize = self.flood_watch.values().map(Vec::len).sum();
-        let old = self
-            .flood_watch
-            .get(name)
-            .and_then(|w| w.iter().find(|(a, _)| *a == asa))
-            .map(|(_, s)| *s);
-        if old.is_none() && watches >= self.config.max_objectives {
-            return Err(err(ErrorCode::ObjFull, "too many flood watches"));
-        }
         let sub = self.new_subscription();
-        let w = self.flood_watch.entry(name.to_owned()).or_default();
-        w.retain(|(a, _)| *a != asa);
-        w.push((asa, sub));
-        if let Some(subscription) = old {
+        if let Some(subscription) = self.registry.watch(asa, name, sub)? {
             self.events.push_back(Event::Unsubscribed { subscription });
         }
         Ok(sub)
@@ -233,20 +218,7 @@ impl Engine {
 
     /// Stops watching `name` (no error when not watching).
     pub fn stop_watch_flood(&mut self, asa: AsaHandle, name: &str) -> Result<(), ApiError> {
-        self.check_asa(asa)?;
-        let mut ended = None;
-        if let Some(w) = self.flood_watch.get_mut(name) {
-            w.retain(|(a, s)| {
-                if *a == asa {
-                    ended = Some(*s);
-                }
-                *a != asa
-            });
-            if w.is_empty() {
-                self.flood_watch.remove(name);
-            }
-        }
-        if let Some(subscription) = ended {
+        if let Some(subscription) = self.registry.unwatch(asa, name)? {
             self.events.push_back(Event::Unsubscribed { subscription });
         }
         Ok(())

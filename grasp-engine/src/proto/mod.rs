@@ -28,12 +28,13 @@ mod flood;
 mod input;
 mod negotiation;
 mod raw;
+mod registrations;
 mod registry;
 mod synch;
 mod tables;
 pub mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -79,12 +80,10 @@ pub struct Engine {
     node_addr: IpAddr,
     node_port: u16,
     relay: bool,
-    asas: IdMap<AsaHandle, String>,
-    objectives: HashMap<String, Registered>,
+    /// ASAs, their objectives and flood watches.
+    registry: registrations::Registrations,
     disc_cache: DiscoveryCache,
     flood_cache: FloodCache,
-    /// Who watches which objective's floods ([`Engine::watch_flood`]).
-    flood_watch: HashMap<String, Vec<(AsaHandle, SubscriptionId)>>,
     /// Discoveries in progress, ours and relayed, with their timers.
     discoveries: discoveries::Discoveries,
     recent: RecentSessions,
@@ -137,7 +136,6 @@ impl Engine {
                 config.discovery_cache_locators,
             ),
             flood_cache: FloodCache::new(config.flood_cache_entries),
-            flood_watch: HashMap::new(),
             recent: RecentSessions::new(config.max_recent_sessions),
             config: Config { limits, ..config },
             rng,
@@ -146,8 +144,7 @@ impl Engine {
             node_addr,
             node_port,
             relay,
-            asas: IdMap::default(),
-            objectives: HashMap::new(),
+            registry: registrations::Registrations::new(config.max_asas, config.max_objectives),
             discoveries: discoveries::Discoveries::new(config.max_discoveries),
             channels: channels::Channels::new(config.max_channels),
             budgets: Budgets::new(),

@@ -13,7 +13,7 @@ impl Engine {
         req: SessionObjective,
     ) {
         let listener = self
-            .objectives
+            .registry
             .get(&req.objective.name)
             .and_then(|r| r.listener);
         let Some((asa, subscription)) = listener else {
@@ -281,7 +281,7 @@ impl Engine {
         }
         let sub = self.new_subscription();
         let old = self
-            .objectives
+            .registry
             .get_mut(name)
             .and_then(|r| r.listener.replace((asa, sub)));
         if let Some((_, subscription)) = old {
@@ -294,10 +294,7 @@ impl Engine {
     pub fn stop_negotiate(&mut self, asa: AsaHandle, name: &str) -> Result<(), ApiError> {
         self.check_asa(asa)?;
         self.own_objective(asa, name)?;
-        let old = self
-            .objectives
-            .get_mut(name)
-            .and_then(|r| r.listener.take());
+        let old = self.registry.get_mut(name).and_then(|r| r.listener.take());
         if let Some((_, subscription)) = old {
             self.events.push_back(Event::Unsubscribed { subscription });
         }

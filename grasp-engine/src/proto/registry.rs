@@ -1,8 +1,6 @@
 //! The registry: ASAs and their objectives (RFC 8991 §2.3.2, §2.3.3),
 //! the read-only dump of it and the caches, and ending subscriptions.
 
-use rand::Rng;
-
 use super::*;
 
 /// The longest ASA name, in bytes (names are for logs and dumps).
@@ -17,50 +15,14 @@ impl Engine {
                 format!("an ASA name is at most {MAX_ASA_NAME} bytes"),
             ));
         }
-        if self.asas.values().any(|n| *n == name) {
-            return Err(err(
-                ErrorCode::DupAsa,
-                format!("an ASA named {name:?} exists"),
-            ));
-        }
-        if self.asas.len() >= self.config.max_asas {
-            return Err(ErrorCode::AsaFull.into());
-        }
-        let handle = loop {
-            let h = AsaHandle(self.rng.random::<u32>().max(1));
-            if !self.asas.contains_key(&h) {
-                break h;
-            }
-        };
-        self.asas.insert(handle, name);
-        Ok(handle)
+        self.registry.add_asa(name, &mut self.rng)
     }
 
     /// `deregister_asa`: also removes its objectives, ends its listens,
     /// watches and negotiation sessions.
     pub fn deregister_asa(&mut self, asa: AsaHandle) -> Result<(), ApiError> {
         self.check_asa(asa)?;
-        self.asas.remove(&asa);
-        let mut ended = Vec::new();
-        self.flood_watch.retain(|_, w| {
-            w.retain(|(a, sub)| {
-                let mine = *a == asa;
-                if mine {
-                    ended.push(*sub);
-                }
-                !mine
-            });
-            !w.is_empty()
-        });
-        self.objectives.retain(|_, r| {
-            r.owners.retain(|o| *o != asa);
-            if let Some((_, sub)) = r.listener.filter(|(a, _)| *a == asa) {
-                ended.push(sub);
-                r.listener = None;
-            }
-            !r.owners.is_empty()
-        });
-        for subscription in ended {
+        for subscription in self.registry.remove_asa(asa) {
             self.events.push_back(Event::Unsubscribed { subscription });
         }
         let sessions: Vec<ChannelId> = self
@@ -116,49 +78,12 @@ impl Engine {
                 "not an objective this DULL instance allows",
             ));
         }
-        if let Some(r) = self.objectives.get_mut(&objective.name) {
-            if r.options.overlap && options.overlap && !r.owners.contains(&asa) {
-                r.owners.push(asa);
-                return Ok(());
-            }
-            return Err(err(
-                ErrorCode::ObjReg,
-                format!("{:?} is registered", objective.name),
-            ));
-        }
-        if self.objectives.len() >= self.config.max_objectives {
-            return Err(ErrorCode::ObjFull.into());
-        }
-        self.objectives.insert(
-            objective.name.clone(),
-            Registered {
-                owners: vec![asa],
-                objective,
-                options,
-                listener: None,
-                listen_synch: false,
-            },
-        );
-        Ok(())
+        self.registry.add_objective(asa, objective, options)
     }
 
     /// `deregister_objective`: ends the ASA's listen for it.
     pub fn deregister_objective(&mut self, asa: AsaHandle, name: &str) -> Result<(), ApiError> {
-        self.check_asa(asa)?;
-        let r = match self.objectives.get_mut(name) {
-            None => return Err(err(ErrorCode::NotObj, format!("{name:?}"))),
-            Some(r) if !r.owners.contains(&asa) => return Err(ErrorCode::NotYourObj.into()),
-            Some(r) => r,
-        };
-        r.owners.retain(|o| *o != asa);
-        let ended = r.listener.filter(|(a, _)| *a == asa || r.owners.is_empty());
-        if ended.is_some() {
-            r.listener = None;
-        }
-        if r.owners.is_empty() {
-            self.objectives.remove(name);
-        }
-        if let Some((_, subscription)) = ended {
+        if let Some(subscription) = self.registry.remove_objective(asa, name)? {
             self.events.push_back(Event::Unsubscribed { subscription });
         }
         Ok(())
@@ -167,21 +92,7 @@ impl Engine {
     /// Ends a listen or watch whose receiver is gone (the driver's call;
     /// nothing happens for an id that has ended already).
     pub fn unsubscribe(&mut self, subscription: SubscriptionId) {
-        let mut found = false;
-        for r in self.objectives.values_mut() {
-            if r.listener.is_some_and(|(_, s)| s == subscription) {
-                r.listener = None;
-                found = true;
-            }
-        }
-        self.flood_watch.retain(|_, w| {
-            w.retain(|(_, s)| {
-                found |= *s == subscription;
-                *s != subscription
-            });
-            !w.is_empty()
-        });
-        if found {
+        if self.registry.unsubscribe(subscription) {
             self.events.push_back(Event::Unsubscribed { subscription });
         }
     }
@@ -191,10 +102,10 @@ impl Engine {
     pub fn dump(&mut self, now: Instant, asa: AsaHandle) -> Result<Dump, ApiError> {
         self.check_asa(asa)?;
         let mut d = Dump {
-            asas: self.asas.iter().map(|(h, n)| (*h, n.clone())).collect(),
+            asas: self.registry.asas().map(|(h, n)| (*h, n.clone())).collect(),
             objectives: self
-                .objectives
-                .values()
+                .registry
+                .objectives()
                 .map(|r| DumpedObjective {
                     objective: r.objective.clone(),
                     owners: r.owners.clone(),
@@ -223,14 +134,7 @@ impl Engine {
     }
 
     pub(super) fn check_asa(&self, asa: AsaHandle) -> Result<(), ApiError> {
-        if self.asas.contains_key(&asa) {
-            Ok(())
-        } else {
-            Err(err(
-                ErrorCode::NoAsa,
-                format!("ASA handle {} is not registered", asa.0),
-            ))
-        }
+        self.registry.check_asa(asa)
     }
 
     pub(super) fn own_objective(
@@ -238,17 +142,7 @@ impl Engine {
         asa: AsaHandle,
         name: &str,
     ) -> Result<&Registered, ApiError> {
-        match self.objectives.get(name) {
-            Some(r) if r.owners.contains(&asa) => Ok(r),
-            Some(_) => Err(err(
-                ErrorCode::NotYourObj,
-                format!("{name:?} belongs to another ASA"),
-            )),
-            None => Err(err(
-                ErrorCode::NotYourObj,
-                format!("{name:?} is not registered"),
-            )),
-        }
+        self.registry.owned(asa, name)
     }
 
     pub(super) fn dull_allows(&self, name: &str) -> bool {

@@ -80,7 +80,7 @@ impl Engine {
     /// 5: nobody listening, close at once).
     pub(super) fn on_req_syn(&mut self, channel: ChannelId, req: SessionObjective) {
         let reply = self
-            .objectives
+            .registry
             .get(&req.objective.name)
             .filter(|r| r.listen_synch)
             .map(|r| r.objective.clone());
@@ -107,7 +107,7 @@ impl Engine {
         if !objective.flags.contains(ObjectiveFlags::SYNCH) {
             return Err(ErrorCode::NotSynch.into());
         }
-        if let Some(r) = self.objectives.get_mut(&objective.name) {
+        if let Some(r) = self.registry.get_mut(&objective.name) {
             if !r.objective.flags.contains(ObjectiveFlags::SYNCH) {
                 return Err(ErrorCode::NotSynch.into());
             }
@@ -122,7 +122,7 @@ impl Engine {
     pub fn stop_synchronize(&mut self, asa: AsaHandle, name: &str) -> Result<(), ApiError> {
         self.check_asa(asa)?;
         self.own_objective(asa, name)?;
-        if let Some(r) = self.objectives.get_mut(name) {
+        if let Some(r) = self.registry.get_mut(name) {
             r.listen_synch = false;
         }
         Ok(())
