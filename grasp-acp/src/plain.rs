@@ -832,8 +832,7 @@ impl Acceptor {
             // skips the waiting room (its box, its timer).
             match io.poll_first(cx) {
                 Poll::Ready(true) => {
-                    StatsCounters::bump(&self.stats.channels_accepted);
-                    return Poll::Ready(Inbound::Channel(Channel {
+                    return Poll::Ready(self.accepted(Channel {
                         peer,
                         local,
                         io: Box::pin(io),
@@ -855,11 +854,16 @@ impl Acceptor {
         // An empty waiting room is "nothing yet", not the end.
         while let Poll::Ready(Some(done)) = self.waiting.poll_next_unpin(cx) {
             if let Some(ch) = done {
-                StatsCounters::bump(&self.stats.channels_accepted);
-                return Poll::Ready(Inbound::Channel(ch));
+                return Poll::Ready(self.accepted(ch));
             }
         }
         Poll::Pending
+    }
+
+    /// A channel that has spoken, counted and handed on.
+    fn accepted(&self, ch: Channel) -> Inbound {
+        StatsCounters::bump(&self.stats.channels_accepted);
+        Inbound::Channel(ch)
     }
 }
 

@@ -230,17 +230,18 @@ impl Driver {
         tokio::spawn(channel_task(id, io, rx, self.ev_tx.clone(), read_done));
     }
 
-    /// Writes `msg` on the fresh channel `id` without waiting, if the
-    /// socket takes it at once; otherwise the channel gets its task, which
-    /// finishes the write first, or the message queued.
-    fn send_fresh(&mut self, id: ChannelId, msg: Bytes) -> Option<Bytes> {
-        let Some((_, io)) = self.fresh.as_mut() else {
-            return Some(msg);
-        };
-        let ready = std::future::poll_fn(|cx| io.as_mut().poll_ready(cx)).now_or_never();
-        let result = match ready {
+    /// Writes `msg` on the fresh channel `id` at once, if its socket takes
+    /// it without waiting; otherwise the channel gets its task (which first
+    /// finishes a write begun here), and `msg` comes back when it is still
+    /// to be queued.
+    fn send_fresh(
+        &mut self,
+        id: ChannelId,
+        mut io: Pin<Box<dyn MessageIo>>,
+        msg: Bytes,
+    ) -> Option<Bytes> {
+        let flushed = match std::future::poll_fn(|cx| io.as_mut().poll_ready(cx)).now_or_never() {
             None => {
-                let (id, io) = self.fresh.take().expect("fresh");
                 self.spawn_channel(id, io, false);
                 return Some(msg);
             }
@@ -250,26 +251,18 @@ impl Driver {
             },
             Some(Err(e)) => Some(Err(e)),
         };
-        match result {
-            Some(Ok(())) => {}
+        match flushed {
+            Some(Ok(())) => self.fresh = Some((id, io)),
             // In its buffer: the task flushes it first.
-            None => {
-                let (id, io) = self.fresh.take().expect("fresh");
-                self.spawn_channel(id, io, false);
-            }
+            None => self.spawn_channel(id, io, false),
             Some(Err(e)) => {
                 debug!(?id, error = %e, "send failed");
-                self.fresh = None;
                 self.engine.handle_unsent(&msg);
                 self.engine
                     .handle_channel_closed(now(), id, ChannelEnd::Lost);
             }
         }
         None
-    }
-
-    fn is_fresh(&self, id: ChannelId) -> bool {
-        self.fresh.as_ref().is_some_and(|(f, _)| *f == id)
     }
 
     fn on_chan_event(&mut self, ev: ChanEvent) {
@@ -347,13 +340,12 @@ impl Driver {
                 });
             }
             Transmit::Send { channel, msg } => {
-                let msg = if self.is_fresh(channel) {
-                    match self.send_fresh(channel, msg) {
+                let msg = match self.fresh.take_if(|(f, _)| *f == channel) {
+                    Some((id, io)) => match self.send_fresh(id, io, msg) {
                         Some(msg) => msg,
                         None => return,
-                    }
-                } else {
-                    msg
+                    },
+                    None => msg,
                 };
                 let Some(tx) = self.chans.get_mut(&channel) else {
                     // Its task ended (the peer is gone).
@@ -375,8 +367,7 @@ impl Driver {
                 }
             }
             Transmit::Close { channel, linger } => {
-                if self.is_fresh(channel) {
-                    let (id, io) = self.fresh.take().expect("fresh");
+                if let Some((id, io)) = self.fresh.take_if(|(f, _)| *f == channel) {
                     if !linger {
                         // Every send was flushed: dropping it closes it.
                         return;

@@ -129,6 +129,7 @@ impl Engine {
         if lc <= 1 {
             return;
         }
+        // Before the relay budget is spent on one we could not track.
         if self.discoveries.is_full() {
             self.stats.bounded_refusals += 1;
             return;
@@ -376,10 +377,6 @@ impl Engine {
                 waiters: vec![w],
                 found,
             });
-        }
-        if self.discoveries.is_full() {
-            self.stats.bounded_refusals += 1;
-            return Err(err(ErrorCode::Unspec, "too many discoveries in progress"));
         }
         if self.config.dull {
             objective.loop_count = 1;
