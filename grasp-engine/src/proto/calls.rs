@@ -60,7 +60,7 @@ impl Engine {
             }
         }
         self.require_secure("synchronization")?;
-        let deadline = self.asa_deadline(now, timeout);
+        let deadline = self.config.asa_deadline(now, timeout);
         let c = Continuation::Synch {
             cmd,
             objective,
@@ -117,7 +117,7 @@ impl Engine {
         if !objective.flags.contains(ObjectiveFlags::NEG) {
             return Err(ErrorCode::NotNeg.into());
         }
-        let deadline = self.asa_deadline(now, timeout);
+        let deadline = self.config.asa_deadline(now, timeout);
         let c = Continuation::Neg {
             cmd,
             asa,

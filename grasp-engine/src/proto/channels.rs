@@ -199,10 +199,9 @@ impl Channels {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tables::Neg;
-    use super::super::types::AsaHandle;
+    use super::super::session::Session;
+    use super::super::types::{AsaHandle, CommandId};
     use super::*;
-    use std::collections::VecDeque;
     use std::time::Duration;
 
     fn chan(state: ChanState) -> Chan {
@@ -214,39 +213,41 @@ mod tests {
         }
     }
 
-    fn neg(sid: u32, requester: bool, clash: Option<(SessionId, IpAddr)>) -> ChanState {
-        ChanState::Neg(Neg {
-            sid: SessionId(sid),
-            asa: AsaHandle(1),
-            name: "EX".into(),
-            requester,
-            pending: None,
-            early: VecDeque::new(),
-            raw: None,
-            peer_closed: false,
-            clash_key: clash,
-        })
+    fn ours(sid: u32) -> ChanState {
+        let cmd = CommandId(1);
+        ChanState::Neg(Session::requesting(
+            SessionId(sid),
+            AsaHandle(1),
+            "EX".into(),
+            cmd,
+            false,
+        ))
+    }
+
+    fn theirs(sid: u32, peer: IpAddr) -> ChanState {
+        ChanState::Neg(Session::answering(
+            SessionId(sid),
+            AsaHandle(1),
+            "EX".into(),
+            peer,
+        ))
     }
 
     #[test]
     fn removing_releases_everything_a_channel_held() {
         let now = Instant::now();
         let mut c = Channels::new(2);
-        let ours = c.open(chan(neg(7, true, None)), now).unwrap();
+        let ours = c.open(chan(ours(7)), now).unwrap();
         assert!(c.owns_sid(&SessionId(7)));
         let ip: IpAddr = "fe80::2".parse().unwrap();
         let inbound = c
             .open(chan(ChanState::Fresh), now + Duration::from_secs(1))
             .unwrap();
         assert_eq!(c.open(chan(ChanState::Fresh), now), Err(Refused::Full));
-        c.set_state(inbound, neg(9, false, Some((SessionId(9), ip))))
-            .unwrap();
+        c.set_state(inbound, theirs(9, ip)).unwrap();
         assert_eq!(c.next_deadline(), Some(now));
         // The same request again clashes while the first lives.
-        assert_eq!(
-            c.set_state(inbound, neg(9, false, Some((SessionId(9), ip)))),
-            Err(Refused::Clash)
-        );
+        assert_eq!(c.set_state(inbound, theirs(9, ip)), Err(Refused::Clash));
         assert_eq!(c.pop_due(now), Some(ours));
         assert_eq!(c.pop_due(now), None, "the other is not due yet");
         assert!(c.get(&ours).unwrap().deadline.is_none());
@@ -256,7 +257,6 @@ mod tests {
         assert_eq!(c.next_deadline(), None);
         assert_eq!(c.len(), 0);
         let again = c.open(chan(ChanState::Fresh), now).unwrap();
-        c.set_state(again, neg(9, false, Some((SessionId(9), ip))))
-            .unwrap();
+        c.set_state(again, theirs(9, ip)).unwrap();
     }
 }

@@ -69,27 +69,19 @@ impl Engine {
 
     /// A channel we asked for could not be opened.
     pub fn handle_connect_failed(&mut self, _now: Instant, channel: ChannelId, reason: String) {
+        let Some(peer) = self.channels.get(&channel).map(|c| c.peer) else {
+            return;
+        };
+        self.session(channel, |s, _, out| s.on_connect_failed(peer, &reason, out));
         let Some(ch) = self.remove_channel(channel) else {
             return;
         };
-        match ch.state {
-            ChanState::Synch { cmd, .. } => {
-                let result = Err(err(
-                    ErrorCode::SockErrSynRq,
-                    format!("connecting to {}: {reason}", ch.peer),
-                ));
-                self.events.push_back(Event::Synchronized { cmd, result });
-            }
-            ChanState::Neg(n) => {
-                if let Some((cmd, _)) = n.pending {
-                    let result = Err(err(
-                        ErrorCode::SockErrNegRq,
-                        format!("connecting to {}: {reason}", ch.peer),
-                    ));
-                    self.events.push_back(Event::Negotiated { cmd, result });
-                }
-            }
-            ChanState::Fresh => {}
+        if let ChanState::Synch { cmd, .. } = ch.state {
+            let result = Err(err(
+                ErrorCode::SockErrSynRq,
+                format!("connecting to {peer}: {reason}"),
+            ));
+            self.events.push_back(Event::Synchronized { cmd, result });
         }
     }
 
@@ -97,36 +89,14 @@ impl Engine {
     ///
     /// A half-close ([`ChannelEnd::PeerFinished`]) means "done sending", not
     /// "gone": what the engine already queued for the channel is still
-    /// delivered (the driver closes after it), and a negotiation whose turn
-    /// is ours stays open so that the ASA's M_END still reaches the peer.
+    /// delivered (the driver closes after it), and a negotiation may stay
+    /// for its ASA's next call ([`Session::on_peer_end`]).
     pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId, how: ChannelEnd) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
+        let Some(peer) = self.channels.get(&channel).map(|c| c.peer) else {
             return;
         };
-        if let ChanState::Neg(Neg { raw: Some(r), .. }) = &mut ch.state {
-            // graspy's raw channel: a waiting grecv learns the peer is gone;
-            // items already received are still the ASA's.
-            if let Some(cmd) = r.waiting.take() {
-                let result = Err(err(ErrorCode::NoPeer, "the peer closed the session"));
-                self.events.push_back(Event::RawReceived { cmd, result });
-            } else if !r.inbox.is_empty() {
-                if let ChanState::Neg(n) = &mut ch.state {
-                    n.peer_closed = true;
-                }
-                return;
-            }
-        } else if let ChanState::Neg(n) = &mut ch.state {
-            let keep = match how {
-                // Our turn: the peer can still read our M_END (or our
-                // M_NEGOTIATE, though it cannot answer that).
-                ChannelEnd::PeerFinished => n.pending.is_none(),
-                // Keep what the peer said last for the ASA's next call.
-                ChannelEnd::Lost | ChannelEnd::Reset => n.pending.is_none() && !n.early.is_empty(),
-            };
-            if keep {
-                n.peer_closed = true;
-                return;
-            }
+        if self.session(channel, |s, _, out| s.on_peer_end(how, peer, out)) == Some(true) {
+            return;
         }
         let Some(ch) = self.remove_channel(channel) else {
             return;
@@ -138,36 +108,19 @@ impl Engine {
                 linger: false,
             });
         }
-        let refused = format!(
-            "{} refused the connection (reset) before answering: it is at its connection limit or restarting; try again later",
-            ch.peer
-        );
-        match ch.state {
-            ChanState::Synch { cmd, .. } => {
-                let result = Err(if how == ChannelEnd::Reset {
-                    err(ErrorCode::SockErrSynRq, refused)
-                } else {
-                    err(
-                        ErrorCode::NoListener,
-                        format!("{} closed the connection without answering", ch.peer),
-                    )
-                });
-                self.events.push_back(Event::Synchronized { cmd, result });
-            }
-            ChanState::Neg(n) => {
-                if let Some((cmd, wait)) = n.pending {
-                    let result = Err(if wait == NegWait::First && how == ChannelEnd::Reset {
-                        err(ErrorCode::SockErrNegRq, refused)
-                    } else {
-                        err(
-                            ErrorCode::NoPeer,
-                            format!("{} closed the connection", ch.peer),
-                        )
-                    });
-                    self.events.push_back(Event::Negotiated { cmd, result });
-                }
-            }
-            ChanState::Fresh => {}
+        if let ChanState::Synch { cmd, .. } = ch.state {
+            let result = Err(if how == ChannelEnd::Reset {
+                err(
+                    ErrorCode::SockErrSynRq,
+                    format!("{peer} refused the connection (reset) before answering: it is at its connection limit or restarting; try again later"),
+                )
+            } else {
+                err(
+                    ErrorCode::NoListener,
+                    format!("{peer} closed the connection without answering"),
+                )
+            });
+            self.events.push_back(Event::Synchronized { cmd, result });
         }
     }
 
@@ -200,8 +153,11 @@ impl Engine {
                 }
             },
             ChanState::Synch { .. } => self.on_synch_reply(channel, peer, decoded),
-            ChanState::Neg(Neg { raw: Some(_), .. }) => self.on_raw_item(now, channel, raw),
-            ChanState::Neg(_) => self.on_neg_message(now, channel, raw, decoded),
+            ChanState::Neg(_) => {
+                self.session(channel, |s, cfg, out| {
+                    s.on_message(now, cfg, raw, decoded, out)
+                });
+            }
         }
     }
 
@@ -283,45 +239,8 @@ impl Engine {
                 self.events.push_back(Event::Synchronized { cmd, result });
                 self.close(id, false);
             }
-            ChanState::Neg(n) => {
-                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.opening) {
-                    // Our raw request has had the connection to itself.
-                    let session = SessionHandle {
-                        channel: id,
-                        session_id: n.sid,
-                    };
-                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
-                        r.opening = None;
-                    }
-                    let result = Ok(session);
-                    self.events.push_back(Event::RawOpened { cmd, result });
-                    let idle = now + self.config.session_idle_timeout;
-                    self.set_deadline(id, Some(idle));
-                    return;
-                }
-                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
-                    // A grecv timed out (graspy's noReply); the session
-                    // stays for the next one.
-                    if let Some(r) = self.neg_mut(id).and_then(|n| n.raw.as_mut()) {
-                        r.waiting = None;
-                    }
-                    let result = Err(err(
-                        ErrorCode::NoReply,
-                        format!("{peer} sent nothing in time"),
-                    ));
-                    self.events.push_back(Event::RawReceived { cmd, result });
-                    let idle = now + self.config.session_idle_timeout;
-                    self.set_deadline(id, Some(idle));
-                    return;
-                }
-                if let Some((cmd, _)) = n.pending {
-                    let result = Err(err(
-                        ErrorCode::NoNegReply,
-                        format!("{peer} did not answer in time"),
-                    ));
-                    self.events.push_back(Event::Negotiated { cmd, result });
-                }
-                self.close(id, false);
+            ChanState::Neg(_) => {
+                self.session(id, |s, cfg, out| s.on_timeout(now, cfg, peer, out));
             }
         }
     }

@@ -30,6 +30,7 @@ mod negotiation;
 mod raw;
 mod registrations;
 mod registry;
+mod session;
 mod synch;
 mod tables;
 pub mod types;
@@ -45,11 +46,12 @@ use rand::{Rng, SeedableRng};
 use crate::error::{ApiError, ErrorCode};
 use crate::transport::{Datagram, Interface, Security};
 use crate::wire::{
-    Discovery, End, EndOption, Flood, Invalid, Locator, Message, Objective, ObjectiveFlags,
-    Response, ResponseTarget, SessionId, SessionObjective, TaggedObjective, Value, Wait,
+    Discovery, Flood, Invalid, Locator, Message, Objective, ObjectiveFlags, Response,
+    ResponseTarget, SessionId, SessionObjective, TaggedObjective, Value,
 };
 use budget::{Budgets, Rates, Refused, Source, Work};
 use cache::{DiscoveryCache, FloodCache, RecentSessions};
+use session::{Action, Answer, Session, Tally, RAW_GAP};
 use tables::*;
 pub use types::*;
 
@@ -94,6 +96,9 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: EngineStats,
+    /// What a session said to do, being carried out (kept to reuse its
+    /// allocation).
+    session_actions: Vec<Action>,
 }
 
 /// graspy sends every objective with its value slot, `null` when there is
@@ -152,6 +157,7 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
+            session_actions: Vec::new(),
         }
     }
 
@@ -245,23 +251,9 @@ impl Engine {
     /// a raw receive or open still waiting on it.
     fn remove_channel(&mut self, id: ChannelId) -> Option<Chan> {
         let ch = self.channels.remove(id)?;
-        if let ChanState::Neg(n) = &ch.state {
-            {
-                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.waiting) {
-                    self.events.push_back(Event::RawReceived {
-                        cmd,
-                        result: Err(err(ErrorCode::NoSession, "the session ended")),
-                    });
-                }
-                if let Some(cmd) = n.raw.as_ref().and_then(|r| r.opening) {
-                    self.events.push_back(Event::RawOpened {
-                        cmd,
-                        result: Err(err(
-                            ErrorCode::SockErrNegRq,
-                            "the connection to the peer failed",
-                        )),
-                    });
-                }
+        if let ChanState::Neg(s) = &ch.state {
+            for a in s.abandoned() {
+                self.act(id, s.sid, a);
             }
         }
         Some(ch)
@@ -400,50 +392,6 @@ impl Engine {
         Ok(channel)
     }
 
-    fn neg_mut(&mut self, channel: ChannelId) -> Option<&mut Neg> {
-        match self.channels.get_mut(&channel) {
-            Some(Chan {
-                state: ChanState::Neg(n),
-                ..
-            }) => Some(n),
-            _ => None,
-        }
-    }
-
-    /// Checks that `session` is a live negotiation of `asa` whose turn it is.
-    fn our_turn(&mut self, asa: AsaHandle, session: SessionHandle) -> Result<(), ApiError> {
-        match self.neg_mut(session.channel) {
-            Some(n) if n.sid == session.session_id && n.asa == asa => {
-                if n.pending.is_some() {
-                    Err(err(
-                        ErrorCode::NoSession,
-                        "a step is already waiting for the peer",
-                    ))
-                } else {
-                    Ok(())
-                }
-            }
-            Some(n) if n.sid == session.session_id => Err(err(
-                ErrorCode::NoSession,
-                "the session belongs to another ASA",
-            )),
-            _ => Err(err(
-                ErrorCode::NoSession,
-                "no such negotiation session (ended or timed out)",
-            )),
-        }
-    }
-
-    /// A raw session ends by closing its connection, as graspy's do (it
-    /// has no M_END): true when `channel` was one, now closed.
-    fn ends_raw(&mut self, channel: ChannelId) -> bool {
-        if self.neg_mut(channel).is_some_and(|n| n.raw.is_some()) {
-            self.close(channel, false);
-            return true;
-        }
-        false
-    }
-
     /// Refuses an objective from an ASA that could not travel in one
     /// message (its name and value alone are over the size limit): it
     /// would be kept, then fail at every send.
@@ -464,11 +412,13 @@ impl Engine {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// When a wait an ASA asked for ends: never later than
     /// `max_asa_timeout` from now (`Duration::MAX` must not overflow).
-    fn asa_deadline(&self, now: Instant, t: Duration) -> Instant {
-        now + t.min(self.config.max_asa_timeout)
+    pub(super) fn asa_deadline(&self, now: Instant, t: Duration) -> Instant {
+        now + t.min(self.max_asa_timeout)
     }
 }
 

@@ -31,22 +31,12 @@ impl Engine {
         //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.6
         //# if the received session ID is already locally active, the request
         //# MUST be discarded
-        let clash = (req.session_id, peer.ip());
         let session = SessionHandle {
             channel,
             session_id: req.session_id,
         };
-        let state = ChanState::Neg(Neg {
-            sid: req.session_id,
-            asa,
-            name: req.objective.name.clone(),
-            requester: false,
-            pending: None,
-            early: VecDeque::new(),
-            raw: None,
-            peer_closed: false,
-            clash_key: Some(clash),
-        });
+        let name = req.objective.name.clone();
+        let state = ChanState::Neg(Session::answering(req.session_id, asa, name, peer.ip()));
         if self.channels.set_state(channel, state).is_err() {
             self.stats.id_clashes += 1;
             return self.close(channel, false);
@@ -82,160 +72,11 @@ impl Engine {
         let name = objective.name.clone();
         let opened = self.open_session(now, &loc, ErrorCode::SockErrNegRq, until, |sid| {
             let request = Message::ReqNeg(SessionObjective::new(sid, with_value_slot(objective)));
-            let state = ChanState::Neg(Neg {
-                sid,
-                asa,
-                name,
-                requester: true,
-                pending: (!raw).then_some((cmd, NegWait::First)),
-                early: VecDeque::new(),
-                raw: raw.then(|| Raw {
-                    opening: Some(cmd),
-                    ..Raw::default()
-                }),
-                peer_closed: false,
-                clash_key: None,
-            });
+            let state = ChanState::Neg(Session::requesting(sid, asa, name, cmd, raw));
             (request, state)
         });
         if let Err(e) = opened {
             self.request_failed(cmd, raw, e);
-        }
-    }
-
-    /// A message on a negotiation session (not a raw one).
-    pub(super) fn on_neg_message(
-        &mut self,
-        now: Instant,
-        channel: ChannelId,
-        raw: Bytes,
-        decoded: Result<Message, crate::wire::DecodeError>,
-    ) {
-        let Some(n) = self.neg_mut(channel) else {
-            return;
-        };
-        if n.pending.is_none() && !matches!(decoded, Ok(Message::Noop)) {
-            // Our turn, but the peer spoke: keep it for the next call (a
-            // step reads it as a message, a raw receive as bytes).
-            if n.early.len() >= 4 {
-                return self.close(channel, false);
-            }
-            n.early.push_back(Early {
-                raw,
-                msg: decoded.ok(),
-            });
-            return;
-        }
-        let msg = match decoded {
-            Ok(m) => m,
-            Err(e) => {
-                self.stats.malformed += 1;
-                let pending = self.neg_mut(channel).and_then(|n| n.pending.take());
-                if let Some((cmd, _)) = pending {
-                    let result = Err(err(ErrorCode::CborFail, e.to_string()));
-                    self.events.push_back(Event::Negotiated { cmd, result });
-                }
-                return self.close(channel, false);
-            }
-        };
-        if matches!(msg, Message::Noop) {
-            return;
-        }
-        let Some(n) = self.neg_mut(channel) else {
-            return;
-        };
-        if msg.session_id() != Some(n.sid) {
-            return self.foreign_message(channel, &msg);
-        }
-        if let Some((cmd, wait)) = n.pending.take() {
-            self.neg_reply(now, channel, cmd, wait, msg);
-        }
-    }
-
-    /// The peer's answer to our request or step.
-    fn neg_reply(
-        &mut self,
-        now: Instant,
-        channel: ChannelId,
-        cmd: CommandId,
-        wait: NegWait,
-        msg: Message,
-    ) {
-        let (sid, name) = match self.neg_mut(channel) {
-            Some(n) => (n.sid, n.name.clone()),
-            None => return,
-        };
-        match msg {
-            Message::Negotiate(mut m) => {
-                if m.objective.name != name || !m.objective.flags.contains(ObjectiveFlags::NEG) {
-                    let result = Err(err(
-                        ErrorCode::InvalidNeg,
-                        format!("M_NEGOTIATE for {:?}", m.objective.name),
-                    ));
-                    self.events.push_back(Event::Negotiated { cmd, result });
-                    return self.close(channel, false);
-                }
-                // graspy decrements on receipt (spec digest §9.3).
-                m.objective.loop_count = m.objective.loop_count.saturating_sub(1);
-                let session = SessionHandle {
-                    channel,
-                    session_id: sid,
-                };
-                let peer = self.channels.get(&channel).map(|c| c.peer);
-                let identity = self.channels.get(&channel).and_then(|c| c.identity.clone());
-                let result = Ok(NegotiationOutcome::Step {
-                    session,
-                    objective: m.objective,
-                    peer,
-                    identity,
-                });
-                self.events.push_back(Event::Negotiated { cmd, result });
-                self.set_deadline(channel, Some(now + self.config.session_idle_timeout));
-            }
-            Message::Wait(w) => {
-                //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.9
-                //# the recipient ... replaces its timeout with the waiting time
-                if let Some(n) = self.neg_mut(channel) {
-                    n.pending = Some((cmd, wait));
-                }
-                // Bounded: a peer's M_WAIT of 49 days would hold the
-                // channel, its connection slot and the ASA's call that long.
-                let asked = Duration::from_millis(u64::from(w.waiting_time_ms));
-                if asked > self.config.max_wait {
-                    self.stats.waits_capped += 1;
-                }
-                self.set_deadline(channel, Some(now + asked.min(self.config.max_wait)));
-            }
-            Message::End(e) => {
-                let result = match e.option {
-                    EndOption::Accept => Ok(NegotiationOutcome::Accepted),
-                    EndOption::Decline { reason } => Ok(NegotiationOutcome::Declined { reason }),
-                    EndOption::Unknown(v) => {
-                        Err(err(ErrorCode::InvalidEnd, format!("M_END with option {v}")))
-                    }
-                };
-                self.events.push_back(Event::Negotiated { cmd, result });
-                self.close(channel, true);
-            }
-            Message::Invalid(i) => {
-                let result = Err(err(
-                    ErrorCode::NoValidStep,
-                    format!(
-                        "peer sent M_INVALID {}",
-                        i.content.map(|c| c.to_string()).unwrap_or_default()
-                    ),
-                ));
-                self.events.push_back(Event::Negotiated { cmd, result });
-                self.close(channel, false);
-            }
-            other => {
-                let why = format!("unexpected {}", other.msg_type());
-                let m = Message::Invalid(Invalid::new(sid, &why));
-                let result = Err(err(ErrorCode::NoValidStep, why));
-                self.events.push_back(Event::Negotiated { cmd, result });
-                self.send(channel, &m);
-                self.close(channel, false);
-            }
         }
     }
 
@@ -255,13 +96,85 @@ impl Engine {
         });
     }
 
-    /// Another session's message on a session's channel: answered with
-    /// M_INVALID (unless it is one).
-    fn foreign_message(&mut self, channel: ChannelId, msg: &Message) {
-        if !matches!(msg, Message::Invalid(_)) {
-            let sid = msg.session_id().unwrap_or(SessionId(0));
-            let m = Message::Invalid(Invalid::new(sid, "unknown session on this connection"));
-            self.send(channel, &m);
+    /// Feeds the session on `channel`, if it is one, with `f`, and carries
+    /// out what it says.
+    pub(super) fn session<R>(
+        &mut self,
+        channel: ChannelId,
+        f: impl FnOnce(&mut Session, &Config, &mut Vec<Action>) -> R,
+    ) -> Option<R> {
+        let Some(Chan {
+            state: ChanState::Neg(s),
+            ..
+        }) = self.channels.get_mut(&channel)
+        else {
+            return None;
+        };
+        let mut out = std::mem::take(&mut self.session_actions);
+        let r = f(s, &self.config, &mut out);
+        let sid = s.sid;
+        for a in out.drain(..) {
+            self.act(channel, sid, a);
+        }
+        self.session_actions = out;
+        Some(r)
+    }
+
+    /// An ASA's call `f` on `session`, when it is a live session of `asa`
+    /// and its turn.
+    pub(super) fn on_turn(
+        &mut self,
+        asa: AsaHandle,
+        session: SessionHandle,
+        f: impl FnOnce(&mut Session, &Config, &mut Vec<Action>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        self.session(session.channel, |s, cfg, out| {
+            s.turn(asa, session.session_id)?;
+            f(s, cfg, out)
+        })
+        .unwrap_or_else(|| {
+            Err(err(
+                ErrorCode::NoSession,
+                "no such negotiation session (ended or timed out)",
+            ))
+        })
+    }
+
+    /// Carries out one thing session `sid` on `channel` said to do.
+    pub(super) fn act(&mut self, channel: ChannelId, sid: SessionId, action: Action) {
+        let session = SessionHandle {
+            channel,
+            session_id: sid,
+        };
+        match action {
+            Action::Send(m) => self.send(channel, &m),
+            Action::SendItem(msg) => self.transmits.push_back(Transmit::Send { channel, msg }),
+            Action::Deadline(t) => self.set_deadline(channel, Some(t)),
+            Action::Answer(cmd, result) => {
+                let result = result.map(|a| match a {
+                    Answer::Step(objective) => {
+                        let c = self.channels.get(&channel);
+                        NegotiationOutcome::Step {
+                            session,
+                            objective,
+                            peer: c.map(|c| c.peer),
+                            identity: c.and_then(|c| c.identity.clone()),
+                        }
+                    }
+                    Answer::Accepted => NegotiationOutcome::Accepted,
+                    Answer::Declined(reason) => NegotiationOutcome::Declined { reason },
+                });
+                self.events.push_back(Event::Negotiated { cmd, result });
+            }
+            Action::Item(cmd, result) => self.events.push_back(Event::RawReceived { cmd, result }),
+            Action::Opened(cmd, result) => {
+                let result = result.map(|()| session);
+                self.events.push_back(Event::RawOpened { cmd, result });
+            }
+            Action::Count(Tally::Malformed) => self.stats.malformed += 1,
+            Action::Count(Tally::WaitCapped) => self.stats.waits_capped += 1,
+            Action::Count(Tally::Refused) => self.stats.bounded_refusals += 1,
+            Action::Close { linger } => self.close(channel, linger),
         }
     }
 
@@ -314,46 +227,9 @@ impl Engine {
     ) -> Result<(), ApiError> {
         self.fits(&objective)?;
         self.check_asa(asa)?;
-        self.our_turn(asa, session)?;
-        let ch = session.channel;
-        if self.neg_mut(ch).is_some_and(|n| n.raw.is_some()) {
-            return Err(err(
-                ErrorCode::NoSession,
-                "a raw session (gsend/grecv) takes no negotiation steps",
-            ));
-        }
-        // Something the peer already said answers this step.
-        while let Some(early) = self.neg_mut(ch).and_then(|n| n.early.pop_front()) {
-            let Some(msg) = early.msg else {
-                self.stats.malformed += 1;
-                self.close(ch, false);
-                return Err(err(ErrorCode::CborFail, "the peer sent what is not GRASP"));
-            };
-            if msg.session_id() == Some(session.session_id) {
-                self.neg_reply(now, ch, cmd, NegWait::Step, msg);
-                return Ok(());
-            }
-            self.foreign_message(ch, &msg);
-        }
-        if self.neg_mut(ch).is_some_and(|n| n.peer_closed) {
-            self.close(ch, false);
-            return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
-        }
-        //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.7
-        //# if it would reach zero, the message MUST NOT be sent
-        if objective.loop_count < 2 {
-            self.close(ch, false);
-            return Err(ErrorCode::LoopExhausted.into());
-        }
-        if let Some(n) = self.neg_mut(ch) {
-            n.pending = Some((cmd, NegWait::Step));
-        }
-        self.send(
-            ch,
-            &Message::Negotiate(SessionObjective::new(session.session_id, objective)),
-        );
-        self.set_deadline(ch, Some(self.asa_deadline(now, timeout)));
-        Ok(())
+        self.on_turn(asa, session, |s, cfg, out| {
+            s.step(now, cfg, cmd, objective, timeout, out)
+        })
     }
 
     /// `negotiate_wait`: tells the peer to wait `wait` for our next step
@@ -366,31 +242,7 @@ impl Engine {
         wait: Duration,
     ) -> Result<(), ApiError> {
         self.check_asa(asa)?;
-        self.our_turn(asa, session)?;
-        if self
-            .neg_mut(session.channel)
-            .is_some_and(|n| n.raw.is_some())
-        {
-            return Err(err(
-                ErrorCode::NoSession,
-                "a raw session (gsend/grecv) takes no M_WAIT",
-            ));
-        }
-        let ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
-        self.send(
-            session.channel,
-            &Message::Wait(Wait {
-                session_id: session.session_id,
-                waiting_time_ms: ms,
-                extensions: Vec::new(),
-            }),
-        );
-        // We promised to answer within `wait`; give ourselves that long.
-        self.set_deadline(
-            session.channel,
-            Some(self.asa_deadline(now, wait) + self.config.first_message_timeout),
-        );
-        Ok(())
+        self.on_turn(asa, session, |s, cfg, out| s.wait(now, cfg, wait, out))
     }
 
     /// `end_negotiate`: accept, or decline with `reason` (M_END).
@@ -402,26 +254,10 @@ impl Engine {
         reason: Option<String>,
     ) -> Result<(), ApiError> {
         self.check_asa(asa)?;
-        self.our_turn(asa, session)?;
-        if self.ends_raw(session.channel) {
-            return Ok(());
-        }
-        let option = if accept {
-            EndOption::Accept
-        } else {
-            EndOption::Decline { reason }
-        };
-        self.send(
-            session.channel,
-            &Message::End(End {
-                session_id: session.session_id,
-                option,
-                extensions: Vec::new(),
-            }),
-        );
-        let requester = self.neg_mut(session.channel).is_some_and(|n| n.requester);
-        self.close(session.channel, requester);
-        Ok(())
+        self.on_turn(asa, session, |s, _, out| {
+            s.end(accept, reason, out);
+            Ok(())
+        })
     }
 
     /// `send_invalid`: M_INVALID with `info`, ending the session.
@@ -432,29 +268,19 @@ impl Engine {
         info: Option<Value>,
     ) -> Result<(), ApiError> {
         self.check_asa(asa)?;
-        self.our_turn(asa, session)?;
-        if self.ends_raw(session.channel) {
-            return Ok(());
-        }
-        self.send(
-            session.channel,
-            &Message::Invalid(Invalid {
-                session_id: session.session_id,
-                content: info,
-                extensions: Vec::new(),
-            }),
-        );
-        self.close(session.channel, false);
-        Ok(())
+        self.on_turn(asa, session, |s, _, out| {
+            s.invalid(info, out);
+            Ok(())
+        })
     }
 
     /// Abandons a session without telling the peer anything but EOF (the
     /// driver's call when an ASA's listener is gone or its queue is full).
     pub fn abort_session(&mut self, session: SessionHandle) {
-        if let Some(n) = self.neg_mut(session.channel) {
-            if n.sid == session.session_id {
-                self.close(session.channel, false);
+        self.session(session.channel, |s, _, out| {
+            if s.sid == session.session_id {
+                out.push(Action::Close { linger: false });
             }
-        }
+        });
     }
 }

@@ -33,11 +33,7 @@ impl Engine {
             .collect();
         for id in sessions {
             // A step still waiting for the peer ends here, not never.
-            if let Some((cmd, _)) = self.neg_mut(id).and_then(|n| n.pending.take()) {
-                let result = Err(err(ErrorCode::NoSession, "the ASA was deregistered"));
-                self.events.push_back(Event::Negotiated { cmd, result });
-            }
-            self.close(id, false);
+            self.session(id, |s, _, out| s.on_asa_gone(out));
         }
         Ok(())
     }

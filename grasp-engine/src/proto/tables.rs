@@ -1,15 +1,14 @@
-//! The engine's tables: what it keeps per registration, discovery, channel
-//! and session, and its timers. Data only; the procedures that keep them
-//! consistent are in the files beside this one.
+//! The engine's records: what it keeps per registration, discovery and
+//! channel. Data only; the tables that own them and keep them consistent
+//! are in the files beside this one (a negotiation session is its own
+//! state machine, `session.rs`).
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
+use super::session::Session;
 use super::types::{AsaHandle, AsaLocator, CommandId, RegisterOptions, SubscriptionId};
-use crate::wire::{Message, Objective, SessionId};
+use crate::wire::{Objective, SessionId};
 
 /// A registered objective.
 #[derive(Debug)]
@@ -109,59 +108,6 @@ pub(super) struct Finished {
     pub(super) found: Vec<AsaLocator>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum NegWait {
-    /// Waiting for the answer to our M_REQ_NEG.
-    First,
-    /// Waiting for the answer to our M_NEGOTIATE.
-    Step,
-}
-
-#[derive(Debug)]
-pub(super) struct Neg {
-    pub(super) sid: SessionId,
-    pub(super) asa: AsaHandle,
-    pub(super) name: String,
-    pub(super) requester: bool,
-    pub(super) pending: Option<(CommandId, NegWait)>,
-    /// What the peer sent while it was our turn (e.g. an M_END), handed
-    /// to the next call: as a message to a step, as bytes to a raw receive.
-    pub(super) early: VecDeque<Early>,
-    /// graspy's raw channel: bare CBOR items instead of messages.
-    pub(super) raw: Option<Raw>,
-    pub(super) peer_closed: bool,
-    pub(super) clash_key: Option<(SessionId, IpAddr)>,
-}
-
-/// An item the peer sent during our turn: its bytes, and the message they
-/// are if they are one.
-#[derive(Debug)]
-pub(super) struct Early {
-    pub(super) raw: Bytes,
-    pub(super) msg: Option<Message>,
-}
-
-/// A session in graspy's raw mode (`gsend`/`grecv`).
-#[derive(Debug, Default)]
-pub(super) struct Raw {
-    /// Items received, not yet asked for (bounded by [`RAW_INBOX`]).
-    pub(super) inbox: VecDeque<Bytes>,
-    /// A receive waiting for the next item.
-    pub(super) waiting: Option<CommandId>,
-    /// Our request, answered with the session once M_REQ_NEG has had
-    /// [`RAW_GAP`] to itself.
-    pub(super) opening: Option<CommandId>,
-}
-
-/// How long a raw session of ours keeps the connection to M_REQ_NEG before
-/// the ASA may send: graspy reads one message per `recv()`, and an item
-/// right behind the request would be read with it and lost (seen by hand
-/// against graspy's listen_negotiate/grecv).
-pub(super) const RAW_GAP: Duration = Duration::from_millis(100);
-
-/// Items a raw session keeps for its ASA before it closes the session.
-pub(super) const RAW_INBOX: usize = 16;
-
 #[derive(Debug)]
 pub(super) enum ChanState {
     /// Inbound, waiting for its first message.
@@ -173,7 +119,7 @@ pub(super) enum ChanState {
         name: String,
     },
     /// A negotiation session.
-    Neg(Neg),
+    Neg(Session),
 }
 
 #[derive(Debug)]

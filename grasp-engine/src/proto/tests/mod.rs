@@ -1,5 +1,5 @@
 //! The core alone, on virtual time: engines wired to each other by the
-//! crate's harness ([`crate::testing`]).
+//! crate's harness ([`crate::testing`]), and a negotiation session alone.
 
 use super::*;
 use crate::testing::{ll, ula, Net};
@@ -11,6 +11,7 @@ mod discovery;
 mod dull;
 mod flood;
 mod relay;
+mod session;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 
