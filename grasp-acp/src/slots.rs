@@ -22,7 +22,9 @@
 //!
 //! Worst case: `max` connections plus the evicted ones whose tasks have not
 //! yet noticed (they close at their next poll), one table entry (about 64
-//! bytes) each.
+//! bytes) each, and up to `2 × max` source entries (sources without a
+//! connection are remembered until there are that many: a source that
+//! connects again and again does not rebuild its entry every time).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -70,6 +72,9 @@ pub(crate) enum Refusal {
     PoolFull,
 }
 
+/// Admission-order capacity an idle source keeps for its next connection.
+const IDLE_ORDER: usize = 16;
+
 #[derive(Debug, Default)]
 struct Flags {
     spoke: AtomicBool,
@@ -104,15 +109,30 @@ struct Table {
 }
 
 impl Table {
+    /// Removes connection `id`. Its source's entry stays when it holds
+    /// nothing more (the next connection from it, usually soon, reuses it);
+    /// [`Table::forget_idle_sources`] bounds how many such entries stay.
     fn remove(&mut self, id: u64) -> Option<Conn> {
         let c = self.conns.remove(&id)?;
         if let Some(s) = self.per_source.get_mut(&c.source) {
             s.held -= 1;
             if s.held == 0 {
-                self.per_source.remove(&c.source);
+                s.order.clear();
+                if s.order.capacity() > IDLE_ORDER {
+                    s.order = VecDeque::new();
+                }
             }
         }
         Some(c)
+    }
+
+    /// Forgets the sources that hold nothing once there are more entries
+    /// than twice the slots (amortised O(1): afterwards at most `max`
+    /// remain, the sources that hold a slot).
+    fn forget_idle_sources(&mut self, max: usize) {
+        if self.per_source.len() > 2 * max {
+            self.per_source.retain(|_, s| s.held > 0);
+        }
     }
 
     fn held(&self, source: &IpAddr) -> usize {
@@ -215,8 +235,12 @@ impl Slots {
             done.evicted += 1;
         } else if t.conns.len() >= l.max {
             // The heaviest source with a silent connection pays: its oldest.
-            let mut by_weight: Vec<(usize, IpAddr)> =
-                t.per_source.iter().map(|(ip, s)| (s.held, *ip)).collect();
+            let mut by_weight: Vec<(usize, IpAddr)> = t
+                .per_source
+                .iter()
+                .filter(|(_, s)| s.held > 0)
+                .map(|(ip, s)| (s.held, *ip))
+                .collect();
             by_weight.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
             let id = by_weight
                 .iter()
@@ -236,6 +260,7 @@ impl Slots {
                 flags: flags.clone(),
             },
         );
+        t.forget_idle_sources(l.max);
         let Table {
             conns, per_source, ..
         } = &mut *t;
@@ -390,7 +415,9 @@ mod tests {
             slot.spoke();
         }
         let t = s.lock();
-        assert!(t.conns.is_empty() && t.per_source.is_empty());
+        assert!(t.conns.is_empty());
+        assert_eq!(t.per_source.len(), 1, "its entry stays, for its next one");
+        assert_eq!(t.per_source[&ip(1)].held, 0);
         drop(t);
         let held: Vec<Slot> = (0..5).map(|_| s.admit(ip(1), now).unwrap().0).collect();
         for _ in 0..10_000 {
@@ -398,6 +425,21 @@ mod tests {
             slot.spoke();
         }
         assert!(s.lock().per_source[&ip(1)].order.len() <= 2 * 6 + 8);
+        drop(held);
+    }
+
+    #[test]
+    fn sources_that_went_are_forgotten_within_a_bound() {
+        let s = slots(100, 10);
+        let now = Instant::now();
+        let held = s.admit(ip(0), now).unwrap().0;
+        for n in 1..10_000 {
+            let (slot, _) = s.admit(ip(n), now).unwrap();
+            slot.spoke();
+            assert!(s.lock().per_source.len() <= 2 * 100 + 1);
+        }
+        // The one still held is never forgotten.
+        assert_eq!(s.lock().per_source[&ip(0)].held, 1);
         drop(held);
     }
 
