@@ -8,9 +8,9 @@
 use std::fs;
 use std::path::PathBuf;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use grasp_engine::wire::Message;
+use grasp_engine::wire::{Limits, Message, StreamDecoder};
 use serde_json::Value as Json;
 
 /// Every plaintext vector message, with its scenario and type.
@@ -59,6 +59,15 @@ fn bench_one(c: &mut Criterion, name: &str, raw: Bytes) {
         })
     });
     g.bench_function("encode_alloc", |b| b.iter(|| black_box(&msg).encode()));
+    // What a TCP channel does before decoding: find where the message ends
+    // in what was read (the copy into a fresh buffer is part of each turn).
+    let mut framer = StreamDecoder::new(Limits::default());
+    g.bench_function("frame", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(&raw[..]));
+            framer.decode(&mut buf).unwrap().unwrap()
+        })
+    });
     g.finish();
 }
 

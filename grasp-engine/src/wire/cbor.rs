@@ -222,6 +222,17 @@ impl<'a> Reader<'a> {
                         return Ok(());
                     }
                 }
+                // Arrays of fewer than 24 items and maps of fewer than 24
+                // pairs: what messages and most values are built of.
+                0x80..=0x97 | 0xa0..=0xb7 => {
+                    self.check_depth(start, depth)?;
+                    let items = usize::from(ib & 0x1f) << u32::from(ib >= 0xa0);
+                    self.pos += 1;
+                    for _ in 0..items {
+                        self.skip(depth + 1)?;
+                    }
+                    return Ok(());
+                }
                 _ => {}
             }
         }
@@ -325,6 +336,11 @@ impl<'a> Reader<'a> {
 }
 
 fn check_utf8(s: &[u8], offset: usize) -> Result<(), DecodeError> {
+    // Names and keys are ASCII; the check for that is a fraction of the
+    // general one on short strings.
+    if s.is_ascii() {
+        return Ok(());
+    }
     std::str::from_utf8(s)
         .map(drop)
         .map_err(|_| DecodeError::InvalidUtf8 { offset })
