@@ -79,12 +79,19 @@ impl Engine {
     /// the objective; the channel closes either way (RFC 8990 §2.8.6 rule
     /// 5: nobody listening, close at once).
     pub(super) fn on_req_syn(&mut self, channel: ChannelId, req: SessionObjective) {
-        let reply = self
-            .registry
-            .get(&req.objective.name)
-            .filter(|r| r.listen_synch)
-            .map(|r| r.objective.clone());
-        if let Some(obj) = reply {
+        let mut obj = req.objective;
+        if let Some(r) = self.registry.get(&obj.name).filter(|r| r.listen_synch) {
+            // The request's objective has the same name: it becomes the
+            // answer, with what we serve (no copy of the name).
+            let Objective {
+                name: _,
+                flags,
+                loop_count,
+                value,
+            } = &r.objective;
+            obj.flags = *flags;
+            obj.loop_count = *loop_count;
+            obj.value.clone_from(value);
             self.send(
                 channel,
                 &Message::Synch(SessionObjective::new(req.session_id, obj)),
