@@ -19,6 +19,12 @@
 #   BASELINE=/path/to/old/grasp-bench tools/bench/veth.sh
 #                                       (each engine row also run with an older
 #                                        build, right after, for before/after)
+#   ROUNDS=7 tools/bench/veth.sh 5 1 4  (synchronization only: bare, engine and
+#                                        baseline interleaved, ROUNDS times per
+#                                        concurrency, then the medians of each
+#                                        rate and CPU and of the per-round
+#                                        ratios; on a noisy VM single runs
+#                                        spread by tens of percent)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; shift || true
@@ -68,6 +74,47 @@ runneg() { # steps conc port
 
 port=7100
 new_bin=$bin
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.4g\n", (v[NR/2]+v[NR/2+1])/2}'; }
+rate_of() { sed -n 's/.*= \([0-9]*\)\/s;.*/\1/p' "$1" | head -1; }
+cpu_of() { sed -n 's/.* = \([0-9.]*\) ms per 1000.*/\1/p' "$1" | head -1; }
+one() { # label conc port [bin]: appends "label rate cpu" to $log
+  local label=$1 conc=$2 port=$3 out=/tmp/gb$$.one
+  ip netns exec "$b" "${pin_b[@]}" "${4:-$bin}" serve --mode "${label%%-*}" --port "$port" --seconds $((secs + 3)) --workers "$workers" > /tmp/gb$$.srv 2>&1 &
+  local spid=$!
+  sleep 1
+  ip netns exec "$a" "${pin_a[@]}" "${4:-$bin}" client --mode "${label%%-*}" --peer fd00:1::2 --port "$port" \
+      --seconds "$secs" --concurrency "$conc" --workers "$workers" > "$out"
+  wait "$spid"
+  echo "$label $(rate_of "$out") $(cpu_of /tmp/gb$$.srv)" | tee -a "$log"
+  rm -f "$out"
+}
+if [ -n "${ROUNDS:-}" ]; then
+  log=$(mktemp)
+  for c in ${concs[@]}; do
+    echo "== $c requester(s): bare, grasp${BASELINE:+, baseline} interleaved, $ROUNDS rounds of ${secs} s =="
+    : > "$log"
+    for r in $(seq "$ROUNDS"); do
+      one bare "$c" $((port++))
+      one grasp "$c" $((port++))
+      if [ -n "${BASELINE:-}" ]; then one grasp-base "$c" $((port++)) "$BASELINE"; fi
+      port=$((port + 1))
+    done
+    for l in bare grasp grasp-base; do
+      grep -q "^$l " "$log" || continue
+      echo "median $l: $(awk -v l=$l '$1 == l {print $2}' "$log" | median)/s, server cpu $(awk -v l=$l '$1 == l {print $3}' "$log" | median) ms per 1000"
+    done
+    # Per-round ratios against that round's bare run.
+    awk '$1 == "bare" {br=$2; bc=$3} $1 != "bare" {print $1, $2/br, $3/bc}' "$log" > "$log.r"
+    for l in grasp grasp-base; do
+      grep -q "^$l " "$log.r" || continue
+      echo "median per-round $l/bare: rate $(awk -v l=$l '$1 == l {print $2}' "$log.r" | median), server cpu $(awk -v l=$l '$1 == l {print $3}' "$log.r" | median)"
+    done
+    rm -f "$log.r"
+  done
+  rm -f "$log" /tmp/gb$$.srv
+  exit 0
+fi
 for c in ${concs[@]}; do
   echo "== $c requester(s), ${secs} s each =="
   run bare "$c" $((port++))

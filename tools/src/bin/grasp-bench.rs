@@ -134,6 +134,11 @@ enum Mode {
         /// Run the engine under QUADS (AES-256-GCM, a fixed benchmark key).
         #[arg(long)]
         quads: bool,
+        /// Offer at most this many requests per second in all (0: as fast
+        /// as answers come), spread over the requesters: two servers'
+        /// CPU per request compared at the same load.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// graspd with many ASA clients: another client's synchronization rate
     /// (through the socket) without them, then with `--clients` connected,
@@ -342,6 +347,7 @@ fn main() -> Result<()> {
             api,
             negotiate,
             quads,
+            rate,
         } => runtime(workers)?.block_on(client(
             mode,
             iface,
@@ -355,6 +361,7 @@ fn main() -> Result<()> {
             api,
             negotiate,
             quads,
+            rate,
         )),
         Mode::ApiCrowd {
             api,
@@ -725,6 +732,7 @@ async fn client(
     api: Option<std::path::PathBuf>,
     negotiate: bool,
     quads: bool,
+    rate: u64,
 ) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -786,9 +794,23 @@ async fn client(
         let (done, errors, lat) = (done.clone(), errors.clone(), lat.clone());
         let asa = grasp_asa.clone();
         let (o, locator) = (o.clone(), locator.clone());
+        // Each requester's share of the rate: its k-th request not before
+        // start + k × gap (tokio's timer has 1 ms steps, so they leave in
+        // small bursts; the average is the rate).
+        let gap = (rate > 0).then(|| {
+            Duration::from_secs(concurrency as u64) / u32::try_from(rate).unwrap_or(u32::MAX)
+        });
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::with_capacity(1 << 16);
+            let mut k = 0u32;
             while Instant::now() < deadline {
+                if let Some(gap) = gap {
+                    k += 1;
+                    let due = start + gap * k;
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
                 let t0 = Instant::now();
                 let ok = match &asa {
                     Some(asa) if negotiate => negotiate_once(asa, &o, &locator).await,
