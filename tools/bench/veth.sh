@@ -25,6 +25,12 @@
 #                                        rate and CPU and of the per-round
 #                                        ratios; on a noisy VM single runs
 #                                        spread by tens of percent)
+#   RATE=5000 ROUNDS=7 tools/bench/veth.sh 5 1
+#                                       (the same at a fixed offered load, all
+#                                        with today's client: the servers' CPU
+#                                        per request compared at equal load;
+#                                        free-running, a slower server is also
+#                                        charged more idle wake-ups per request)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; shift || true
@@ -83,8 +89,12 @@ one() { # label conc port [bin]: appends "label rate cpu" to $log
   ip netns exec "$b" "${pin_b[@]}" "${4:-$bin}" serve --mode "${label%%-*}" --port "$port" --seconds $((secs + 3)) --workers "$workers" > /tmp/gb$$.srv 2>&1 &
   local spid=$!
   sleep 1
-  ip netns exec "$a" "${pin_a[@]}" "${4:-$bin}" client --mode "${label%%-*}" --peer fd00:1::2 --port "$port" \
-      --seconds "$secs" --concurrency "$conc" --workers "$workers" > "$out"
+  # At a fixed RATE every server gets today's client (the baseline's has no
+  # --rate): the same load, so only the servers' CPU per request differs.
+  local client=${4:-$bin} paced=()
+  if [ -n "${RATE:-}" ]; then client=$new_bin; paced=(--rate "$RATE"); fi
+  ip netns exec "$a" "${pin_a[@]}" "$client" client --mode "${label%%-*}" --peer fd00:1::2 --port "$port" \
+      --seconds "$secs" --concurrency "$conc" --workers "$workers" "${paced[@]}" > "$out"
   wait "$spid"
   echo "$label $(rate_of "$out") $(cpu_of /tmp/gb$$.srv)" | tee -a "$log"
   rm -f "$out"
@@ -92,7 +102,7 @@ one() { # label conc port [bin]: appends "label rate cpu" to $log
 if [ -n "${ROUNDS:-}" ]; then
   log=$(mktemp)
   for c in ${concs[@]}; do
-    echo "== $c requester(s): bare, grasp${BASELINE:+, baseline} interleaved, $ROUNDS rounds of ${secs} s =="
+    echo "== $c requester(s): bare, grasp${BASELINE:+, baseline} interleaved, $ROUNDS rounds of ${secs} s${RATE:+ at $RATE requests/s} =="
     : > "$log"
     for r in $(seq "$ROUNDS"); do
       one bare "$c" $((port++))
