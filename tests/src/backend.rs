@@ -171,17 +171,17 @@ impl Domain {
             .expect("bind the backend")
     }
 
-    /// A node on interface `iface` of namespace `ns`; its engine runs on a
-    /// thread inside `ns` until the node is dropped.
-    pub fn netns_node(&self, ns: &Netns, iface: &str, name: &str) -> TestNode {
+    /// A node on interfaces `ifaces` of namespace `ns`; its engine runs on
+    /// a thread inside `ns` until the node is dropped.
+    pub fn netns_node(&self, ns: &Netns, ifaces: &[&str], name: &str) -> TestNode {
         let spec = self.spec(name);
         let config = self.config(u64::from(name.as_bytes()[0]));
         let security = self.security();
-        let iface = iface.to_string();
+        let ifaces: Vec<String> = ifaces.iter().map(|i| i.to_string()).collect();
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let join = crate::netns::spawn_in(ns, move || async move {
-            let base = grasp_acp::plain::Config::default().interfaces([iface]);
+            let base = grasp_acp::plain::Config::default().interfaces(ifaces);
             let b = grasp_tools::backend::bind(base, spec)
                 .await
                 .expect("bind the backend in the namespace");

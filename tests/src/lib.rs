@@ -4,9 +4,12 @@
 //!   suite (`tests/tests/conformance`).
 //! * [`netns`]: Linux network-namespace labs (veth pairs, ULA addresses) and
 //!   running async code inside a namespace.
+//! * [`place`]: where a conformance scenario's nodes run (the fabric or
+//!   namespaces), and nodes in a line there.
 //! * [`scenario`]: GRASP exchanges the backend tests share.
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod netns;
+pub mod place;
 pub mod scenario;

@@ -1,5 +1,6 @@
-//! The engine and the RFC 8991 API end to end over the in-memory fabric,
-//! on tokio's paused clock: written once, run on every backend.
+//! The engine and the RFC 8991 API end to end: written once, run on every
+//! backend, over the in-memory fabric on tokio's paused clock and (those
+//! taking a [`Place`]) between network namespaces on real time.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Va
 use grasp_engine::{Asa, ErrorCode, Negotiation};
 use grasp_engine::{DiscoverOptions, RegisterOptions};
 use grasp_tests::backend::{Backend, Domain, TestNode};
+use grasp_tests::place::{Line, Place};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5); // F_DISC | F_SYNCH
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3); // F_DISC | F_NEG
@@ -31,13 +33,19 @@ pub(crate) fn link(f: &Fabric, name: &str) -> Link {
     )
 }
 
-pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend) {
-    let f = Fabric::new(1);
+/// The two nodes of a line of two.
+fn two(line: &Line) -> (&TestNode, &TestNode) {
+    match &line.nodes[..] {
+        [a, b] => (a, b),
+        _ => panic!("a line of two"),
+    }
+}
+
+pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend, place: Place) {
     let d = Domain::new(backend, 1);
-    let l = link(&f, "l");
-    let a = d.fabric_node(&f, "A", &[&l]).await;
-    let b = d.fabric_node(&f, "B", &[&l]).await;
-    let asa_b = asa(&b, "server").await;
+    let line = Line::new(&d, place, 1, &["A", "B"]).await;
+    let (a, b) = two(&line);
+    let asa_b = asa(b, "server").await;
     let served =
         Objective::new("EX.sync", SYNCH).with_value(Value::from_serialize(&("v", 1)).unwrap());
     asa_b
@@ -46,7 +54,7 @@ pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend)
         .unwrap();
     asa_b.listen_synchronize(&served).await.unwrap();
 
-    let asa_a = asa(&a, "client").await;
+    let asa_a = asa(a, "client").await;
     // First-answer discovery returns after one round trip, not the timeout.
     let t0 = tokio::time::Instant::now();
     let locs = asa_a
@@ -56,11 +64,7 @@ pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend)
         )
         .await
         .unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_millis(10),
-        "took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < place.round_trip(), "took {:?}", t0.elapsed());
     assert_eq!(locs.len(), 1);
     assert_eq!(locs[0].locator, b.transport.node_locator());
     // Second time from the cache, at once.
@@ -70,7 +74,10 @@ pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(t1.elapsed(), Duration::ZERO);
+    match place {
+        Place::Fabric => assert_eq!(t1.elapsed(), Duration::ZERO),
+        Place::Netns => assert!(t1.elapsed() < place.round_trip()),
+    }
 
     // Synchronize with discovery, and with an explicit peer.
     let got = asa_a
@@ -114,15 +121,14 @@ pub(crate) async fn discover_and_synchronize_between_two_nodes(backend: Backend)
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotSynch);
+    line.assert_no_drops();
 }
 
-pub(crate) async fn rapid_synchronization_rides_on_the_response(backend: Backend) {
-    let f = Fabric::new(2);
+pub(crate) async fn rapid_synchronization_rides_on_the_response(backend: Backend, place: Place) {
     let d = Domain::new(backend, 1);
-    let l = link(&f, "l");
-    let a = d.fabric_node(&f, "A", &[&l]).await;
-    let b = d.fabric_node(&f, "B", &[&l]).await;
-    let asa_b = asa(&b, "server").await;
+    let line = Line::new(&d, place, 2, &["A", "B"]).await;
+    let (a, b) = two(&line);
+    let asa_b = asa(b, "server").await;
     let served = Objective::new("EX.rapid", SYNCH).with_value(Value::from("fast"));
     let opts = RegisterOptions {
         rapid: true,
@@ -130,7 +136,7 @@ pub(crate) async fn rapid_synchronization_rides_on_the_response(backend: Backend
     };
     asa_b.register_objective(&served, opts).await.unwrap();
     asa_b.listen_synchronize(&served).await.unwrap();
-    let asa_a = asa(&a, "client").await;
+    let asa_a = asa(a, "client").await;
     let before = b.transport.stats().channels_accepted;
     let got = asa_a
         .synchronize(&obj("EX.rapid", SYNCH), None, T)
@@ -141,13 +147,11 @@ pub(crate) async fn rapid_synchronization_rides_on_the_response(backend: Backend
     assert_eq!(b.transport.stats().channels_accepted, before);
 }
 
-pub(crate) async fn flood_get_expire_and_linklocal(backend: Backend) {
-    let f = Fabric::new(3);
+pub(crate) async fn flood_get_expire_and_linklocal(backend: Backend, place: Place) {
     let d = Domain::new(backend, 1);
-    let l = link(&f, "l");
-    let a = d.fabric_node(&f, "A", &[&l]).await;
-    let b = d.fabric_node(&f, "B", &[&l]).await;
-    let asa_b = asa(&b, "flooder").await;
+    let line = Line::new(&d, place, 3, &["A", "B"]).await;
+    let (a, b) = two(&line);
+    let asa_b = asa(b, "flooder").await;
     let o1 = Objective::new("EX.flood", SYNCH).with_value(Value::from("flooded-value-1"));
     let o2 =
         Objective::new("EX.flood2", SYNCH).with_value(Value::from_serialize(&[1, 2, 3]).unwrap());
@@ -173,8 +177,8 @@ pub(crate) async fn flood_get_expire_and_linklocal(backend: Backend) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let asa_a = asa(&a, "reader").await;
+    tokio::time::sleep(place.settle()).await;
+    let asa_a = asa(a, "reader").await;
     let got = asa_a.get_flood("EX.flood").await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
@@ -213,7 +217,7 @@ pub(crate) async fn flood_get_expire_and_linklocal(backend: Backend) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::sleep(place.settle()).await;
     let got = asa_a.get_flood("EX.llflood").await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].objective.loop_count, 1);
@@ -233,32 +237,25 @@ pub(crate) async fn flood_get_expire_and_linklocal(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotYourObj);
+    line.assert_no_drops();
 }
 
 async fn negotiation_pair(
     backend: Backend,
+    place: Place,
     seed: u64,
-) -> (
-    Fabric,
-    TestNode,
-    TestNode,
-    Asa,
-    Asa,
-    grasp_engine::NegotiationListener,
-) {
-    let f = Fabric::new(seed);
+) -> (Line, Asa, Asa, grasp_engine::NegotiationListener) {
     let d = Domain::new(backend, 1);
-    let l = link(&f, "l");
-    let a = d.fabric_node(&f, "A", &[&l]).await;
-    let b = d.fabric_node(&f, "B", &[&l]).await;
-    let asa_b = asa(&b, "seller").await;
+    let line = Line::new(&d, place, seed, &["A", "B"]).await;
+    let (a, b) = two(&line);
+    let asa_b = asa(b, "seller").await;
     asa_b
         .register_objective(&obj("EX.neg", NEG), RegisterOptions::default())
         .await
         .unwrap();
     let listener = asa_b.listen_negotiate("EX.neg").await.unwrap();
-    let asa_a = asa(&a, "buyer").await;
-    (f, a, b, asa_a, asa_b, listener)
+    let asa_a = asa(a, "buyer").await;
+    (line, asa_a, asa_b, listener)
 }
 
 fn offer(amount: u32, loop_count: u8) -> Objective {
@@ -272,8 +269,11 @@ fn amount(o: &Objective) -> u32 {
     a
 }
 
-pub(crate) async fn negotiation_steps_wait_and_accept_with_graspy_loop_counts(backend: Backend) {
-    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(backend, 4).await;
+pub(crate) async fn negotiation_steps_wait_and_accept_with_graspy_loop_counts(
+    backend: Backend,
+    place: Place,
+) {
+    let (_line, asa_a, _asa_b, listener) = negotiation_pair(backend, place, 4).await;
     // B: wait, counter 100, then accept whatever comes next.
     let server = tokio::spawn(async move {
         let (session, req) = listener.next().await.unwrap();
@@ -308,8 +308,8 @@ pub(crate) async fn negotiation_steps_wait_and_accept_with_graspy_loop_counts(ba
     server.await.unwrap();
 }
 
-pub(crate) async fn negotiation_decline_with_reason_both_ways(backend: Backend) {
-    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(backend, 5).await;
+pub(crate) async fn negotiation_decline_with_reason_both_ways(backend: Backend, place: Place) {
+    let (_line, asa_a, _asa_b, listener) = negotiation_pair(backend, place, 5).await;
     let server = tokio::spawn(async move {
         let (session, _) = listener.next().await.unwrap();
         session.decline(Some("Insufficient funds")).await.unwrap();
@@ -344,8 +344,11 @@ pub(crate) async fn negotiation_decline_with_reason_both_ways(backend: Backend) 
     server.await.unwrap();
 }
 
-pub(crate) async fn negotiation_loop_exhaustion_timeout_and_vanishing_peer(backend: Backend) {
-    let (_f, _a, _b, asa_a, _asa_b, listener) = negotiation_pair(backend, 6).await;
+pub(crate) async fn negotiation_loop_exhaustion_timeout_and_vanishing_peer(
+    backend: Backend,
+    place: Place,
+) {
+    let (_line, asa_a, _asa_b, listener) = negotiation_pair(backend, place, 6).await;
     let server = tokio::spawn(async move {
         // 1: keep countering until the loop count runs out.
         let (mut session, req) = listener.next().await.unwrap();
@@ -410,22 +413,21 @@ pub(crate) async fn negotiation_loop_exhaustion_timeout_and_vanishing_peer(backe
 
 pub(crate) async fn three_node_line_relays_discovery_on_first_try_and_floods_once(
     backend: Backend,
+    place: Place,
 ) {
-    let f = Fabric::new(8);
     let d = Domain::new(backend, 1);
-    let l1 = link(&f, "l1");
-    let l2 = link(&f, "l2");
-    let a = d.fabric_node(&f, "A", &[&l1]).await;
-    let r = d.fabric_node(&f, "R", &[&l1, &l2]).await;
-    let c = d.fabric_node(&f, "C", &[&l2]).await;
-    let asa_c = asa(&c, "far").await;
+    let line = Line::new(&d, place, 8, &["A", "R", "C"]).await;
+    let [a, r, c] = &line.nodes[..] else {
+        panic!("a line of three")
+    };
+    let asa_c = asa(c, "far").await;
     let served = Objective::new("EX.relay", SYNCH).with_value(Value::from("via-relay"));
     asa_c
         .register_objective(&served, RegisterOptions::default())
         .await
         .unwrap();
     asa_c.listen_synchronize(&served).await.unwrap();
-    let asa_a = asa(&a, "near").await;
+    let asa_a = asa(a, "near").await;
     // First call finds it, through the relay (graspy returns [] here).
     let locs = asa_a
         .discover(
@@ -460,7 +462,7 @@ pub(crate) async fn three_node_line_relays_discovery_on_first_try_and_floods_onc
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(place.settle() * 2).await;
     let got = asa_a.get_flood("EX.rflood").await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].objective.loop_count, 2);
@@ -469,24 +471,22 @@ pub(crate) async fn three_node_line_relays_discovery_on_first_try_and_floods_onc
         1,
         "exactly one flood copy reached A"
     );
-    let asa_r = asa(&r, "relay").await;
+    let asa_r = asa(r, "relay").await;
     assert_eq!(asa_r.get_flood("EX.rflood").await.unwrap().len(), 1);
 }
 
-pub(crate) async fn hundred_concurrent_synchronizations(backend: Backend) {
-    let f = Fabric::new(9);
+pub(crate) async fn hundred_concurrent_synchronizations(backend: Backend, place: Place) {
     let d = Domain::new(backend, 1);
-    let l = link(&f, "l");
-    let a = d.fabric_node(&f, "A", &[&l]).await;
-    let b = d.fabric_node(&f, "B", &[&l]).await;
-    let asa_b = asa(&b, "server").await;
+    let line = Line::new(&d, place, 9, &["A", "B"]).await;
+    let (a, b) = two(&line);
+    let asa_b = asa(b, "server").await;
     let served = Objective::new("EX.many", SYNCH).with_value(Value::from(42u32));
     asa_b
         .register_objective(&served, RegisterOptions::default())
         .await
         .unwrap();
     asa_b.listen_synchronize(&served).await.unwrap();
-    let asa_a = asa(&a, "client").await;
+    let asa_a = asa(a, "client").await;
     let locs = asa_a
         .discover(
             &obj("EX.many", SYNCH),

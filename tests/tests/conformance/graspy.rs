@@ -1,6 +1,6 @@
 //! graspy's own smoke tests, on every backend: (`grasptests.py` / `graspitests.py`, scenarios
 //! T1-T11 of the project's graspy reference §5) as real assertions, over the
-//! in-memory fabric on a paused clock. graspy runs them in one process with
+//! in-memory fabric on a paused clock (T1-T9 and T11 between namespaces too). graspy runs them in one process with
 //! `listen_self`; here the ASAs sit on separate nodes where that matters
 //! (divert needs a node that has the objective only in its cache).
 
@@ -15,31 +15,23 @@ use grasp_engine::wire::{
 use grasp_engine::{DiscoverOptions, RegisterOptions};
 use grasp_engine::{ErrorCode, Negotiation};
 use grasp_tests::backend::{Backend, Domain};
+use grasp_tests::place::{Line, Place};
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
 const NEG: ObjectiveFlags = ObjectiveFlags::from_bits(3);
 const T: Duration = Duration::from_secs(5);
 
-pub(crate) async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch(backend: Backend) {
-    let f = Fabric::new(11);
+pub(crate) async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch(
+    backend: Backend,
+    place: Place,
+) {
     let d = Domain::new(backend, 1);
-    let l1 = f.link(
-        "l1",
-        LinkConfig {
-            loss: 0.0,
-            delay: Duration::from_millis(1),
-        },
-    );
-    let l2 = f.link(
-        "l2",
-        LinkConfig {
-            loss: 0.0,
-            delay: Duration::from_millis(1),
-        },
-    );
-    let nb = d.fabric_node(&f, "B", &[&l1]).await; // the ASA node of graspy's test
-    let na = d.fabric_node(&f, "A", &[&l1, &l2]).await; // learns B's objectives, answers with diverts
-    let nc = d.fabric_node(&f, "C", &[&l2]).await;
+    // B is the ASA node of graspy's test; A learns B's objectives and
+    // answers C with diverts.
+    let line = Line::new(&d, place, 11, &["B", "A", "C"]).await;
+    let [nb, na, nc] = &line.nodes[..] else {
+        panic!("a line of three")
+    };
     let (b, tb) = (&nb.grasp, &nb.transport);
     let (a, c) = (&na.grasp, &nc.grasp);
 
@@ -128,7 +120,7 @@ pub(crate) async fn t1_to_t9_and_t11_registration_discovery_divert_flood_synch(b
         })
         .collect();
     asa1.flood(0, tagged).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(place.settle() * 2).await;
     assert_eq!(
         asa1.get_flood("Money").await.unwrap().len(),
         1,

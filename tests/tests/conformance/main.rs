@@ -1,27 +1,42 @@
 //! The conformance suite: every GRASP operation written once (in the
 //! modules here) and run on every backend, over the fabric on a paused
-//! clock and between network namespaces. A new backend is one line at the
+//! clock and, for every scenario that does not need the fabric's own
+//! controls, between network namespaces. A new backend is one line at the
 //! end of this file.
 
 mod engine;
 mod graspy;
-mod netns;
 mod strangers;
 mod transport;
 
-/// Every scenario, for one backend.
+/// Every scenario, for one backend: those that take a place run over the
+/// fabric (paused clock) and, in `between_namespaces`, between network
+/// namespaces (real time; root only, skipped loudly otherwise).
 macro_rules! suite {
-    ($backend:expr; $($module:ident::$scenario:ident),* $(,)?) => {
+    ($backend:expr;
+     anywhere: $($module:ident::$scenario:ident),* ;
+     fabric: $($fmodule:ident::$fscenario:ident),* $(,)?) => {
         $(
             #[tokio::test(start_paused = true)]
             async fn $scenario() {
-                crate::$module::$scenario($backend).await
+                crate::$module::$scenario($backend, grasp_tests::place::Place::Fabric).await
             }
         )*
-
-        #[test]
-        fn every_operation_between_namespaces() {
-            crate::netns::every_operation_between_namespaces($backend)
+        $(
+            #[tokio::test(start_paused = true)]
+            async fn $fscenario() {
+                crate::$fmodule::$fscenario($backend).await
+            }
+        )*
+        mod between_namespaces {
+            use grasp_tests::place::Place;
+            $(
+                #[test]
+                fn $scenario() {
+                    let name = format!("{} on {:?} between namespaces", stringify!($scenario), $backend);
+                    Place::run_between_namespaces(&name, crate::$module::$scenario($backend, Place::Netns));
+                }
+            )*
         }
     };
 }
@@ -30,6 +45,7 @@ macro_rules! suite {
 macro_rules! every_backend_runs {
     ($backend:expr) => {
         suite!($backend;
+            anywhere:
             engine::discover_and_synchronize_between_two_nodes,
             engine::rapid_synchronization_rides_on_the_response,
             engine::flood_get_expire_and_linklocal,
@@ -38,8 +54,9 @@ macro_rules! every_backend_runs {
             engine::negotiation_loop_exhaustion_timeout_and_vanishing_peer,
             engine::three_node_line_relays_discovery_on_first_try_and_floods_once,
             engine::hundred_concurrent_synchronizations,
+            graspy::t1_to_t9_and_t11_registration_discovery_divert_flood_synch;
+            fabric:
             engine::a_half_closed_requester_still_gets_its_answer,
-            graspy::t1_to_t9_and_t11_registration_discovery_divert_flood_synch,
             graspy::t10_negotiation_branches,
             transport::multicast_round_trip_with_ifindex,
             transport::channel_round_trip_and_close,
@@ -48,7 +65,6 @@ macro_rules! every_backend_runs {
         );
     };
 }
-
 /// And those that need two domains of the backend.
 macro_rules! secured_backend_runs {
     ($backend:expr) => {
