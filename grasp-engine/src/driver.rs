@@ -101,6 +101,8 @@ pub(crate) struct Driver {
     transport: Arc<dyn AcpTransport>,
     inbound: InboundStream,
     requests: mpsc::Receiver<Request>,
+    /// Whether each source woke the task since it was last polled empty.
+    gates: Gates,
     routes: Routes,
     chans: IdMap<ChannelId, ChanTx>,
     /// A peer's channel taken on in this turn that has no task yet.
@@ -126,6 +128,7 @@ impl Driver {
             transport,
             inbound,
             requests,
+            gates: Gates::default(),
             routes: Routes::default(),
             chans: IdMap::default(),
             fresh: None,
@@ -150,8 +153,9 @@ impl Driver {
                 }
                 armed = deadline;
             }
+            let gates = &self.gates;
             tokio::select! {
-                item = self.inbound.next(), if inbound_open => match item {
+                item = gates.inbound.poll(|cx| self.inbound.poll_next_unpin(cx)), if inbound_open => match item {
                     Some(Inbound::Datagram(d)) => self.engine.handle_datagram(now(), d),
                     Some(Inbound::Interfaces { interfaces, node_locator }) => {
                         info!(
@@ -167,8 +171,8 @@ impl Driver {
                         inbound_open = false;
                     }
                 },
-                Some(ev) = self.ev_rx.recv() => self.on_chan_event(ev),
-                req = self.requests.recv() => match req {
+                Some(ev) = gates.channels.poll(|cx| self.ev_rx.poll_recv(cx)) => self.on_chan_event(ev),
+                req = gates.requests.poll(|cx| self.requests.poll_recv(cx)) => match req {
                     Some(r) => r(&mut self.engine, now(), &mut self.routes),
                     None => {
                         debug!("every API handle is gone; the engine stops");
@@ -227,7 +231,14 @@ impl Driver {
     fn spawn_channel(&mut self, id: ChannelId, io: Pin<Box<dyn MessageIo>>, read_done: bool) {
         let (tx, rx) = futures::channel::mpsc::channel(CHANNEL_QUEUE);
         self.chans.insert(id, tx);
-        tokio::spawn(channel_task(id, io, rx, self.ev_tx.clone(), read_done));
+        // Boxed, as a connect task is (see `transmit`).
+        tokio::spawn(Box::pin(channel_task(
+            id,
+            io,
+            rx,
+            self.ev_tx.clone(),
+            read_done,
+        )));
     }
 
     /// Writes `msg` on the fresh channel `id` at once, if its socket takes
@@ -318,7 +329,7 @@ impl Driver {
                 self.chans.insert(channel, tx);
                 let transport = self.transport.clone();
                 let ev = self.ev_tx.clone();
-                tokio::spawn(async move {
+                let fut = async move {
                     match transport.connect(peer).await {
                         Ok(ch) => {
                             // Before any message of the channel (one queue).
@@ -337,7 +348,11 @@ impl Driver {
                                 .await;
                         }
                     }
-                });
+                };
+                // Boxed: the task's future (a connect, then the channel's
+                // loop) is over a kilobyte, and tokio moves a future
+                // several times while spawning it; a box moves as a pointer.
+                tokio::spawn(Box::pin(fut));
             }
             Transmit::Send { channel, msg } => {
                 let msg = match self.fresh.take_if(|(f, _)| *f == channel) {
@@ -549,5 +564,71 @@ async fn channel_task(
                 }
             },
         }
+    }
+}
+
+/// One gate per source the driver's `select!` waits on. `select!` polls
+/// every branch on every turn, though usually one source woke the task:
+/// polling an idle acceptor costs several hundred instructions, an idle
+/// queue one or two hundred, several times per synchronization. A gate
+/// polls its source only after the source woke it (or gave an item, as
+/// more may follow without a wake).
+#[derive(Default)]
+struct Gates {
+    inbound: Gate,
+    channels: Gate,
+    requests: Gate,
+}
+
+/// See [`Gates`]: a waker of its own for one source, which records the wake
+/// and passes it on to the task.
+struct Gate {
+    flag: Arc<GateFlag>,
+    waker: std::task::Waker,
+}
+
+struct GateFlag {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl futures::task::ArcWake for GateFlag {
+    fn wake_by_ref(flag: &Arc<Self>) {
+        flag.woken.store(true, std::sync::atomic::Ordering::Release);
+        flag.task.wake();
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        let flag = Arc::new(GateFlag {
+            // Polled the first time round.
+            woken: std::sync::atomic::AtomicBool::new(true),
+            task: futures::task::AtomicWaker::new(),
+        });
+        let waker = futures::task::waker(flag.clone());
+        Gate { flag, waker }
+    }
+}
+
+impl Gate {
+    /// A future that polls the source with `poll` when it woke the gate,
+    /// and waits otherwise.
+    fn poll<'a, T: 'a>(
+        &'a self,
+        mut poll: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<T> + 'a,
+    ) -> impl std::future::Future<Output = T> + 'a {
+        use std::sync::atomic::Ordering;
+        std::future::poll_fn(move |cx| {
+            self.flag.task.register(cx.waker());
+            if !self.flag.woken.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Pending;
+            }
+            let r = poll(&mut std::task::Context::from_waker(&self.waker));
+            if r.is_ready() {
+                self.flag.woken.store(true, Ordering::Release);
+            }
+            r
+        })
     }
 }
