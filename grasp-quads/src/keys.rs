@@ -56,7 +56,7 @@ impl KdfParams {
 }
 
 /// The domain password. Zeroized on drop; `Debug` does not print it.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Password(String);
 
 impl Password {
@@ -124,7 +124,7 @@ pub fn domain_salt(domain: &str) -> [u8; 32] {
 
 /// The master secret of a domain (32 bytes), from which every key is derived.
 /// This is what a key file stores. Zeroized on drop.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct MasterSecret(pub(crate) [u8; 32]);
 
 impl fmt::Debug for MasterSecret {
