@@ -334,7 +334,10 @@ impl Driver {
                         Ok(ch) => {
                             // Before any message of the channel (one queue).
                             if let Some(who) = ch.identity {
-                                if ev.send(ChanEvent::Identity(channel, who)).await.is_err() {
+                                if report(&ev, ChanEvent::Identity(channel, who))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
@@ -343,9 +346,8 @@ impl Driver {
                         Err(e) => {
                             debug!(%peer, error = %e, "connect failed");
                             unsent(rx, &ev).await;
-                            let _ = ev
-                                .send(ChanEvent::ConnectFailed(channel, e.to_string()))
-                                .await;
+                            let _ =
+                                report(&ev, ChanEvent::ConnectFailed(channel, e.to_string())).await;
                         }
                     }
                 };
@@ -475,12 +477,23 @@ fn channel_end(e: &AcpError) -> ChannelEnd {
     }
 }
 
+/// Tells the driver `e`, waiting for room only when its queue is full (the
+/// usual case, room, takes no waiting machinery at all). `Err`: the driver
+/// is gone.
+async fn report(ev: &mpsc::Sender<ChanEvent>, e: ChanEvent) -> Result<(), ()> {
+    match ev.try_send(e) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(e)) => ev.send(e).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+    }
+}
+
 /// Reports what is still queued for a channel that will never write it.
 async fn unsent(mut out: ChanRx, ev: &mpsc::Sender<ChanEvent>) {
     out.close();
     while let Ok(o) = out.try_recv() {
         if let ChanOut::Msg(b) = o {
-            if ev.send(ChanEvent::Unsent(b)).await.is_err() {
+            if report(ev, ChanEvent::Unsent(b)).await.is_err() {
                 return;
             }
         }
@@ -505,7 +518,7 @@ async fn channel_task(
     if let Err(e) = io.flush().await {
         debug!(?id, error = %e, "send failed");
         unsent(out, &ev).await;
-        let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+        let _ = report(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
         return;
     }
     loop {
@@ -517,9 +530,9 @@ async fn channel_task(
                 Some(ChanOut::Msg(b)) => {
                     if let Err(e) = io.send(b.clone()).await {
                         debug!(?id, error = %e, "send failed");
-                        let _ = ev.send(ChanEvent::Unsent(b)).await;
+                        let _ = report(&ev, ChanEvent::Unsent(b)).await;
                         unsent(out, &ev).await;
-                        let _ = ev.send(ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+                        let _ = report(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
                         return;
                     }
                 }
@@ -542,22 +555,19 @@ async fn channel_task(
             },
             m = io.next(), if !read_done => match m {
                 Some(Ok(b)) => {
-                    if ev.send(ChanEvent::Msg(id, b)).await.is_err() {
+                    if report(&ev, ChanEvent::Msg(id, b)).await.is_err() {
                         return;
                     }
                 }
                 Some(Err(e)) => {
                     debug!(?id, error = %e, "channel error");
                     unsent(out, &ev).await;
-                    let _ = ev.send(ChanEvent::Closed(id, channel_end(&e))).await;
+                    let _ = report(&ev, ChanEvent::Closed(id, channel_end(&e))).await;
                     return;
                 }
                 None => {
                     read_done = true;
-                    if ev
-                        .send(ChanEvent::Closed(id, ChannelEnd::PeerFinished))
-                        .await
-                        .is_err()
+                    if report(&ev, ChanEvent::Closed(id, ChannelEnd::PeerFinished)).await.is_err()
                     {
                         return;
                     }

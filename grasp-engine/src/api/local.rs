@@ -51,6 +51,19 @@ impl Local {
         Local { tx }
     }
 
+    /// Hands `request` to the engine's task, waiting for room only when
+    /// its queue is full (the usual case, room, takes no waiting machinery
+    /// at all).
+    async fn submit(&self, request: Request) -> Result<(), ApiError> {
+        match self.tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                self.tx.send(request).await.map_err(|_| stopped())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
+        }
+    }
+
     /// Runs `f` on the engine's task and returns what it returns.
     async fn call<T: Send + 'static>(
         &self,
@@ -60,7 +73,7 @@ impl Local {
         let request: Request = Box::new(move |engine, now, routes| {
             let _ = tx.send(f(engine, now, routes));
         });
-        self.tx.send(request).await.map_err(|_| stopped())?;
+        self.submit(request).await?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -85,7 +98,7 @@ impl Local {
                 }
             }
         });
-        self.tx.send(request).await.map_err(|_| stopped())?;
+        self.submit(request).await?;
         rx.await.map_err(|_| stopped())?
     }
 }
