@@ -90,7 +90,7 @@ impl Engine {
     /// A half-close ([`ChannelEnd::PeerFinished`]) means "done sending", not
     /// "gone": what the engine already queued for the channel is still
     /// delivered (the driver closes after it), and a negotiation may stay
-    /// for its ASA's next call ([`Session::on_peer_end`]).
+    /// for its ASA's next call (the session decides).
     pub fn handle_channel_closed(&mut self, _now: Instant, channel: ChannelId, how: ChannelEnd) {
         let Some(peer) = self.channels.get(&channel).map(|c| c.peer) else {
             return;
