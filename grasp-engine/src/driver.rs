@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use crate::api::Incoming;
 use crate::error::ApiError;
 use crate::proto::{
     AsaLocator, ChannelEnd, ChannelId, CommandId, Engine, Event, FloodEntry, IdMap,
@@ -35,6 +34,20 @@ const CHANNEL_QUEUE: usize = 16;
 const EVENT_QUEUE: usize = 1024;
 /// How long a lingering close waits for the peer to close first.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// A peer's negotiation request, as a core hands it to a listener.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The session it opened.
+    pub session: SessionHandle,
+    /// The requested objective (as received; the first answer keeps its
+    /// loop count).
+    pub objective: Objective,
+    /// The peer's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The peer's authenticated identity, if the transport has one.
+    pub identity: Option<String>,
+}
 
 /// A request from the API: one engine call, run on the engine's task,
 /// carrying its own typed answer (a oneshot it fills, or a route it leaves

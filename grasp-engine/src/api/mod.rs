@@ -49,19 +49,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(GRASP_DEF_TIMEOUT_MS
 /// core.
 pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
 
-/// A peer's negotiation request, as a core hands it to a listener.
-#[derive(Debug)]
-pub struct Incoming {
-    /// The session it opened.
-    pub session: SessionHandle,
-    /// The requested objective (as received; the first answer keeps its
-    /// loop count).
-    pub objective: Objective,
-    /// The peer's address.
-    pub peer: Option<SocketAddr>,
-    /// The peer's authenticated identity, if the transport has one.
-    pub identity: Option<String>,
-}
+/// A peer's negotiation request, as a core hands it to a listener (made
+/// by the engine's driver, which is why it lives there).
+pub use crate::driver::Incoming;
 
 /// A GRASP core: what the ASA API's handles talk to. One method per
 /// RFC 8991 call, taking the ASA's handle; an implementation answers each
