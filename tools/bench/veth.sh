@@ -125,21 +125,26 @@ if [ -n "${ROUNDS:-}" ]; then
   rm -f "$log" /tmp/gb$$.srv
   exit 0
 fi
+# Runs "$@" with today's build and then, with BASELINE, with the older one
+# on the next port (run and runneg take the port as their third argument).
+both() {
+  local f=$1 x=$2 c=$3 p=$4; shift 4
+  "$f" "$x" "$c" "$p" "$@"
+  if [ -n "${BASELINE:-}" ]; then
+    echo "-- the same, baseline build ($BASELINE) --"
+    bin=$BASELINE; "$f" "$x" "$c" $((p + 1)) "$@"; bin=$new_bin
+  fi
+}
 for c in ${concs[@]}; do
   echo "== $c requester(s), ${secs} s each =="
   run bare "$c" $((port++))
-  run grasp "$c" $((port++))
-  if [ -n "${BASELINE:-}" ]; then
-    echo "-- the same, baseline build ($BASELINE) --"
-    bin=$BASELINE; run grasp "$c" $((port++)); bin=$new_bin
-  fi
+  both run grasp "$c" $port; port=$((port + 2))
   echo "-- the same under QUADS (AES-256-GCM) --"
-  run grasp "$c" $((port++)) --quads
+  both run grasp "$c" $port --quads; port=$((port + 2))
   echo "-- the same over TLS (mutual TLS 1.3, one connection per peer) --"
-  ( export GRASP_BENCH_TLS_CA="$cadir"; run grasp "$c" $((port++)) )
-  port=$((port + 1))
-  runneg 0 "$c" $((port++))
-  runneg 1 "$c" $((port++))
+  ( export GRASP_BENCH_TLS_CA="$cadir"; both run grasp "$c" $port ); port=$((port + 3))
+  both runneg 0 "$c" $port; port=$((port + 2))
+  both runneg 1 "$c" $port; port=$((port + 2))
 done
 echo "== discovery, return on first answer =="
 ip netns exec "$b" "${pin_b[@]}" "$bin" serve --mode grasp --port $((port)) --seconds 8 > /tmp/gb$$.srv 2>&1 &
