@@ -12,7 +12,7 @@ use grasp_engine::proto::{
     AsaHandle, CommandId, Config, DiscoverOptions, Event, NegotiationOutcome, RegisterOptions,
 };
 use grasp_engine::testing::{Faults, Net};
-use grasp_engine::wire::{Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{MessageType, Objective, ObjectiveFlags, TaggedObjective, Value};
 use proptest::prelude::*;
 
 const SYNCH: ObjectiveFlags = ObjectiveFlags::from_bits(5);
@@ -327,9 +327,9 @@ fn without_faults_the_calls_succeed() {
     w.apply(&Op::Flood { from: 1, n: 7 });
     w.apply(&Op::Advance { ms: 10 });
     let s = w.net.engines[0].stats();
-    assert_eq!(s.sent.get("M_REQ_SYN"), 1, "{s:?}");
-    assert_eq!(s.sent.get("M_REQ_NEG"), 2, "{s:?}");
-    assert_eq!(s.received.get("M_FLOOD"), 1, "{s:?}");
+    assert_eq!(s.sent.get(MessageType::ReqSyn), 1, "{s:?}");
+    assert_eq!(s.sent.get(MessageType::ReqNeg), 2, "{s:?}");
+    assert_eq!(s.received.get(MessageType::Flood), 1, "{s:?}");
     let failed: Vec<_> = w
         .net
         .events

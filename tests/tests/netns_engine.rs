@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use grasp_acp::plain;
 use grasp_engine::transport::AcpTransport;
-use grasp_engine::wire::{Objective, ObjectiveFlags, Value};
+use grasp_engine::wire::{MessageType, Objective, ObjectiveFlags, Value};
 use grasp_engine::Grasp;
 use grasp_engine::{Config, DiscoverOptions, RegisterOptions};
 use grasp_tests::netns::{spawn_in, Lab};
@@ -205,8 +205,8 @@ fn interfaces_coming_and_going_are_followed() {
             )
             .await;
         let (stats, _) = g.stats().await.unwrap();
-        assert!(stats.sent.get("M_DISCOVERY") >= 2, "{stats:?}");
-        assert!(stats.received.get("M_SYNCH") >= 1, "{stats:?}");
+        assert!(stats.sent.get(MessageType::Discovery) >= 2, "{stats:?}");
+        assert!(stats.received.get(MessageType::Synch) >= 1, "{stats:?}");
         // The node's address changes: the locator follows.
         readdressed_tx.send(()).unwrap();
         readdressed_rx2.await.unwrap();
@@ -456,7 +456,11 @@ fn half_closed_clients_get_their_answers_over_tcp() {
     let total = ONE_BY_ONE + AT_ONCE;
     let bad = (0..total).filter(|i| i.is_multiple_of(3)).count() as u64;
     assert_eq!(answered, total, "answers read before EOF");
-    assert_eq!(s.sent.get("M_SYNCH"), u64::from(total) - bad, "{s:?}");
-    assert_eq!(s.sent.get("M_INVALID"), bad, "{s:?}");
+    assert_eq!(
+        s.sent.get(MessageType::Synch),
+        u64::from(total) - bad,
+        "{s:?}"
+    );
+    assert_eq!(s.sent.get(MessageType::Invalid), bad, "{s:?}");
     assert_eq!(s.unsent, 0, "{s:?}");
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::wire::{Limits, Locator, Objective, SessionId, Value};
+use crate::wire::{Limits, Locator, MessageType, Objective, SessionId, Value};
 
 /// An ASA's handle (RFC 8991 `asa_handle`): opaque, unpredictable, local.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -498,28 +498,21 @@ pub struct MessageCounts {
     counts: [u64; 12],
 }
 
-/// The names [`MessageCounts`] uses, in order (the last is any other type).
-pub const MESSAGE_TYPE_NAMES: [&str; 12] = [
-    "M_NOOP",
-    "M_DISCOVERY",
-    "M_RESPONSE",
-    "M_REQ_NEG",
-    "M_REQ_SYN",
-    "M_NEGOTIATE",
-    "M_END",
-    "M_WAIT",
-    "M_SYNCH",
-    "M_FLOOD",
-    "M_INVALID",
-    "other",
-];
-
 impl MessageCounts {
-    /// The slot of `msg`'s type.
+    /// The slot of `msg`'s type: its place in [`MessageType::ALL`], or the
+    /// last one for a type this implementation does not know.
     fn slot(msg: &[u8]) -> usize {
-        match crate::wire::peek_type(msg) {
-            Some(t @ 0..=9) => t as usize,
-            Some(99) => 10,
+        crate::wire::peek_type(msg)
+            .and_then(|t| u8::try_from(t).ok())
+            .map_or(11, |t| Self::slot_of(MessageType::from(t)))
+    }
+
+    fn slot_of(t: MessageType) -> usize {
+        // M_NOOP..M_FLOOD are 0..9 and M_INVALID is 99: MessageType::ALL's
+        // order (a test checks it).
+        match u8::from(t) {
+            t @ 0..=9 => usize::from(t),
+            99 => 10,
             _ => 11,
         }
     }
@@ -535,18 +528,23 @@ impl MessageCounts {
         *c = c.saturating_sub(1);
     }
 
-    /// How many of the message type named `name` (see
-    /// [`MESSAGE_TYPE_NAMES`]).
-    pub fn get(&self, name: &str) -> u64 {
-        MESSAGE_TYPE_NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map_or(0, |i| self.counts[i])
+    /// How many messages of type `t` (any unknown type: all of those).
+    pub fn get(&self, t: MessageType) -> u64 {
+        self.counts[Self::slot_of(t)]
     }
 
-    /// Every type with its count.
+    /// The names of the counts, in [`iter`](Self::iter)'s order: every
+    /// known type's, then "other".
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        MessageType::ALL
+            .iter()
+            .filter_map(|t| t.name())
+            .chain(["other"])
+    }
+
+    /// Every type's name with its count.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        MESSAGE_TYPE_NAMES.iter().copied().zip(self.counts)
+        Self::names().zip(self.counts)
     }
 
     /// All messages.

@@ -111,11 +111,23 @@ macro_rules! code_enum {
                 match v { $($name::$var => $val,)* $name::Unknown(other) => other }
             }
         }
+        impl $name {
+            /// Every code this implementation knows, in the order above.
+            pub const ALL: &'static [$name] = &[$($name::$var),*];
+
+            /// Its registered name; `None` for an unknown code.
+            pub fn name(self) -> Option<&'static str> {
+                match self {
+                    $($name::$var => Some($text),)*
+                    $name::Unknown(_) => None,
+                }
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $($name::$var => f.write_str($text),)*
-                    $name::Unknown(v) => write!(f, "unknown({v})"),
+                match self.name() {
+                    Some(n) => f.write_str(n),
+                    None => write!(f, "unknown({})", u8::from(*self)),
                 }
             }
         }

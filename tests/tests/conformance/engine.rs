@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use grasp_acp::fabric::{Fabric, Link, LinkConfig};
-use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Locator, MessageType, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{Asa, ErrorCode, Negotiation};
 use grasp_engine::{DiscoverOptions, RegisterOptions};
 use grasp_tests::backend::{Backend, Domain, TestNode};
@@ -562,8 +562,8 @@ pub(crate) async fn a_half_closed_requester_still_gets_its_answer(backend: Backe
         assert!(ch.io.next().await.is_none(), "then EOF");
     }
     let (s, _) = b.grasp.stats().await.unwrap();
-    assert_eq!(s.sent.get("M_SYNCH"), 33);
-    assert_eq!(s.sent.get("M_INVALID"), 17);
+    assert_eq!(s.sent.get(MessageType::Synch), 33);
+    assert_eq!(s.sent.get(MessageType::Invalid), 17);
     assert_eq!(s.unsent, 0);
 
     // A negotiation requester that half-closes still reads the ASA's M_END.
@@ -599,7 +599,7 @@ pub(crate) async fn a_half_closed_requester_still_gets_its_answer(backend: Backe
     drop(ch);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (s, _) = b.grasp.stats().await.unwrap();
-    assert_eq!(s.sent.get("M_SYNCH") + s.unsent, 34, "{s:?}");
+    assert_eq!(s.sent.get(MessageType::Synch) + s.unsent, 34, "{s:?}");
     if backend != Backend::Tls {
         assert_eq!(s.unsent, 1, "{s:?}");
     }

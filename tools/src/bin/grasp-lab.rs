@@ -31,7 +31,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Sink, Stream};
 use grasp_acp::fabric::{Fabric, LinkConfig};
 use grasp_acp::secure;
-use grasp_engine::proto::MESSAGE_TYPE_NAMES;
+use grasp_engine::proto::MessageCounts;
 use grasp_engine::transport::{
     AcpError, AcpTransport, Channel, InboundStream, MessageIo, Security,
 };
@@ -363,7 +363,7 @@ impl NodeCounts {
     fn from_stats(name: &str, s: &EngineStats) -> Self {
         NodeCounts {
             name: name.into(),
-            sent: MESSAGE_TYPE_NAMES.iter().map(|t| s.sent.get(t)).collect(),
+            sent: s.sent.iter().map(|(_, n)| n).collect(),
             discoveries_relayed: s.discoveries_relayed,
             floods_relayed: s.floods_relayed,
         }
@@ -374,9 +374,8 @@ impl NodeCounts {
         let e = &v["engine"];
         NodeCounts {
             name: name.into(),
-            sent: MESSAGE_TYPE_NAMES
-                .iter()
-                .map(|t| e["sent"][*t].as_u64().unwrap_or(0))
+            sent: MessageCounts::names()
+                .map(|t| e["sent"][t].as_u64().unwrap_or(0))
                 .collect(),
             discoveries_relayed: e["discoveries_relayed"].as_u64().unwrap_or(0),
             floods_relayed: e["floods_relayed"].as_u64().unwrap_or(0),
@@ -438,7 +437,7 @@ fn summary(args: &Args, security: Security, r: &GrayReport, nodes: &[NodeCounts]
         grasp_tools::out!(" {:>5}", n.name);
     }
     grasp_tools::outln!(" {:>6}", "total");
-    for (k, ty) in MESSAGE_TYPE_NAMES.iter().enumerate() {
+    for (k, ty) in MessageCounts::names().enumerate() {
         let counts: Vec<u64> = nodes.iter().map(|n| n.sent[k]).collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {

@@ -36,7 +36,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use grasp_asa_api::client::{Remote, DEFAULT_SOCKET};
 use grasp_engine::transport::Inbound;
-use grasp_engine::wire::{Locator, Objective, ObjectiveFlags, TaggedObjective, Value};
+use grasp_engine::wire::{Locator, MessageType, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{ApiError, ErrorCode, Negotiation};
 use grasp_engine::{AsaLocator, DiscoverOptions, RegisterOptions};
 use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
@@ -540,7 +540,7 @@ async fn command(
             let Ok((s, _)) = grasp.stats().await else {
                 return Ok(Outcome::Ok);
             };
-            let served = s.received.get("M_REQ_SYN");
+            let served = s.received.get(MessageType::ReqSyn);
             if args.json {
                 grasp_tools::outln!(
                     "{}",

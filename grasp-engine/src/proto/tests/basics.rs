@@ -140,7 +140,7 @@ fn registration_rules() {
 
 #[test]
 fn messages_are_counted_by_type_whatever_their_shape() {
-    let mut c = crate::proto::MessageCounts::default();
+    let mut c = MessageCounts::default();
     for m in [
         &[0x81, 0x00][..],         // [M_NOOP]
         &[0x83, 0x04, 0x01, 0xf6], // M_REQ_SYN
@@ -153,13 +153,28 @@ fn messages_are_counted_by_type_whatever_their_shape() {
     ] {
         c.count(m);
     }
-    assert_eq!(c.get("M_NOOP"), 1);
-    assert_eq!(c.get("M_REQ_SYN"), 1);
-    assert_eq!(c.get("M_INVALID"), 1);
-    assert_eq!(c.get("M_WAIT"), 1);
-    assert_eq!(c.get("M_FLOOD"), 1);
-    assert_eq!(c.get("other"), 3);
+    assert_eq!(c.get(MessageType::Noop), 1);
+    assert_eq!(c.get(MessageType::ReqSyn), 1);
+    assert_eq!(c.get(MessageType::Invalid), 1);
+    assert_eq!(c.get(MessageType::Wait), 1);
+    assert_eq!(c.get(MessageType::Flood), 1);
+    assert_eq!(c.get(MessageType::Unknown(12)), 3, "every unknown type");
     assert_eq!(c.total(), 8);
+    // The slots follow MessageType::ALL, and the names come from it.
+    let names: Vec<_> = MessageCounts::names().collect();
+    assert_eq!(names.len(), MessageType::ALL.len() + 1);
+    for (i, t) in MessageType::ALL.iter().enumerate() {
+        assert_eq!(names[i], t.to_string());
+        let ty = u8::from(*t);
+        let msg = if ty < 24 {
+            vec![0x81, ty]
+        } else {
+            vec![0x81, 0x18, ty]
+        };
+        let mut one = MessageCounts::default();
+        one.count(&msg);
+        assert_eq!(one.iter().nth(i).map(|(_, n)| n), Some(1), "{t}");
+    }
 }
 
 /// Every waiting call ends: a negotiation still waiting for its peer when

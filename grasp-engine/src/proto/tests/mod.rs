@@ -4,7 +4,7 @@
 use super::*;
 use crate::testing::{ll, ula, Net};
 use crate::transport::{Interface, Security};
-use crate::wire::{Locator, Objective, ObjectiveFlags, Value};
+use crate::wire::{Locator, MessageType, Objective, ObjectiveFlags, Value};
 
 mod basics;
 mod discovery;
