@@ -135,6 +135,35 @@ impl Table {
         }
     }
 
+    /// Gives `source` (whose entry is `s`) connection number `next`.
+    fn place(
+        conns: &mut BTreeMap<u64, Conn>,
+        next: &mut u64,
+        s: &mut Source,
+        source: IpAddr,
+        now: Instant,
+    ) -> (u64, Arc<Flags>) {
+        let id = *next;
+        *next += 1;
+        let flags = Arc::new(Flags::default());
+        conns.insert(
+            id,
+            Conn {
+                source,
+                opened: now,
+                flags: flags.clone(),
+            },
+        );
+        s.held += 1;
+        s.order.push_back(id);
+        if s.order.len() > 2 * s.held + 8 {
+            // Bounded: forget the ones that spoke or went.
+            s.order
+                .retain(|id| conns.get(id).is_some_and(Table::silent));
+        }
+        (id, flags)
+    }
+
     fn held(&self, source: &IpAddr) -> usize {
         self.per_source.get(source).map_or(0, |s| s.held)
     }
@@ -228,6 +257,22 @@ impl Slots {
                 t.evict(id);
             }
         }
+        // The usual case, a source seen before with room in its share and
+        // in the pool: one lookup.
+        let room = t.conns.len() < l.max;
+        let Table {
+            conns,
+            per_source,
+            next,
+            ..
+        } = &mut *t;
+        if let Some(s) = per_source
+            .get_mut(&source)
+            .filter(|s| room && s.held < l.per_source)
+        {
+            let (id, flags) = Table::place(conns, next, s, source, now);
+            return Ok((self.slot(id, flags), done));
+        }
         if t.held(&source) >= l.per_source {
             // The source pays for itself.
             let own = t.oldest_silent(&source).ok_or(Refusal::SourceFull)?;
@@ -249,37 +294,24 @@ impl Slots {
             t.evict(id);
             done.evicted += 1;
         }
-        let id = t.next;
-        t.next += 1;
-        let flags = Arc::new(Flags::default());
-        t.conns.insert(
-            id,
-            Conn {
-                source,
-                opened: now,
-                flags: flags.clone(),
-            },
-        );
         t.forget_idle_sources(l.max);
         let Table {
-            conns, per_source, ..
+            conns,
+            per_source,
+            next,
+            ..
         } = &mut *t;
         let s = per_source.entry(source).or_default();
-        s.held += 1;
-        s.order.push_back(id);
-        if s.order.len() > 2 * s.held + 8 {
-            // Bounded: forget the ones that spoke or went.
-            s.order
-                .retain(|id| conns.get(id).is_some_and(Table::silent));
+        let (id, flags) = Table::place(conns, next, s, source, now);
+        Ok((self.slot(id, flags), done))
+    }
+
+    fn slot(&self, id: u64, flags: Arc<Flags>) -> Slot {
+        Slot {
+            id,
+            flags,
+            table: Arc::downgrade(&self.table),
         }
-        Ok((
-            Slot {
-                id,
-                flags,
-                table: Arc::downgrade(&self.table),
-            },
-            done,
-        ))
     }
 }
 
