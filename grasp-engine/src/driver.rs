@@ -347,7 +347,7 @@ impl Driver {
                         Ok(ch) => {
                             // Before any message of the channel (one queue).
                             if let Some(who) = ch.identity {
-                                if report(&ev, ChanEvent::Identity(channel, who))
+                                if send_or_wait(&ev, ChanEvent::Identity(channel, who))
                                     .await
                                     .is_err()
                                 {
@@ -360,7 +360,8 @@ impl Driver {
                             debug!(%peer, error = %e, "connect failed");
                             unsent(rx, &ev).await;
                             let _ =
-                                report(&ev, ChanEvent::ConnectFailed(channel, e.to_string())).await;
+                                send_or_wait(&ev, ChanEvent::ConnectFailed(channel, e.to_string()))
+                                    .await;
                         }
                     }
                 };
@@ -490,13 +491,14 @@ fn channel_end(e: &AcpError) -> ChannelEnd {
     }
 }
 
-/// Tells the driver `e`, waiting for room only when its queue is full (the
-/// usual case, room, takes no waiting machinery at all). `Err`: the driver
-/// is gone.
-async fn report(ev: &mpsc::Sender<ChanEvent>, e: ChanEvent) -> Result<(), ()> {
-    match ev.try_send(e) {
+/// Sends `v` on `tx`, waiting for room only when the queue is full (the
+/// usual case, room, takes none of tokio's waiting machinery). `Err`: the
+/// receiver is gone. Used by API calls towards the driver and by channel
+/// tasks towards it.
+pub(crate) async fn send_or_wait<T>(tx: &mpsc::Sender<T>, v: T) -> Result<(), ()> {
+    match tx.try_send(v) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(e)) => ev.send(e).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Full(v)) => tx.send(v).await.map_err(drop),
         Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
     }
 }
@@ -506,7 +508,7 @@ async fn unsent(mut out: ChanRx, ev: &mpsc::Sender<ChanEvent>) {
     out.close();
     while let Ok(o) = out.try_recv() {
         if let ChanOut::Msg(b) = o {
-            if report(ev, ChanEvent::Unsent(b)).await.is_err() {
+            if send_or_wait(ev, ChanEvent::Unsent(b)).await.is_err() {
                 return;
             }
         }
@@ -531,7 +533,7 @@ async fn channel_task(
     if let Err(e) = io.flush().await {
         debug!(?id, error = %e, "send failed");
         unsent(out, &ev).await;
-        let _ = report(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+        let _ = send_or_wait(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
         return;
     }
     loop {
@@ -543,9 +545,9 @@ async fn channel_task(
                 Some(ChanOut::Msg(b)) => {
                     if let Err(e) = io.send(b.clone()).await {
                         debug!(?id, error = %e, "send failed");
-                        let _ = report(&ev, ChanEvent::Unsent(b)).await;
+                        let _ = send_or_wait(&ev, ChanEvent::Unsent(b)).await;
                         unsent(out, &ev).await;
-                        let _ = report(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
+                        let _ = send_or_wait(&ev, ChanEvent::Closed(id, ChannelEnd::Lost)).await;
                         return;
                     }
                 }
@@ -568,19 +570,19 @@ async fn channel_task(
             },
             m = io.next(), if !read_done => match m {
                 Some(Ok(b)) => {
-                    if report(&ev, ChanEvent::Msg(id, b)).await.is_err() {
+                    if send_or_wait(&ev, ChanEvent::Msg(id, b)).await.is_err() {
                         return;
                     }
                 }
                 Some(Err(e)) => {
                     debug!(?id, error = %e, "channel error");
                     unsent(out, &ev).await;
-                    let _ = report(&ev, ChanEvent::Closed(id, channel_end(&e))).await;
+                    let _ = send_or_wait(&ev, ChanEvent::Closed(id, channel_end(&e))).await;
                     return;
                 }
                 None => {
                     read_done = true;
-                    if report(&ev, ChanEvent::Closed(id, ChannelEnd::PeerFinished)).await.is_err()
+                    if send_or_wait(&ev, ChanEvent::Closed(id, ChannelEnd::PeerFinished)).await.is_err()
                     {
                         return;
                     }

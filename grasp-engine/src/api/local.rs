@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, GraspCore, Incoming};
-use crate::driver::{Answer, Driver, Request, Routes};
+use crate::driver::{send_or_wait, Answer, Driver, Request, Routes};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
     AsaHandle, AsaLocator, CommandId, Config, DiscoverOptions, Dump, Engine, EngineStats,
@@ -51,19 +51,6 @@ impl Local {
         Local { tx }
     }
 
-    /// Hands `request` to the engine's task, waiting for room only when
-    /// its queue is full (the usual case, room, takes no waiting machinery
-    /// at all).
-    async fn submit(&self, request: Request) -> Result<(), ApiError> {
-        match self.tx.try_send(request) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                self.tx.send(request).await.map_err(|_| stopped())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
-        }
-    }
-
     /// Runs `f` on the engine's task and returns what it returns.
     async fn call<T: Send + 'static>(
         &self,
@@ -73,7 +60,9 @@ impl Local {
         let request: Request = Box::new(move |engine, now, routes| {
             let _ = tx.send(f(engine, now, routes));
         });
-        self.submit(request).await?;
+        send_or_wait(&self.tx, request)
+            .await
+            .map_err(|()| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -98,7 +87,9 @@ impl Local {
                 }
             }
         });
-        self.submit(request).await?;
+        send_or_wait(&self.tx, request)
+            .await
+            .map_err(|()| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
