@@ -341,8 +341,7 @@ impl Session {
             foreign(&msg, out);
         }
         if self.peer_closed {
-            out.push(Action::Close { linger: false });
-            return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+            return Err(peer_gone(out));
         }
         //= https://www.rfc-editor.org/rfc/rfc8990#section-2.8.7
         //# if it would reach zero, the message MUST NOT be sent
@@ -436,8 +435,7 @@ impl Session {
         self.raw();
         out.push(Action::SendItem(item));
         if self.peer_closed {
-            out.push(Action::Close { linger: false });
-            return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+            return Err(peer_gone(out));
         }
         out.push(Action::Deadline(now + cfg.session_idle_timeout));
         Ok(())
@@ -461,8 +459,7 @@ impl Session {
         if let Some(i) = r.inbox.pop_front() {
             out.push(Action::Item(cmd, item(i)));
         } else if closed {
-            out.push(Action::Close { linger: false });
-            return Err(err(ErrorCode::NoPeer, "the peer closed the session"));
+            return Err(peer_gone(out));
         } else {
             r.waiting = Some(cmd);
             out.push(Action::Deadline(cfg.asa_deadline(now, timeout)));
@@ -485,7 +482,7 @@ impl Session {
         if let Some(r) = &mut self.raw {
             // Items already received are still the ASA's.
             if let Some(cmd) = r.waiting.take() {
-                let e = err(ErrorCode::NoPeer, "the peer closed the session");
+                let e = err(ErrorCode::NoPeer, PEER_GONE);
                 out.push(Action::Item(cmd, Err(e)));
                 return false;
             }
@@ -584,6 +581,15 @@ impl Session {
         });
         waiting.into_iter().chain(opening)
     }
+}
+
+const PEER_GONE: &str = "the peer closed the session";
+
+/// An ASA's call on a session whose peer has gone: the session closes and
+/// the call fails with noPeer.
+fn peer_gone(out: &mut Vec<Action>) -> ApiError {
+    out.push(Action::Close { linger: false });
+    err(ErrorCode::NoPeer, PEER_GONE)
 }
 
 /// A raw item as the ASA gets it: one well-formed CBOR item, or CBORfail.
