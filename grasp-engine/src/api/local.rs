@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, GraspCore, Incoming};
-use crate::driver::{send_or_wait, Answer, Driver, Request, Routes};
+use crate::driver::{Answer, Driver, Request, Routes};
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{
     AsaHandle, AsaLocator, CommandId, Config, DiscoverOptions, Dump, Engine, EngineStats,
@@ -296,5 +296,16 @@ impl GraspCore for Local {
 
     fn dump(&self, asa: AsaHandle) -> Call<'_, Dump> {
         Box::pin(self.call(move |e, now, _| e.dump(now, asa)))
+    }
+}
+
+/// Sends `v` on `tx`, waiting for room only when the queue is full (the
+/// usual case, room, takes none of tokio's waiting machinery). `Err`: the
+/// receiver (the driver) is gone.
+async fn send_or_wait<T>(tx: &mpsc::Sender<T>, v: T) -> Result<(), ()> {
+    match tx.try_send(v) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(v)) => tx.send(v).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
     }
 }
