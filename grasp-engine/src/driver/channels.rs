@@ -221,8 +221,7 @@ impl Channels {
             debug!(?id, "channel queue full; closing it");
             report(id, Report::Unsent(msg));
             slot.lost(id, ChannelEnd::Lost, report);
-            self.slots.remove(&id);
-            return;
+            return self.kept(id, Keep::No);
         }
         slot.out.push_back(msg);
         let keep = slot.write_all(id, report);
@@ -302,18 +301,17 @@ impl Slot {
             return Keep::Yes;
         };
         let mut cx = Context::from_waker(&self.waker);
-        if self.linger.is_some() {
-            // Closed on our side: read and drop until the peer closes.
-            loop {
-                match io.poll_next_unpin(&mut cx) {
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(_) => return Keep::No,
-                    Poll::Pending => break,
-                }
+        if let Some(linger) = self.linger.as_mut() {
+            // Closed on our side: until the peer closes or the linger runs
+            // out (checked first, so a peer that keeps talking cannot hold
+            // the channel), read and drop, one message a turn as below.
+            if linger.poll_unpin(&mut cx).is_ready() {
+                return Keep::No;
             }
-            return match self.linger.as_mut().map(|l| l.poll_unpin(&mut cx)) {
-                Some(Poll::Ready(())) => Keep::No,
-                _ => Keep::Yes,
+            return match io.poll_next_unpin(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => Keep::Again,
+                Poll::Ready(_) => Keep::No,
+                Poll::Pending => Keep::Yes,
             };
         }
         if self.read_done {
