@@ -211,6 +211,14 @@ impl<'a> Reader<'a> {
                     self.pos += 1;
                     return Ok(());
                 }
+                // Integers with a 1, 2, 4 or 8 byte argument (session ids).
+                0x18..=0x1b | 0x38..=0x3b => {
+                    let end = start + 1 + (1 << (ib & 0x03));
+                    if end <= self.buf.len() {
+                        self.pos = end;
+                        return Ok(());
+                    }
+                }
                 // Byte and text strings shorter than 24 bytes.
                 0x40..=0x57 | 0x60..=0x77 => {
                     let end = start + 1 + usize::from(ib & 0x1f);

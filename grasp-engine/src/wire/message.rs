@@ -1186,6 +1186,23 @@ mod tests {
         m
     }
 
+    /// peek_type's one-byte fast path and its general path agree.
+    #[test]
+    fn peek_type_reads_short_and_long_heads() {
+        use crate::wire::peek_type;
+        // [9, 1, ...]: M_REQ_SYN in a small array.
+        assert_eq!(peek_type(&hex::decode("830901f6").unwrap()), Some(9));
+        // [99, ...]: M_INVALID's type takes a second byte.
+        assert_eq!(peek_type(&hex::decode("8318630102").unwrap()), Some(99));
+        // An indefinite array and a 24-item array take the general path.
+        assert_eq!(peek_type(&hex::decode("9f03ff").unwrap()), Some(3));
+        assert_eq!(peek_type(&hex::decode("981802").unwrap()), Some(2));
+        // Not a message: a map, a lone array head, nothing.
+        assert_eq!(peek_type(&hex::decode("a10102").unwrap()), None);
+        assert_eq!(peek_type(&hex::decode("83").unwrap()), None);
+        assert_eq!(peek_type(&[]), None);
+    }
+
     /// Objectives and locators alone (the ASA protocol's `bstr .cbor`
     /// forms): byte-exact round trips, values untouched, and whole items
     /// only.

@@ -36,6 +36,12 @@ pub use value::{Value, ValueError, TAG_ENCODED_CBOR};
 /// The type number of an encoded GRASP message (its array's first item),
 /// without decoding the rest; `None` if it does not start like one.
 pub fn peek_type(msg: &[u8]) -> Option<u64> {
+    // Nearly every message is a short array (one head byte, 0x80..=0x97)
+    // whose type fits its head byte (< 24, all but M_INVALID): read those two
+    // bytes directly; this runs for every message sent and received.
+    if let [0x80..=0x97, t @ 0..=0x17, ..] = *msg {
+        return Some(u64::from(t));
+    }
     let mut r = cbor::Reader::new(msg, 1);
     match (r.head(), r.head()) {
         (Ok(cbor::Head::Array(_)), Ok(cbor::Head::Uint(t))) => Some(t),
