@@ -3,14 +3,16 @@
 //! quinn's `Connection` owns its streams:
 //!
 //! * the table holds at most `max` channels (a new one is refused beyond);
-//! * a channel's deadline is in the deadline set exactly while it is set;
+//! * a channel's deadline is in the deadline heap while it is set, and the
+//!   heap's earliest entry is always a live one (see [`Deadlines`]);
 //! * the session id of a session of ours is reserved while its channel
 //!   lives (so a new one never reuses it, RFC 8990 §2.7);
 //! * a responder's (session id, initiator) is held while its negotiation
 //!   lives, and a second request with the same pair is refused (§2.8.6);
 //! * removing a channel releases all of the above, in one place.
 
-use std::collections::{BTreeSet, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -31,7 +33,7 @@ pub(super) enum Refused {
 #[derive(Debug)]
 pub(super) struct Channels {
     map: IdMap<ChannelId, Chan>,
-    deadlines: BTreeSet<(Instant, ChannelId)>,
+    deadlines: Deadlines,
     own_sids: HashSet<SessionId>,
     clashes: HashSet<(SessionId, IpAddr)>,
     next: u64,
@@ -42,7 +44,7 @@ impl Channels {
     pub(super) fn new(max: usize) -> Self {
         Channels {
             map: IdMap::default(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             own_sids: HashSet::new(),
             clashes: HashSet::new(),
             next: 1,
@@ -144,12 +146,13 @@ impl Channels {
     /// Sets (or clears) a channel's deadline.
     pub(super) fn set_deadline(&mut self, id: ChannelId, at: Option<Instant>) {
         if let Some(ch) = self.map.get_mut(&id) {
-            if let Some(old) = ch.deadline.take() {
-                self.deadlines.remove(&(old, id));
-            }
+            let moved = ch.deadline != at;
             ch.deadline = at;
-            if let Some(t) = at {
-                self.deadlines.insert((t, id));
+            if let Some(t) = at.filter(|_| moved) {
+                self.deadlines.heap.push(Reverse((t, id)));
+            }
+            if moved {
+                self.deadlines.tidy(&self.map);
             }
         }
     }
@@ -158,8 +161,8 @@ impl Channels {
     /// clash key.
     pub(super) fn remove(&mut self, id: ChannelId) -> Option<Chan> {
         let ch = self.map.remove(&id)?;
-        if let Some(t) = ch.deadline {
-            self.deadlines.remove(&(t, id));
+        if ch.deadline.is_some() {
+            self.deadlines.tidy(&self.map);
         }
         match &ch.state {
             ChanState::Synch { sid, .. } => {
@@ -180,20 +183,57 @@ impl Channels {
 
     /// The earliest deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.deadlines.heap.peek().map(|Reverse((t, _))| *t)
     }
 
     /// A channel whose deadline is due at `now`, its deadline cleared.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<ChannelId> {
-        let &(t, id) = self.deadlines.first()?;
+        let &Reverse((t, id)) = self.deadlines.heap.peek()?;
         if t > now {
             return None;
         }
-        self.deadlines.pop_first();
+        self.deadlines.heap.pop();
         if let Some(ch) = self.map.get_mut(&id) {
             ch.deadline = None;
         }
+        self.deadlines.tidy(&self.map);
         Some(id)
+    }
+}
+
+/// The channels' deadlines, earliest first.
+///
+/// A min-heap with lazy removal instead of an ordered set: nearly every
+/// channel is opened with a deadline and closed well before it (a
+/// synchronization lives for a few hundred microseconds), and a set paid a
+/// tree insert and a tree removal for each; here opening pushes onto a heap
+/// and closing removes nothing. An entry whose channel is gone or whose
+/// deadline moved is stale: stale entries are dropped whenever they come to
+/// the front (so the front is always live and
+/// [`Channels::next_deadline`] is exact), and all of them at once when they
+/// outnumber the live ones (so the heap stays within about twice the
+/// table).
+#[derive(Debug, Default)]
+struct Deadlines {
+    heap: BinaryHeap<Reverse<(Instant, ChannelId)>>,
+}
+
+impl Deadlines {
+    fn live(
+        map: &IdMap<ChannelId, Chan>,
+        &Reverse((t, id)): &Reverse<(Instant, ChannelId)>,
+    ) -> bool {
+        map.get(&id).is_some_and(|c| c.deadline == Some(t))
+    }
+
+    /// Restores the invariants after a deadline went stale.
+    fn tidy(&mut self, map: &IdMap<ChannelId, Chan>) {
+        if self.heap.len() > 2 * map.len() + 32 {
+            self.heap.retain(|e| Deadlines::live(map, e));
+        }
+        while self.heap.peek().is_some_and(|e| !Deadlines::live(map, e)) {
+            self.heap.pop();
+        }
     }
 }
 
@@ -258,5 +298,35 @@ mod tests {
         assert_eq!(c.len(), 0);
         let again = c.open(chan(ChanState::Fresh), now).unwrap();
         c.set_state(again, theirs(9, ip)).unwrap();
+    }
+
+    /// Closing channels leaves stale deadlines behind: the earliest
+    /// deadline stays exact and the heap stays within about twice the
+    /// table, however many channels come and go.
+    #[test]
+    fn deadlines_stay_exact_and_bounded() {
+        let now = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = Channels::new(100);
+        let long = c.open(chan(ChanState::Fresh), now + 100 * s).unwrap();
+        for i in 0..1000u32 {
+            let short = c.open(chan(ChanState::Fresh), now + s).unwrap();
+            assert_eq!(c.next_deadline(), Some(now + s));
+            if i % 2 == 0 {
+                // Moved later, then closed.
+                c.set_deadline(short, Some(now + 200 * s));
+                assert_eq!(c.next_deadline(), Some(now + 100 * s));
+            }
+            c.remove(short);
+            assert_eq!(c.next_deadline(), Some(now + 100 * s));
+            assert!(c.deadlines.heap.len() <= 2 * c.len() + 33);
+        }
+        // Moving the one left away and back: it fires once.
+        c.set_deadline(long, Some(now + 2 * s));
+        c.set_deadline(long, Some(now + 100 * s));
+        assert_eq!(c.pop_due(now + 99 * s), None);
+        assert_eq!(c.pop_due(now + 100 * s), Some(long));
+        assert_eq!(c.pop_due(now + 300 * s), None);
+        assert_eq!(c.next_deadline(), None);
     }
 }
