@@ -26,7 +26,7 @@
 //! connection are remembered until there are that many: a source that
 //! connects again and again does not rebuild its entry every time).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -98,11 +98,15 @@ struct Source {
     order: VecDeque<u64>,
 }
 
+/// Connections by the number admission gave them. The numbers are ours,
+/// not a peer's, so they hash with foldhash rather than SipHash; nothing
+/// needs them in order (a source's own order is its `order`).
+type Conns = HashMap<u64, Conn, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Table {
     next: u64,
-    /// By admission order.
-    conns: BTreeMap<u64, Conn>,
+    conns: Conns,
     per_source: HashMap<IpAddr, Source>,
     /// When silent connections were last swept for pressure.
     swept: Option<Instant>,
@@ -137,7 +141,7 @@ impl Table {
 
     /// Gives `source` (whose entry is `s`) connection number `next`.
     fn place(
-        conns: &mut BTreeMap<u64, Conn>,
+        conns: &mut Conns,
         next: &mut u64,
         s: &mut Source,
         source: IpAddr,
