@@ -223,7 +223,15 @@ impl Channels {
             slot.lost(id, ChannelEnd::Lost, report);
             return self.kept(id, Keep::No);
         }
-        slot.out.push_back(msg);
+        match slot.start_send(msg) {
+            Ok(None) => {}
+            Ok(Some(msg)) => slot.out.push_back(msg),
+            Err(e) => {
+                debug!(?id, error = %e, "send failed");
+                slot.lost(id, ChannelEnd::Lost, report);
+                return self.kept(id, Keep::No);
+            }
+        }
         let keep = slot.write_all(id, report);
         self.kept(id, keep);
     }
@@ -334,6 +342,32 @@ impl Slot {
                 self.lost(id, channel_end(&e), report);
                 Keep::No
             }
+        }
+    }
+
+    /// Hands `msg` straight to the socket when nothing is ahead of it and
+    /// the socket takes it now (most messages: no queue entry, whose first
+    /// push would allocate); gives it back otherwise, to be queued.
+    fn start_send(&mut self, msg: Bytes) -> Result<Option<Bytes>, AcpError> {
+        let Io::Open(io) = &mut self.io else {
+            return Ok(Some(msg));
+        };
+        if !self.out.is_empty() || self.flushing.is_some() {
+            return Ok(Some(msg));
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        match io.as_mut().poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                // Held until flushed, like every message `write` sends, so
+                // a failure reports it unsent.
+                self.flushing = Some(msg.clone());
+                io.as_mut().start_send(msg).map(|()| None)
+            }
+            Poll::Ready(Err(e)) => {
+                self.out.push_back(msg);
+                Err(e)
+            }
+            Poll::Pending => Ok(Some(msg)),
         }
     }
 
