@@ -1,6 +1,7 @@
 //! Whole GRASP messages over a byte stream (TCP, a fabric pipe, or TLS
 //! over either), and the [`Upgrade`] a security backend asks of a base.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -9,15 +10,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Sink, Stream};
 use grasp_engine::transport::{AcpError, StatsCounters};
 use grasp_engine::wire::{DecodeError, Limits, StreamDecoder};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 /// Bytes read from the socket at a time, at most.
 const READ_CHUNK: usize = 4096;
-/// Bytes reserved for a read when nothing is buffered. Most GRASP messages
-/// are far smaller; an idle channel (a session waiting for its peer) then
-/// holds a few hundred bytes instead of a whole chunk. A larger message grows
-/// the buffer as it arrives.
+/// Bytes read (onto the stack) when nothing is buffered: most GRASP
+/// messages are far smaller, and an idle channel (a session waiting for its
+/// peer) holds no read buffer at all. A larger message goes on into a buffer
+/// that grows as it arrives.
 const FIRST_READ: usize = 256;
 
 /// Splits a byte stream into messages when messages are not CBOR items on
@@ -200,19 +201,26 @@ impl<S> StreamChannel<S> {
         self
     }
 
-    fn split(&mut self) -> Result<Option<Bytes>, DecodeError> {
+    /// The length of the first whole message at the front of `buf`.
+    fn frame(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
         let Some(f) = &self.framer else {
-            return self.decoder.decode(&mut self.rbuf);
+            return self.decoder.item_len(buf);
         };
-        match f.split(&self.rbuf)? {
-            Some(n) if n > 0 && n <= self.rbuf.len() => Ok(Some(self.rbuf.split_to(n).freeze())),
+        match f.split(buf)? {
+            Some(n) if n > 0 && n <= buf.len() => Ok(Some(n)),
             Some(_) => Err(DecodeError::Truncated { offset: 0 }),
-            None if self.rbuf.len() > self.max => Err(DecodeError::TooLarge {
-                len: self.rbuf.len(),
+            None if buf.len() > self.max => Err(DecodeError::TooLarge {
+                len: buf.len(),
                 max: self.max,
             }),
             None => Ok(None),
         }
+    }
+
+    fn split(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        Ok(self
+            .frame(&self.rbuf)?
+            .map(|n| self.rbuf.split_to(n).freeze()))
     }
 
     /// Holds `slot` until the channel is dropped (an inbound channel's
@@ -225,6 +233,15 @@ impl<S> StreamChannel<S> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io
+    }
+
+    fn read_failed(&mut self, e: std::io::Error) -> AcpError {
+        self.read_done = true;
+        if e.kind() == std::io::ErrorKind::ConnectionReset {
+            AcpError::Reset
+        } else {
+            AcpError::io("reading from the peer", e)
+        }
     }
 
     fn malformed(&mut self, e: DecodeError) -> AcpError {
@@ -266,14 +283,37 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
             }
-            // Never buffer more than one maximum-size message plus a chunk;
-            // start small.
-            let want = if this.rbuf.is_empty() {
-                FIRST_READ
-            } else {
-                READ_CHUNK.min(this.max + 1)
-            };
-            this.rbuf.reserve(want);
+            if this.rbuf.is_empty() {
+                // A read into an empty buffer lands on the stack: a message
+                // that arrives whole, as nearly every one does, is copied
+                // into one small allocation (`wire::share`), with no read
+                // buffer left behind and no shared header that splitting
+                // one would allocate.
+                let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+                let mut rb = ReadBuf::uninit(&mut first);
+                if let Err(e) = ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb)) {
+                    return Poll::Ready(Some(Err(this.read_failed(e))));
+                }
+                let got = rb.filled();
+                if got.is_empty() {
+                    this.read_done = true;
+                    return Poll::Ready(None);
+                }
+                match this.frame(got) {
+                    Ok(Some(n)) if n == got.len() => {
+                        if let Some(s) = &this.slot {
+                            s.spoke();
+                        }
+                        return Poll::Ready(Some(Ok(grasp_engine::wire::share(got))));
+                    }
+                    Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
+                    // Part of a message, or more than one.
+                    _ => this.rbuf.extend_from_slice(got),
+                }
+                continue;
+            }
+            // Never buffer more than one maximum-size message plus a chunk.
+            this.rbuf.reserve(READ_CHUNK.min(this.max + 1));
             match ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf)) {
                 Ok(0) => {
                     this.read_done = true;
@@ -283,16 +323,7 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                     });
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    this.read_done = true;
-                    return Poll::Ready(Some(Err(
-                        if e.kind() == std::io::ErrorKind::ConnectionReset {
-                            AcpError::Reset
-                        } else {
-                            AcpError::io("reading from the peer", e)
-                        },
-                    )));
-                }
+                Err(e) => return Poll::Ready(Some(Err(this.read_failed(e)))),
             }
         }
     }

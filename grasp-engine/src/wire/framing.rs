@@ -49,9 +49,10 @@ impl StreamDecoder {
         &self.limits
     }
 
-    /// Splits the first complete message off the front of `buf`, or returns
-    /// `Ok(None)` if more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+    /// The length of the first complete message at the front of `buf`, or
+    /// `Ok(None)` if more bytes are needed (an item that cannot fit in
+    /// `max_message_size` is an error as soon as that many bytes are there).
+    pub fn item_len(&self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
         if buf.is_empty() {
             return Ok(None);
         }
@@ -59,10 +60,7 @@ impl StreamDecoder {
         let window = &buf[..buf.len().min(max)];
         let mut r = Reader::new(window, self.limits.max_depth);
         match r.skip(1) {
-            Ok(()) => {
-                let n = r.pos();
-                Ok(Some(buf.split_to(n).freeze()))
-            }
+            Ok(()) => Ok(Some(r.pos())),
             Err(DecodeError::Truncated { .. }) if buf.len() >= max => Err(DecodeError::TooLarge {
                 len: buf.len(),
                 max,
@@ -70,6 +68,12 @@ impl StreamDecoder {
             Err(DecodeError::Truncated { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Splits the first complete message off the front of `buf`, or returns
+    /// `Ok(None)` if more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+        Ok(self.item_len(buf)?.map(|n| buf.split_to(n).freeze()))
     }
 
     /// At end of stream: `Ok(())` if nothing is left over, otherwise the error

@@ -18,6 +18,7 @@
 //! assert_eq!(Message::decode(&bytes).unwrap(), req);
 //! ```
 
+mod buf;
 mod cbor;
 pub mod envelope;
 mod error;
@@ -25,6 +26,7 @@ mod framing;
 mod message;
 mod value;
 
+pub use buf::share;
 pub use error::DecodeError;
 pub use framing::StreamDecoder;
 pub use message::{
