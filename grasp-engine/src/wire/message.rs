@@ -256,9 +256,7 @@ impl Message {
 
     /// Encodes the message.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64);
-        self.encode_into(&mut out);
-        Bytes::from(out)
+        encoded(|out| self.encode_into(out))
     }
 
     /// Appends the encoding to `out`.
@@ -390,14 +388,46 @@ fn write_addr(out: &mut Vec<u8>, a: &IpAddr) {
     }
 }
 
+/// What `write` appends, as a buffer of exactly its size. It is written into
+/// a scratch buffer kept per thread and copied out once with
+/// [`share`](super::share) (one allocation, where a `Vec` made into `Bytes`
+/// and shared costs two). The scratch keeps at most 4 KiB.
+fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    const KEEP: usize = 4096;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut write = Some(write);
+    let done = SCRATCH.try_with(|s| {
+        let Ok(mut out) = s.try_borrow_mut() else {
+            return None;
+        };
+        out.clear();
+        (write.take()?)(&mut out);
+        let b = super::share(&out);
+        if out.capacity() > KEEP {
+            *out = Vec::new();
+        }
+        Some(b)
+    });
+    match (done, write) {
+        (Ok(Some(b)), _) => b,
+        // Thread-local storage gone (a thread's destructors) or in use.
+        (_, Some(write)) => {
+            let mut out = Vec::new();
+            write(&mut out);
+            Bytes::from(out)
+        }
+        (_, None) => unreachable!("the scratch path wrote and returned"),
+    }
+}
+
 impl Objective {
     /// The objective's RFC 8990 encoding on its own, `[name, flags,
     /// loop-count, ?value]`: what the ASA protocol carries (values
     /// byte-exact).
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(16 + self.name.len());
-        write_objective(&mut out, self);
-        Bytes::from(out)
+        encoded(|out| write_objective(out, self))
     }
 
     /// Reads exactly one objective in its RFC 8990 encoding, enforcing
@@ -411,9 +441,7 @@ impl Locator {
     /// The locator option's RFC 8990 encoding on its own, e.g.
     /// `[103, address, protocol, port]`.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(32);
-        write_locator(&mut out, self);
-        Bytes::from(out)
+        encoded(|out| write_locator(out, self))
     }
 
     /// Reads exactly one locator option in its RFC 8990 encoding.
