@@ -61,7 +61,13 @@ pub(super) struct Channels {
     /// Channels that gave a message and may hold more without a wake to
     /// come: polled again on the driver's next turn.
     again: Vec<ChannelId>,
+    /// Wakers of ended channels that nothing else holds, for new channels
+    /// to take (one allocation less per channel), at most [`SPARE_WAKERS`].
+    spare: Vec<Arc<SlotWaker>>,
 }
+
+/// Ended channels' wakers kept for reuse, at most.
+const SPARE_WAKERS: usize = 64;
 
 /// The channels whose sockets woke since the driver last looked.
 #[derive(Default)]
@@ -142,15 +148,48 @@ impl Channels {
             woken: Arc::default(),
             batch: Vec::new(),
             again: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// A waker for channel `id`: an ended channel's, or a new one.
+    fn waker_for(&mut self, id: ChannelId) -> Arc<SlotWaker> {
+        if let Some(mut w) = self.spare.pop() {
+            if let Some(s) = Arc::get_mut(&mut w) {
+                s.id = id;
+                *s.queued.get_mut() = false;
+                return w;
+            }
+        }
+        Arc::new(SlotWaker {
+            id,
+            queued: AtomicBool::new(false),
+            woken: self.woken.clone(),
+        })
+    }
+
+    /// Drops an ended channel's slot, keeping its waker if nothing else
+    /// holds it (a stale entry of its old id on the woken list finds no
+    /// slot and is skipped).
+    fn retire(&mut self, slot: Slot) {
+        // The socket and the timer first: they may hold clones of the waker.
+        let Slot {
+            io,
+            linger,
+            waker,
+            mut wake,
+            ..
+        } = slot;
+        drop(io);
+        drop(linger);
+        drop(waker);
+        if self.spare.len() < SPARE_WAKERS && Arc::get_mut(&mut wake).is_some() {
+            self.spare.push(wake);
         }
     }
 
     fn insert(&mut self, id: ChannelId, io: Io, report: &mut impl FnMut(ChannelId, Report)) {
-        let wake = Arc::new(SlotWaker {
-            id,
-            queued: AtomicBool::new(false),
-            woken: self.woken.clone(),
-        });
+        let wake = self.waker_for(id);
         let waker = futures::task::waker(wake.clone());
         let mut slot = Slot {
             io,
@@ -167,6 +206,8 @@ impl Channels {
         let keep = slot.poll(id, report);
         if keep != Keep::No {
             self.slots.insert(id, slot);
+        } else {
+            self.retire(slot);
         }
         self.kept(id, keep);
     }
@@ -180,7 +221,9 @@ impl Channels {
                 self.woken.any.store(true, Ordering::Release);
             }
             Keep::No => {
-                self.slots.remove(&id);
+                if let Some(slot) = self.slots.remove(&id) {
+                    self.retire(slot);
+                }
             }
         }
     }
