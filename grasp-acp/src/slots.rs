@@ -110,7 +110,13 @@ struct Table {
     per_source: HashMap<IpAddr, Source>,
     /// When silent connections were last swept for pressure.
     swept: Option<Instant>,
+    /// Ended connections' flags, for new ones to take (one allocation less
+    /// per connection), at most [`SPARE_FLAGS`].
+    spare: Vec<Arc<Flags>>,
 }
+
+/// Ended connections' flags kept for reuse, at most.
+const SPARE_FLAGS: usize = 64;
 
 impl Table {
     /// Removes connection `id`. Its source's entry stays when it holds
@@ -143,13 +149,20 @@ impl Table {
     fn place(
         conns: &mut Conns,
         next: &mut u64,
+        spare: &mut Vec<Arc<Flags>>,
         s: &mut Source,
         source: IpAddr,
         now: Instant,
     ) -> (u64, Arc<Flags>) {
         let id = *next;
         *next += 1;
-        let flags = Arc::new(Flags::default());
+        let flags = spare
+            .pop()
+            .and_then(|mut f| {
+                *Arc::get_mut(&mut f)? = Flags::default();
+                Some(f)
+            })
+            .unwrap_or_default();
         conns.insert(
             id,
             Conn {
@@ -268,13 +281,14 @@ impl Slots {
             conns,
             per_source,
             next,
+            spare,
             ..
         } = &mut *t;
         if let Some(s) = per_source
             .get_mut(&source)
             .filter(|s| room && s.held < l.per_source)
         {
-            let (id, flags) = Table::place(conns, next, s, source, now);
+            let (id, flags) = Table::place(conns, next, spare, s, source, now);
             return Ok((self.slot(id, flags), done));
         }
         if t.held(&source) >= l.per_source {
@@ -303,10 +317,11 @@ impl Slots {
             conns,
             per_source,
             next,
+            spare,
             ..
         } = &mut *t;
         let s = per_source.entry(source).or_default();
-        let (id, flags) = Table::place(conns, next, s, source, now);
+        let (id, flags) = Table::place(conns, next, spare, s, source, now);
         Ok((self.slot(id, flags), done))
     }
 
@@ -359,8 +374,17 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(t) = self.table.upgrade() {
-            t.lock().unwrap_or_else(|e| e.into_inner()).remove(self.id);
+        let Some(t) = self.table.upgrade() else {
+            return;
+        };
+        let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+        // The table's and this slot's are the only holders of the flags:
+        // once this slot is gone the spare one is free to reuse (`place`
+        // checks that it is).
+        if let Some(c) = t.remove(self.id) {
+            if t.spare.len() < SPARE_FLAGS && Arc::strong_count(&c.flags) == 2 {
+                t.spare.push(c.flags);
+            }
         }
     }
 }
@@ -380,6 +404,25 @@ mod tests {
             per_source,
             ..Admission::default()
         })
+    }
+
+    #[test]
+    fn reused_flags_start_fresh() {
+        let s = slots(100, 3);
+        let now = Instant::now();
+        let a = s.admit(ip(1), now).unwrap().0;
+        a.spoke();
+        let b = s.admit(ip(1), now).unwrap().0;
+        s.lock().evict(b.id);
+        let (pa, pb) = (Arc::as_ptr(&a.flags), Arc::as_ptr(&b.flags));
+        drop((a, b));
+        // a's flags came back (b's went with its eviction): taken again, reset.
+        let c = s.admit(ip(1), now).unwrap().0;
+        assert_eq!(Arc::as_ptr(&c.flags), pa);
+        assert_ne!(Arc::as_ptr(&c.flags), pb);
+        assert!(!c.flags.spoke.load(Ordering::Acquire));
+        assert!(!c.flags.evicted.load(Ordering::Acquire));
+        assert_eq!(s.len(), 1);
     }
 
     #[test]
