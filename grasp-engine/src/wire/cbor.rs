@@ -29,6 +29,10 @@ pub(crate) const MAJOR_MAP: u8 = 5;
 pub(crate) const MAJOR_TAG: u8 = 6;
 pub(crate) const MAJOR_SIMPLE: u8 = 7;
 
+/// The deepest nesting any reader allows, whatever its limits say: the
+/// size of [`Reader::skip`]'s stack of open containers.
+pub(crate) const MAX_NESTING: usize = 64;
+
 /// The encoded `null` simple value.
 pub(crate) const NULL: u8 = 0xf6;
 
@@ -81,11 +85,13 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `buf` allowing `max_depth` levels of nesting (at most
+    /// [`MAX_NESTING`]).
     pub(crate) fn new(buf: &'a [u8], max_depth: usize) -> Self {
         Reader {
             buf,
             pos: 0,
-            max_depth,
+            max_depth: max_depth.min(MAX_NESTING),
         }
     }
 
@@ -199,64 +205,131 @@ impl<'a> Reader<'a> {
     /// Skips one complete data item, checking that it is well formed, that
     /// text is UTF-8 and that nesting stays within the depth limit. `depth` is
     /// the nesting level of the item being skipped (the outermost item is 1).
+    ///
+    /// A loop over the items with a stack of the containers still open,
+    /// not a recursion: every message is walked this way once to frame it
+    /// and its value once more, and a call per item cost more than the item.
     pub(crate) fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
-        let start = self.pos;
-        // Fast path for the items objective values are mostly made of: small
-        // integers, simple values and short strings, whose head is one byte.
-        if let Some(&ib) = self.buf.get(start) {
-            match ib {
-                // uint 0..23, nint -1..-24, simple values 0..23 (false, true,
-                // null, undefined among them): nothing follows the head.
+        // Items left in each open container, innermost last (a map counts
+        // its keys and values); `UNTIL_BREAK` for an indefinite-length one.
+        // A count fits in 32 bits: one larger than the bytes left is
+        // refused at once (every item takes at least a byte).
+        const UNTIL_BREAK: u32 = u32::MAX;
+        let mut open = [0u32; MAX_NESTING];
+        let mut n = 0;
+        loop {
+            let start = self.pos;
+            let Some(&ib) = self.buf.get(start) else {
+                return Err(self.truncated());
+            };
+            // What the item opens: `Some(items)` for a container or a tag
+            // (its one item), `None` for an item complete once skipped.
+            let opens = match ib {
+                // uint 0..23, nint -1..-24, simple values 0..23 (false,
+                // true, null, undefined among them): nothing follows.
                 0x00..=0x17 | 0x20..=0x37 | 0xe0..=0xf7 => {
                     self.pos += 1;
-                    return Ok(());
+                    None
                 }
                 // Integers with a 1, 2, 4 or 8 byte argument (session ids).
                 0x18..=0x1b | 0x38..=0x3b => {
-                    let end = start + 1 + (1 << (ib & 0x03));
-                    if end <= self.buf.len() {
-                        self.pos = end;
-                        return Ok(());
-                    }
+                    self.take(1 + (1 << (ib & 0x03)))?;
+                    None
                 }
                 // Byte and text strings shorter than 24 bytes.
                 0x40..=0x57 | 0x60..=0x77 => {
-                    let end = start + 1 + usize::from(ib & 0x1f);
-                    if let Some(s) = self.buf.get(start + 1..end) {
-                        if ib >= 0x60 {
-                            check_utf8(s, start)?;
-                        }
-                        self.pos = end;
-                        return Ok(());
+                    self.pos += 1;
+                    let s = self.take(u64::from(ib & 0x1f))?;
+                    if ib >= 0x60 {
+                        check_utf8(s, start)?;
+                    }
+                    None
+                }
+                // Arrays of fewer than 24 items, maps of fewer than 24 pairs.
+                0x80..=0x97 | 0xa0..=0xb7 => {
+                    self.pos += 1;
+                    Some(u32::from(ib & 0x1f) << u32::from(ib >= 0xa0))
+                }
+                0xff => {
+                    // Only an indefinite-length container ends at a break.
+                    if n == 0 || open[n - 1] != UNTIL_BREAK {
+                        return Err(DecodeError::MalformedCbor {
+                            offset: start,
+                            what: "unexpected break code",
+                        });
+                    }
+                    self.pos += 1;
+                    n -= 1;
+                    None
+                }
+                _ => match self.head()? {
+                    h @ (Head::Bytes(_) | Head::Text(_)) => {
+                        self.skip_string(start, h)?;
+                        None
+                    }
+                    Head::Array(None) | Head::Map(None) => Some(UNTIL_BREAK),
+                    Head::Array(Some(l)) => Some(self.claimed(l)?),
+                    Head::Map(Some(l)) => Some(self.claimed(l.saturating_mul(2))?),
+                    Head::Tag(_) => Some(1),
+                    Head::Break => {
+                        return Err(DecodeError::MalformedCbor {
+                            offset: start,
+                            what: "unexpected break code",
+                        })
+                    }
+                    Head::Uint(_) | Head::Nint(_) | Head::Simple(_) | Head::Float(_) => None,
+                },
+            };
+            match opens {
+                Some(items) => {
+                    self.check_depth(start, depth + n)?;
+                    if items > 0 {
+                        let Some(slot) = open.get_mut(n) else {
+                            return Err(DecodeError::TooDeep {
+                                offset: start,
+                                max: self.max_depth,
+                            });
+                        };
+                        *slot = items;
+                        n += 1;
+                        continue;
                     }
                 }
-                // Arrays of fewer than 24 items and maps of fewer than 24
-                // pairs: what messages and most values are built of.
-                0x80..=0x97 | 0xa0..=0xb7 => {
-                    self.check_depth(start, depth)?;
-                    let items = usize::from(ib & 0x1f) << u32::from(ib >= 0xa0);
-                    self.pos += 1;
-                    for _ in 0..items {
-                        self.skip(depth + 1)?;
-                    }
+                None => {}
+            }
+            // One item is complete: count it against the containers it
+            // completes, innermost first.
+            loop {
+                if n == 0 {
                     return Ok(());
                 }
-                _ => {}
+                let left = &mut open[n - 1];
+                if *left == UNTIL_BREAK {
+                    break;
+                }
+                *left -= 1;
+                if *left > 0 {
+                    break;
+                }
+                n -= 1;
             }
         }
-        let head = self.head()?;
-        self.skip_after_head(start, head, depth)
     }
 
-    /// Like [`skip`](Self::skip) when the head has already been read.
-    pub(crate) fn skip_after_head(
-        &mut self,
-        start: usize,
-        head: Head,
-        depth: usize,
-    ) -> Result<(), DecodeError> {
+    /// A container's claimed item count, if the bytes left could hold that
+    /// many items (each takes at least one).
+    fn claimed(&self, items: u64) -> Result<u32, DecodeError> {
+        match u32::try_from(items) {
+            Ok(n) if items <= self.remaining() as u64 && n != u32::MAX => Ok(n),
+            _ => Err(self.truncated()),
+        }
+    }
+
+    /// The rest of a byte or text string whose head (at `start`) was read;
+    /// an indefinite-length one's chunks must be definite strings of its
+    /// own type.
+    pub(crate) fn skip_string(&mut self, start: usize, head: Head) -> Result<(), DecodeError> {
         match head {
-            Head::Uint(_) | Head::Nint(_) | Head::Simple(_) | Head::Float(_) => Ok(()),
             Head::Bytes(Some(n)) => self.take(n).map(drop),
             Head::Text(Some(n)) => {
                 let s = self.take(n)?;
@@ -284,38 +357,9 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            Head::Array(len) | Head::Map(len) => {
-                self.check_depth(start, depth)?;
-                let per = if matches!(head, Head::Map(_)) { 2 } else { 1 };
-                match len {
-                    Some(n) => {
-                        // Every item takes at least one byte, so a length the
-                        // input merely claims cannot make this loop outlive it.
-                        for _ in 0..n {
-                            for _ in 0..per {
-                                self.skip(depth + 1)?;
-                            }
-                        }
-                        Ok(())
-                    }
-                    None => loop {
-                        if self.peek_head()? == Head::Break {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        for _ in 0..per {
-                            self.skip(depth + 1)?;
-                        }
-                    },
-                }
-            }
-            Head::Tag(_) => {
-                self.check_depth(start, depth)?;
-                self.skip(depth + 1)
-            }
-            Head::Break => Err(DecodeError::MalformedCbor {
+            _ => Err(DecodeError::MalformedCbor {
                 offset: start,
-                what: "unexpected break code",
+                what: "not a string",
             }),
         }
     }
@@ -594,6 +638,53 @@ mod tests {
             0xd8, 0x18, 0xd8, 0x18, 0x00,
         ];
         assert!(matches!(skip_all(&tags), Err(DecodeError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn containers_end_where_they_should() {
+        for (ok, len) in [
+            (&[0x80][..], 1),                           // []
+            (&[0xa0], 1),                               // {}
+            (&[0x82, 0x80, 0xa0], 3),                   // [[], {}]
+            (&[0x9f, 0x9f, 0xff, 0x01, 0xff], 5),       // [_ [_ ], 1]
+            (&[0xbf, 0x61, b'k', 0x9f, 0xff, 0xff], 6), // {_ "k": [_ ]}
+            (&[0xc1, 0xc2, 0x82, 0x01, 0x02], 5),       // 1(2([1, 2]))
+            (&[0x82, 0x81, 0x81, 0x00, 0x01], 5),       // [[[0]], 1]
+            (&[0x98, 0x01, 0x5f, 0x41, 0x00, 0xff], 6), // [(_ h'00')]
+            (&[0x83, 0x00, 0x80, 0x00, 0x00], 4),       // trailing byte left
+        ] {
+            assert_eq!(skip_all(ok).unwrap(), len, "{ok:02x?}");
+        }
+        for bad in [
+            &[0x82, 0x00, 0xff][..], // break inside a definite array
+            &[0xa1, 0x00],           // a map missing its value
+            &[0x9f, 0x00],           // unterminated
+            &[0xc1],                 // a tag without its item
+            &[0xbb, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00], // 2^63-1 pairs
+            &[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // "until break"?
+        ] {
+            assert!(skip_all(bad).is_err(), "{bad:02x?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_capped_whatever_the_limit() {
+        let mut deep = vec![0x81; MAX_NESTING];
+        deep.push(0);
+        assert!(Reader::new(&deep, usize::MAX).skip(1).is_ok());
+        let mut deeper = vec![0x81; MAX_NESTING + 1];
+        deeper.push(0);
+        let e = Reader::new(&deeper, usize::MAX).skip(1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::TooDeep {
+                    max: MAX_NESTING,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

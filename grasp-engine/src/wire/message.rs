@@ -687,7 +687,7 @@ impl Parser<'_> {
             h @ Head::Text(None) => {
                 // Validate the whole item first, then join its chunks.
                 let mut check = self.r.clone();
-                check.skip_after_head(at, h, 1)?;
+                check.skip_string(at, h)?;
                 let mut s = String::new();
                 loop {
                     match self.r.head()? {

@@ -77,7 +77,8 @@ pub struct Limits {
     /// Largest message accepted, in bytes (RFC 8990 §2.8.3). Default
     /// [`GRASP_DEF_MAX_SIZE`].
     pub max_message_size: usize,
-    /// Deepest CBOR nesting accepted, counting the message array as 1.
+    /// Deepest CBOR nesting accepted, counting the message array as 1; at
+    /// most 64 (a larger value acts as 64).
     pub max_depth: usize,
 }
 
