@@ -280,22 +280,19 @@ impl<'a> Reader<'a> {
                     Head::Uint(_) | Head::Nint(_) | Head::Simple(_) | Head::Float(_) => None,
                 },
             };
-            match opens {
-                Some(items) => {
-                    self.check_depth(start, depth + n)?;
-                    if items > 0 {
-                        let Some(slot) = open.get_mut(n) else {
-                            return Err(DecodeError::TooDeep {
-                                offset: start,
-                                max: self.max_depth,
-                            });
-                        };
-                        *slot = items;
-                        n += 1;
-                        continue;
-                    }
+            if let Some(items) = opens {
+                self.check_depth(start, depth + n)?;
+                if items > 0 {
+                    let Some(slot) = open.get_mut(n) else {
+                        return Err(DecodeError::TooDeep {
+                            offset: start,
+                            max: self.max_depth,
+                        });
+                    };
+                    *slot = items;
+                    n += 1;
+                    continue;
                 }
-                None => {}
             }
             // One item is complete: count it against the containers it
             // completes, innermost first.
