@@ -235,6 +235,14 @@ impl<S> StreamChannel<S> {
         &self.io
     }
 
+    /// A whole message, handed on: the channel has spoken.
+    fn delivered(&self, msg: Bytes) -> Bytes {
+        if let Some(s) = &self.slot {
+            s.spoke();
+        }
+        msg
+    }
+
     fn read_failed(&mut self, e: std::io::Error) -> AcpError {
         self.read_done = true;
         if e.kind() == std::io::ErrorKind::ConnectionReset {
@@ -274,12 +282,7 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                 return Poll::Ready(None);
             }
             match this.split() {
-                Ok(Some(msg)) => {
-                    if let Some(s) = &this.slot {
-                        s.spoke();
-                    }
-                    return Poll::Ready(Some(Ok(msg)));
-                }
+                Ok(Some(msg)) => return Poll::Ready(Some(Ok(this.delivered(msg)))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
             }
@@ -301,10 +304,8 @@ impl<S: AsyncRead + Unpin> Stream for StreamChannel<S> {
                 }
                 match this.frame(got) {
                     Ok(Some(n)) if n == got.len() => {
-                        if let Some(s) = &this.slot {
-                            s.spoke();
-                        }
-                        return Poll::Ready(Some(Ok(grasp_engine::wire::share(got))));
+                        let msg = grasp_engine::wire::share(got);
+                        return Poll::Ready(Some(Ok(this.delivered(msg))));
                     }
                     Err(e) => return Poll::Ready(Some(Err(this.malformed(e)))),
                     // Part of a message, or more than one.

@@ -392,34 +392,28 @@ fn write_addr(out: &mut Vec<u8>, a: &IpAddr) {
 /// a scratch buffer kept per thread and copied out once with
 /// [`share`](super::share) (one allocation, where a `Vec` made into `Bytes`
 /// and shared costs two). The scratch keeps at most 4 KiB.
-fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+fn encoded(write: impl Fn(&mut Vec<u8>)) -> Bytes {
     const KEEP: usize = 4096;
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let mut write = Some(write);
-    let done = SCRATCH.try_with(|s| {
-        let Ok(mut out) = s.try_borrow_mut() else {
-            return None;
-        };
+    let scratch = SCRATCH.try_with(|s| {
+        let mut out = s.try_borrow_mut().ok()?;
         out.clear();
-        (write.take()?)(&mut out);
+        write(&mut out);
         let b = super::share(&out);
         if out.capacity() > KEEP {
             *out = Vec::new();
         }
         Some(b)
     });
-    match (done, write) {
-        (Ok(Some(b)), _) => b,
-        // Thread-local storage gone (a thread's destructors) or in use.
-        (_, Some(write)) => {
-            let mut out = Vec::new();
-            write(&mut out);
-            Bytes::from(out)
-        }
-        (_, None) => unreachable!("the scratch path wrote and returned"),
-    }
+    // Without the scratch (a thread's destructors run, or it is in use):
+    // a buffer of its own.
+    scratch.ok().flatten().unwrap_or_else(|| {
+        let mut out = Vec::new();
+        write(&mut out);
+        super::share(&out)
+    })
 }
 
 impl Objective {
