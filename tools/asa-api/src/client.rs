@@ -182,7 +182,11 @@ impl Remote {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let framed = tokio_util::codec::Framed::new(stream, crate::codec(crate::DEFAULT_MAX_FRAME));
+        let framed =
+            crate::frames(stream, crate::DEFAULT_MAX_FRAME).map_err(|source| ConnectError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let (sink, source) = framed.split();
         let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
         tokio::spawn(crate::write_frames(sink, rx, Some));

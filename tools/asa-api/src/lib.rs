@@ -1,6 +1,7 @@
 //! The GRASP ASA protocol: how ASAs in other processes use graspd's GRASP
 //! core (RFC 8991 §2.1). This crate holds its wire layer, shared by the
-//! daemon and the clients: [`codec`] cuts the byte stream into frames (a
+//! daemon and the clients: [`frames`] puts a connected socket ([`Socket`])
+//! under [`codec`], which cuts the byte stream into frames (a
 //! 4-byte big-endian length, then one CBOR item) and refuses oversized ones
 //! from their length alone; [`Frame`] is the envelope, requests
 //! `[0, id, method, params]`, responses `[1, id, err, result]`, events
@@ -23,6 +24,9 @@ use grasp_engine::{ApiError, ErrorCode};
 pub mod client;
 pub mod form;
 pub mod request;
+mod socket;
+
+pub use socket::Socket;
 
 /// The protocol version this crate speaks.
 pub const VERSION: u64 = 1;
@@ -44,6 +48,18 @@ pub fn codec(max_frame: usize) -> tokio_util::codec::LengthDelimitedCodec {
         .big_endian()
         .max_frame_length(max_frame)
         .new_codec()
+}
+
+/// A connected ASA socket (either end) as a stream and sink of frames of
+/// at most `max_frame` bytes.
+pub fn frames(
+    stream: tokio::net::UnixStream,
+    max_frame: usize,
+) -> std::io::Result<tokio_util::codec::Framed<Socket, tokio_util::codec::LengthDelimitedCodec>> {
+    Ok(tokio_util::codec::Framed::new(
+        Socket::new(stream)?,
+        codec(max_frame),
+    ))
 }
 
 /// One frame of the protocol.

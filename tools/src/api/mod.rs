@@ -245,8 +245,13 @@ pub async fn connection(stream: UnixStream, core: Core, grants: Grants) {
 }
 
 async fn serve_connection(stream: UnixStream, core: Core, grants: Grants) {
-    let framed =
-        tokio_util::codec::Framed::new(stream, grasp_asa_api::codec(core.limits.max_frame));
+    let framed = match grasp_asa_api::frames(stream, core.limits.max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "ASA client dropped: its socket cannot be registered");
+            return;
+        }
+    };
     let (sink, mut source) = framed.split();
     // Answers wait here for the writer; bounded by the outstanding calls.
     let (tx, rx) = mpsc::channel::<Frame>(core.limits.requests + 2);
