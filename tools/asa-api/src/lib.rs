@@ -174,40 +174,9 @@ pub enum FrameError {
 impl Frame {
     /// The frame's CBOR item (without its length prefix).
     pub fn encode(&self) -> Vec<u8> {
-        let uint = form::uint;
-        let item = match self {
-            Frame::Request { id, method, params } => Value::Array(vec![
-                uint(0),
-                uint(*id),
-                Value::Text(method.clone()),
-                Value::Map(
-                    params
-                        .iter()
-                        .map(|(k, v)| (Value::Text(k.clone()), v.clone()))
-                        .collect(),
-                ),
-            ]),
-            Frame::Response { id, err, result } => Value::Array(vec![
-                uint(1),
-                uint(*id),
-                err.as_ref().map_or(Value::Null, WireError::value),
-                result.clone(),
-            ]),
-            Frame::Event {
-                subscription,
-                kind,
-                data,
-            } => Value::Array(vec![
-                uint(2),
-                uint(*subscription),
-                Value::Text(kind.clone()),
-                data.clone(),
-            ]),
-            Frame::Cancel { id } => Value::Array(vec![uint(3), uint(*id)]),
-        };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(128);
         // Writing into a Vec cannot fail.
-        let _ = ciborium::ser::into_writer(&item, &mut out);
+        let _ = ciborium::ser::into_writer(&Item(self), &mut out);
         out
     }
 
@@ -284,6 +253,54 @@ impl Frame {
             }
             (Some(3), 0) => Ok(Frame::Cancel { id: second }),
             _ => bad("a frame is [0, ...] (request), [1, ...] (response), [2, ...] (event) or [3, id] (cancel), with 4, 4, 4 or 2 items"),
+        }
+    }
+}
+
+/// A frame as its CBOR item, serialized from the frame's own parts: no
+/// `Value` of the whole is built and nothing is copied (a frame's bytes are
+/// the same as those of the `Value` it reads back as).
+struct Item<'a>(&'a Frame);
+
+impl serde::Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Frame::Request { id, method, params } => {
+                (0u64, id, method, Params(params)).serialize(s)
+            }
+            Frame::Response { id, err, result } => (1u64, id, WireErr(err), result).serialize(s),
+            Frame::Event {
+                subscription,
+                kind,
+                data,
+            } => (2u64, subscription, kind, data).serialize(s),
+            Frame::Cancel { id } => (3u64, id).serialize(s),
+        }
+    }
+}
+
+/// A request's params: a map with text keys, in their order.
+struct Params<'a>(&'a [(String, Value)]);
+
+impl serde::Serialize for Params<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k.as_str(), v)?;
+        }
+        m.end()
+    }
+}
+
+/// A response's error: null, or `[code, name, detail]`.
+struct WireErr<'a>(&'a Option<WireError>);
+
+impl serde::Serialize for WireErr<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_unit(),
+            Some(e) => (e.code, e.name.as_str(), e.detail.as_str()).serialize(s),
         }
     }
 }
