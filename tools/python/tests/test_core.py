@@ -47,3 +47,32 @@ def test_no_graspd_at_all(tmp_path):
     assert "cannot reach graspd's ASA socket" in p.stderr and "[api] socket" in p.stderr
     assert p.stderr.count("cannot reach") == 1  # said once
     assert time.monotonic() - t0 < 10
+
+
+def test_many_threads_share_the_socket_and_get_their_own_answers(lone_graspd, tmp_path):
+    # Each thread alternates calls whose answers differ (a registration,
+    # the same again, which fails, a deregistration, the same again): an
+    # answer handed to the wrong thread, a lost one or a reader that never
+    # passes the reading on shows as a wrong code or a hang (bounded here).
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import threading, grasp\n"
+        "e, asa = grasp.register_asa('threads')\n"
+        "assert e == 0\n"
+        "bad = []\n"
+        "def run(i):\n"
+        "    for k in range(150):\n"
+        "        o = grasp.objective('EX.t%d.%d' % (i, k))\n"
+        "        got = (grasp.register_obj(asa, o), grasp.register_obj(asa, o),\n"
+        "               grasp.deregister_obj(asa, o), grasp.deregister_obj(asa, o))\n"
+        "        if got[0] or not got[1] or got[2] or not got[3]:\n"
+        "            bad.append((i, k, got))\n"
+        "ts = [threading.Thread(target=run, args=(i,)) for i in range(12)]\n"
+        "[t.start() for t in ts]\n"
+        "[t.join() for t in ts]\n"
+        "print('bad', bad[:3], len(bad))\n"
+    )
+    env = dict(os.environ, GRASP_API_SOCKET=lone_graspd.socket)
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "bad [] 0"
