@@ -6,64 +6,13 @@
 //! grasp-ca inspect nodes/node1.lab.crt
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use grasp_tls::certs;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "grasp-ca",
-    about = "A GRASP domain's certificate authority: make the CA, issue node certificates, inspect certificates"
-)]
-struct Args {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Create a domain CA: DIR/ca.crt and DIR/ca.key (mode 0600).
-    Init {
-        /// The domain's name (in the CA's subject).
-        #[arg(long)]
-        domain: String,
-        /// Directory for the CA's files (created if missing).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 3650)]
-        days: u32,
-        /// Overwrite an existing CA.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Issue a node key and certificate with NODE as its DNS name (SAN):
-    /// OUT/NODE.crt and OUT/NODE.key (mode 0600).
-    Issue {
-        /// The node's name (a DNS name such as node1.lab).
-        node: String,
-        /// The CA directory made by `init`.
-        #[arg(long)]
-        ca: PathBuf,
-        /// Directory for the node's files (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        /// Overwrite existing files.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Show what a certificate (or chain) says.
-    Inspect {
-        /// A PEM file.
-        file: PathBuf,
-    },
-}
+use grasp_tools::cli::grasp_ca::{Args, Cmd};
 
 fn write(path: &Path, body: &[u8], secret: bool, force: bool) -> Result<()> {
     if secret {

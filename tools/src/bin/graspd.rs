@@ -20,35 +20,14 @@
 //! Exit status: 0 after a clean stop or a good `--check-config`; 1 when the
 //! node cannot start; 2 for a bad configuration or bad arguments.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use grasp_tools::config::{DaemonOverrides, NodeArgs, NodeConfig};
+use grasp_tools::cli::graspd::Args;
+use grasp_tools::config::{DaemonOverrides, NodeConfig};
 use grasp_tools::node::{check_deep, run_asas, serve_objectives, Node};
 use tracing::{error, info, warn};
-
-#[derive(Parser, Debug)]
-#[command(name = "graspd", version, about = "GRASP node daemon (RFC 8990)")]
-struct Args {
-    #[command(flatten)]
-    node: NodeArgs,
-    /// Relay only: no ASAs; relay discoveries and floods and answer from the
-    /// cache (graspy's gremlin).
-    #[arg(long)]
-    relay_only: bool,
-    /// Log format: plain or json.
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Control socket for `grasp stats` / `grasp reload`.
-    #[arg(long)]
-    control: Option<PathBuf>,
-    /// Check the configuration (files, keys, certificates, interfaces),
-    /// explain what the node would do, and exit.
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
