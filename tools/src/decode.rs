@@ -3,7 +3,8 @@
 //! sessions, decrypting QUADS with the domain's key file (ours, or graspy's
 //! `quadsk.py`). TLS sessions cannot be read; the TLS backend's multicasts
 //! are signed, not encrypted: their messages are shown (signatures are not
-//! checked here).
+//! checked here). `--write-pcap` writes the messages read, in the clear, as
+//! a capture for Wireshark instead of printing them.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -85,22 +86,47 @@ impl Key {
     }
 }
 
-/// One decoded message, printed.
+/// One decoded message, printed (or, with `--write-pcap`, written).
 struct Printer {
     json: bool,
     count: usize,
+    /// The plaintext capture being written, if asked for.
+    out: Option<crate::capture::Writer>,
+    /// Messages that could not be read or written to it.
+    skipped: usize,
 }
 
 impl Printer {
     fn show(
         &mut self,
         t: Option<f64>,
-        src: &str,
-        dst: &str,
+        ends: Option<(SocketAddr, SocketAddr)>,
         transport: &str,
         msg: Result<Vec<u8>, String>,
     ) {
         self.count += 1;
+        if let Some(out) = self.out.as_mut() {
+            let written = match (&msg, ends) {
+                (Ok(m), Some((src, dst))) => {
+                    let t = std::time::Duration::from_secs_f64(t.unwrap_or(0.0).max(0.0));
+                    if transport == "tcp" {
+                        out.tcp(t, src, dst, m).is_ok()
+                    } else {
+                        out.udp(t, src, dst, m).is_ok()
+                    }
+                }
+                _ => false,
+            };
+            if !written {
+                self.skipped += 1;
+            }
+            return;
+        }
+        let (src, dst) = match ends {
+            Some((s, d)) => (s.to_string(), d.to_string()),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let (src, dst) = (src.as_str(), dst.as_str());
         match msg {
             Ok(m) => {
                 if self.json {
@@ -138,17 +164,44 @@ impl Printer {
 }
 
 /// Decodes `input` (hex, or a capture file); returns how many messages
-/// were shown.
-pub fn run(input: &str, args: &NodeArgs, json_out: bool) -> Result<usize> {
+/// were shown. With `write_pcap`, writes the messages of the capture
+/// instead, decrypted (QUADS) or unwrapped (TLS multicasts), as a capture
+/// for Wireshark (mode 0600: it holds what the keys protected).
+pub fn run(
+    input: &str,
+    args: &NodeArgs,
+    json_out: bool,
+    write_pcap: Option<&Path>,
+) -> Result<usize> {
     let key = load_key(args)?;
     let mut p = Printer {
         json: json_out,
         count: 0,
+        out: write_pcap.map(|_| crate::capture::Writer::new()),
+        skipped: 0,
     };
     let path = Path::new(input);
     if path.exists() {
         capture(path, &key, &mut p)?;
+        if let (Some(dest), Some(out)) = (write_pcap, p.out.take()) {
+            write_private(dest, &out.finish())
+                .with_context(|| format!("writing {}", dest.display()))?;
+            let written = p.count - p.skipped;
+            eprintln!(
+                "grasp: wrote {written} messages to {}{}",
+                dest.display(),
+                if p.skipped > 0 {
+                    format!(" ({} could not be read and are left out)", p.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(written);
+        }
         return Ok(p.count);
+    }
+    if write_pcap.is_some() {
+        bail!("--write-pcap needs a capture file to decode, not hex");
     }
     let digits: String = input
         .chars()
@@ -163,7 +216,7 @@ pub fn run(input: &str, args: &NodeArgs, json_out: bool) -> Result<usize> {
     } else {
         key.multicast(&bytes)
     };
-    p.show(None, "-", "-", "hex", msg);
+    p.show(None, None, "hex", msg);
     Ok(p.count)
 }
 
@@ -227,9 +280,11 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                 {
                     continue;
                 }
-                let src = SocketAddr::new(src_ip, sport).to_string();
-                let dst = SocketAddr::new(dst_ip, dport).to_string();
-                p.show(Some(t), &src, &dst, "udp", key.multicast(&payload));
+                let ends = (
+                    SocketAddr::new(src_ip, sport),
+                    SocketAddr::new(dst_ip, dport),
+                );
+                p.show(Some(t), Some(ends), "udp", key.multicast(&payload));
             }
             L4::Tcp {
                 sport,
@@ -335,17 +390,30 @@ fn capture(path: &Path, key: &Key, p: &mut Printer) -> Result<()> {
                     if f.shown == 0 && msg.as_ref().map_or(true, |m| decode(m).is_err()) {
                         f.broken = true;
                         if !matches!(key, Key::None) {
-                            p.show(Some(t), &src.to_string(), &dst.to_string(), "tcp", msg);
+                            p.show(Some(t), Some((src, dst)), "tcp", msg);
                         }
                         break;
                     }
                     f.shown += 1;
-                    p.show(Some(t), &src.to_string(), &dst.to_string(), "tcp", msg);
+                    p.show(Some(t), Some((src, dst)), "tcp", msg);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (replacing it).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Link types this reads.

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod asa;
 pub mod backend;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;

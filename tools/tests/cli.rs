@@ -152,31 +152,49 @@ struct Pkt {
 
 /// A pcap (raw IPv6) of `pkts`, in order, TCP sequence numbers per flow.
 fn write_pcap(out: &Path, pkts: &[Pkt]) {
-    let file = std::fs::File::create(out).unwrap();
-    let header = pcap_file::pcap::PcapHeader {
-        datalink: pcap_file::DataLink::RAW,
-        ..Default::default()
-    };
-    let mut w = pcap_file::pcap::PcapWriter::with_header(file, header).unwrap();
-    let mut seqs = std::collections::HashMap::new();
+    let mut w = grasp_tools::capture::Writer::new();
     for (i, p) in pkts.iter().enumerate() {
-        let b = etherparse::PacketBuilder::ipv6(p.src.0.octets(), p.dst.0.octets(), 64);
-        let mut pkt = Vec::new();
+        let (src, dst) = (p.src.into(), p.dst.into());
+        let t = std::time::Duration::from_millis(i as u64);
         if p.tcp {
-            let seq = seqs.entry((p.src, p.dst)).or_insert(1000u32);
-            let b = b.tcp(p.src.1, p.dst.1, *seq, 65535).psh().ack(1);
-            *seq = seq.wrapping_add(p.payload.len() as u32);
-            b.write(&mut pkt, &p.payload).unwrap();
+            w.tcp(t, src, dst, &p.payload).unwrap();
         } else {
-            b.udp(p.src.1, p.dst.1).write(&mut pkt, &p.payload).unwrap();
+            w.udp(t, src, dst, &p.payload).unwrap();
         }
-        let ts = std::time::Duration::from_millis(i as u64);
-        w.write_packet(&pcap_file::pcap::PcapPacket::new(
-            ts,
-            pkt.len() as u32,
-            &pkt,
-        ))
-        .unwrap();
+    }
+    std::fs::write(out, w.finish()).unwrap();
+}
+
+#[cfg(feature = "quads")]
+/// `grasp decode CAP --key-file KEY --write-pcap OUT` writes the messages
+/// in the clear: OUT decodes without a key to `expected` (hex), and is
+/// readable by its owner only.
+fn decrypts_to_a_capture(cap: &Path, key: &Path, expected: &[serde_json::Value]) {
+    let out = cap.with_extension("plain.pcap");
+    let o = run(
+        GRASP,
+        &[
+            "--key-file",
+            key.to_str().unwrap(),
+            "decode",
+            cap.to_str().unwrap(),
+            "--write-pcap",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("wrote {} messages", expected.len())),
+        "{}",
+        text(&o)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the plaintext capture is the owner's only");
+    let got = decode_json(&out, None);
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    for (g, want) in got.iter().zip(expected) {
+        assert_eq!(&g["hex"], want, "{g}");
     }
 }
 
@@ -285,6 +303,8 @@ fn grasp_decrypts_our_quads_capture_with_a_key_file() {
         assert_eq!(g["hex"], m["payload_hex"], "{g}");
         assert_eq!(g["type"], m["grasp"]["name"]);
     }
+    let plain: Vec<_> = msgs.iter().map(|m| m["payload_hex"].clone()).collect();
+    decrypts_to_a_capture(&cap, &keyfile, &plain);
 }
 
 #[test]
@@ -335,6 +355,8 @@ fn grasp_decrypts_a_graspy_quads_capture_with_its_key_file() {
     for (g, m) in got.iter().zip(&msgs) {
         assert_eq!(g["hex"], m["decrypted_hex"], "{g}");
     }
+    let plain: Vec<_> = msgs.iter().map(|m| m["decrypted_hex"].clone()).collect();
+    decrypts_to_a_capture(&cap, &quadsk, &plain);
     // Without the key the ciphertexts are not GRASP.
     let o = run(GRASP, &["--json", "decode", cap.to_str().unwrap()]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("M_REQ_NEG"));

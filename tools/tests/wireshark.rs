@@ -2,18 +2,15 @@
 //! captures built from the graspy vectors (`tests/vectors/graspy/*.json`):
 //! every field of every message decodes to what the vector records, with
 //! each TCP message in one segment, split over two, and several in one;
-//! and a capture of mangled messages decodes without a Lua error.
+//! a graspy QUADS capture decrypted by `grasp decode --write-pcap` decodes
+//! likewise; and a capture of mangled messages decodes without a Lua error.
 //! Without tshark the test says loudly that it was skipped (CI installs it).
 
-use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use etherparse::PacketBuilder;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::DataLink;
 use serde_json::Value as J;
 
 fn repo() -> PathBuf {
@@ -63,60 +60,39 @@ enum Segments {
     Coalesced,
 }
 
-/// A capture of raw IPv6 packets being built.
+/// A capture being built: the vectors' packets in order, one per 1 ms.
 struct Capture {
-    w: PcapWriter<Vec<u8>>,
+    w: grasp_tools::capture::Writer,
     n: u64,
-    seq: HashMap<(Ipv6Addr, u16, Ipv6Addr, u16), u32>,
 }
 
 impl Capture {
     fn new() -> Capture {
-        let header = PcapHeader {
-            datalink: DataLink::RAW,
-            ..Default::default()
-        };
         Capture {
-            w: PcapWriter::with_header(Vec::new(), header).unwrap(),
+            w: grasp_tools::capture::Writer::new(),
             n: 0,
-            seq: HashMap::new(),
         }
     }
 
-    fn packet(&mut self, data: &[u8]) {
+    fn tick(&mut self) -> Duration {
         self.n += 1;
-        let t = Duration::from_millis(self.n);
-        self.w
-            .write_packet(&PcapPacket::new(t, data.len() as u32, data))
-            .unwrap();
+        Duration::from_millis(self.n)
     }
 
     fn udp(&mut self, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) {
-        let mut out = Vec::new();
-        PacketBuilder::ipv6(src.octets(), dst.octets(), 1)
-            .udp(sport, dport)
-            .write(&mut out, payload)
-            .unwrap();
-        self.packet(&out);
+        let t = self.tick();
+        let (s, d) = ((src, sport).into(), (dst, dport).into());
+        self.w.udp(t, s, d, payload).unwrap();
     }
 
     fn tcp(&mut self, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) {
-        let key = (src, sport, dst, dport);
-        let back = *self.seq.get(&(dst, dport, src, sport)).unwrap_or(&1000);
-        let seq = self.seq.entry(key).or_insert(1000);
-        let mut out = Vec::new();
-        PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
-            .tcp(sport, dport, *seq, 65535)
-            .ack(back)
-            .psh()
-            .write(&mut out, payload)
-            .unwrap();
-        *seq = seq.wrapping_add(payload.len() as u32);
-        self.packet(&out);
+        let t = self.tick();
+        let (s, d) = ((src, sport).into(), (dst, dport).into());
+        self.w.tcp(t, s, d, payload).unwrap();
     }
 
     fn write(self, path: &Path) {
-        std::fs::write(path, self.w.into_writer()).unwrap();
+        std::fs::write(path, self.w.finish()).unwrap();
     }
 }
 
@@ -505,4 +481,67 @@ fn mangled_messages_decode_without_a_lua_error() {
         text.contains("Expert Info (Error/Malformed)"),
         "mangled messages are flagged"
     );
+}
+
+#[cfg(feature = "quads")]
+#[test]
+fn a_quads_capture_decrypted_by_grasp_decode_reads_in_wireshark() {
+    if !tshark_or_skip("wireshark") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = "neg_accept.quads.json";
+    let v: J = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/vectors/graspy").join(name)).unwrap(),
+    )
+    .unwrap();
+    // The ciphertexts as captured; graspy's key as quadsmaker graspy writes it.
+    let mut cap = Capture::new();
+    let mut expected = Vec::new();
+    for m in v["messages"].as_array().unwrap() {
+        let p = hex::decode(m["payload_hex"].as_str().unwrap()).unwrap();
+        let (src, dst) = (addr(m, "src"), addr(m, "dst"));
+        let (sp, dp) = (
+            m["src_port"].as_u64().unwrap() as u16,
+            m["dst_port"].as_u64().unwrap() as u16,
+        );
+        if m["transport"] == "tcp" {
+            cap.tcp(src, sp, dst, dp, &p);
+        } else {
+            cap.udp(src, sp, dst, dp, &p);
+        }
+        expected.push((format!("{name}#{}", m["index"]), fields(&m["grasp"])));
+    }
+    let sealed = dir.path().join("sealed.pcap");
+    cap.write(&sealed);
+    let part = |k: &str| -> Vec<u8> { hex::decode(v["quads"][k].as_str().unwrap()).unwrap() };
+    let key = grasp_quads::legacy::LegacyKey::from_parts(
+        part("key_hex").try_into().unwrap(),
+        part("iv_hex").try_into().unwrap(),
+    );
+    let quadsk = dir.path().join("quadsk.py");
+    grasp_quads::legacy::write_quadsk(&quadsk, &key, false).unwrap();
+    // Sealed, Wireshark sees no GRASP; decrypted, every field.
+    let (frames, _) = tshark(&sealed);
+    assert!(shown(&frames)
+        .iter()
+        .all(|m| !m.iter().any(|(k, _)| k == "grasp.session_id")));
+    let plain = dir.path().join("plain.pcap");
+    let o = Command::new(env!("CARGO_BIN_EXE_grasp"))
+        .arg("--key-file")
+        .arg(&quadsk)
+        .arg("decode")
+        .arg(&sealed)
+        .arg("--write-pcap")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (frames, stderr) = tshark(&plain);
+    assert!(!stderr.contains("Lua"), "{stderr}");
+    let got = shown(&frames);
+    assert_eq!(got.len(), expected.len());
+    for ((what, want), got) in expected.iter().zip(&got) {
+        assert_eq!(got, want, "{what}");
+    }
 }

@@ -89,8 +89,8 @@ fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<Outcome> {
     // Commands that need no node of their own.
     match &args.cmd {
-        Cmd::Decode { input } => {
-            let n = grasp_tools::decode::run(input, &args.node, args.json)?;
+        Cmd::Decode { input, write_pcap } => {
+            let n = grasp_tools::decode::run(input, &args.node, args.json, write_pcap.as_deref())?;
             return Ok(if n == 0 {
                 Outcome::NothingFound(format!("no GRASP message in {input}"))
             } else {

@@ -148,6 +148,11 @@ pub enum Cmd {
     Decode {
         /// Hex of one message, or a capture file.
         input: String,
+        /// Write the capture's messages to this pcap instead, QUADS
+        /// decrypted and TLS multicasts unwrapped, for Wireshark's GRASP
+        /// dissector (tools/wireshark/grasp.lua). Mode 0600.
+        #[arg(long, value_name = "OUT")]
+        write_pcap: Option<std::path::PathBuf>,
     },
     /// Print the registrations and caches of a running graspd (through its
     /// ASA socket: what this user may read), or of a node of our own after
