@@ -129,5 +129,5 @@ pub use error::{ApiError, ErrorCode};
 /// The everyday types an ASA hands to and gets from the API.
 pub use proto::{
     AsaHandle, AsaLocator, Config, DiscoverOptions, Dump, EngineStats, FloodEntry,
-    NegotiationOutcome, RegisterOptions, SessionHandle,
+    NegotiationOutcome, RegisterOptions, SessionHandle, TableSizes,
 };

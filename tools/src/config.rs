@@ -143,6 +143,7 @@ struct FileConfig {
     log: LogFile,
     control: ControlFile,
     api: ApiFile,
+    metrics: MetricsFile,
     serve: Vec<ServeFile>,
     asas: Vec<String>,
     asa_loop_count: Option<u8>,
@@ -175,6 +176,12 @@ struct LogFile {
 #[serde(deny_unknown_fields, default)]
 struct ControlFile {
     socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsFile {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,6 +433,8 @@ pub struct NodeConfig {
     pub api_policy: crate::api::policy::Policy,
     /// ASA clients connected at once, at most (`[api] connections`).
     pub api_connections: usize,
+    /// Where `/metrics` (Prometheus) is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Objectives served.
     pub serve: Vec<ServeConfig>,
     /// Built-in example ASAs to run (see [`BUILTIN_ASAS`]).
@@ -503,6 +512,15 @@ impl NodeConfig {
                 .enumerate()
                 .map(|(i, r)| r.rule(i))
                 .collect::<Result<_, _>>()?,
+        };
+        let metrics_listen = match &file.metrics.listen {
+            None => None,
+            Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("{a:?} is not an address and port, e.g. \"[::1]:9464\""),
+                )
+            })?),
         };
         let api_connections = file
             .api
@@ -604,6 +622,7 @@ impl NodeConfig {
             api_socket: file.api.socket,
             api_policy,
             api_connections,
+            metrics_listen,
             dull_objectives: file
                 .dull_objectives
                 .iter()
@@ -757,6 +776,18 @@ impl NodeConfig {
                     self.api_connections,
                     self.api_policy.explain()
                 ))
+        );
+        let _ = writeln!(
+            o,
+            "  metrics      {}",
+            self.metrics_listen.map_or("none".into(), |a| format!(
+                "http://{a}/metrics (Prometheus text format){}",
+                if a.ip().is_loopback() {
+                    ""
+                } else {
+                    "; NOT loopback: anyone who reaches it reads the counters"
+                }
+            ))
         );
         o
     }

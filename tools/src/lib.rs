@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod decode;
+pub mod metrics;
 pub mod node;
 pub mod pretty;
 pub mod socket;

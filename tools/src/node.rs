@@ -45,6 +45,8 @@ pub struct Node {
     /// Held while a reload runs: one at a time (a password-derived QUADS
     /// key costs argon2id's 64 MiB per derivation).
     reloading: std::sync::Mutex<()>,
+    /// Key or certificate reloads (SIGHUP, `grasp reload`): done, failed.
+    reloads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Node {
@@ -261,6 +263,7 @@ impl Node {
             config: cfg.clone(),
             started: std::time::Instant::now(),
             reloading: std::sync::Mutex::new(()),
+            reloads: Default::default(),
         })
     }
 
@@ -276,6 +279,13 @@ impl Node {
         let Ok(_one) = self.reloading.try_lock() else {
             return Err("a reload is already running; try again when it has finished".into());
         };
+        let r = self.reload_now();
+        let i = usize::from(r.is_err());
+        self.reloads[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    fn reload_now(&self) -> Result<String, String> {
         match &self.backend {
             #[cfg(feature = "tls")]
             Control::Tls(t) => {
@@ -314,6 +324,8 @@ impl Node {
         let mut out = Map::new();
         out.insert("security".into(), json!(self.config.security.to_string()));
         out.insert("uptime_s".into(), json!(self.started.elapsed().as_secs()));
+        let n = |i: usize| self.reloads[i].load(std::sync::atomic::Ordering::Relaxed);
+        out.insert("key_reloads".into(), json!({"done": n(0), "failed": n(1)}));
         out.insert(
             "interfaces".into(),
             json!(self
@@ -441,6 +453,13 @@ pub fn engine_json(s: &grasp_engine::EngineStats, open_channels: usize) -> Json 
         "bounded_refusals": s.bounded_refusals,
         "id_clashes": s.id_clashes,
         "interface_changes": s.interface_changes,
+        "tables": {
+            "asas": s.tables.asas,
+            "objectives": s.tables.objectives,
+            "discovery_cache": s.tables.discovery_cache,
+            "flood_cache": s.tables.flood_cache,
+            "discoveries": s.tables.discoveries,
+        },
     })
 }
 

@@ -54,6 +54,11 @@ fn same_endpoint(a: &Locator, b: &Locator) -> bool {
 }
 
 impl DiscoveryCache {
+    /// Objectives with cached answers.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub(crate) fn new(max_objectives: usize, max_locators: usize) -> Self {
         DiscoveryCache {
             map: HashMap::new(),
@@ -209,6 +214,11 @@ pub(crate) struct FloodCache {
 }
 
 impl FloodCache {
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
     pub(crate) fn new(max: usize) -> Self {
         FloodCache {
             map: HashMap::new(),

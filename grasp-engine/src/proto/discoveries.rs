@@ -44,6 +44,11 @@ pub(super) struct Discoveries {
 }
 
 impl Discoveries {
+    /// Discoveries under way.
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub(super) fn new(max: usize) -> Self {
         Discoveries {
             map: HashMap::new(),

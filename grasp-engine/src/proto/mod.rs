@@ -166,9 +166,18 @@ impl Engine {
         self.relay
     }
 
-    /// The engine's counters.
+    /// The engine's counters, and its tables' sizes now.
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            tables: TableSizes {
+                asas: self.registry.asas().count(),
+                objectives: self.registry.objectives().count(),
+                discovery_cache: self.disc_cache.len(),
+                flood_cache: self.flood_cache.len(),
+                discoveries: self.discoveries.len(),
+            },
+            ..self.stats
+        }
     }
 
     /// Unicast channels the engine is tracking (sessions in progress).

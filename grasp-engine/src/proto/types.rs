@@ -615,4 +615,24 @@ pub struct EngineStats {
     pub bounded_refusals: u64,
     /// Requests whose session id clashed with an active one.
     pub id_clashes: u64,
+    /// Sizes now (gauges, filled when the stats are read): registered
+    /// ASAs and objectives, objectives in the discovery cache, entries in
+    /// the flood cache, discoveries under way.
+    pub tables: TableSizes,
+}
+
+/// How full the engine's tables are, when its stats were read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TableSizes {
+    /// Registered ASAs.
+    pub asas: usize,
+    /// Registered objectives.
+    pub objectives: usize,
+    /// Objectives with cached discovery answers.
+    pub discovery_cache: usize,
+    /// Entries in the flood cache.
+    pub flood_cache: usize,
+    /// Discoveries under way.
+    pub discoveries: usize,
 }

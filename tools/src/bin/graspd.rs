@@ -147,6 +147,16 @@ async fn run(cfg: NodeConfig) -> ExitCode {
         }
         None => None,
     };
+    let _metrics = match cfg.metrics_listen {
+        Some(a) => match grasp_tools::metrics::serve(a, node.clone()).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("graspd: metrics.listen {a}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let floods = match serve_objectives(&node.grasp, &cfg.serve, cfg.dull).await {
         Ok(t) => t,
         Err(e) => {
