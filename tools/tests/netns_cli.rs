@@ -567,3 +567,198 @@ fn listen_self_lets_two_nodes_on_one_host_find_each_other() {
         text(&o)
     );
 }
+
+#[test]
+fn the_command_line_haggles_answers_invalid_serves_rapid_and_floods_several() {
+    let test = "the_command_line_haggles_answers_invalid_serves_rapid_and_floods_several";
+    if Lab::skip_loudly(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |name: &str, args: &[&str]| {
+        let mut all = vec!["--security", "none", "-i", "ba0"];
+        all.extend_from_slice(args);
+        Reap(spawn(
+            &b,
+            GRASP,
+            &all,
+            &dir.path().join(format!("{name}.log")),
+        ))
+    };
+    let out = |name: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{name}.out"))).unwrap_or_default()
+    };
+    // The responder of the vectors' haggle: counter 100, then 5 less each
+    // round; accept a request of 110 or less; at most 3 counter-offers.
+    let mut haggler = serve(
+        "haggle",
+        &[
+            "listen-negotiate",
+            "EX.haggle",
+            "--counter",
+            "[\"NZD\", 100]",
+            "--rounds",
+            "3",
+            "--step",
+            "-5",
+            "--accept-at",
+            "110",
+            "--seconds",
+            "30",
+        ],
+    );
+    let mut invalid = serve(
+        "invalid",
+        &[
+            "listen-negotiate",
+            "EX.bad",
+            "--invalid",
+            "\"Surprise!\"",
+            "--seconds",
+            "30",
+        ],
+    );
+    let mut rapid = serve(
+        "rapid",
+        &["serve-sync", "EX.rapid", "7", "--rapid", "--seconds", "8"],
+    );
+    let mut watch = serve("watch", &["--json", "watch", "--seconds", "6"]);
+    std::thread::sleep(Duration::from_millis(700));
+
+    // The requester asks 150 and comes down 20 a round, never below 90:
+    // 150, (100), 130, (95), 110, accepted.
+    let o = grasp(
+        &a,
+        "ab0",
+        &[
+            "--timeout-ms",
+            "3000",
+            "negotiate",
+            "EX.haggle",
+            "[\"NZD\", 150]",
+            "--rounds",
+            "5",
+            "--step",
+            "-20",
+            "--floor",
+            "90",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("accepted after 3 offer(s)"),
+        "{}",
+        text(&o)
+    );
+    // A floor stops it: asking 150 down by 20 but never below 140.
+    let o = grasp(
+        &a,
+        "ab0",
+        &[
+            "--timeout-ms",
+            "3000",
+            "negotiate",
+            "EX.haggle",
+            "[\"NZD\", 150]",
+            "--rounds",
+            "5",
+            "--step",
+            "-20",
+            "--floor",
+            "140",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("130 would pass my floor of 140"),
+        "{}",
+        text(&o)
+    );
+    // A dry run is marked so on the wire: the responder says it saw one.
+    let o = grasp(
+        &a,
+        "ab0",
+        &[
+            "--timeout-ms",
+            "3000",
+            "negotiate",
+            "EX.haggle",
+            "[\"NZD\", 100]",
+            "--dry-run",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // M_INVALID ends the request with an error.
+    let o = grasp(
+        &a,
+        "ab0",
+        &["--timeout-ms", "3000", "negotiate", "EX.bad", "1"],
+    );
+    assert!(
+        !o.status.success(),
+        "M_INVALID is not an answer: {}",
+        text(&o)
+    );
+    // Rapid mode: the value comes in the discovery response.
+    let o = grasp(&a, "ab0", &["sync", "EX.rapid"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("EX.rapid = 7"), "{}", text(&o));
+    // Two objectives in one flood.
+    let o = grasp(
+        &a,
+        "ab0",
+        &[
+            "flood",
+            "EX.f1",
+            "1",
+            "EX.f2",
+            "\"two\"",
+            "--loop-count",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("flooded EX.f1 = 1") && text(&o).contains("flooded EX.f2 = \"two\""),
+        "{}",
+        text(&o)
+    );
+    let o = grasp(&a, "ab0", &["flood", "EX.f1", "1", "EX.f2"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an objective without its value: {}",
+        text(&o)
+    );
+
+    assert!(watch.0.wait().unwrap().success());
+    let seen = out("watch");
+    let both = seen
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            let s = v.to_string();
+            s.contains("M_FLOOD") && s.contains("EX.f1") && s.contains("EX.f2")
+        });
+    assert!(both, "one M_FLOOD carries both objectives: {seen}");
+    assert!(rapid.0.wait().unwrap().success());
+    assert!(
+        out("rapid").contains("answered 0 synchronization request(s)"),
+        "rapid sync needs no M_REQ_SYN: {}",
+        out("rapid")
+    );
+    let _ = haggler.0.kill();
+    let _ = haggler.0.wait();
+    let _ = invalid.0.kill();
+    let _ = invalid.0.wait();
+    let h = out("haggle");
+    assert!(h.contains("accepted 110 after 2 counter-offer(s)"), "{h}");
+    assert!(h.contains("(dry run)"), "{h}");
+    assert!(
+        out("invalid").contains("answered M_INVALID"),
+        "{}",
+        out("invalid")
+    );
+}

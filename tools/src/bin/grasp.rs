@@ -39,7 +39,7 @@ use grasp_engine::transport::Inbound;
 use grasp_engine::wire::{Locator, MessageType, Objective, ObjectiveFlags, TaggedObjective, Value};
 use grasp_engine::{ApiError, ErrorCode, Negotiation};
 use grasp_engine::{AsaLocator, DiscoverOptions, RegisterOptions};
-use grasp_tools::cli::grasp::{Args, Cmd};
+use grasp_tools::cli::grasp::{Args, Cmd, Haggle};
 use grasp_tools::config::{DaemonOverrides, NodeConfig};
 use grasp_tools::node::Node;
 use grasp_tools::parse_value;
@@ -119,6 +119,28 @@ async fn run(args: &Args) -> Result<Outcome> {
         _ => {}
     }
     // Values are checked before any socket is opened.
+    match &args.cmd {
+        Cmd::Flood { more, .. } => {
+            if more.len() % 2 != 0 {
+                anyhow::bail!(grasp_tools::config::ConfigError::Invalid {
+                    setting: "flood".into(),
+                    why: format!(
+                        "objectives and values go in pairs; {:?} has no value",
+                        more[more.len() - 1]
+                    ),
+                });
+            }
+            for p in more.chunks(2) {
+                parse_value(&p[1])?;
+            }
+        }
+        Cmd::ListenNegotiate {
+            invalid: Some(v), ..
+        } if !v.is_empty() => {
+            parse_value(v)?;
+        }
+        _ => {}
+    }
     let value = match &args.cmd {
         Cmd::Flood { value, .. } | Cmd::Negotiate { value, .. } | Cmd::ServeSync { value, .. } => {
             Some(parse_value(value)?)
@@ -150,6 +172,10 @@ async fn run(args: &Args) -> Result<Outcome> {
             _ => None,
         };
         cfg.dull_objectives.extend(name);
+        if let Cmd::Flood { more, .. } = &args.cmd {
+            cfg.dull_objectives
+                .extend(more.chunks(2).map(|p| p[0].clone()));
+        }
     }
     if let Cmd::Watch { seconds } = &args.cmd {
         return watch(&cfg, *seconds, args.json).await;
@@ -258,38 +284,45 @@ async fn command(
         }
         Cmd::Flood {
             objective,
+            more,
             ttl,
             loop_count,
             locator,
             ..
         } => {
-            let o = Objective::new(objective, sync_flags)
-                .with_value(value.clone().unwrap_or_else(Value::null))
-                .with_loop_count(*loop_count);
-            asa.register_objective(&o, RegisterOptions::default())
-                .await
-                .map_err(api)?;
-            asa.flood(
-                *ttl,
-                vec![TaggedObjective {
-                    objective: o.clone(),
+            // The first pair's value was parsed already; the others here
+            // (their count was checked before any socket opened).
+            let mut pairs = vec![(objective.clone(), value.clone().unwrap_or_else(Value::null))];
+            for p in more.chunks(2) {
+                pairs.push((p[0].clone(), parse_value(&p[1])?));
+            }
+            let mut tagged = Vec::new();
+            for (name, v) in &pairs {
+                let o = Objective::new(name, sync_flags)
+                    .with_value(v.clone())
+                    .with_loop_count(*loop_count);
+                asa.register_objective(&o, RegisterOptions::default())
+                    .await
+                    .map_err(api)?;
+                tagged.push(TaggedObjective {
+                    objective: o,
                     locator: locator.map(|l| peer_locator(l).locator),
-                }],
-            )
-            .await
-            .map_err(api)?;
+                });
+            }
+            asa.flood(*ttl, tagged).await.map_err(api)?;
             // Let the multicast leave before the node goes.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if args.json {
-                grasp_tools::outln!(
-                    "{}",
-                    json!({"objective": objective, "flooded": o.value.map(|v| v.to_string()), "ttl_ms": ttl, "loop_count": loop_count})
-                );
-            } else {
-                grasp_tools::outln!(
-                    "flooded {objective} = {} (ttl {ttl} ms, loop count {loop_count})",
-                    o.value.map(|v| v.to_string()).unwrap_or_default()
-                );
+            for (name, v) in &pairs {
+                if args.json {
+                    grasp_tools::outln!(
+                        "{}",
+                        json!({"objective": name, "flooded": v.to_string(), "ttl_ms": ttl, "loop_count": loop_count})
+                    );
+                } else {
+                    grasp_tools::outln!(
+                        "flooded {name} = {v} (ttl {ttl} ms, loop count {loop_count})"
+                    );
+                }
             }
         }
         Cmd::GetFlood { objective, wait } => {
@@ -328,9 +361,16 @@ async fn command(
             objective,
             decline,
             peer,
+            dry_run,
+            haggle,
             ..
         } => {
-            let o = Objective::new(objective, neg_flags)
+            let flags = if *dry_run {
+                ObjectiveFlags::from_bits(neg_flags.bits() | ObjectiveFlags::NEG_DRY.bits())
+            } else {
+                neg_flags
+            };
+            let o = Objective::new(objective, flags)
                 .with_value(value.clone().unwrap_or_else(Value::null));
             asa.register_objective(&o, RegisterOptions::default())
                 .await
@@ -343,6 +383,9 @@ async fn command(
                 }
                 Err(e) => return Err(api(e)),
             };
+            if let Some(rounds) = haggle.rounds {
+                return haggle_request(args.json, &o, r, haggle, rounds, timeout).await;
+            }
             match r {
                 Negotiation::Accepted => report(args.json, objective, "accepted", None),
                 Negotiation::Declined { reason } => {
@@ -369,13 +412,18 @@ async fn command(
             }
         }
         Cmd::ServeSync {
-            objective, seconds, ..
+            objective,
+            seconds,
+            rapid,
+            ..
         } => {
             let o = Objective::new(objective, sync_flags)
                 .with_value(value.clone().unwrap_or_else(Value::null));
-            asa.register_objective(&o, RegisterOptions::default())
-                .await
-                .map_err(api)?;
+            let opts = RegisterOptions {
+                rapid: *rapid,
+                ..RegisterOptions::default()
+            };
+            asa.register_objective(&o, opts).await.map_err(api)?;
             asa.listen_synchronize(&o).await.map_err(api)?;
             if !args.json {
                 grasp_tools::outln!(
@@ -401,8 +449,10 @@ async fn command(
         Cmd::ListenNegotiate {
             objective,
             decline,
+            invalid,
             wait_ms,
             seconds,
+            haggle,
             ..
         } => {
             let o = Objective::new(objective, neg_flags);
@@ -417,20 +467,36 @@ async fn command(
             }
             let serve = async {
                 while let Some((session, req)) = listener.next().await {
-                    let asked = req
+                    let mut asked = req
                         .value
                         .as_ref()
                         .map(|v| v.to_string())
                         .unwrap_or_default();
+                    if req.flags.contains(ObjectiveFlags::NEG_DRY) {
+                        asked.push_str(" (dry run)");
+                    }
                     if let Some(w) = wait_ms {
                         let _ = session.wait(Duration::from_millis(*w)).await;
                         tokio::time::sleep(Duration::from_millis(*w / 2)).await;
                     }
                     let what = match (decline, &value) {
+                        _ if invalid.is_some() => {
+                            let info = match invalid.as_deref() {
+                                Some("") | None => None,
+                                Some(v) => parse_value(v).ok(),
+                            };
+                            session
+                                .send_invalid(info)
+                                .await
+                                .map(|_| "answered M_INVALID".to_string())
+                        }
                         (Some(r), _) => session
                             .decline(Some(r))
                             .await
                             .map(|_| format!("declined ({r})")),
+                        (None, Some(c)) if haggle.rounds.is_some() => {
+                            haggle_answer(session, req.clone(), c, haggle, timeout).await
+                        }
                         (None, Some(c)) => match session
                             .step(&req.clone().with_value(c.clone()), timeout)
                             .await
@@ -563,6 +629,163 @@ fn print_dump(json_out: bool, d: &grasp_engine::Dump) {
             value(&e.objective),
             e.initiator
         );
+    }
+}
+
+/// A haggle's amount in a value: the value itself if a number, else the
+/// last element of an array (`["NZD", 150]`).
+fn amount(v: Option<&Value>) -> Option<f64> {
+    let num = |c: &ciborium::Value| match c {
+        ciborium::Value::Integer(i) => i128::from(*i).to_string().parse().ok(),
+        ciborium::Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    match v?.to_ciborium().ok()? {
+        ciborium::Value::Array(a) => a.last().and_then(num),
+        other => num(&other),
+    }
+}
+
+/// `v` with its amount set to `x` (an integer when `x` is whole).
+fn with_amount(v: Option<&Value>, x: f64) -> Option<Value> {
+    let n = if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        ciborium::Value::Integer((x as i64).into())
+    } else {
+        ciborium::Value::Float(x)
+    };
+    let c = match v?.to_ciborium().ok()? {
+        ciborium::Value::Array(mut a) if !a.is_empty() => {
+            let last = a.len() - 1;
+            a[last] = n;
+            ciborium::Value::Array(a)
+        }
+        _ => n,
+    };
+    Value::from_ciborium(&c).ok()
+}
+
+/// The next offer of ours, or why there is none.
+fn next_offer(h: &Haggle, ours: Option<&Value>, round: u32, rounds: u32) -> Result<Value, String> {
+    if round >= rounds {
+        return Err(format!("no agreement in {rounds} rounds"));
+    }
+    let now = amount(ours).ok_or("the value has no amount to haggle over")?;
+    let next = now + h.step;
+    if let Some(f) = h.floor {
+        if (h.step < 0.0 && next < f) || (h.step > 0.0 && next > f) {
+            return Err(format!("{next} would pass my floor of {f}"));
+        }
+    }
+    with_amount(ours, next).ok_or_else(|| "cannot write the amount".to_string())
+}
+
+/// The requester's side of a haggle, from the first answer `r`.
+async fn haggle_request(
+    json_out: bool,
+    o: &Objective,
+    mut r: Negotiation,
+    h: &Haggle,
+    rounds: u32,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let name = &o.name;
+    let mut ask = o.clone();
+    // Our first ask was round one.
+    let mut round = 1;
+    loop {
+        let (session, offer) = match r {
+            Negotiation::Accepted => {
+                let v = ask.value.as_ref().map(|v| v.to_string());
+                report(
+                    json_out,
+                    name,
+                    &format!("accepted after {round} offer(s)"),
+                    v,
+                );
+                return Ok(Outcome::Ok);
+            }
+            Negotiation::Declined { reason } => {
+                return Ok(Outcome::Declined(
+                    reason.unwrap_or_else(|| "no reason given".into()),
+                ))
+            }
+            Negotiation::Step { session, objective } => (session, objective),
+        };
+        let got = amount(offer.value.as_ref());
+        if let (Some(t), Some(g)) = (h.accept_at, got) {
+            if g >= t {
+                session.accept().await.map_err(api)?;
+                let v = offer.value.as_ref().map(|v| v.to_string());
+                report(json_out, name, "we accepted the offer", v);
+                return Ok(Outcome::Ok);
+            }
+        }
+        match next_offer(h, ask.value.as_ref(), round, rounds) {
+            Ok(v) => {
+                ask = ask.with_value(v);
+                round += 1;
+                r = session.step(&ask, timeout).await.map_err(api)?;
+            }
+            Err(why) => {
+                session.decline(Some(&why)).await.map_err(api)?;
+                let v = offer.value.as_ref().map(|v| v.to_string());
+                report(json_out, name, &format!("we declined the offer: {why}"), v);
+                return Ok(Outcome::Ok);
+            }
+        }
+    }
+}
+
+/// The responder's side of a haggle: `first` is our first counter-offer.
+async fn haggle_answer(
+    mut session: grasp_engine::Session,
+    mut req: Objective,
+    first: &Value,
+    h: &Haggle,
+    timeout: Duration,
+) -> Result<String, ApiError> {
+    let rounds = h.rounds.unwrap_or(1);
+    let mut ours: Option<Value> = None;
+    let mut round = 0;
+    loop {
+        let asked = amount(req.value.as_ref());
+        if let (Some(t), Some(a)) = (h.accept_at, asked) {
+            if a <= t {
+                session.accept().await?;
+                return Ok(format!("accepted {a} after {round} counter-offer(s)"));
+            }
+        }
+        let counter = match &ours {
+            None => Ok(first.clone()),
+            Some(v) => next_offer(h, Some(v), round, rounds),
+        };
+        let counter = match counter {
+            Ok(c) => c,
+            Err(why) => {
+                session.decline(Some(&why)).await?;
+                return Ok(format!("declined: {why}"));
+            }
+        };
+        round += 1;
+        match session
+            .step(&req.clone().with_value(counter.clone()), timeout)
+            .await?
+        {
+            Negotiation::Step {
+                session: s,
+                objective,
+            } => {
+                session = s;
+                req = objective;
+                ours = Some(counter);
+            }
+            Negotiation::Accepted => {
+                return Ok(format!("peer accepted our counter-offer {counter}"))
+            }
+            Negotiation::Declined { reason } => {
+                return Ok(format!("peer declined ({})", reason.unwrap_or_default()))
+            }
+        }
     }
 }
 

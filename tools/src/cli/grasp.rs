@@ -68,12 +68,16 @@ pub enum Cmd {
         #[arg(long)]
         peer: Option<SocketAddr>,
     },
-    /// Flood an objective's value to the domain.
+    /// Flood an objective's value to the domain (several objectives go in
+    /// one M_FLOOD: `flood EX.a 1 EX.b '"two"'`).
     Flood {
         /// Objective name.
         objective: String,
         /// Its value.
         value: String,
+        /// More objectives and values, in pairs, flooded in the same message.
+        #[arg(value_name = "OBJECTIVE VALUE")]
+        more: Vec<String>,
         /// Time to live of the flood, ms.
         #[arg(long, default_value_t = 60_000)]
         ttl: u32,
@@ -106,6 +110,13 @@ pub enum Cmd {
         /// Ask this peer directly, `[address]:port`.
         #[arg(long)]
         peer: Option<SocketAddr>,
+        /// A dry run (F_NEG_DRY): the peer answers as it would, and
+        /// commits to nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        haggle: Haggle,
     },
     /// Answer negotiation requests for an objective until stopped: accept
     /// them, or decline, or counter-offer once (then accept what comes
@@ -119,9 +130,16 @@ pub enum Cmd {
         /// Decline with this reason.
         #[arg(long, conflicts_with = "counter")]
         decline: Option<String>,
+        /// Answer with M_INVALID (carrying this value, if given) instead:
+        /// how a peer sees a request it could not parse.
+        #[arg(long, conflicts_with_all = ["counter", "decline"], num_args = 0..=1, default_missing_value = "")]
+        invalid: Option<String>,
         /// Send M_WAIT for this many ms first.
         #[arg(long)]
         wait_ms: Option<u64>,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        haggle: Haggle,
         /// Stop after this many seconds (default: until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
@@ -132,6 +150,10 @@ pub enum Cmd {
         objective: String,
         /// Its value.
         value: String,
+        /// Rapid mode, graspy's style: answer discoveries with the value
+        /// inside the M_RESPONSE, so a requester needs no M_REQ_SYN.
+        #[arg(long)]
+        rapid: bool,
         /// Stop after this many seconds (default: until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
@@ -170,4 +192,35 @@ pub enum Cmd {
         #[arg(long, default_value = "/run/graspd/graspd.sock")]
         control: std::path::PathBuf,
     },
+}
+
+/// A scripted haggle, for `negotiate` (the requester, who asks for an
+/// amount: a number, or an array ending in one, e.g. `["NZD", 150]`) and
+/// `listen-negotiate` (the responder, who grants it, its first
+/// counter-offer `--counter`). Given `--rounds`, each side goes on for up
+/// to that many of its own offers instead of settling at the first answer.
+// Documented by its clap help text.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Haggle {
+    /// Haggle for up to this many offers of ours, then decline.
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Change our amount by this much at each offer after the first
+    /// (negative to come down).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        requires = "rounds",
+        default_value_t = 0.0
+    )]
+    pub step: f64,
+    /// Never offer past this amount (in the direction of --step): decline
+    /// instead.
+    #[arg(long, allow_hyphen_values = true, requires = "rounds")]
+    pub floor: Option<f64>,
+    /// Accept the peer's amount once it is this good: at least this for
+    /// the requester, at most this for the responder.
+    #[arg(long, allow_hyphen_values = true, requires = "rounds")]
+    pub accept_at: Option<f64>,
 }
