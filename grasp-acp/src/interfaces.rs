@@ -58,12 +58,37 @@ fn is_global(a: &Ipv6Addr) -> bool {
         && a.to_ipv4_mapped().is_none()
 }
 
-/// Lists the host's interfaces with their IPv6 addresses, ordered by index.
+/// The addresses not usable yet or at all: still in duplicate address
+/// detection (IFA_F_TENTATIVE) or found duplicate (IFA_F_DADFAILED), as
+/// `/proc/net/if_inet6` lists them (getifaddrs does not tell). Empty where
+/// that file is missing.
+fn unusable_addresses() -> Vec<Ipv6Addr> {
+    const IFA_F_DADFAILED: u32 = 0x08;
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let hex = f.next()?;
+            let flags = u32::from_str_radix(f.nth(3)?, 16).ok()?;
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0 || hex.len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(hex, 16).ok().map(Ipv6Addr::from)
+        })
+        .collect()
+}
+
+/// Lists the host's interfaces with their usable IPv6 addresses (none
+/// still in duplicate address detection), ordered by index.
 pub fn host_interfaces() -> Result<Vec<HostInterface>, Error> {
     let addrs = getifaddrs().map_err(|e| Error::Io {
         context: "listing network interfaces (getifaddrs)".into(),
         source: e.into(),
     })?;
+    let unusable = unusable_addresses();
     let mut by_name: BTreeMap<String, HostInterface> = BTreeMap::new();
     for ifa in addrs {
         let entry = by_name
@@ -82,7 +107,7 @@ pub fn host_interfaces() -> Result<Vec<HostInterface>, Error> {
         entry.loopback |= ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
         if let Some(a) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in6()) {
             let ip = a.ip();
-            if !entry.addrs.contains(&ip) {
+            if !entry.addrs.contains(&ip) && !unusable.contains(&ip) {
                 entry.addrs.push(ip);
             }
         }
@@ -91,6 +116,11 @@ pub fn host_interfaces() -> Result<Vec<HostInterface>, Error> {
     v.sort_by_key(|i| i.index);
     Ok(v)
 }
+
+/// Why a named interface is unusable when it lacks a link-local address
+/// (perhaps only for now: duplicate address detection takes a second or two).
+pub const NO_LINK_LOCAL: &str =
+    "it has no usable IPv6 link-local address (yet: duplicate address detection may still be running)";
 
 /// Chooses the GRASP interfaces: the named ones (each must exist and be
 /// usable), or, when `wanted` is `None`, every usable one.
@@ -113,7 +143,7 @@ pub fn select(all: &[HostInterface], wanted: Option<&[String]>) -> Result<Vec<In
                         } else if !i.multicast {
                             "it does not support multicast"
                         } else {
-                            "it has no IPv6 link-local address (yet: wait for DAD, or disable it)"
+                            NO_LINK_LOCAL
                         },
                     });
                 }

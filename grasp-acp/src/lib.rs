@@ -46,6 +46,7 @@ pub mod fabric;
 pub mod fair;
 pub mod interfaces;
 mod message_bytes;
+mod netlink;
 pub mod plain;
 pub mod replay;
 pub mod secure;

@@ -70,12 +70,15 @@ pub struct Config {
     /// it splits messages (legacy QUADS); the default is neither. Set by
     /// [`secure::bind`](crate::secure::bind), not by hand.
     pub upgrade: Upgrade,
-    /// How often to look for interfaces that came or went and addresses
-    /// that changed; `None` never looks again after binding.
+    /// Interfaces that come or go and addresses that change are followed
+    /// as the kernel reports them (rtnetlink); where it cannot, they are
+    /// looked for this often. `None` never looks again after binding.
     pub rescan_interval: Option<Duration>,
     /// Start even when the interfaces wanted are not there yet (a daemon
     /// started before its links); they are used when they appear. Default
-    /// false: a missing or unusable interface is an error at bind.
+    /// false: a missing or unusable interface is an error at bind (after
+    /// waiting up to 3 s for a named one's link-local address to finish
+    /// duplicate address detection).
     pub wait_for_interfaces: bool,
 }
 
@@ -122,7 +125,8 @@ impl Config {
         self
     }
 
-    /// Sets how often interfaces are rescanned (`None`: never).
+    /// Sets how often interfaces are rescanned where rtnetlink is not
+    /// available (`None`: interfaces are not followed after binding).
     pub fn rescan_interval(mut self, every: Option<Duration>) -> Self {
         self.rescan_interval = every;
         self
@@ -184,10 +188,43 @@ impl Drop for Transport {
     }
 }
 
+/// How long a one-shot node waits for a named interface's link-local
+/// address to leave duplicate address detection (it takes about a second).
+const DAD_WAIT: Duration = Duration::from_secs(3);
+
 /// Binds the plain ACP: joins `ff02::13` on each interface, listens for TCP,
 /// and starts the receive tasks. Must be called inside a tokio runtime.
 pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Error> {
-    let all = host_interfaces()?;
+    let mut all = host_interfaces()?;
+    // Kernel changes, when netlink works; else the interfaces are polled.
+    let mut changes = match crate::netlink::Changes::open() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            debug!(error = %e, "no rtnetlink: interfaces are rescanned on a timer");
+            None
+        }
+    };
+    if !config.wait_for_interfaces {
+        // A named interface whose link-local address is still in duplicate
+        // address detection is waited for, a little.
+        let until = tokio::time::Instant::now() + DAD_WAIT;
+        while let Err(Error::UnusableInterface { why, .. }) =
+            select(&all, config.interfaces.as_deref())
+        {
+            if why != crate::interfaces::NO_LINK_LOCAL || tokio::time::Instant::now() >= until {
+                break;
+            }
+            match changes.as_mut() {
+                Some(c) => {
+                    if tokio::time::timeout_at(until, c.next()).await.is_err() {
+                        break;
+                    }
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+            all = host_interfaces()?;
+        }
+    }
     let interfaces = if config.wait_for_interfaces {
         let present = crate::interfaces::select_present(&all, config.interfaces.as_deref());
         if present.is_empty() {
@@ -245,6 +282,7 @@ pub async fn bind(config: Config) -> Result<(Arc<Transport>, InboundStream), Err
     if let Some(every) = config.rescan_interval {
         tasks.push(tokio::spawn(rescan_loop(
             every,
+            changes,
             config.interfaces.clone(),
             config.node_address,
             receivers.clone(),
@@ -510,11 +548,13 @@ fn read(now: &std::sync::RwLock<Current>) -> std::sync::RwLockReadGuard<'_, Curr
     now.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Looks at the host's interfaces every `every`: joins ff02::13 on ones
+/// Looks at the host's interfaces whenever the kernel reports a change
+/// (`changes`), or every `every` where it cannot: joins ff02::13 on ones
 /// that appeared, leaves ones that went, follows address changes, and tells
 /// the engine (an [`Inbound::Interfaces`] on the inbound stream).
 async fn rescan_loop(
     every: Duration,
+    mut changes: Option<crate::netlink::Changes>,
     wanted: Option<Vec<String>>,
     fixed_address: Option<Ipv6Addr>,
     receivers: Arc<std::sync::Mutex<Receivers>>,
@@ -524,7 +564,24 @@ async fn rescan_loop(
     // A change the engine has not been told of yet (its queue was full).
     let mut untold = false;
     loop {
-        tokio::time::sleep(every).await;
+        match changes.as_mut() {
+            Some(c) => {
+                // A change the engine still has to hear of is retried on
+                // the timer.
+                let wait = if untold { Some(every) } else { None };
+                let next = async {
+                    match wait {
+                        Some(w) => tokio::time::timeout(w, c.next()).await.unwrap_or(Ok(())),
+                        None => c.next().await,
+                    }
+                };
+                if let Err(e) = next.await {
+                    warn!(error = %e, every = ?every, "rtnetlink failed; rescanning interfaces on a timer instead");
+                    changes = None;
+                }
+            }
+            None => tokio::time::sleep(every).await,
+        }
         if tx.is_closed() {
             return;
         }

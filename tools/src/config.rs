@@ -685,7 +685,7 @@ impl NodeConfig {
         );
         let _ = writeln!(
             o,
-            "  rescan       every {} s for interfaces and addresses that change",
+            "  rescan       interfaces and addresses followed as the kernel reports changes (every {} s where rtnetlink is unavailable)",
             self.rescan.as_secs()
         );
         let _ = writeln!(

@@ -762,3 +762,145 @@ fn the_command_line_haggles_answers_invalid_serves_rapid_and_floods_several() {
         out("invalid")
     );
 }
+
+/// The interface names graspd uses now, from its control socket.
+fn used(rt: &tokio::runtime::Runtime, sock: &std::path::Path) -> Vec<String> {
+    let v = rt
+        .block_on(grasp_tools::control::request(sock, "stats"))
+        .unwrap();
+    v["interfaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `f` every 2 ms for up to 5 s; how long until it held.
+fn until(mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn graspd_follows_links_and_addresses_as_the_kernel_reports_them() {
+    let test = "graspd_follows_links_and_addresses_as_the_kernel_reports_them";
+    if Lab::skip_loudly(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns().unwrap();
+    let b = lab.netns().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A minute between rescans: only the kernel's reports can explain
+    // anything faster.
+    let (conf, sock) = daemon_config(
+        dir.path(),
+        "nl",
+        "security = \"none\"\ninterfaces = [\"nl0\", \"nl1\"]\nrescan_secs = 60",
+    );
+    let _d = start_graspd(&b, &conf, &sock, &dir.path().join("nl.log"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(used(&rt, &sock).is_empty());
+
+    // A new link (addresses without DAD) is in use within 100 ms.
+    lab.link(7, (&a, "na0"), (&b, "nl0")).unwrap();
+    let took = until(|| used(&rt, &sock).contains(&"nl0".to_string())).expect("nl0 used");
+    eprintln!("{test}: new link used after {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "new link used after {took:?}"
+    );
+    // A deleted one is dropped within 100 ms.
+    lab.del_link(&b, "nl0").unwrap();
+    let took = until(|| !used(&rt, &sock).contains(&"nl0".to_string())).expect("nl0 dropped");
+    eprintln!("{test}: deleted link dropped after {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "deleted link dropped after {took:?}"
+    );
+
+    // A link whose link-local address goes through duplicate address
+    // detection is not used while the address is tentative, and is used
+    // within 100 ms of it becoming valid.
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ip(&[
+        "-n", &a.name, "link", "add", "nb0", "type", "veth", "peer", "name", "nl1", "netns",
+        &b.name,
+    ]);
+    for (ns, dev, ll) in [
+        (&a.name, "nb0", "fe80::8:1/64"),
+        (&b.name, "nl1", "fe80::8:2/64"),
+    ] {
+        ip(&["-n", ns, "link", "set", dev, "addrgenmode", "none"]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+        ip(&["-n", ns, "addr", "add", ll, "dev", dev]);
+    }
+    let tentative =
+        || ip(&["-n", &b.name, "-6", "addr", "show", "dev", "nl1"]).contains("tentative");
+    let mut seen_tentative = 0;
+    let valid_after = until(|| {
+        let now = used(&rt, &sock);
+        let t = tentative();
+        if t {
+            seen_tentative += 1;
+            assert!(
+                !now.contains(&"nl1".to_string()),
+                "nl1 used while its address is tentative"
+            );
+        }
+        !t
+    })
+    .expect("DAD ends");
+    assert!(
+        seen_tentative > 0,
+        "the address was never seen tentative (DAD did not run)"
+    );
+    let took = until(|| used(&rt, &sock).contains(&"nl1".to_string())).expect("nl1 used");
+    eprintln!("{test}: DAD took {valid_after:?}; the link was used {took:?} after");
+    assert!(
+        took < Duration::from_millis(100),
+        "nl1 used {took:?} after DAD ended"
+    );
+
+    // A one-shot grasp on a link still in DAD waits for it instead of
+    // failing (the README's demo has no `sleep` for it).
+    ip(&[
+        "-n", &a.name, "link", "add", "nc0", "type", "veth", "peer", "name", "nc1", "netns",
+        &b.name,
+    ]);
+    for (ns, dev, ll) in [
+        (&a.name, "nc0", "fe80::9:1/64"),
+        (&b.name, "nc1", "fe80::9:2/64"),
+    ] {
+        ip(&["-n", ns, "link", "set", dev, "addrgenmode", "none"]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+        ip(&["-n", ns, "addr", "add", ll, "dev", dev]);
+    }
+    let o = grasp(&a, "nc0", &["--timeout-ms", "200", "discover", "EX.nobody"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "it ran (nothing to find), not refused the link: {}",
+        text(&o)
+    );
+}
