@@ -627,12 +627,11 @@ fn the_command_line_haggles_answers_invalid_serves_rapid_and_floods_several() {
     let mut watch = serve("watch", &["--json", "watch", "--seconds", "6"]);
     std::thread::sleep(Duration::from_millis(700));
 
-    // The requester asks 150 and comes down 20 a round, never below 90:
-    // 150, (100), 130, (95), 110, accepted.
-    let o = grasp(
-        &a,
-        "ab0",
-        &[
+    // The requester asks 150 and comes down 20 a round, never below its
+    // floor: 150, (100), 130, (95), 110, accepted; with a floor of 140 it
+    // gives up instead of asking 130.
+    let haggle = |floor: &str| {
+        let args = [
             "--timeout-ms",
             "3000",
             "negotiate",
@@ -643,39 +642,18 @@ fn the_command_line_haggles_answers_invalid_serves_rapid_and_floods_several() {
             "--step",
             "-20",
             "--floor",
-            "90",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("accepted after 3 offer(s)"),
-        "{}",
-        text(&o)
-    );
-    // A floor stops it: asking 150 down by 20 but never below 140.
-    let o = grasp(
-        &a,
-        "ab0",
-        &[
-            "--timeout-ms",
-            "3000",
-            "negotiate",
-            "EX.haggle",
-            "[\"NZD\", 150]",
-            "--rounds",
-            "5",
-            "--step",
-            "-20",
-            "--floor",
-            "140",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("130 would pass my floor of 140"),
-        "{}",
-        text(&o)
-    );
+            floor,
+        ];
+        grasp(&a, "ab0", &args)
+    };
+    for (floor, want) in [
+        ("90", "accepted after 3 offer(s)"),
+        ("140", "130 would pass my floor of 140"),
+    ] {
+        let o = haggle(floor);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains(want), "floor {floor}: {}", text(&o));
+    }
     // A dry run is marked so on the wire: the responder says it saw one.
     let o = grasp(
         &a,
@@ -843,18 +821,21 @@ fn graspd_follows_links_and_addresses_as_the_kernel_reports_them() {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    ip(&[
-        "-n", &a.name, "link", "add", "nb0", "type", "veth", "peer", "name", "nl1", "netns",
-        &b.name,
-    ]);
-    for (ns, dev, ll) in [
-        (&a.name, "nb0", "fe80::8:1/64"),
-        (&b.name, "nl1", "fe80::8:2/64"),
-    ] {
-        ip(&["-n", ns, "link", "set", dev, "addrgenmode", "none"]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-        ip(&["-n", ns, "addr", "add", ll, "dev", dev]);
-    }
+    // A veth pair A:ours - B:theirs, link-local addresses fe80::N:1 and
+    // fe80::N:2 with duplicate address detection.
+    let dad_link = |ours: &str, theirs: &str, n: u8| {
+        ip(&[
+            "-n", &a.name, "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns",
+            &b.name,
+        ]);
+        for (ns, dev, end) in [(&a.name, ours, 1), (&b.name, theirs, 2)] {
+            let ll = format!("fe80::{n}:{end}/64");
+            ip(&["-n", ns, "link", "set", dev, "addrgenmode", "none"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "addr", "add", &ll, "dev", dev]);
+        }
+    };
+    dad_link("nb0", "nl1", 8);
     let tentative =
         || ip(&["-n", &b.name, "-6", "addr", "show", "dev", "nl1"]).contains("tentative");
     let mut seen_tentative = 0;
@@ -884,18 +865,7 @@ fn graspd_follows_links_and_addresses_as_the_kernel_reports_them() {
 
     // A one-shot grasp on a link still in DAD waits for it instead of
     // failing (the README's demo has no `sleep` for it).
-    ip(&[
-        "-n", &a.name, "link", "add", "nc0", "type", "veth", "peer", "name", "nc1", "netns",
-        &b.name,
-    ]);
-    for (ns, dev, ll) in [
-        (&a.name, "nc0", "fe80::9:1/64"),
-        (&b.name, "nc1", "fe80::9:2/64"),
-    ] {
-        ip(&["-n", ns, "link", "set", dev, "addrgenmode", "none"]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-        ip(&["-n", ns, "addr", "add", ll, "dev", dev]);
-    }
+    dad_link("nc0", "nc1", 9);
     let o = grasp(&a, "nc0", &["--timeout-ms", "200", "discover", "EX.nobody"]);
     assert_eq!(
         o.status.code(),
