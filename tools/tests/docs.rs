@@ -187,6 +187,7 @@ fn the_configuration_page_names_every_key_the_parser_takes() {
         ("control", "[control]"),
         ("api", "[api]"),
         ("api.allow", "[[api.allow]]"),
+        ("metrics", "[metrics]"),
         ("serve", "[[serve]]"),
     ] {
         for key in accepted(header) {
