@@ -171,6 +171,7 @@ fn the_configuration_page_names_every_key_the_parser_takes() {
         "control",
         "api",
         "api.allow",
+        "metrics",
         "serve",
     ];
     for key in accepted("") {
