@@ -54,6 +54,23 @@ impl Build {
         }
     }
 
+    /// A counter family with one label: for each (label value, key),
+    /// the counter `v[key]`, where the snapshot has it.
+    fn labelled(
+        &mut self,
+        name: &str,
+        help: &str,
+        v: &Json,
+        label_name: &str,
+        rows: &[(&str, &str)],
+    ) {
+        let rows = rows
+            .iter()
+            .filter_map(|(l, k)| Some((label(&[(label_name, l)]), u(v, &[k])?)))
+            .collect();
+        self.counters(name, help, rows);
+    }
+
     /// A counter family: each (labels, value).
     fn counters(&mut self, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
         if rows.is_empty() {
@@ -141,31 +158,29 @@ pub fn render(s: &Json) -> String {
     ] {
         b.gauge(name, help, u(&e, &["tables", k]));
     }
-    b.counters(
+    b.labelled(
         "relayed",
         "Messages relayed to other interfaces, by kind",
-        [
+        &e,
+        "kind",
+        &[
             ("discovery", "discoveries_relayed"),
             ("flood", "floods_relayed"),
-        ]
-        .iter()
-        .filter_map(|(kind, k)| Some((label(&[("kind", kind)]), u(&e, &[k])?)))
-        .collect(),
+        ],
     );
-    b.counters(
+    b.labelled(
         "rate_limited",
         "Work refused by a rate limit, by limit",
-        [
+        &e,
+        "limit",
+        &[
             ("relay", "relay_rate_limited"),
             ("relay_per_source", "relay_source_limited"),
             ("flood_relay", "flood_relay_rate_limited"),
             ("flood_relay_per_source", "flood_relay_source_limited"),
             ("response", "response_rate_limited"),
             ("response_per_source", "response_source_limited"),
-        ]
-        .iter()
-        .filter_map(|(l, k)| Some((label(&[("limit", l)]), u(&e, &[k])?)))
-        .collect(),
+        ],
     );
     for (k, help) in [
         ("responses_sent", "Discovery responses sent"),
@@ -198,16 +213,15 @@ pub fn render(s: &Json) -> String {
         "Multicasts received",
         u(&t, &["multicast_received"]),
     );
-    b.counters(
+    b.labelled(
         "channels",
         "Unicast channels, by how they began",
-        [
+        &t,
+        "event",
+        &[
             ("opened", "channels_opened"),
             ("accepted", "channels_accepted"),
-        ]
-        .iter()
-        .filter_map(|(ev, k)| Some((label(&[("event", ev)]), u(&t, &[k])?)))
-        .collect(),
+        ],
     );
     b.counter(
         "connect_failures",
@@ -248,27 +262,25 @@ pub fn render(s: &Json) -> String {
             "Multicasts whose signature verified",
             u(x, &["multicast_verified"]),
         );
-        b.counters(
+        b.labelled(
             "tls_handshakes",
             "TLS connections set up, by side",
-            [
+            x,
+            "side",
+            &[
                 ("client", "connections_dialled"),
                 ("server", "connections_accepted"),
-            ]
-            .iter()
-            .filter_map(|(side, k)| Some((label(&[("side", side)]), u(x, &[k])?)))
-            .collect(),
+            ],
         );
-        b.counters(
+        b.labelled(
             "tls_streams",
             "Sessions carried on TLS connections, by side",
-            [
+            x,
+            "event",
+            &[
                 ("opened", "streams_opened"),
                 ("accepted", "streams_accepted"),
-            ]
-            .iter()
-            .filter_map(|(ev, k)| Some((label(&[("event", ev)]), u(x, &[k])?)))
-            .collect(),
+            ],
         );
         b.counter(
             "tls_connections_idle_closed",
@@ -276,13 +288,12 @@ pub fn render(s: &Json) -> String {
             u(x, &["connections_idle_closed"]),
         );
     }
-    b.counters(
+    b.labelled(
         "key_reloads",
         "Key or certificate reloads (SIGHUP, grasp reload), by result",
-        [("done", "done"), ("failed", "failed")]
-            .iter()
-            .filter_map(|(r, k)| Some((label(&[("result", r)]), u(s, &["key_reloads", k])?)))
-            .collect(),
+        &s["key_reloads"],
+        "result",
+        &[("done", "done"), ("failed", "failed")],
     );
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -326,9 +337,8 @@ fn drops(s: &Json) -> Vec<(Labels, u64)> {
         add("transport", reason, u(&t, &[k]));
     }
     for (layer, key) in [("quads", "dropped"), ("tls", "multicast_dropped")] {
-        let section = if layer == "quads" { "quads" } else { "tls" };
         if let Some(m) = s
-            .get(section)
+            .get(layer)
             .and_then(|x| x.get(key))
             .and_then(Json::as_object)
         {
